@@ -1,0 +1,9 @@
+#include "common.hpp"
+
+namespace ctreg::bind {
+
+void bind_smooth(py::module_& m) {
+    (void)m;  // kernels of this topic are bound here
+}
+
+}  // namespace ctreg::bind
