@@ -69,3 +69,18 @@ _n = _env_threads()
 if _n:
     set_num_threads(_n)
 del _n
+
+
+# ---------------------------------------------------------------------------------------------
+# Resampling, image gradients, Gaussian smoothing (C++: cpp/include/ctreg/{warp,gradient,smooth}.hpp)
+# [section owned by the resampling kernels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cubic B-spline FFD and similarity metrics (C++: cpp/include/ctreg/{bspline,metrics}.hpp)
+# [section owned by the B-spline / metric kernels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointwise field kernels (Numba: ctreg/_kernels.py)
+# [section owned by the Numba kernels]
