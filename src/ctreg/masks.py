@@ -1,0 +1,79 @@
+"""Automatic body and lung masks for chest CT (thresholds and connected components).
+
+They decide *where* similarity counts; they need to be robust rather than exact:
+
+* ``body_mask``: tissue denser than -500 HU, its largest 3-D connected component, holes filled
+  slice by slice (so the lungs and airways are inside the body).  Padding outside the scanner's
+  field of view (``Volume.valid == False``) is never part of it.
+* ``lung_mask``: air-like voxels (< -400 HU) inside the filled body, small specks removed, the
+  components larger than ``min_volume_ml`` kept (both lungs, airways).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from .volume import Volume
+
+__all__ = ["body_mask", "lung_mask"]
+
+BODY_THRESHOLD_HU = -500.0
+LUNG_THRESHOLD_HU = -400.0
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """(z, y, x) bool: the patient's body with lungs and airways inside.
+
+    Empty when no voxel exceeds ``threshold_hu``.
+    """
+    a = volume.array
+    tissue = a > threshold_hu
+    if volume.valid is not None:
+        tissue &= volume.valid
+    if not tissue.any():
+        return tissue
+    # Remove the table and thin attachments: open in-plane, then keep the largest component.
+    st = np.zeros((1, 3, 3), bool)
+    st[0] = ndi.generate_binary_structure(2, 1)
+    tissue = ndi.binary_opening(tissue, structure=st, iterations=2)
+    body = _largest_component(tissue)
+    filled = np.empty_like(body)
+    for k in range(body.shape[0]):
+        filled[k] = ndi.binary_fill_holes(body[k])
+    # A lung cut by the top or bottom slice is open in 3-D but closed in-plane: slice-wise filling
+    # handles it.  Airways that reach the edge of a slice stay open; that is harmless.
+    if volume.valid is not None:
+        filled &= volume.valid
+    return filled
+
+
+def lung_mask(volume: Volume, *, body: np.ndarray | None = None,
+              threshold_hu: float = LUNG_THRESHOLD_HU, min_volume_ml: float = 20.0) -> np.ndarray:
+    """(z, y, x) bool: lungs and airways (air inside the body)."""
+    if body is None:
+        body = body_mask(volume)
+    air = (volume.array < threshold_hu) & body
+    if volume.valid is not None:
+        air &= volume.valid
+    if not air.any():
+        return air
+    air = ndi.binary_opening(air, iterations=1)
+    labels, n = ndi.label(air)
+    if n == 0:
+        return air
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    sizes = np.bincount(labels.ravel()) * voxel_ml
+    sizes[0] = 0
+    keep = np.flatnonzero(sizes >= min_volume_ml)
+    if keep.size == 0:  # small field of view: keep the largest air component
+        keep = np.array([int(np.argmax(sizes))])
+    return np.isin(labels, keep)
