@@ -41,11 +41,12 @@ def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> np.
         tissue &= volume.valid
     if not tissue.any():
         return tissue
-    # Remove the table and thin attachments: open in-plane, then keep the largest component.
+    # Detach the table and thin attachments: open in-plane, keep the largest component, then
+    # give back the thin walls the opening took (tissue next to that component).
     st = np.zeros((1, 3, 3), bool)
     st[0] = ndi.generate_binary_structure(2, 1)
-    tissue = ndi.binary_opening(tissue, structure=st, iterations=2)
-    body = _largest_component(tissue)
+    core = _largest_component(ndi.binary_opening(tissue, structure=st, iterations=1))
+    body = tissue & ndi.binary_dilation(core, structure=st, iterations=2)
     filled = np.empty_like(body)
     for k in range(body.shape[0]):
         filled[k] = ndi.binary_fill_holes(body[k])

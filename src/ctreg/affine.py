@@ -1,0 +1,154 @@
+"""Rigid then affine alignment, one pyramid level at a time (L-BFGS-B on analytic gradients).
+
+The transform maps a reference world point p to ``A (p - c) + c + t`` in the floating scan,
+c being the centre of the reference body.  Parameters are scaled so that one unit moves points
+by about one millimetre (see ``transforms.affine_from_params``), which keeps L-BFGS well
+conditioned.  The metric's gradient with respect to the displacement at every voxel is reduced
+to the 12 parameters exactly: sums of g and of g (p - c)^T, then the chain rule through A(θ).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+
+from . import ops
+from .level import Level
+from .options import AffineOptions
+from .result import LevelReport
+from .transforms import N_AFFINE, N_RIGID, PARAM_RADIUS_MM, AffineTransform, affine_from_params
+
+__all__ = ["run_affine_level", "rotation_search"]
+
+log = logging.getLogger("ctreg")
+
+
+def _d_matrix_d_params(params: np.ndarray, n: int, eps: float = 1e-4) -> np.ndarray:
+    """(n, 3, 3): derivative of A with respect to each of the first n parameters
+    (translation parameters have none)."""
+    out = np.zeros((n, 3, 3))
+    for m in range(3, n):
+        hi, lo = params.copy(), params.copy()
+        hi[m] += eps
+        lo[m] -= eps
+        out[m] = (affine_from_params(hi)[0] - affine_from_params(lo)[0]) / (2 * eps)
+    return out
+
+
+class _Objective:
+    """cost(θ) and its gradient for one level; θ has 6 (rigid) or 12 entries."""
+
+    def __init__(self, level: Level, centre: np.ndarray, metric: str, fixed: np.ndarray):
+        self.level = level
+        self.centre = centre
+        self.metric = metric
+        self.fixed = fixed  # full 12-vector; the optimised entries overwrite its head
+        self.evaluations = 0
+        # Σ g ⊗ (p - c) = (Σ g ⊗ idx) (out_to_world linear)^T + (Σ g) ⊗ (p0 - c)
+        to_world = level.frame.frame_to_world_matrix() @ level.out_to_frame
+        self.idx_to_world_lin = to_world[:3, :3]
+        self.p0_minus_c = to_world[:3, 3] - centre
+        self.ramps = [np.arange(n, dtype=np.float64) for n in level.shape]
+
+    def full(self, theta: np.ndarray) -> np.ndarray:
+        p = self.fixed.copy()
+        p[: len(theta)] = theta
+        return p
+
+    def transform(self, theta: np.ndarray) -> AffineTransform:
+        return AffineTransform.from_params(self.full(theta), self.centre)
+
+    def value(self, theta: np.ndarray) -> float:
+        t = self.transform(theta)
+        warped, valid = self.level.warp(t)
+        mask = self.level.metric_mask(valid)
+        if not mask.any():
+            return 1.0
+        cost, _ = self.level.metric(self.metric, warped, mask)
+        return float(cost)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self.evaluations += 1
+        n = len(theta)
+        t = self.transform(theta)
+        warped, valid = self.level.warp(t)
+        mask = self.level.metric_mask(valid)
+        if not mask.any():
+            # No overlap: a flat, high cost tells the line search to step back.
+            return 1.0, np.zeros(n)
+        grad_w = ops.gradient(warped, tuple(self.level.spacing))
+        cost, g = self.level.metric(self.metric, warped, mask, warped_gradient=grad_w)
+        # g: dcost/du in reference-frame components (z, y, x) -> world gradient of F at T(p):
+        # W(r) = F(T(D r + o)) => grad_r W = (A D)^T grad F  =>  grad F = (A D)^-T grad_r W.
+        ad = t.matrix @ self.level.frame.direction
+        to_world = np.linalg.inv(ad).T
+        g64 = g.astype(np.float64)
+        s0 = g64.sum(axis=(0, 1, 2))  # Σ g (frame components)
+        s_idx = np.empty((3, 3))  # Σ g_a * idx_b
+        s_idx[:, 0] = np.tensordot(g64.sum(axis=(1, 2)), self.ramps[0], axes=([0], [0]))
+        s_idx[:, 1] = np.tensordot(g64.sum(axis=(0, 2)), self.ramps[1], axes=([0], [0]))
+        s_idx[:, 2] = np.tensordot(g64.sum(axis=(0, 1)), self.ramps[2], axes=([0], [0]))
+        s0_w = to_world @ s0
+        s1_w = to_world @ (s_idx @ self.idx_to_world_lin.T + np.outer(s0, self.p0_minus_c))
+        grad = np.zeros(n)
+        grad[:3] = s0_w
+        dA = _d_matrix_d_params(self.full(theta), n)
+        for m in range(3, n):
+            grad[m] = float(np.sum(s1_w * dA[m]))
+        return float(cost), grad
+
+
+def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions) -> np.ndarray:
+    """Best rotation about the world z axis on a coarse grid of angles (keeps the rest)."""
+    if options.rotation_search_deg <= 0:
+        return params
+    obj = _Objective(level, centre, options.metric, params)
+    half = options.rotation_search_deg
+    angles = np.arange(-half, half + 1e-9, options.rotation_search_step_deg)
+    best, best_cost = params, obj.value(params[:N_RIGID])
+    for deg in angles:
+        trial = params.copy()
+        trial[5] = params[5] + np.deg2rad(deg) * PARAM_RADIUS_MM
+        cost = obj.value(trial[:N_RIGID])
+        if cost < best_cost - 1e-6:
+            best, best_cost = trial, cost
+    return best
+
+
+def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions,
+                     level_number: int) -> tuple[np.ndarray, list[LevelReport]]:
+    """Optimise the transform on one level: rigid first on the coarsest level, then affine.
+
+    Returns the new 12 parameters and the level reports.
+    """
+    reports = []
+    iterations = options.iterations[level_number]
+    phases = [("rigid", N_RIGID)]
+    if level_number > 0:
+        phases = []
+    if options.affine:
+        phases.append(("affine", N_AFFINE))
+    elif level_number > 0:
+        phases.append(("rigid", N_RIGID))
+    for name, n in phases:
+        t0 = time.perf_counter()
+        obj = _Objective(level, centre, options.metric, params)
+        before = obj.value(params[:n])
+        res = minimize(obj, params[:n], jac=True, method="L-BFGS-B",
+                       options={"maxiter": iterations, "maxcor": 10, "ftol": 1e-9, "gtol": 1e-8})
+        new = obj.full(res.x)
+        after = obj.value(res.x)
+        if after <= before:
+            params = new
+        else:  # never return something worse than the start
+            after = before
+        reports.append(LevelReport(stage=name, level=level_number,
+                                   spacing_mm=[float(s) for s in level.spacing],
+                                   iterations=int(res.nit), evaluations=obj.evaluations,
+                                   metric=options.metric, metric_before=float(before),
+                                   metric_after=float(after), seconds=time.perf_counter() - t0))
+        log.debug("%s level %d: %s %.5f -> %.5f in %d iterations", name, level_number,
+                  options.metric, before, after, res.nit)
+    return params, reports

@@ -1,0 +1,109 @@
+"""One pyramid level of a registration problem, shared by the affine, B-spline and demons stages.
+
+A level holds the preprocessed reference (clipped HU on a subsampled grid of the cropped
+reference), its mask, and the preprocessed floating scan on its own subsampled grid.  ``warp``
+resamples the floating scan onto the level grid through an affine transform and, optionally, a
+reference-frame displacement field; voxels that map outside the floating scan's data are
+reported as invalid so that they never count in a metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import metrics, ops
+from .pyramid import downsample
+from .transforms import AffineTransform, ReferenceFrame
+from .volume import Volume
+
+__all__ = ["Level", "build_level", "SENTINEL"]
+
+#: Value written where the floating scan has no data; far below any clipped intensity, so a
+#: trilinear sample that touches it falls below the clip range and is recognised as invalid.
+SENTINEL = -4096.0
+
+
+@dataclass
+class Level:
+    index: int
+    spacing: np.ndarray  # (z, y, x) mm of the level grid
+    shape: tuple[int, int, int]
+    reference: np.ndarray  # (z, y, x) float32, clipped intensities
+    mask: np.ndarray  # (z, y, x) uint8: reference body (and valid data)
+    floating: Volume  # preprocessed floating scan (clipped, SENTINEL where invalid)
+    out_to_frame: np.ndarray  # 4x4: level index (k, j, i) -> reference-frame point (z, y, x mm)
+    frame: ReferenceFrame
+    clip_low: float
+    _reference_gradient: np.ndarray | None = None
+
+    @property
+    def reference_gradient(self) -> np.ndarray:
+        if self._reference_gradient is None:
+            self._reference_gradient = ops.gradient(self.reference, tuple(self.spacing))
+        return self._reference_gradient
+
+    def frame_to_floating_index(self, transform: AffineTransform) -> np.ndarray:
+        """4x4: reference-frame point -> continuous floating index, through ``transform``."""
+        return (np.linalg.inv(self.floating.affine) @ transform.homogeneous()
+                @ self.frame.frame_to_world_matrix())
+
+    def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Floating resampled on the level grid: (warped, valid uint8).
+
+        Invalid voxels (outside the floating data) are set to the lower clip value, so that
+        gradients stay bounded there; the caller excludes them through ``valid``.
+        """
+        to_index = self.frame_to_floating_index(transform)
+        if u_frame is None:
+            warped = ops.resample_affine(self.floating.array, to_index @ self.out_to_frame,
+                                         self.shape, order=1, fill=SENTINEL)
+        else:
+            warped = ops.resample_displacement(
+                self.floating.array, u_frame, out_to_world=self.out_to_frame,
+                world_to_image=to_index, order=1, fill=SENTINEL)
+        valid = warped >= self.clip_low - 0.5
+        np.copyto(warped, np.float32(self.clip_low), where=~valid)
+        return warped, valid.view(np.uint8)
+
+    def metric_mask(self, valid: np.ndarray) -> np.ndarray:
+        return np.bitwise_and(self.mask, valid)
+
+    def metric(self, name: str, warped: np.ndarray, mask: np.ndarray,
+               warped_gradient: np.ndarray | None = None, **kw):
+        return metrics.evaluate(name, self.reference, warped, mask=mask,
+                                warped_gradient=warped_gradient, spacing=self.spacing, **kw)
+
+
+def preprocess(volume: Volume, clip_hu: tuple[float, float], *, invalid_value: float | None) -> Volume:
+    """Clip HU to ``clip_hu``; where the scanner wrote no data put ``invalid_value``
+    (None: the lower clip value)."""
+    arr = np.clip(volume.array, clip_hu[0], clip_hu[1]).astype(np.float32, copy=False)
+    if volume.valid is not None and invalid_value is not None:
+        arr = np.where(volume.valid, arr, np.float32(invalid_value)).astype(np.float32)
+    return volume.with_array(arr)
+
+
+def build_level(index: int, target_mm: float, reference: Volume, reference_mask: np.ndarray,
+                floating: Volume, frame: ReferenceFrame, clip_hu: tuple[float, float]) -> Level:
+    """A level at about ``target_mm`` spacing from the (cropped, preprocessed) volumes.
+
+    ``reference`` and ``floating`` must already be clipped; ``floating`` must carry its validity
+    mask.  The floating scan is smoothed and subsampled with air where it has no data, and the
+    SENTINEL is written afterwards on the subsampled invalid voxels.
+    """
+    ref_l = downsample(reference, target_mm)
+    f = np.rint(np.linalg.norm(ref_l.affine[:3, :3], axis=0) / reference.spacing).astype(int)
+    sl = tuple(slice(None, None, int(x)) for x in f)
+    mask = np.ascontiguousarray(reference_mask[sl]).astype(np.uint8)
+    if ref_l.valid is not None:
+        mask &= ref_l.valid.view(np.uint8)
+    flt_l = downsample(floating, target_mm)
+    if flt_l.valid is not None and not flt_l.valid.all():
+        arr = np.where(flt_l.valid, flt_l.array, np.float32(SENTINEL)).astype(np.float32)
+        flt_l = flt_l.with_array(arr)
+    out_to_frame = frame.world_to_frame_matrix() @ ref_l.affine
+    return Level(index=index, spacing=ref_l.spacing, shape=ref_l.shape, reference=ref_l.array,
+                 mask=mask, floating=flt_l, out_to_frame=out_to_frame, frame=frame,
+                 clip_low=float(clip_hu[0]))

@@ -1,0 +1,201 @@
+"""Registration options: frozen, keyword-only dataclasses validated on construction, and presets.
+
+Lists per level run coarse -> fine.  Spacings are in mm; the level spacing is reached by integer
+subsampling of the reference grid, so the actual spacing is the nearest multiple of the scan's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .metrics import METRICS
+
+__all__ = ["AffineOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions", "PRESETS",
+           "options_for"]
+
+
+def _fail(cls, name, value, accepted):
+    raise ValueError(f"{cls}.{name} must be {accepted}, got {value!r}")
+
+
+def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
+    value = getattr(obj, name)
+    cls = type(obj).__name__
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        value = tuple(value)
+    except TypeError:
+        _fail(cls, name, value, "a sequence of positive numbers")
+    kind = int if integer else (int, float)
+    if (not value and not allow_empty) or any(
+            isinstance(v, bool) or not isinstance(v, kind) or v <= 0 for v in value):
+        _fail(cls, name, value, "a non-empty sequence of positive " + ("integers" if integer else "numbers"))
+    object.__setattr__(obj, name, tuple(float(v) if not integer else int(v) for v in value))
+    return value
+
+
+def _same_length(obj, *names):
+    lengths = {n: len(getattr(obj, n)) for n in names}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
+                         f"got lengths {lengths}")
+
+
+def _positive(obj, name, *, allow_zero=False):
+    value = getattr(obj, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value >= 0 if allow_zero else value > 0)
+    if not ok:
+        _fail(type(obj).__name__, name, value, "a non-negative number" if allow_zero else "a positive number")
+
+
+def _metric(obj, name):
+    value = getattr(obj, name)
+    if value not in METRICS:
+        _fail(type(obj).__name__, name, value, f"one of {METRICS}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AffineOptions:
+    """Rigid then affine alignment, multi-resolution.
+
+    rotation_search_deg: before optimising on the coarsest level, try rotations about the
+    scanner's z axis in [-rotation_search_deg, +rotation_search_deg] (step
+    rotation_search_step_deg) and start from the best (0 disables the search).
+    """
+
+    enabled: bool = True
+    levels_mm: tuple = (8.0, 4.0)
+    iterations: tuple = (60, 40)
+    metric: str = "ncc"
+    affine: bool = True
+    rotation_search_deg: float = 30.0
+    rotation_search_step_deg: float = 7.5
+
+    def __post_init__(self):
+        _positive_tuple(self, "levels_mm")
+        _positive_tuple(self, "iterations", integer=True)
+        _same_length(self, "levels_mm", "iterations")
+        _metric(self, "metric")
+        _positive(self, "rotation_search_deg", allow_zero=True)
+        _positive(self, "rotation_search_step_deg")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FFDOptions:
+    """Cubic B-spline free-form deformation, one control grid per level, L-BFGS."""
+
+    enabled: bool = True
+    levels_mm: tuple = (6.0, 3.0)
+    control_spacing_mm: tuple = (40.0, 20.0)
+    iterations: tuple = (40, 30)
+    metric: str = "lncc"
+    lncc_radius_mm: float = 8.0
+    bending_weight: float = 0.5
+
+    def __post_init__(self):
+        _positive_tuple(self, "levels_mm")
+        _positive_tuple(self, "control_spacing_mm")
+        _positive_tuple(self, "iterations", integer=True)
+        _same_length(self, "levels_mm", "control_spacing_mm", "iterations")
+        _metric(self, "metric")
+        _positive(self, "lncc_radius_mm")
+        _positive(self, "bending_weight", allow_zero=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemonsOptions:
+    """Diffeomorphic (log-domain) demons refinement with symmetric forces.
+
+    The stationary velocity field v is updated with smoothed forces and regularised by a
+    Gaussian (sigmas in voxels of each level); the displacement is exp(v) by scaling and
+    squaring, so it cannot fold.
+    """
+
+    enabled: bool = True
+    levels_mm: tuple = (4.0, 2.0)
+    iterations: tuple = (30, 20)
+    sigma_fluid_vox: float = 1.0
+    sigma_diffusion_vox: float = 1.5
+    max_step_vox: float = 0.5
+    forces: str = "symmetric"
+
+    def __post_init__(self):
+        _positive_tuple(self, "levels_mm")
+        _positive_tuple(self, "iterations", integer=True)
+        _same_length(self, "levels_mm", "iterations")
+        _positive(self, "sigma_fluid_vox", allow_zero=True)
+        _positive(self, "sigma_diffusion_vox", allow_zero=True)
+        _positive(self, "max_step_vox")
+        if self.forces not in ("symmetric", "floating"):
+            _fail(type(self).__name__, "forces", self.forces, "'symmetric' or 'floating'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistrationOptions:
+    """Everything register() does.
+
+    clip_hu: intensities are clipped to this window before any metric (lung to soft tissue).
+    fill_hu: value of ``warped`` where the floating scan has no data.
+    crop_margin_mm: the work is done on the reference body's bounding box grown by this margin.
+    """
+
+    affine: AffineOptions = field(default_factory=AffineOptions)
+    ffd: FFDOptions = field(default_factory=FFDOptions)
+    demons: DemonsOptions = field(default_factory=DemonsOptions)
+    clip_hu: tuple = (-1000.0, 400.0)
+    fill_hu: float = -1024.0
+    crop_margin_mm: float = 10.0
+
+    def __post_init__(self):
+        for name, cls in (("affine", AffineOptions), ("ffd", FFDOptions), ("demons", DemonsOptions)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, cls(**value))
+            elif not isinstance(value, cls):
+                _fail("RegistrationOptions", name, value, f"a {cls.__name__} or a dict of its fields")
+        lo_hi = tuple(self.clip_hu)
+        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+            _fail("RegistrationOptions", "clip_hu", self.clip_hu, "(low, high) with low < high")
+        object.__setattr__(self, "clip_hu", (float(lo_hi[0]), float(lo_hi[1])))
+        _positive(self, "crop_margin_mm", allow_zero=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, RegistrationOptions] = {
+    "fast": RegistrationOptions(
+        affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
+        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(30,)),
+        demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,)),
+    ),
+    "default": RegistrationOptions(),
+    "accurate": RegistrationOptions(
+        affine=AffineOptions(levels_mm=(8.0, 4.0, 2.0), iterations=(80, 50, 30)),
+        ffd=FFDOptions(levels_mm=(6.0, 4.0, 2.0), control_spacing_mm=(48.0, 24.0, 12.0),
+                       iterations=(50, 40, 30)),
+        demons=DemonsOptions(levels_mm=(4.0, 2.0, 1.0), iterations=(40, 30, 15)),
+    ),
+}
+
+
+def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
+    """The preset's options with top-level fields replaced, e.g.
+    ``options_for("fast", demons=DemonsOptions(enabled=False))`` or ``ffd={"metric": "ncc"}``
+    (a dict updates only the named fields of that stage)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    base = PRESETS[preset]
+    merged = {}
+    for key, value in overrides.items():
+        if not hasattr(base, key):
+            raise ValueError(f"unknown registration option {key!r}; known: "
+                             f"{[f.name for f in dataclasses.fields(RegistrationOptions)]}")
+        current = getattr(base, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            value = dataclasses.replace(current, **value)
+        merged[key] = value
+    return dataclasses.replace(base, **merged)

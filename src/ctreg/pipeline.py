@@ -1,0 +1,247 @@
+"""register(): geometry -> masks -> affine -> B-spline -> demons -> one displacement field.
+
+All optimisation happens on the reference body's bounding box (plus a margin), on pyramid levels
+of a few mm; the final field is upsampled once to the full reference grid, where the floating
+scan is resampled once, from its original HU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, ops
+from .affine import rotation_search, run_affine_level
+from .demons import compose_displacement, run_demons_level
+from .errors import GeometryError
+from .ffd import run_ffd_level
+from .level import SENTINEL, Level, build_level, preprocess
+from .masks import body_mask
+from .options import RegistrationOptions, options_for
+from .pyramid import bounding_box, crop
+from .result import RegistrationResult
+from .transforms import N_AFFINE, AffineTransform, ReferenceFrame, world_displacement
+from .volume import Volume
+
+__all__ = ["register"]
+
+log = logging.getLogger("ctreg")
+
+#: The least body tissue a scan must show, in millilitres, for the automatic masks to be trusted.
+MIN_BODY_ML = 50.0
+
+
+def _as_volume(x, name: str) -> Volume:
+    if isinstance(x, Volume):
+        return x
+    if isinstance(x, (str, os.PathLike, list, tuple)):
+        from .io import read_volume
+
+        return read_volume(x)
+    raise TypeError(f"{name} must be a ctreg.Volume or a path that read_volume reads, got {type(x).__name__}")
+
+
+def _centroid_world(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    """World position of the mask's centre of mass (the grid centre for an empty mask)."""
+    sums = [mask.sum(axis=tuple(a for a in range(3) if a != ax)).astype(np.float64) for ax in range(3)]
+    total = sums[0].sum()
+    if total > 0:
+        idx = np.array([np.dot(s, np.arange(len(s))) / total for s in sums])
+    else:
+        idx = (np.array(mask.shape, float) - 1) / 2
+    return volume.index_to_world(idx[None])[0]
+
+
+def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
+    ml = float(mask.sum()) * float(np.prod(volume.spacing)) / 1000.0
+    if ml < MIN_BODY_ML:
+        raise GeometryError(
+            f"{name}: found only {ml:.1f} mL of tissue above -500 HU; expected a chest CT in HU "
+            f"(at least {MIN_BODY_ML:.0f} mL of body). Check the rescale slope/intercept of the input.")
+
+
+def _jacobian_stats(jac: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    j = jac if mask is None else jac[mask]
+    if j.size == 0:
+        return {}
+    pos = j[j > 0]
+    return {"min": float(j.min()), "max": float(j.max()),
+            "percent_nonpositive": float(100.0 * np.count_nonzero(j <= 0) / j.size),
+            "sd_log": float(np.log(pos).std()) if pos.size else None}
+
+
+def register(reference, floating, *, preset: str = "default",
+             options: RegistrationOptions | None = None, **overrides) -> RegistrationResult:
+    """Register the ``floating`` scan onto the ``reference`` scan.
+
+    Parameters
+    ----------
+    reference, floating : Volume, or anything ``ctreg.read_volume`` reads (DICOM folder, archive,
+        list of files or URLs, NIfTI file).
+    preset : "fast", "default" or "accurate" (see ``ctreg.options.PRESETS``).
+    options : RegistrationOptions, optional; replaces the preset.
+    **overrides : top-level fields of RegistrationOptions (``affine=``, ``ffd=``, ``demons=``,
+        ``clip_hu=`` ...); a dict updates only the named fields of a stage,
+        e.g. ``demons={"enabled": False}``.
+
+    Returns
+    -------
+    RegistrationResult with ``warped`` (floating on the reference grid), ``displacement``
+    ((z, y, x, 3) world LPS mm; reference p -> p + u(p) in the floating scan),
+    ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
+    """
+    t_start = time.perf_counter()
+    ref = _as_volume(reference, "reference")
+    flt = _as_volume(floating, "floating")
+    if options is None:
+        opts = options_for(preset, **overrides)
+    else:
+        if not isinstance(options, RegistrationOptions):
+            raise TypeError(f"options must be a RegistrationOptions, got {type(options).__name__}")
+        if overrides:
+            raise TypeError("pass either options= or keyword overrides, not both")
+        opts = options
+    frame = ReferenceFrame(ref)
+    ReferenceFrame(flt)  # the floating grid must be orthonormal too
+    timings: dict[str, float] = {}
+    levels_report: list = []
+
+    # -- masks, crop, preprocessing ----------------------------------------------------------
+    t0 = time.perf_counter()
+    ref_body = body_mask(ref)
+    flt_body = body_mask(flt)
+    _check_body(ref, ref_body, "reference")
+    _check_body(flt, flt_body, "floating")
+    margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
+    box = bounding_box(ref_body, margin)
+    ref_c = crop(ref, box)
+    body_c = np.ascontiguousarray(ref_body[box])
+    clip = opts.clip_hu
+    ref_p = preprocess(ref_c, clip, invalid_value=clip[0])
+    flt_p = preprocess(flt, clip, invalid_value=clip[0])
+    centre = _centroid_world(ref, ref_body)
+    timings["masks"] = time.perf_counter() - t0
+    log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
+
+    cache: dict[float, Level] = {}
+
+    def level(mm: float) -> Level:
+        if mm not in cache:
+            cache[mm] = build_level(len(cache), mm, ref_p, body_c, flt_p, frame, clip)
+        return cache[mm]
+
+    # -- affine ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    params = np.zeros(N_AFFINE)
+    params[:3] = _centroid_world(flt, flt_body) - centre
+    if opts.affine.enabled:
+        for li, mm in enumerate(opts.affine.levels_mm):
+            lv = level(mm)
+            log.info("affine: level %d/%d (%.1f mm)", li + 1, len(opts.affine.levels_mm), mm)
+            if li == 0:
+                params = rotation_search(lv, centre, params, opts.affine)
+            params, reps = run_affine_level(lv, centre, params, opts.affine, li)
+            levels_report += reps
+    transform = AffineTransform.from_params(params, centre)
+    timings["affine"] = time.perf_counter() - t0
+
+    # -- B-spline ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    u: np.ndarray | None = None
+    u_level: Level | None = None
+    if opts.ffd.enabled:
+        for li, mm in enumerate(opts.ffd.levels_mm):
+            lv = level(mm)
+            log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
+            if u is None:
+                u0 = np.zeros(lv.shape + (3,), np.float32)
+            else:
+                u0 = ops.resample_field(u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
+            u_level = lv
+            levels_report.append(rep)
+    timings["bspline"] = time.perf_counter() - t0
+
+    # -- demons ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    if opts.demons.enabled:
+        v: np.ndarray | None = None
+        v_level: Level | None = None
+        for li, mm in enumerate(opts.demons.levels_mm):
+            lv = level(mm)
+            log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
+            outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
+                                                              tuple(lv.spacing))
+            if v is None:
+                v0 = np.zeros(lv.shape + (3,), np.float32)
+            else:
+                v0 = ops.resample_field(v, tuple(v_level.spacing), lv.shape, tuple(lv.spacing))
+            v, rep = run_demons_level(lv, transform, outer, v0, opts.demons, li)
+            v_level = lv
+            levels_report.append(rep)
+        if v is not None:
+            outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), v_level.shape,
+                                                              tuple(v_level.spacing))
+            u = compose_displacement(outer, v, tuple(v_level.spacing))
+            u_level = v_level
+    timings["demons"] = time.perf_counter() - t0
+
+    # -- full resolution ---------------------------------------------------------------------
+    t0 = time.perf_counter()
+    log.info("resampling the floating scan on the reference grid")
+    if u is None:
+        u_full = np.zeros(ref.shape + (3,), np.float32)
+    else:
+        u_crop = ops.resample_field(u, tuple(u_level.spacing), ref_c.shape, tuple(ref.spacing))
+        pads = [(s.start, n - s.stop) for s, n in zip(box, ref.shape)] + [(0, 0)]
+        u_full = np.pad(u_crop, pads, mode="edge") if any(p != (0, 0) for p in pads) else u_crop
+        del u_crop
+    u_full = np.ascontiguousarray(u_full, dtype=np.float32)
+    out_to_frame = np.diag(list(ref.spacing) + [1.0])
+    to_index = (np.linalg.inv(flt.affine) @ transform.homogeneous() @ frame.frame_to_world_matrix())
+    warped_arr = ops.resample_displacement(flt.array, u_full, out_to_world=out_to_frame,
+                                           world_to_image=to_index, order=1, fill=SENTINEL)
+    valid_src = np.ones(flt.shape, np.float32) if flt.valid is None else flt.valid.astype(np.float32)
+    valid_w = ops.resample_displacement(valid_src, u_full, out_to_world=out_to_frame,
+                                        world_to_image=to_index, order=0, fill=0.0) > 0.5
+    del valid_src
+    valid_w &= warped_arr > SENTINEL / 2  # trilinear samples that touch the outside
+    np.copyto(warped_arr, np.float32(opts.fill_hu), where=~valid_w)
+    warped = Volume(warped_arr, ref.affine.copy(), valid_w, {
+        "source": "ctreg.register", "series_description": "registered by ctreg"})
+    displacement = world_displacement(frame, transform, u_full)
+    jac = (ops.jacobian_determinant(u_full, tuple(ref.spacing))
+           * np.float32(np.linalg.det(transform.matrix))).astype(np.float32)
+    del u_full
+    timings["resample"] = time.perf_counter() - t0
+
+    # -- report ------------------------------------------------------------------------------
+    import numba
+    import scipy
+
+    report = {
+        "ctreg_version": __version__,
+        "preset": preset if options is None else None,
+        "options": opts.to_dict(),
+        "levels": [r.to_dict() for r in levels_report],
+        "affine": transform.to_dict(),
+        "jacobian": _jacobian_stats(jac),
+        "jacobian_in_body": _jacobian_stats(jac, ref_body),
+        "seconds": timings,
+        "seconds_total": time.perf_counter() - t_start,
+        "threads": ops.get_num_threads(),
+        "reference": {"shape": list(ref.shape), "spacing_mm": ref.spacing.tolist(),
+                      "origin_mm": ref.origin.tolist()},
+        "floating": {"shape": list(flt.shape), "spacing_mm": flt.spacing.tolist(),
+                     "origin_mm": flt.origin.tolist()},
+        "versions": {"ctreg": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                     "numba": numba.__version__, "python": platform.python_version()},
+    }
+    result = RegistrationResult(reference=ref, floating=flt, warped=warped, displacement=displacement,
+                                affine=transform, jacobian=jac, report=report)
+    log.info("done in %.1f s (Jacobian min %.3f)", report["seconds_total"], report["jacobian"].get("min", float("nan")))
+    return result

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from ctreg.masks import body_mask, lung_mask
+from ctreg.pyramid import bounding_box, crop, downsample, level_factors
+from ctreg.volume import Volume, affine_from_geometry
+
+
+def _volume(shape=(20, 30, 40), spacing=(2.0, 0.8, 0.8)):
+    rng = np.random.default_rng(0)
+    direction = np.array([[0, 0, -1.0], [0, 1.0, 0], [1.0, 0, 0]])
+    return Volume(rng.normal(0, 1, shape).astype(np.float32), affine_from_geometry((5, 6, 7), spacing, direction))
+
+
+def test_level_factors():
+    assert level_factors((2.0, 0.8, 0.8), 4.0) == (2, 5, 5)
+    assert level_factors((2.0, 0.8, 0.8), 0.5) == (1, 1, 1)
+
+
+def test_downsample_keeps_voxel_positions():
+    vol = _volume()
+    lv = downsample(vol, 4.0)
+    f = level_factors(vol.spacing, 4.0)
+    assert lv.shape == tuple(-(-n // x) for n, x in zip(vol.shape, f))
+    idx = np.array([[1, 2, 3], [0, 0, 0], [lv.shape[0] - 1, lv.shape[1] - 1, lv.shape[2] - 1]], float)
+    assert np.allclose(lv.index_to_world(idx), vol.index_to_world(idx * f))
+    # smoothing then subsampling: a constant stays constant
+    const = vol.with_array(np.full(vol.shape, 7.0, np.float32))
+    assert np.allclose(downsample(const, 4.0).array, 7.0, atol=1e-4)
+
+
+def test_crop_keeps_world_positions():
+    vol = _volume()
+    box = (slice(3, 9), slice(0, 30), slice(10, 25))
+    c = crop(vol, box)
+    assert c.shape == (6, 30, 15)
+    assert np.allclose(c.index_to_world([[0, 0, 0]]), vol.index_to_world([[3, 0, 10]]))
+    assert np.array_equal(c.array, vol.array[box])
+
+
+def test_bounding_box_with_margin():
+    m = np.zeros((10, 10, 10), bool)
+    m[4:6, 2:3, 7:9] = True
+    assert bounding_box(m, (1, 1, 1)) == (slice(3, 7), slice(1, 4), slice(6, 10))
+    assert bounding_box(np.zeros((3, 3, 3), bool)) is None
+
+
+def _sitk_volume(path):
+    sitk = pytest.importorskip("SimpleITK")
+    img = sitk.ReadImage(str(path))
+    d = np.array(img.GetDirection()).reshape(3, 3)[:, ::-1]
+    return Volume(sitk.GetArrayFromImage(img).astype(np.float32),
+                  affine_from_geometry(img.GetOrigin(), img.GetSpacing()[::-1], d)), sitk
+
+
+def test_lung_mask_matches_the_expert_label(shared_data):
+    vol, sitk = _sitk_volume(shared_data("cip-ct64", "ct-64.nrrd"))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("cip-ct64", "wholeLung-64.nrrd")))) > 0
+    body = body_mask(vol)
+    lungs = lung_mask(vol, body=body)
+    dice = 2 * np.sum(lungs & truth) / (lungs.sum() + truth.sum())
+    assert dice > 0.75
+    assert np.mean(body[truth]) > 0.99  # the lungs are inside the body
+
+
+def test_padding_is_never_body(shared_data):
+    vol, _ = _sitk_volume(shared_data("cip-ct64", "ct-64.nrrd"))
+    valid = np.ones(vol.shape, bool)
+    valid[:, :, :20] = False  # pretend the scanner saw nothing there
+    padded = Volume(np.where(valid, vol.array, 2000.0).astype(np.float32), vol.affine, valid)
+    body = body_mask(padded)
+    assert not body[:, :, :20].any()
+    assert body[:, :, 30:].sum() > 0.5 * body_mask(vol)[:, :, 30:].sum()
