@@ -1,10 +1,15 @@
 """Cubic B-spline free-form deformation, one pyramid level at a time (L-BFGS-B).
 
-On each level the displacement is ``u = u0 + B c``: ``u0`` is everything the coarser levels
+On each level the map is ``(id + u0) ∘ (id + B c)``: ``u0`` is everything the coarser levels
 found (upsampled, kept fixed) and ``B c`` the cubic B-spline field of this level's control grid.
-Cost = metric(reference, floating(T(p + u))) + bending_weight * bending energy(c); its gradient
-with respect to c is B^T (dcost/du) plus the bending gradient (exact adjoint, no finite
-differences).
+Each coefficient is bounded by 0.4 control spacings along its axis, the sufficient condition of
+Choi & Lee (2000) for an injective B-spline map, so every level's increment is fold-free and so
+is their composition.
+
+Cost = metric(reference, floating(T(p + u))) + bending_weight * L^2 * bending energy(c), L the
+mean control spacing in mm (which makes the weight dimensionless).  The gradient with respect to
+c is B^T (dcost/du) (exact adjoint; the Jacobian of u0 at the displaced points is neglected)
+plus the exact bending gradient.
 """
 from __future__ import annotations
 
@@ -29,7 +34,11 @@ def control_spacing_vox(control_spacing_mm: float, spacing) -> tuple[int, int, i
     return tuple(max(1, int(round(control_spacing_mm / s))) for s in np.asarray(spacing, float))  # type: ignore[return-value]
 
 
-def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray, options: FFDOptions,
+#: Coefficient bound, in control spacings (Choi & Lee's injectivity condition is ~0.40).
+MAX_COEFFICIENT = 0.4
+
+
+def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | None, options: FFDOptions,
                   level_number: int) -> tuple[np.ndarray, LevelReport]:
     """Optimise this level's control grid; returns the new dense displacement and the report."""
     t0 = time.perf_counter()
@@ -37,13 +46,17 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray, opti
     tvox = control_spacing_vox(options.control_spacing_mm[level_number], spacing)
     grid = ops.bspline_grid_shape(level.shape, tvox)
     n = int(np.prod(grid)) * 3
-    lam = float(options.bending_weight)
+    t_mm = np.asarray(tvox, float) * np.asarray(spacing)
+    lam = float(options.bending_weight) * float(np.mean(t_mm)) ** 2
+    bound = np.broadcast_to(MAX_COEFFICIENT * t_mm, grid + (3,)).ravel()
+    bounds = np.stack([-bound, bound], axis=1)
     metric = options.metric
     evaluations = 0
 
     def dense(x: np.ndarray) -> np.ndarray:
         c = np.ascontiguousarray(x.reshape(grid + (3,)), dtype=np.float32)
-        return u0 + ops.bspline_to_dense(c, tvox, level.shape), c
+        inc = ops.bspline_to_dense(c, tvox, level.shape)
+        return (inc if u0 is None else ops.compose_fields(u0, inc, spacing)), c
 
     def cost_only(x: np.ndarray) -> float:
         u, c = dense(x)
@@ -76,7 +89,7 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray, opti
 
     x0 = np.zeros(n)
     before = cost_only(x0)
-    res = minimize(objective, x0, jac=True, method="L-BFGS-B",
+    res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": options.iterations[level_number],
                             "maxfun": 2 * options.iterations[level_number] + 10,
                             "maxcor": 8, "ftol": 1e-10, "gtol": 1e-12})

@@ -93,7 +93,7 @@ class FFDOptions:
     iterations: tuple = (40, 30)
     metric: str = "lncc"
     lncc_radius_mm: float = 8.0
-    bending_weight: float = 0.5
+    bending_weight: float = 1.0
 
     def __post_init__(self):
         _positive_tuple(self, "levels_mm")

@@ -157,10 +157,8 @@ def register(reference, floating, *, preset: str = "default",
         for li, mm in enumerate(opts.ffd.levels_mm):
             lv = level(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
-            if u is None:
-                u0 = np.zeros(lv.shape + (3,), np.float32)
-            else:
-                u0 = ops.resample_field(u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            u0 = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
+                                                            tuple(lv.spacing))
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
