@@ -53,7 +53,7 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
             break
         grad_w = ops.gradient(warped, spacing)
         du, mse = ops.demons_forces(level.reference, warped, grad_r, grad_w, mask=mask,
-                                    kind=options.forces, max_step_mm=max_step)
+                                    kind=options.forces, max_step_mm=max_step, spacing=spacing)
         history.append(float(mse))
         if mse < best:
             best, best_v = float(mse), v

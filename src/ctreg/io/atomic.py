@@ -16,6 +16,17 @@ from typing import Iterator
 __all__ = ["atomic_path", "atomic_dir"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path, *, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give the final one the usual permissions."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` when the block succeeds.
@@ -33,6 +44,7 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]
         yield tmp_path
         with open(tmp_path, "rb+") as fh:  # data on disk before the name says it is complete
             os.fsync(fh.fileno())
+        _default_mode(tmp_path, directory=False)
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -54,6 +66,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
         yield tmp
+        _default_mode(tmp, directory=True)
         if final.exists():
             final.rmdir()
         os.replace(tmp, final)

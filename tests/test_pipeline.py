@@ -1,0 +1,131 @@
+"""End-to-end registration on real anatomy with known ground truth (thresholds, never exact floats)."""
+import json
+
+import numpy as np
+import pytest
+
+import ctreg
+from ctreg import samples
+from ctreg.errors import GeometryError
+from ctreg.masks import body_mask
+from ctreg.options import DemonsOptions, FFDOptions, RegistrationOptions, options_for
+from ctreg.synthetic import BreathingMotion, make_breathing_pair
+
+
+@pytest.fixture(scope="module")
+def ct64():
+    return samples.ct64_volume()
+
+
+def _tre(result, pair):
+    return np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+
+
+def test_recovers_breathing_motion_inside_the_lungs(ct64):
+    # diaphragm 20 mm decaying towards the apex, plus ~10 mm and ~10 degrees of rigid motion
+    motion = BreathingMotion(diaphragm_mm=20.0, translation_mm=(6.0, -5.0, 5.0),
+                             rotation_deg=(3.0, -3.0, 9.0), seed=3)
+    pair = make_breathing_pair(ct64, motion, n_landmarks=250)
+    initial = np.linalg.norm(pair.reference_points - pair.floating_points, axis=1)
+    assert initial.mean() > 15.0  # the problem is not trivial
+    result = ctreg.register(pair.reference, pair.floating)
+    tre = _tre(result, pair)
+    assert tre.mean() <= 1.0, f"mean TRE {tre.mean():.3f} mm"
+    assert np.percentile(tre, 95) <= 2.0, f"95th percentile TRE {np.percentile(tre, 95):.3f} mm"
+    jac = result.jacobian_determinant()
+    assert jac.shape == ct64.shape
+    assert jac.min() > 0, "the map folds"
+    assert result.report["jacobian"]["percent_nonpositive"] == 0.0
+    # the warped floating scan looks like the reference inside the lungs
+    lungs = pair.lung_mask
+    before = np.abs(pair.floating.array - pair.reference.array)[lungs].mean()
+    after = np.abs(result.warped.array - pair.reference.array)[lungs].mean()
+    assert after < 0.5 * before
+    stages = {lv["stage"] for lv in result.report["levels"]}
+    assert {"rigid", "affine", "bspline", "demons"} <= stages
+
+
+def test_recovers_header_only_rigid_motion_of_20_degrees(shared_data):
+    pytest.importorskip("SimpleITK")
+    reference = ctreg.read_volume(shared_data("cip-ct64", "ct-64.nrrd"))
+    floating = ctreg.read_volume(shared_data("cip-ct64", "ct-64-transformed.nrrd"))
+    assert np.array_equal(reference.array, floating.array)  # only the header moved
+    result = ctreg.register(reference, floating, preset="fast")
+    body = body_mask(reference)
+    idx = np.argwhere(body)[::7].astype(float)
+    p = reference.index_to_world(idx)
+    truth = floating.index_to_world(idx)  # the same voxel is the same anatomy
+    err = np.linalg.norm(result.transform_points(p) - truth, axis=1)
+    assert np.linalg.norm(truth - p, axis=1).mean() > 20.0
+    assert err.mean() <= 0.5, f"mean error {err.mean():.3f} mm"
+    assert np.percentile(err, 95) <= 1.0
+
+
+def test_identity_moves_nothing(ct64):
+    result = ctreg.register(ct64, ct64, preset="fast")
+    body = body_mask(ct64)
+    moved = np.linalg.norm(result.displacement[body], axis=-1)
+    assert moved.max() < 0.1, f"max displacement {moved.max():.3f} mm"
+
+
+def test_deterministic_across_runs_and_thread_counts(ct64):
+    pair = make_breathing_pair(ct64, BreathingMotion(seed=1), n_landmarks=20)
+    opts = options_for("fast", demons={"iterations": (10,)}, ffd={"iterations": (10,)})
+    before = ctreg.get_num_threads()
+    try:
+        ctreg.set_num_threads(2)
+        a = ctreg.register(pair.reference, pair.floating, options=opts)
+        b = ctreg.register(pair.reference, pair.floating, options=opts)
+        ctreg.set_num_threads(1)
+        c = ctreg.register(pair.reference, pair.floating, options=opts)
+    finally:
+        ctreg.set_num_threads(before)
+    for other in (b, c):
+        assert other.warped.array.tobytes() == a.warped.array.tobytes()
+        assert other.displacement.tobytes() == a.displacement.tobytes()
+
+
+def test_save_writes_the_service_outputs_and_itk_reads_the_field(ct64, tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    pair = make_breathing_pair(ct64, BreathingMotion(seed=2), n_landmarks=30)
+    opts = options_for("fast", demons={"iterations": (5,)}, ffd={"iterations": (5,)})
+    result = ctreg.register(pair.reference, pair.floating, options=opts)
+    paths = result.save(tmp_path / "out")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "registered.nii.gz", "registered.tar.gz", "displacement.nii.gz", "report.json"}
+    back = ctreg.read_volume(paths["nifti"])
+    assert back.shape == ct64.shape and np.allclose(back.affine, ct64.affine, atol=1e-3)
+    assert np.abs(back.array - np.round(result.warped.array)).max() <= 1.0
+    series = ctreg.read_dicom_series(paths["dicom"])
+    assert series.shape == ct64.shape and np.allclose(series.affine, ct64.affine, atol=1e-3)
+    report = json.loads(paths["report"].read_text())
+    assert report["jacobian"]["min"] > 0 and report["levels"]
+    field = sitk.ReadImage(str(paths["displacement"]), sitk.sitkVectorFloat64)
+    tx = sitk.DisplacementFieldTransform(field)
+    pts = pair.reference_points[:10]
+    ours = result.transform_points(pts)
+    theirs = np.array([tx.TransformPoint(tuple(map(float, p))) for p in pts])
+    assert np.abs(ours - theirs).max() < 0.05
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="levels_mm"):
+        FFDOptions(levels_mm=(6.0, -3.0), control_spacing_mm=(40, 20), iterations=(10, 10))
+    with pytest.raises(ValueError, match="one entry per level"):
+        DemonsOptions(levels_mm=(4.0, 2.0), iterations=(10,))
+    with pytest.raises(ValueError, match="metric"):
+        FFDOptions(metric="cc")
+    with pytest.raises(ValueError, match="preset"):
+        options_for("fastest")
+    with pytest.raises(ValueError, match="unknown registration option"):
+        options_for("fast", iterations=3)
+    with pytest.raises(ValueError, match="clip_hu"):
+        RegistrationOptions(clip_hu=(400, -1000))
+
+
+def test_input_without_a_body_is_refused(ct64):
+    air = ct64.with_array(np.full(ct64.shape, -1000.0, np.float32))
+    with pytest.raises(GeometryError, match="floating"):
+        ctreg.register(ct64, air, preset="fast")
+    with pytest.raises(TypeError, match="reference"):
+        ctreg.register(42, ct64)
