@@ -1,9 +1,95 @@
+#include <optional>
+#include <vector>
+
+#include <pybind11/stl.h>
+
 #include "common.hpp"
+#include "ctreg/warp.hpp"
 
 namespace ctreg::bind {
+namespace {
+
+Shape3 out_shape3(const std::vector<index_t>& v) {
+    if (v.size() != 3 || v[0] < 1 || v[1] < 1 || v[2] < 1)
+        throw py::value_error("out_shape must be three positive integers (z, y, x)");
+    return Shape3{v[0], v[1], v[2]};
+}
+
+// The kernels address the image with 32-bit offsets.
+void check_image_size(const Shape3& s) {
+    if (s.size() >= (index_t(1) << 31))
+        throw py::value_error("image must have fewer than 2**31 voxels, got " + std::to_string(s.size()));
+}
+
+void check_order(int order) {
+    if (order != 0 && order != 1)
+        throw py::value_error("order must be 0 (nearest) or 1 (trilinear), got " + std::to_string(order));
+}
+
+farray resample_affine_py(const farray& image, const darray& matrix,
+                          const std::vector<index_t>& out_shape, int order, float fill) {
+    const Shape3 in = shape3(image, "image");
+    check_image_size(in);
+    const Mat4 m = mat4(matrix, "matrix");
+    const Shape3 os = out_shape3(out_shape);
+    check_order(order);
+    farray out({os.nz, os.ny, os.nx});
+    const float* src = image.data();
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        resample_affine(src, in, m, dst, os, order, fill);
+    }
+    return out;
+}
+
+farray resample_displacement_py(const farray& image, const farray& displacement,
+                                const darray& out_to_world, const darray& world_to_image,
+                                const std::optional<darray>& field_from_out,
+                                const std::optional<std::vector<index_t>>& out_shape, int order,
+                                float fill) {
+    const Shape3 in = shape3(image, "image");
+    check_image_size(in);
+    const Shape3 fs = field_shape(displacement, "displacement");
+    const Mat4 o2w = mat4(out_to_world, "out_to_world");
+    const Mat4 w2i = mat4(world_to_image, "world_to_image");
+    check_order(order);
+    Shape3 os = fs;
+    Mat4 f2o;
+    const Mat4* fp = nullptr;
+    if (field_from_out) {
+        f2o = mat4(*field_from_out, "field_from_out");
+        fp = &f2o;
+        if (!out_shape) throw py::value_error("out_shape is required when field_from_out is given");
+        os = out_shape3(*out_shape);
+    } else if (out_shape) {
+        os = out_shape3(*out_shape);
+        same_shape(os, fs, "out_shape and displacement (without field_from_out the field lies on the output grid)");
+    }
+    farray out({os.nz, os.ny, os.nx});
+    const float* src = image.data();
+    const float* fld = displacement.data();
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        resample_displacement(src, in, fld, fs, o2w, w2i, fp, dst, os, order, fill);
+    }
+    return out;
+}
+
+}  // namespace
 
 void bind_warp(py::module_& m) {
-    (void)m;  // kernels of this topic are bound here
+    m.def("resample_affine", &resample_affine_py, py::arg("image").noconvert(),
+          py::arg("matrix").noconvert(), py::arg("out_shape"), py::arg("order"), py::arg("fill"),
+          "image (z,y,x) float32; matrix 4x4 float64: output index -> input index.");
+    m.def("resample_displacement", &resample_displacement_py, py::arg("image").noconvert(),
+          py::arg("displacement").noconvert(), py::arg("out_to_world").noconvert(),
+          py::arg("world_to_image").noconvert(), py::arg("field_from_out").noconvert(),
+          py::arg("out_shape"), py::arg("order"), py::arg("fill"),
+          "Resample image through a dense displacement field (see ctreg/warp.hpp).");
+    m.def("_set_simd_dispatch", &set_simd_dispatch, py::arg("enabled"),
+          "Testing aid: False forces the portable resampling code path; returns the old setting.");
 }
 
 }  // namespace ctreg::bind

@@ -137,7 +137,8 @@ def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, optio
         obj = _Objective(level, centre, options.metric, params)
         before = obj.value(params[:n])
         res = minimize(obj, params[:n], jac=True, method="L-BFGS-B",
-                       options={"maxiter": iterations, "maxcor": 10, "ftol": 1e-9, "gtol": 1e-8})
+                       options={"maxiter": iterations, "maxfun": 2 * iterations + 10, "maxls": 8,
+                                "maxcor": 10, "ftol": 1e-9, "gtol": 1e-8})
         new = obj.full(res.x)
         after = obj.value(res.x)
         if after <= before:

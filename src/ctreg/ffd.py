@@ -92,7 +92,7 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": options.iterations[level_number],
                             "maxfun": 2 * options.iterations[level_number] + 10,
-                            "maxcor": 8, "ftol": 1e-10, "gtol": 1e-12})
+                            "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12})
     after = cost_only(res.x)
     if after > before:  # never make it worse
         res.x[:] = 0.0

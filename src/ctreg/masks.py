@@ -30,23 +30,50 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+def _expand(mask: np.ndarray, factors, shape) -> np.ndarray:
+    """Nearest-neighbour upsampling of a mask subsampled by ``factors`` back to ``shape``."""
+    out = mask
+    for ax, f in enumerate(factors):
+        if f > 1:
+            out = np.repeat(out, f, axis=ax)
+    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+
+
+def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
+              resolution_mm: float | None = 2.0) -> np.ndarray:
     """(z, y, x) bool: the patient's body with lungs and airways inside.
 
-    Empty when no voxel exceeds ``threshold_hu``.
+    The morphology runs on the scan subsampled to about ``resolution_mm`` (None: full
+    resolution) and is expanded back to the full grid.  Empty when no voxel exceeds
+    ``threshold_hu``.
     """
+    if resolution_mm is not None:
+        from .pyramid import level_factors
+
+        f = level_factors(volume.spacing, resolution_mm)
+        if any(x > 1 for x in f):
+            sl = tuple(slice(None, None, x) for x in f)
+            small = Volume(volume.array[sl], volume.affine @ np.diag([*f, 1.0]),
+                           None if volume.valid is None else volume.valid[sl])
+            body = _expand(body_mask(small, threshold_hu=threshold_hu, resolution_mm=None), f,
+                           volume.shape)
+            if volume.valid is not None:
+                body &= volume.valid
+            return body
     a = volume.array
     tissue = a > threshold_hu
     if volume.valid is not None:
         tissue &= volume.valid
     if not tissue.any():
         return tissue
-    # Detach the table and thin attachments: open in-plane, keep the largest component, then
-    # give back the thin walls the opening took (tissue next to that component).
+    # Find the body's core without thin attachments (open in-plane, largest component), then
+    # give back all tissue connected to it (geodesic reconstruction), so thin chest walls stay.
     st = np.zeros((1, 3, 3), bool)
     st[0] = ndi.generate_binary_structure(2, 1)
     core = _largest_component(ndi.binary_opening(tissue, structure=st, iterations=1))
-    body = tissue & ndi.binary_dilation(core, structure=st, iterations=2)
+    if not core.any():
+        core = _largest_component(tissue)
+    body = ndi.binary_propagation(core, mask=tissue)
     filled = np.empty_like(body)
     for k in range(body.shape[0]):
         filled[k] = ndi.binary_fill_holes(body[k])

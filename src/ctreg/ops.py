@@ -75,12 +75,695 @@ del _n
 # Resampling, image gradients, Gaussian smoothing (C++: cpp/include/ctreg/{warp,gradient,smooth}.hpp)
 # [section owned by the resampling kernels]
 
+__all__ += ["resample_affine", "resample_displacement", "gradient", "smooth"]
+
+
+def _matrix4(name: str, m) -> np.ndarray:
+    """A finite 4x4 float64 C-contiguous copy of ``m`` (small; copying is free)."""
+    a = np.asarray(m, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise ValueError(f"{name} must be a 4x4 matrix, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return np.ascontiguousarray(a)
+
+
+def _shape3(name: str, shape) -> tuple[int, int, int]:
+    try:
+        s = tuple(int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be three positive integers (z, y, x), got {shape!r}") from None
+    if len(s) != 3 or min(s) < 1:
+        raise ValueError(f"{name} must be three positive integers (z, y, x), got {shape!r}")
+    return s  # type: ignore[return-value]
+
+
+def _order_fill(order, fill) -> tuple[int, float]:
+    if isinstance(order, bool) or order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest, for label maps) or 1 (trilinear), got {order!r}")
+    return int(order), float(fill)
+
+
+def _nonempty(name: str, a: np.ndarray) -> None:
+    if a.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {a.shape}")
+
+
+def resample_affine(image, matrix, out_shape, *, order=1, fill=0.0) -> np.ndarray:
+    """Resample ``image`` on a new grid through an affine index map.
+
+    Parameters
+    ----------
+    image : (z, y, x) float32, C-contiguous.
+    matrix : (4, 4) maps an OUTPUT index (k, j, i, 1) to a continuous INPUT index (k, j, i, 1).
+    out_shape : (z, y, x) of the result.
+    order : 0 nearest neighbour (label maps; rounds half up), 1 trilinear.
+    fill : value of output voxels that map outside the input, i.e. beyond the outermost voxel
+        centres (index < 0 or > n - 1; no extrapolation).
+
+    Returns
+    -------
+    (out_shape) float32.  Equals ``scipy.ndimage.map_coordinates(image, idx, order=order,
+    mode='constant', cval=fill)`` (up to float32 weights; points within 1e-6 voxel of the
+    border count as on it).
+    """
+    image = _require_f32("image", image, 3)
+    _nonempty("image", image)
+    m = _matrix4("matrix", matrix)
+    shape = _shape3("out_shape", out_shape)
+    order, fill = _order_fill(order, fill)
+    return _native.resample_affine(image, m, list(shape), order, fill)
+
+
+def resample_displacement(image, displacement, *, out_to_world, world_to_image,
+                          field_from_out=None, out_shape=None, order=1, fill=0.0) -> np.ndarray:
+    """Resample ``image`` through a dense displacement field.
+
+    For each output voxel q: ``p = out_to_world q``; ``u = displacement(field_from_out q)``;
+    ``value = interp(image, world_to_image (p + u))`` (``fill`` outside the image).
+
+    Parameters
+    ----------
+    image : (z, y, x) float32, C-contiguous.
+    displacement : (fz, fy, fx, 3) float32, vectors in the frame of ``p`` (world (x, y, z) mm
+        when ``out_to_world`` is a ``Volume.affine``).
+    out_to_world : (4, 4) output index (k, j, i) -> world point.
+    world_to_image : (4, 4) world point -> continuous image index (k, j, i).
+    field_from_out : (4, 4) or None; output index -> continuous field index (k, j, i).  None:
+        the field lies on the output grid (fast path, no field interpolation).  Otherwise the
+        field is interpolated trilinearly and clamped to its border outside its grid.
+    out_shape : (z, y, x); defaults to the field's grid; required with ``field_from_out``.
+    order : 0 nearest neighbour, 1 trilinear.
+    fill : value outside the image (beyond the outermost voxel centres).
+
+    Returns
+    -------
+    (out_shape) float32.
+    """
+    image = _require_f32("image", image, 3)
+    _nonempty("image", image)
+    displacement = _require_f32("displacement", displacement, 4)
+    if displacement.shape[3] != 3:
+        raise ValueError(f"displacement must be a (z, y, x, 3) vector field, got shape {displacement.shape}")
+    _nonempty("displacement", displacement)
+    o2w = _matrix4("out_to_world", out_to_world)
+    w2i = _matrix4("world_to_image", world_to_image)
+    f2o = None if field_from_out is None else _matrix4("field_from_out", field_from_out)
+    shape = None if out_shape is None else list(_shape3("out_shape", out_shape))
+    if f2o is None and shape is not None and tuple(shape) != displacement.shape[:3]:
+        raise ValueError(f"out_shape {tuple(shape)} must equal the displacement grid "
+                         f"{displacement.shape[:3]} when field_from_out is None")
+    if f2o is not None and shape is None:
+        raise ValueError("out_shape is required when field_from_out is given")
+    order, fill = _order_fill(order, fill)
+    return _native.resample_displacement(image, displacement, o2w, w2i, f2o, shape, order, fill)
+
+
+def _spacing3(name: str, spacing) -> tuple[float, float, float]:
+    s = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{name} must be three positive numbers (z, y, x) in mm, got {spacing!r}")
+    return tuple(float(v) for v in s)  # type: ignore[return-value]
+
+
+def gradient(image, spacing) -> np.ndarray:
+    """Image gradient ``(d/dz, d/dy, d/dx)`` in value per mm along the array axes.
+
+    Parameters
+    ----------
+    image : (z, y, x) float32, C-contiguous.
+    spacing : (z, y, x) voxel size in mm.
+
+    Returns
+    -------
+    (z, y, x, 3) float32: central differences inside, one-sided first differences at the
+    borders (``np.gradient(image, *spacing, edge_order=1)``); 0 along an axis of length 1.
+    """
+    image = _require_f32("image", image, 3)
+    _nonempty("image", image)
+    return _native.gradient(image, list(_spacing3("spacing", spacing)))
+
+
+def smooth(array, sigma_mm, spacing, *, truncate=3.0) -> np.ndarray:
+    """Separable Gaussian smoothing with replicated borders.
+
+    Parameters
+    ----------
+    array : (z, y, x) float32 scalar image or (z, y, x, 3) vector field (each component is
+        smoothed separately), C-contiguous.
+    sigma_mm : standard deviation in mm, a scalar or (z, y, x); 0 on an axis = no smoothing.
+    spacing : (z, y, x) voxel size in mm.
+    truncate : kernel radius in standard deviations (``int(truncate * sigma_vox + 0.5)``).
+
+    Returns
+    -------
+    Same shape, float32; equals ``scipy.ndimage.gaussian_filter(array, sigma=sigma_mm /
+    spacing, mode='nearest', truncate=truncate)`` (sigma 0 on the vector axis).
+    """
+    array = _require_f32("array", array, (3, 4))
+    if array.ndim == 4 and array.shape[3] != 3:
+        raise ValueError(f"array must be (z, y, x) or a (z, y, x, 3) vector field, got shape {array.shape}")
+    _nonempty("array", array)
+    sp = np.asarray(_spacing3("spacing", spacing))
+    sig = np.asarray(sigma_mm, dtype=np.float64).reshape(-1)
+    if sig.size == 1:
+        sig = np.repeat(sig, 3)
+    if sig.shape != (3,) or not np.all(np.isfinite(sig)) or np.any(sig < 0):
+        raise ValueError(f"sigma_mm must be a number or (z, y, x) numbers >= 0 in mm, got {sigma_mm!r}")
+    truncate = float(truncate)
+    if not (np.isfinite(truncate) and truncate > 0):
+        raise ValueError(f"truncate must be a positive number of standard deviations, got {truncate!r}")
+    return _native.smooth(array, [float(v) for v in sig / sp], truncate)
+
 
 # ---------------------------------------------------------------------------------------------
 # Cubic B-spline FFD and similarity metrics (C++: cpp/include/ctreg/{bspline,metrics}.hpp)
 # [section owned by the B-spline / metric kernels]
 
+__all__ += ["bspline_grid_shape", "bspline_to_dense", "bspline_adjoint", "bending_energy",
+            "ssd", "ncc", "lncc", "mattes_mi"]
+
+
+def _int3(name: str, value, *, minimum: int) -> tuple[int, int, int]:
+    """Three integers (z, y, x) >= minimum (a single integer is used for every axis)."""
+    vals = (value,) * 3 if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(vals) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
+                             for v in vals):
+        raise ValueError(f"{name} must be an integer or three integers (z, y, x) >= {minimum}, got {value!r}")
+    return tuple(int(v) for v in vals)  # type: ignore[return-value]
+
+
+def _require_coeffs(name: str, a) -> np.ndarray:
+    a = _require_f32(name, a, 4)
+    if a.shape[3] != 3:
+        raise ValueError(f"{name} must have shape (z, y, x, 3), got {a.shape}")
+    return a
+
+
+def bspline_grid_shape(shape, spacing_vox) -> tuple[int, int, int]:
+    """Control-grid shape (cz, cy, cx) of a cubic B-spline FFD over a dense (z, y, x) grid.
+
+    Layout (Rueckert / NiftyReg): control point (a, b, c) sits at dense index
+    ((a - 1) tz, (b - 1) ty, (c - 1) tx); dense voxel (k, j, i) uses control points
+    (k // tz + l, j // ty + m, i // tx + n), l, m, n = 0..3.  Per axis the grid has
+    ``(n - 1) // t + 4`` points, the fewest that hold the 4-point support of the last voxel
+    (``ceil((n - 1) / t) + 3``, plus one when t divides n - 1).
+
+    Parameters
+    ----------
+    shape : (z, y, x) dense voxel counts, positive integers.
+    spacing_vox : integer or (tz, ty, tx) control spacing in voxels, >= 1.
+    """
+    shp = _int3("shape", shape, minimum=1)
+    t = _int3("spacing_vox", spacing_vox, minimum=1)
+    return tuple((n - 1) // s + 4 for n, s in zip(shp, t))  # type: ignore[return-value]
+
+
+def bspline_to_dense(coeffs, spacing_vox, out_shape) -> np.ndarray:
+    """Evaluate a cubic B-spline vector field on the dense grid.
+
+    ``u(k, j, i) = sum_{l,m,n=0..3} B_l(fz) B_m(fy) B_n(fx) C[k//tz + l, j//ty + m, i//tx + n]``
+    with ``fz = (k % tz) / tz`` (and likewise for y, x), B_0..B_3 the cubic B-spline basis.
+
+    Parameters
+    ----------
+    coeffs : (cz, cy, cx, 3) float32, C order; any 3-vector per control point (ctreg stores
+        world (x, y, z) mm displacements).  The grid must be at least
+        ``bspline_grid_shape(out_shape, spacing_vox)``.
+    spacing_vox : integer or (tz, ty, tx) control spacing in voxels.
+    out_shape : (z, y, x) dense shape.
+
+    Returns
+    -------
+    (z, y, x, 3) float32 field, in the units of ``coeffs``.
+    """
+    _require_coeffs("coeffs", coeffs)
+    t = _int3("spacing_vox", spacing_vox, minimum=1)
+    shp = _int3("out_shape", out_shape, minimum=1)
+    need = bspline_grid_shape(shp, t)
+    if any(c < g for c, g in zip(coeffs.shape[:3], need)):
+        raise ValueError(f"coeffs grid {coeffs.shape[:3]} is smaller than bspline_grid_shape({shp}, {t}) = {need}")
+    return _native.bspline_to_dense(coeffs, list(t), list(shp))
+
+
+def bspline_adjoint(dense, spacing_vox, grid_shape) -> np.ndarray:
+    """The exact adjoint (transpose) of :func:`bspline_to_dense`.
+
+    ``<bspline_to_dense(c), u> == <c, bspline_adjoint(u)>``.  Maps a dense gradient (e.g.
+    dcost/du from a metric) to the control points.  Deterministic for any thread count.
+
+    Parameters
+    ----------
+    dense : (z, y, x, 3) float32, C order.
+    spacing_vox : integer or (tz, ty, tx) control spacing in voxels.
+    grid_shape : (cz, cy, cx), at least ``bspline_grid_shape(dense.shape[:3], spacing_vox)``.
+
+    Returns
+    -------
+    (cz, cy, cx, 3) float32.
+    """
+    _require_coeffs("dense", dense)
+    t = _int3("spacing_vox", spacing_vox, minimum=1)
+    grid = _int3("grid_shape", grid_shape, minimum=1)
+    need = bspline_grid_shape(dense.shape[:3], t)
+    if any(c < g for c, g in zip(grid, need)):
+        raise ValueError(f"grid_shape {grid} is smaller than bspline_grid_shape({dense.shape[:3]}, {t}) = {need}")
+    return _native.bspline_adjoint(dense, list(t), list(grid))
+
+
+def bending_energy(coeffs, spacing_vox, voxel_spacing_mm) -> tuple[float, np.ndarray]:
+    """Thin-plate bending energy of a B-spline field and its exact gradient.
+
+    NiftyReg's approximation: the second derivatives (mm^-2) are evaluated at the interior
+    control points (indices 1..c-2 per axis, where the basis is (1/6, 4/6, 1/6)) and
+
+        E = 1/P sum_points sum_components (u_zz² + u_yy² + u_xx² + 2 u_zy² + 2 u_zx² + 2 u_yx²)
+
+    with P = (cz - 2)(cy - 2)(cx - 2) the number of points used.  Units: (coeff unit / mm²)².
+
+    Parameters
+    ----------
+    coeffs : (cz, cy, cx, 3) float32, at least 4 points per axis.
+    spacing_vox : integer or (tz, ty, tx) control spacing in voxels.
+    voxel_spacing_mm : (z, y, x) voxel size in mm of the dense grid.
+
+    Returns
+    -------
+    (E, dE/dcoeffs) with the gradient (cz, cy, cx, 3) float32.
+    """
+    _require_coeffs("coeffs", coeffs)
+    if min(coeffs.shape[:3]) < 4:
+        raise ValueError(f"coeffs must have at least 4 control points per axis, got {coeffs.shape[:3]}")
+    t = _int3("spacing_vox", spacing_vox, minimum=1)
+    sp = np.asarray(voxel_spacing_mm, dtype=np.float64).reshape(-1)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"voxel_spacing_mm must be three positive numbers (z, y, x), got {voxel_spacing_mm!r}")
+    e, g = _native.bending_energy(coeffs, list(t), [float(v) for v in sp])
+    return float(e), g
+
+
+def _metric_args(reference, warped, mask, warped_gradient):
+    """Check the common metric arguments; a bool mask is viewed (not copied) as uint8."""
+    _require_f32("reference", reference, 3)
+    _require_f32("warped", warped, 3)
+    if warped.shape != reference.shape:
+        raise ValueError(f"warped has shape {warped.shape}, reference has {reference.shape}")
+    if mask is not None:
+        if not isinstance(mask, np.ndarray):
+            raise TypeError(f"mask must be a numpy.ndarray (uint8 or bool) or None, got {type(mask).__name__}")
+        if mask.dtype == np.bool_:
+            mask = mask.view(np.uint8)
+        if mask.dtype != np.uint8:
+            raise TypeError(f"mask must be uint8 or bool, got {mask.dtype}")
+        if not mask.flags.c_contiguous:
+            raise TypeError("mask must be C-contiguous (use np.ascontiguousarray)")
+        if mask.shape != reference.shape:
+            raise ValueError(f"mask has shape {mask.shape}, reference has {reference.shape}")
+    if warped_gradient is not None:
+        _require_f32("warped_gradient", warped_gradient, 4)
+        if warped_gradient.shape != reference.shape + (3,):
+            raise ValueError(f"warped_gradient must have shape {reference.shape + (3,)}, "
+                             f"got {warped_gradient.shape}")
+    return mask
+
+
+_METRIC_DOC = """
+    Parameters
+    ----------
+    reference, warped : (z, y, x) float32, C order, same shape.
+    mask : (z, y, x) uint8 or bool, optional; nonzero voxels are counted (N of them).  Every
+        voxel when None.  No counted voxel -> ValueError.
+    warped_gradient : (z, y, x, 3) float32, optional; the warped image's spatial gradient.
+
+    Returns
+    -------
+    (cost, grad): ``grad`` is dcost/dW, (z, y, x) float32, zero outside the mask; or, with
+    ``warped_gradient``, the fused product dcost/dW * warped_gradient, (z, y, x, 3) float32
+    (the cost's gradient with respect to a displacement, computed in the same pass).
+    Sums are ordered per z-slice, so results do not depend on the thread count.
+"""
+
+
+def ssd(reference, warped, *, mask=None, warped_gradient=None) -> tuple[float, np.ndarray]:
+    mask = _metric_args(reference, warped, mask, warped_gradient)
+    v, g = _native.metric_ssd(reference, warped, mask, warped_gradient)
+    return float(v), g
+
+
+ssd.__doc__ = """Sum of squared differences: cost = sum_mask (W - R)² / N.\n""" + _METRIC_DOC
+
+
+def ncc(reference, warped, *, mask=None, warped_gradient=None) -> tuple[float, np.ndarray]:
+    mask = _metric_args(reference, warped, mask, warped_gradient)
+    v, g = _native.metric_ncc(reference, warped, mask, warped_gradient)
+    return float(v), g
+
+
+ncc.__doc__ = """Global normalised cross-correlation: cost = -cov(R, W) / sqrt(var R var W) over the mask.
+
+    When either image is flat over the mask (variance <= 1e-12 times its mean square about a
+    counted voxel's value) the cost and its gradient are 0.
+""" + _METRIC_DOC
+
+
+def lncc(reference, warped, *, radius_vox=(2, 2, 2), mask=None, warped_gradient=None
+         ) -> tuple[float, np.ndarray]:
+    mask = _metric_args(reference, warped, mask, warped_gradient)
+    r = _int3("radius_vox", radius_vox, minimum=0)
+    v, g = _native.metric_lncc(reference, warped, list(r), mask, warped_gradient)
+    return float(v), g
+
+
+lncc.__doc__ = """Local normalised cross-correlation (ANTs style): cost = -1/N sum_{v in mask} CC_v².
+
+    CC_v² = cross² / (var_R var_W) with the window sums of centred products over the box
+    |dk| <= rz, |dj| <= ry, |di| <= rx around v, clipped at the image border and restricted to
+    mask voxels (so padding outside the mask never enters a window).  A window with
+    var_R * var_W <= 1e-5 (intensity⁴; sums of squared deviations, not divided by the count)
+    is flat: CC² = 0 there, with no gradient.  ``radius_vox``: integer or (rz, ry, rx) >= 0.
+    The kernel keeps a (z, y, x, 4) float32 scratch field and a few MiB per thread.
+""" + _METRIC_DOC
+
+
+def mattes_mi(reference, warped, *, bins=32, ref_range=(-1000.0, 400.0), warped_range=(-1000.0, 400.0),
+              mask=None, warped_gradient=None) -> tuple[float, np.ndarray]:
+    mask = _metric_args(reference, warped, mask, warped_gradient)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 5:
+        raise ValueError(f"bins must be an integer >= 5, got {bins!r}")
+    ranges = []
+    for name, rng in (("ref_range", ref_range), ("warped_range", warped_range)):
+        lo, hi = (float(x) for x in rng)
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise ValueError(f"{name} must be (min, max) finite with max > min, got {rng!r}")
+        ranges += [lo, hi]
+    v, g = _native.metric_mattes_mi(reference, warped, int(bins), *ranges, mask, warped_gradient)
+    return float(v), g
+
+
+mattes_mi.__doc__ = """Mattes mutual information: cost = -MI (Mattes et al. 2003, ITK's Parzen scheme).
+
+    The reference takes a zero-order window: bin ``floor((R - r0) / (r1 - r0) * bins)`` clipped
+    to [0, bins - 1].  The warped image takes a cubic B-spline window centred at the continuous
+    bin ``x = 1 + (W - w0) / (w1 - w0) * (bins - 3)`` in [1, bins - 2], spread over bins
+    floor(x) - 1 .. floor(x) + 2, so no mass leaves the histogram.  Values outside the ranges are
+    clipped (zero gradient there).  ``p(a, b) = 1/N sum_mask [bin_R = a] beta3(x - b)``,
+    ``MI = sum p log(p / (p_R p_W))``.  ``bins`` >= 5.
+""" + _METRIC_DOC
+
 
 # ---------------------------------------------------------------------------------------------
 # Pointwise field kernels (Numba: ctreg/_kernels.py)
 # [section owned by the Numba kernels]
+#
+# Frame: a displacement / velocity field is a (nz, ny, nx, 3) float32 array on a regular grid
+# with spacing (sz, sy, sx) mm; its components are (dz, dy, dx) in mm ALONG THE ARRAY AXES (the
+# engine works in the reference grid's own axis frame and converts to world LPS at the end).
+# Grid point (k, j, i) sits at mm position (k*sz, j*sy, i*sx); the map of a field u is
+# phi(p) = p + u(p).  A field is evaluated between grid points by trilinear interpolation with
+# the position clamped to the grid (outside the grid it takes the value of the nearest border
+# point), as scipy.ndimage.map_coordinates(order=1, mode='nearest').
+
+__all__ += [
+    "compose_fields",
+    "demons_forces",
+    "exp_field",
+    "invert_field",
+    "jacobian_determinant",
+    "resample_field",
+]
+
+_DEMONS_KINDS = ("symmetric", "floating")
+
+
+def _require_field(name: str, a) -> np.ndarray:
+    """Check that ``a`` is a non-empty C-contiguous float32 (z, y, x, 3) vector field."""
+    _require_f32(name, a, 4)
+    if a.shape[3] != 3 or min(a.shape[:3]) < 1:
+        raise ValueError(f"{name} must be a non-empty (z, y, x, 3) vector field, got shape {a.shape}")
+    return a
+
+
+def _require_spacing(name: str, spacing) -> tuple[float, float, float]:
+    """(z, y, x) grid spacing in mm: three finite positive numbers, returned as Python floats."""
+    try:
+        s = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be three numbers (z, y, x) in mm, got {spacing!r}") from None
+    if s.shape != (3,):
+        raise ValueError(f"{name} must be three numbers (z, y, x) in mm, got {spacing!r}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{name} must be positive and finite (z, y, x) mm, got {s.tolist()}")
+    return float(s[0]), float(s[1]), float(s[2])
+
+
+def _require_positive(name: str, value, *, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    v = float(value)
+    if not (v > 0) or (np.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a positive{'' if allow_inf else ' finite'} number, got {value!r}")
+    return v
+
+
+def _same_grid(name: str, a: np.ndarray, ref_name: str, ref_shape: tuple) -> None:
+    if a.shape[:3] != tuple(ref_shape[:3]):
+        raise ValueError(f"{name} has grid shape {a.shape[:3]}, {ref_name} has {tuple(ref_shape[:3])}")
+
+
+def demons_forces(reference, warped, reference_gradient, warped_gradient, *, mask=None,
+                  kind: str = "symmetric", max_step_mm: float = 2.0, spacing=None,
+                  ) -> tuple[np.ndarray, float]:
+    """Demons update field that decreases SSD(reference, warped).
+
+    With ``diff = W - R`` (W the floating image warped by the current field: W(p) = F(p + u(p)))
+    and ``J = (grad R + grad W) / 2`` (``kind="symmetric"``, the ESM / symmetric forces of
+    Vercauteren et al.) or ``J = grad W`` (``kind="floating"``, Thirion's forces on the warped
+    image), the update is::
+
+        du = -diff * J / (|J|^2 + diff^2 / K)
+
+    with ``K`` the normaliser in mm^2: the mean squared voxel spacing
+    ``(sz^2 + sy^2 + sx^2) / 3`` of ``spacing`` (1 mm^2 when ``spacing`` is None).  This bounds
+    ``|du| <= sqrt(K) / 2``; ``du`` is further clipped so that ``|du| <= max_step_mm``.  ``du`` is
+    zero outside the mask and where the denominator is below 1e-12 (flat, equal images).
+
+    Parameters
+    ----------
+    reference, warped : (z, y, x) float32 images (HU).
+    reference_gradient, warped_gradient : (z, y, x, 3) float32, components (d/dz, d/dy, d/dx)
+        in HU/mm.  ``reference_gradient`` is ignored (but checked) for ``kind="floating"``.
+    mask : (z, y, x) bool or uint8, optional; nonzero where the forces count.
+    kind : "symmetric" or "floating".
+    max_step_mm : positive number (``math.inf`` for no clipping).
+    spacing : (z, y, x) mm, optional; sets the normaliser K.
+
+    Returns
+    -------
+    du : (z, y, x, 3) float32, mm, components (dz, dy, dx) along the array axes.
+    mse : float, mean of diff^2 over the mask (over the whole grid without a mask).
+    """
+    from . import _kernels
+
+    _require_f32("reference", reference, 3)
+    _require_f32("warped", warped, 3)
+    _same_grid("warped", warped, "reference", reference.shape)
+    _require_field("reference_gradient", reference_gradient)
+    _same_grid("reference_gradient", reference_gradient, "reference", reference.shape)
+    _require_field("warped_gradient", warped_gradient)
+    _same_grid("warped_gradient", warped_gradient, "reference", reference.shape)
+    if min(reference.shape) < 1:
+        raise ValueError(f"reference must not be empty, got shape {reference.shape}")
+    if kind not in _DEMONS_KINDS:
+        raise ValueError(f"kind must be one of {_DEMONS_KINDS}, got {kind!r}")
+    step = _require_positive("max_step_mm", max_step_mm, allow_inf=True)
+    if spacing is None:
+        norm = 1.0
+    else:
+        s = _require_spacing("spacing", spacing)
+        norm = (s[0] ** 2 + s[1] ** 2 + s[2] ** 2) / 3.0
+    if mask is None:
+        m = np.zeros((1, 1, 1), dtype=np.uint8)
+        use_mask = False
+    else:
+        if not isinstance(mask, np.ndarray):
+            raise TypeError(f"mask must be a numpy.ndarray of bool or uint8, got {type(mask).__name__}")
+        if mask.dtype not in (np.bool_, np.uint8):
+            raise TypeError(f"mask must be bool or uint8, got {mask.dtype}")
+        if mask.shape != reference.shape:
+            raise ValueError(f"mask has shape {mask.shape}, reference has {reference.shape}")
+        m = np.ascontiguousarray(mask).view(np.uint8)
+        use_mask = True
+    du = np.empty(reference.shape + (3,), dtype=np.float32)
+    total, count = _kernels.demons_forces_kernel(
+        reference, warped, reference_gradient, warped_gradient, m, use_mask,
+        kind == "symmetric", norm, step, 1e-12, du)
+    if count == 0:
+        raise ValueError("mask selects no voxel: the demons forces need at least one")
+    return du, float(total / count)
+
+
+def compose_fields(outer, inner, spacing) -> np.ndarray:
+    """Displacement of ``phi_outer ∘ phi_inner``: ``w(p) = inner(p) + outer(p + inner(p))``.
+
+    Parameters
+    ----------
+    outer, inner : (z, y, x, 3) float32 displacement fields on the same grid, mm.
+    spacing : (z, y, x) grid spacing, mm.
+
+    Returns
+    -------
+    (z, y, x, 3) float32, mm.  ``outer`` is read at ``p + inner(p)`` by trilinear interpolation
+    with the position clamped to the grid.
+    """
+    from . import _kernels
+
+    _require_field("outer", outer)
+    _require_field("inner", inner)
+    _same_grid("inner", inner, "outer", outer.shape)
+    sz, sy, sx = _require_spacing("spacing", spacing)
+    out = np.empty_like(inner)
+    _kernels.compose_kernel(outer, inner, sz, sy, sx, out)
+    return out
+
+
+def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
+    """Exponential of a stationary velocity field by scaling and squaring.
+
+    Choose the smallest ``N >= 0`` with ``max|v| / 2^N <= max_step_vox`` (|v| measured in voxels:
+    ``sqrt((vz/sz)^2 + (vy/sy)^2 + (vx/sx)^2)``), set ``u = v / 2^N`` and then ``N`` times
+    ``u <- compose_fields(u, u)``.  ``exp(0) = 0``; for a smooth ``v`` the result is a
+    diffeomorphism (positive Jacobian).
+
+    Parameters
+    ----------
+    velocity : (z, y, x, 3) float32, mm.
+    spacing : (z, y, x) mm.
+    max_step_vox : positive number, the largest step in voxels before squaring.
+
+    Returns
+    -------
+    (z, y, x, 3) float32 displacement, mm (a new array).
+    """
+    from . import _kernels
+
+    _require_field("velocity", velocity)
+    sz, sy, sx = _require_spacing("spacing", spacing)
+    step = _require_positive("max_step_vox", max_step_vox)
+    vmax = float(_kernels.max_norm_vox_kernel(velocity, sz, sy, sx))
+    if not np.isfinite(vmax):
+        raise ValueError("velocity contains NaN or infinity")
+    n = 0 if vmax <= step else int(np.ceil(np.log2(vmax / step)))
+    while vmax / 2.0 ** n > step:  # guard the rounding of log2
+        n += 1
+    u = np.empty_like(velocity)
+    _kernels.scale_field_kernel(velocity, 1.0 / 2.0 ** n, u)
+    if n == 0:
+        return u
+    tmp = np.empty_like(velocity)
+    for _ in range(n):
+        _kernels.compose_kernel(u, u, sz, sy, sx, tmp)
+        u, tmp = tmp, u
+    return u
+
+
+def jacobian_determinant(displacement, spacing) -> np.ndarray:
+    """``det(I + grad u)`` on the grid of ``displacement``.
+
+    ``grad u[a, b] = d u_a / d x_b`` with a, b over (z, y, x) in mm: central differences inside,
+    first-order one-sided differences at the borders (``numpy.gradient`` with ``edge_order=1``),
+    zero along an axis with a single point.  Values <= 0 mark folding.
+
+    Parameters
+    ----------
+    displacement : (z, y, x, 3) float32, mm.
+    spacing : (z, y, x) mm.
+
+    Returns
+    -------
+    (z, y, x) float32.
+    """
+    from . import _kernels
+
+    _require_field("displacement", displacement)
+    sz, sy, sx = _require_spacing("spacing", spacing)
+    out = np.empty(displacement.shape[:3], dtype=np.float32)
+    _kernels.jacobian_determinant_kernel(displacement, sz, sy, sx, out)
+    return out
+
+
+def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
+    """Inverse displacement ``v`` with ``phi_v ∘ phi_u ≈ id`` (and ``phi_u ∘ phi_v ≈ id``).
+
+    Fixed-point iteration ``v(p) <- -u(p + v(p))`` starting from ``v = -u`` (the first of the
+    ``iterations`` steps), stopping early when no voxel moves by more than ``tol_mm``.  Converges
+    where ``u`` is a contraction (|grad u| < 1, no folding); near the grid border ``u`` is clamped,
+    so the inverse is only accurate where ``p + v(p)`` stays inside the grid.
+
+    Parameters
+    ----------
+    displacement : (z, y, x, 3) float32, mm.
+    spacing : (z, y, x) mm.
+    iterations : positive int, maximum number of fixed-point steps.
+    tol_mm : positive number, stopping tolerance on the largest change, mm.
+
+    Returns
+    -------
+    (z, y, x, 3) float32, mm.
+    """
+    from . import _kernels
+    import logging
+
+    _require_field("displacement", displacement)
+    sz, sy, sx = _require_spacing("spacing", spacing)
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    tol = _require_positive("tol_mm", tol_mm)
+    v = np.empty_like(displacement)
+    _kernels.scale_field_kernel(displacement, -1.0, v)
+    tmp = np.empty_like(displacement)
+    change = np.inf
+    for _ in range(int(iterations) - 1):
+        change = _kernels.invert_step_kernel(displacement, v, sz, sy, sx, tmp)
+        v, tmp = tmp, v
+        if change <= tol:
+            break
+    else:
+        if iterations > 1:
+            logging.getLogger("ctreg").debug(
+                "invert_field: %d iterations, last change %.3g mm > tol_mm %.3g", iterations, change, tol)
+    return v
+
+
+def resample_field(field, spacing, out_shape, out_spacing) -> np.ndarray:
+    """Resample a vector field onto another grid that shares its mm origin.
+
+    Output point (k, j, i) sits at mm (k*oz, j*oy, i*ox) and takes the trilinear value of
+    ``field`` there, the position clamped to the input grid.  Components are copied unchanged
+    (they are mm).  Downsampling does not smooth: the caller smooths first to avoid aliasing.
+
+    Parameters
+    ----------
+    field : (z, y, x, 3) float32.
+    spacing : (z, y, x) mm of ``field``.
+    out_shape : three positive ints (z, y, x).
+    out_spacing : (z, y, x) mm of the output grid.
+
+    Returns
+    -------
+    out_shape + (3,) float32.
+    """
+    from . import _kernels
+
+    _require_field("field", field)
+    sz, sy, sx = _require_spacing("spacing", spacing)
+    oz, oy, ox = _require_spacing("out_spacing", out_spacing)
+    try:
+        shape = tuple(out_shape)
+    except TypeError:
+        raise TypeError(f"out_shape must be three positive ints (z, y, x), got {out_shape!r}") from None
+    if len(shape) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                                  for n in shape):
+        raise ValueError(f"out_shape must be three positive ints (z, y, x), got {out_shape!r}")
+    out = np.empty(tuple(int(n) for n in shape) + (3,), dtype=np.float32)
+    _kernels.resample_field_kernel(field, sz, sy, sx, oz, oy, ox, out)
+    return out

@@ -115,8 +115,8 @@ class DemonsOptions:
     """
 
     enabled: bool = True
-    levels_mm: tuple = (4.0, 2.0)
-    iterations: tuple = (30, 20)
+    levels_mm: tuple = (4.0,)
+    iterations: tuple = (30,)
     sigma_fluid_vox: float = 1.0
     sigma_diffusion_vox: float = 1.5
     max_step_vox: float = 0.5
@@ -177,7 +177,7 @@ PRESETS: dict[str, RegistrationOptions] = {
         affine=AffineOptions(levels_mm=(8.0, 4.0, 2.0), iterations=(80, 50, 30)),
         ffd=FFDOptions(levels_mm=(6.0, 4.0, 2.0), control_spacing_mm=(48.0, 24.0, 12.0),
                        iterations=(50, 40, 30)),
-        demons=DemonsOptions(levels_mm=(4.0, 2.0, 1.0), iterations=(40, 30, 15)),
+        demons=DemonsOptions(levels_mm=(4.0, 2.0), iterations=(40, 20)),
     ),
 }
 

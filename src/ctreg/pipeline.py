@@ -31,6 +31,9 @@ __all__ = ["register"]
 
 log = logging.getLogger("ctreg")
 
+#: Resampled values below this drew ~30 % or more of their weight from outside the floating data.
+INVALID_BELOW_HU = -2000.0
+
 #: The least body tissue a scan must show, in millilitres, for the automatic masks to be trusted.
 MIN_BODY_ML = 50.0
 
@@ -201,13 +204,14 @@ def register(reference, floating, *, preset: str = "default",
     u_full = np.ascontiguousarray(u_full, dtype=np.float32)
     out_to_frame = np.diag(list(ref.spacing) + [1.0])
     to_index = (np.linalg.inv(flt.affine) @ transform.homogeneous() @ frame.frame_to_world_matrix())
-    warped_arr = ops.resample_displacement(flt.array, u_full, out_to_world=out_to_frame,
-                                           world_to_image=to_index, order=1, fill=SENTINEL)
-    valid_src = np.ones(flt.shape, np.float32) if flt.valid is None else flt.valid.astype(np.float32)
-    valid_w = ops.resample_displacement(valid_src, u_full, out_to_world=out_to_frame,
-                                        world_to_image=to_index, order=0, fill=0.0) > 0.5
-    del valid_src
-    valid_w &= warped_arr > SENTINEL / 2  # trilinear samples that touch the outside
+    # One resampling for values and validity: where the floating scan has no data it holds the
+    # SENTINEL, and a sample that draws more than ~30 % of its weight from there is invalid.
+    source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
+    warped_arr = ops.resample_displacement(np.ascontiguousarray(source, dtype=np.float32), u_full,
+                                           out_to_world=out_to_frame, world_to_image=to_index,
+                                           order=1, fill=SENTINEL)
+    del source
+    valid_w = warped_arr > INVALID_BELOW_HU
     np.copyto(warped_arr, np.float32(opts.fill_hu), where=~valid_w)
     warped = Volume(warped_arr, ref.affine.copy(), valid_w, {
         "source": "ctreg.register", "series_description": "registered by ctreg"})

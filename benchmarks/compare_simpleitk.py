@@ -1,0 +1,303 @@
+"""Accuracy, speed and memory of ctreg against SimpleITK (and elastix, ANTsPy, DIPY when
+installed) on the same pairs, in one run.  Not a test.
+
+    python benchmarks/compare_simpleitk.py --quick             # the 64^3 sample only: minutes
+    python benchmarks/compare_simpleitk.py                     # cip-ct64, popi, pyradiomics-lung1
+    python benchmarks/compare_simpleitk.py --reference REF --floating FLO [--landmarks L.csv]
+    python benchmarks/compare_simpleitk.py --quick --methods identity,true-field,ctreg-fast
+
+Every method runs in its own process (a fresh interpreter) with the same thread count
+(``--threads``, default 2: OMP/NUMBA/ITK/CTREG thread variables and each library's own setting).
+Per method and pair: wall time of the registration (from the loaded images to the warped
+floating scan; loading and evaluation are not timed), peak RSS of that process, target
+registration error (TRE) mean / median / 95th percentile / max on the landmark pairs, NCC between
+the reference and the warped floating scan inside the reference body, % of body voxels with
+Jacobian determinant <= 0 and the SD of log Jacobian.  All metrics are computed by the same code
+(methods/common.py) from each method's reference -> floating point map and dense displacement.
+
+Verification rows: ``identity`` gives the initial TRE; ``true-field`` (synthetic pairs) the exact
+map, whose TRE must be ~0.
+
+Writes ``<out>/<stamp>/results.json``, ``results.md`` and ``tre_vs_time.png`` and copies them to
+``<out>/latest/``.  Synthetic pairs are made by make_synthetic_pair.py (cached).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+DEFAULT_OUT = HERE / "results"
+log = logging.getLogger("compare_simpleitk")
+
+THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "CTREG_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+
+
+# -- worker: one method on one pair, in its own process ---------------------------------------------
+
+def worker(method_name: str, spec: dict, threads: int, out_path: Path) -> int:
+    import numpy as np  # noqa: F401  (imported before timing, like the libraries)
+
+    from methods import METHODS
+    from methods.common import evaluate, load_pair
+
+    method = METHODS[method_name]
+    pair = load_pair(spec)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    t0 = time.perf_counter()
+    out = method.run(pair, threads)
+    seconds = time.perf_counter() - t0
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    row = {"time_s": seconds, "peak_rss_mb": rss_peak, "rss_after_loading_mb": rss_before,
+           "notes": out.notes}
+    t1 = time.perf_counter()
+    row.update(evaluate(pair, out))
+    row["evaluation_s"] = time.perf_counter() - t1
+    out_path.write_text(json.dumps(row))
+    return 0
+
+
+def run_in_process(method_name: str, spec: dict, threads: int, timeout_s: float) -> dict:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "row.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", "--method", method_name,
+               "--spec", json.dumps(spec), "--threads", str(threads), "--row", str(out)]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"status": f"timeout after {timeout_s:.0f} s"}
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return {"status": "failed: " + " | ".join(tail)[-400:]}
+        row = json.loads(out.read_text())
+        row["process_wall_s"] = wall
+        row["status"] = "ok"
+        return row
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+def machine_info(threads: int) -> dict:
+    model = platform.processor() or ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for mod in ("ctreg", "SimpleITK", "numpy", "scipy", "numba", "itk", "ants", "dipy"):
+        try:
+            m = __import__(mod)
+            versions[mod] = getattr(m, "__version__", None) or (m.Version_VersionString()
+                                                                if mod == "SimpleITK" else "?")
+        except Exception:  # noqa: BLE001 - optional packages
+            continue
+    return {"cpu": model, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def _fmt(v, nd=2):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method. "
+             f"Command: `{results['command']}` ({results['date']}).", ""]
+    head = ("| pair | method | time s | peak RSS MB | TRE mean | median | p95 | max mm | NCC body "
+            "| % J≤0 | SD log J |")
+    for pair_name, rows in results["pairs"].items():
+        info = results["pair_info"].get(pair_name, {})
+        extra = f" — {info['n_landmarks']} landmarks" if info.get("n_landmarks") else ""
+        lines += [f"**{pair_name}**{extra}", "", head, "|" + "---|" * 11]
+        for name, r in rows.items():
+            if r.get("status") != "ok":
+                lines.append(f"| {pair_name} | {name} | {r.get('status')} |" + " |" * 9)
+                continue
+            lines.append(
+                f"| {pair_name} | {name} | {_fmt(r['time_s'], 1)} | {_fmt(r['peak_rss_mb'], 0)} | "
+                f"{_fmt(r['tre_mean_mm'])} | {_fmt(r['tre_median_mm'])} | {_fmt(r['tre_p95_mm'])} | "
+                f"{_fmt(r['tre_max_mm'])} | {_fmt(r['ncc_body'], 4)} | "
+                f"{_fmt(r['jacobian_nonpositive_pct'], 3)} | {_fmt(r['log_jacobian_sd'], 3)} |")
+        lines += [""] + [f"- {v}" for v in verdict(rows)] + [""]
+    return "\n".join(lines)
+
+
+def verdict(rows: dict) -> list[str]:
+    """The issue's target, checked honestly: lower TRE than every SimpleITK recipe, >= 10x faster
+    than the SimpleITK recipe with the best TRE, no folding."""
+    ok = {k: r for k, r in rows.items() if r.get("status") == "ok" and r.get("tre_mean_mm") is not None}
+    ours = {k: r for k, r in ok.items() if k.startswith("ctreg-")}
+    theirs = {k: r for k, r in ok.items() if k.startswith("sitk-")}
+    if not ours or not theirs:
+        return ["target not checked (needs a ctreg and a SimpleITK row with landmarks)"]
+    best_sitk = min(theirs, key=lambda k: theirs[k]["tre_mean_mm"])
+    out = [f"best SimpleITK recipe: {best_sitk} (TRE {theirs[best_sitk]['tre_mean_mm']:.2f} mm, "
+           f"{theirs[best_sitk]['time_s']:.1f} s)"]
+    for k, r in ours.items():
+        lower = all(r["tre_mean_mm"] < t["tre_mean_mm"] for t in theirs.values())
+        speed = theirs[best_sitk]["time_s"] / max(r["time_s"], 1e-9)
+        folds = r["jacobian_nonpositive_pct"] > 0
+        met = lower and speed >= 10 and not folds
+        out.append(f"{k}: TRE {r['tre_mean_mm']:.2f} mm ({'lower' if lower else 'NOT lower'} than every "
+                   f"SimpleITK recipe), {speed:.1f}x the speed of {best_sitk}, "
+                   f"{'folding' if folds else 'no folding'} -> target {'met' if met else 'NOT met'}")
+    return out
+
+
+def plot(results: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no plot (pip install '.[bench]')")
+        return False
+    pairs = list(results["pairs"])
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
+    for ax, pair_name in zip(axes[0], pairs):
+        for name, r in results["pairs"][pair_name].items():
+            if r.get("status") != "ok" or r.get("tre_mean_mm") is None or name == "true-field":
+                continue
+            style = "o" if name.startswith("ctreg") else "s" if name.startswith("sitk") else "^"
+            ax.scatter(max(r["time_s"], 1e-2), r["tre_mean_mm"], marker=style, s=50)
+            ax.annotate(name, (max(r["time_s"], 1e-2), r["tre_mean_mm"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"wall time, s ({results['machine']['threads']} threads)")
+        ax.set_ylabel("mean TRE, mm")
+        ax.set_title(pair_name)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_worker":
+        wp = argparse.ArgumentParser()
+        wp.add_argument("--method", required=True)
+        wp.add_argument("--spec", required=True)
+        wp.add_argument("--threads", type=int, required=True)
+        wp.add_argument("--row", required=True)
+        a = wp.parse_args(argv[1:])
+        return worker(a.method, json.loads(a.spec), a.threads, Path(a.row))
+
+    from make_synthetic_pair import STANDARD, standard_pairs
+    from methods import METHODS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="only the 64^3 sample pair (a few minutes)")
+    ap.add_argument("--pairs", default="all", help="standard synthetic pairs: 'all' or names from "
+                    + ", ".join(STANDARD) + "; 'none' for user pairs only")
+    ap.add_argument("--reference", help="a user pair: reference DICOM folder / NIfTI / NRRD")
+    ap.add_argument("--floating", help="a user pair: floating scan")
+    ap.add_argument("--landmarks", help="CSV: reference x,y,z, floating x,y,z (LPS mm), optional")
+    ap.add_argument("--name", default="user", help="name of the user pair")
+    ap.add_argument("--methods", default="all", help="comma-separated, or 'all': " + ", ".join(METHODS))
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per method and pair")
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="do not run ctreg once untimed first (fills Numba's on-disk cache)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    if bool(args.reference) != bool(args.floating):
+        ap.error("a user pair needs both --reference and --floating")
+    specs = []
+    if args.quick:
+        specs += standard_pairs("quick")
+    elif args.pairs != "none":
+        specs += standard_pairs(args.pairs)
+    if args.reference:
+        specs.append({"name": args.name, "reference": args.reference, "floating": args.floating,
+                      "landmarks": args.landmarks, "info": None})
+    if not specs:
+        ap.error("no pairs: give --quick, --pairs or --reference/--floating")
+    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    names = [n for n in names if n not in skip]
+
+    if not args.no_warmup and any(n.startswith("ctreg-") for n in names):
+        log.info("warm-up: ctreg-fast on %s (untimed; compiles Numba kernels into the cache)", specs[0]["name"])
+        run_in_process("ctreg-fast", specs[0], args.threads, args.timeout)
+
+    results = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv),
+               "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": machine_info(args.threads), "pairs": {}, "pair_info": {}, "skipped": {}}
+    for spec in specs:
+        info = json.loads(Path(spec["info"]).read_text()) if spec.get("info") else {}
+        results["pair_info"][spec["name"]] = {k: info.get(k) for k in (
+            "source", "n_landmarks", "initial_tre_mean_mm", "motion_options", "reference_shape_zyx",
+            "reference_spacing_zyx_mm")}
+        rows = results["pairs"].setdefault(spec["name"], {})
+        for name in names:
+            method = METHODS[name]
+            why = method.available()
+            if why:
+                results["skipped"][name] = why
+                continue
+            if method.needs_truth and not info.get("true_map"):
+                continue
+            log.info("%s: %s ...", spec["name"], name)
+            row = run_in_process(name, spec, args.threads, args.timeout)
+            rows[name] = row
+            if row["status"] == "ok":
+                log.info("%s: %s: %.1f s, %.0f MB, TRE mean %s mm, NCC %.4f, %% J<=0 %.3f", spec["name"], name,
+                         row["time_s"], row["peak_rss_mb"], _fmt(row.get("tre_mean_mm")), row["ncc_body"],
+                         row["jacobian_nonpositive_pct"])
+            else:
+                log.warning("%s: %s: %s", spec["name"], name, row["status"])
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.out) / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    md = markdown(results)
+    if results["skipped"]:
+        md += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + "\n"
+    (out_dir / "results.md").write_text(md)
+    plot(results, out_dir / "tre_vs_time.png")
+    latest = Path(args.out) / "latest"
+    if latest.exists():
+        shutil.rmtree(latest)
+    shutil.copytree(out_dir, latest)
+    print(md)
+    print(f"\nwritten: {out_dir}/results.json, results.md, tre_vs_time.png (and {latest}/)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

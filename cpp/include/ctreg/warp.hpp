@@ -1,0 +1,42 @@
+// Resampling of a scalar image through an affine map or a dense displacement field.
+//
+// Index conventions: a continuous index (k, j, i) addresses the voxel centre data[k][j][i].
+// A point is inside the image when 0 <= k <= nz-1, 0 <= j <= ny-1 and 0 <= i <= nx-1
+// (no extrapolation beyond the outermost voxel centres); points outside, and NaN points,
+// receive `fill`.  order 0 is nearest neighbour (round half up: floor(x + 0.5)), order 1 is
+// trilinear.  This matches scipy.ndimage.map_coordinates(order, mode='constant', cval=fill).
+#pragma once
+
+#include "ctreg/common.hpp"
+
+namespace ctreg {
+
+// out[q] = interp(image, out_to_in * q) for every output index q = (k, j, i).
+//   image:     float32 (in.nz, in.ny, in.nx)
+//   out_to_in: output index (k, j, i) -> continuous input index (k, j, i)
+//   out:       float32 (out_shape), written completely
+void resample_affine(const float* image, const Shape3& in, const Mat4& out_to_in, float* out,
+                     const Shape3& out_shape, int order, float fill);
+
+// For each output index q:  p = out_to_world q;  u = field(field_from_out q);
+//                           out[q] = interp(image, world_to_image (p + u)).
+//   field:          float32 (fs.nz, fs.ny, fs.nx, 3), vectors in the frame of p
+//   field_from_out: nullptr -> the field lies on the output grid (fs == out_shape, no field
+//                   interpolation); otherwise output index -> continuous field index, and the
+//                   field is interpolated trilinearly with its index clamped to the grid
+//                   (nearest edge value outside).
+void resample_displacement(const float* image, const Shape3& in, const float* field,
+                           const Shape3& fs, const Mat4& out_to_world, const Mat4& world_to_image,
+                           const Mat4* field_from_out, float* out, const Shape3& out_shape,
+                           int order, float fill);
+
+// Testing aid: false makes the resampling and smoothing kernels use their portable code path
+// instead of the AVX2 one picked at run time on x86-64 (the results are identical); returns
+// the previous setting.
+bool set_simd_dispatch(bool enabled);
+bool simd_dispatch_enabled();
+
+// a * b (4x4, row-major): first b, then a.
+Mat4 compose(const Mat4& a, const Mat4& b);
+
+}  // namespace ctreg

@@ -1,0 +1,386 @@
+// Resampling kernels: see ctreg/warp.hpp for the contract.
+//
+// Speed notes: coordinates are computed in double from the row start plus i times the
+// matrix column (exact for an affine map, no accumulated drift); interpolation weights and
+// values are float.  The output is split over (z, y) rows with a static schedule; every
+// output voxel depends only on the inputs, so the result does not depend on the thread count.
+#include "ctreg/warp.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define CTREG_X86_DISPATCH 1
+#define CTREG_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define CTREG_X86_DISPATCH 0
+#define CTREG_ALWAYS_INLINE
+#endif
+
+namespace ctreg {
+namespace {
+
+// Points at most this far (in voxels) outside the outermost voxel centres count as on them:
+// composing an affine with its inverse leaves round-off of ~1e-13 that would otherwise drop
+// the last row of voxels of an identity resampling.
+constexpr double kBorderTol = 1e-6;
+
+struct Axis {
+    double lo, hi, top;  // inside test [lo, hi]; clamp to [0, top]
+    index_t last;        // n - 1: a lower neighbour there has no upper one (weight 0, step 0)
+    index_t step;        // stride of the upper neighbour
+    Axis() = default;
+    Axis(index_t n, index_t stride)
+        : lo(-kBorderTol), hi(double(n - 1) + kBorderTol), top(double(n - 1)), last(n - 1),
+          step(stride) {}
+    // Stride to the upper neighbour of lower index c: 0 on the last voxel, so that an index
+    // exactly n - 1 reads that voxel with weight exactly 1 (no v0 + 1 * (v1 - v0) round-off).
+    inline index_t upper(index_t c) const { return c < last ? step : 0; }
+    inline bool inside(double c) const { return c >= lo && c <= hi; }  // false for NaN
+    inline double clamp(double c) const { return c < 0.0 ? 0.0 : (c > top ? top : c); }
+};
+
+struct Image {
+    const float* data;
+    Axis az, ay, ax;
+    index_t sz, sy;
+    Image(const float* d, const Shape3& s)
+        : data(d), az(s.nz, s.ny * s.nx), ay(s.ny, s.nx), ax(s.nx, 1), sz(s.ny * s.nx), sy(s.nx) {}
+
+    template <int Order>
+    inline float sample(double z, double y, double x, float fill) const {
+        if (!(az.inside(z) && ay.inside(y) && ax.inside(x))) return fill;
+        z = az.clamp(z);
+        y = ay.clamp(y);
+        x = ax.clamp(x);
+        if constexpr (Order == 0) {
+            const index_t k = index_t(z + 0.5), j = index_t(y + 0.5), i = index_t(x + 0.5);
+            return data[k * sz + j * sy + i];
+        } else {
+            const index_t k = index_t(z), j = index_t(y), i = index_t(x);
+            const float fz = float(z - double(k)), fy = float(y - double(j)), fx = float(x - double(i));
+            const float* p = data + k * sz + j * sy + i;
+            const index_t dz = az.upper(k), dy = ay.upper(j), dx = ax.upper(i);
+            const float v000 = p[0], v001 = p[dx], v010 = p[dy], v011 = p[dy + dx];
+            const float v100 = p[dz], v101 = p[dz + dx], v110 = p[dz + dy], v111 = p[dz + dy + dx];
+            const float c00 = v000 + fx * (v001 - v000);
+            const float c01 = v010 + fx * (v011 - v010);
+            const float c10 = v100 + fx * (v101 - v100);
+            const float c11 = v110 + fx * (v111 - v110);
+            const float c0 = c00 + fy * (c01 - c00);
+            const float c1 = c10 + fy * (c11 - c10);
+            return c0 + fz * (c1 - c0);
+        }
+    }
+};
+
+// Trilinear interpolation of a (z, y, x, 3) field with its index clamped to the grid.
+struct Field {
+    const float* data;
+    Axis az, ay, ax;
+    index_t sz, sy, nx;
+    Field(const float* d, const Shape3& s)
+        : data(d), az(s.nz, s.ny * s.nx * 3), ay(s.ny, s.nx * 3), ax(s.nx, 3),
+          sz(s.ny * s.nx * 3), sy(s.nx * 3), nx(s.nx) {}
+
+    // The field's x line at (clamped) field index (z, y), bilinear in z and y: line (nx, 3).
+    inline void line(double z, double y, float* __restrict line) const {
+        z = (z >= 0.0) ? (z <= az.top ? z : az.top) : 0.0;
+        y = (y >= 0.0) ? (y <= ay.top ? y : ay.top) : 0.0;
+        const index_t k = index_t(z), j = index_t(y);
+        const float fz = float(z - double(k)), fy = float(y - double(j));
+        const float* p00 = data + k * sz + j * sy;
+        const float* p01 = p00 + ay.upper(j);
+        const float* p10 = p00 + az.upper(k);
+        const float* p11 = p10 + ay.upper(j);
+        for (index_t m = 0; m < nx * 3; ++m) {
+            const float c0 = p00[m] + fy * (p01[m] - p00[m]);
+            const float c1 = p10[m] + fy * (p11[m] - p10[m]);
+            line[m] = c0 + fz * (c1 - c0);
+        }
+    }
+
+    // Linear interpolation along a line from line(): (clamped) field x index -> u.
+    inline void along(const float* line, double x, float u[3]) const {
+        x = (x >= 0.0) ? (x <= ax.top ? x : ax.top) : 0.0;
+        const index_t i = index_t(x);
+        const float fx = float(x - double(i));
+        const float* p = line + 3 * i;
+        const index_t dx = ax.upper(i);
+        for (int c = 0; c < 3; ++c) u[c] = p[c] + fx * (p[dx + c] - p[c]);
+    }
+
+    inline void sample(double z, double y, double x, float u[3]) const {
+        // Clamp to [0, n - 1]; a NaN index becomes 0.
+        z = (z >= 0.0) ? (z <= az.top ? z : az.top) : 0.0;
+        y = (y >= 0.0) ? (y <= ay.top ? y : ay.top) : 0.0;
+        x = (x >= 0.0) ? (x <= ax.top ? x : ax.top) : 0.0;
+        const index_t k = index_t(z), j = index_t(y), i = index_t(x);
+        const float fz = float(z - double(k)), fy = float(y - double(j)), fx = float(x - double(i));
+        const float* p = data + k * sz + j * sy + i * 3;
+        const index_t dz = az.upper(k), dy = ay.upper(j), dx = ax.upper(i);
+        for (int c = 0; c < 3; ++c) {
+            const float v000 = p[c], v001 = p[dx + c], v010 = p[dy + c], v011 = p[dy + dx + c];
+            const float v100 = p[dz + c], v101 = p[dz + dx + c], v110 = p[dz + dy + c],
+                        v111 = p[dz + dy + dx + c];
+            const float c00 = v000 + fx * (v001 - v000);
+            const float c01 = v010 + fx * (v011 - v010);
+            const float c10 = v100 + fx * (v101 - v100);
+            const float c11 = v110 + fx * (v111 - v110);
+            const float c0 = c00 + fy * (c01 - c00);
+            const float c1 = c10 + fy * (c11 - c10);
+            u[c] = c0 + fz * (c1 - c0);
+        }
+    }
+};
+
+// One output row in two stages.  Stage 1 (vectorisable, no branches) turns the row's
+// continuous indices into a voxel offset, three float weights, the upper-neighbour strides
+// and an inside flag; stage 2 gathers and interpolates.
+struct RowBuf {
+    std::vector<std::int32_t> off, dz, dy, dx, in;
+    std::vector<float> wz, wy, wx;
+    explicit RowBuf(index_t n) : off(n), dz(n), dy(n), dx(n), in(n), wz(n), wy(n), wx(n) {}
+};
+
+// Continuous image index of voxel i of a row: start + i * step (+ w * u[i] with a field).
+struct RowGeom {
+    double z0, y0, x0, cz, cy, cx;
+    double w[3][3];  // world vector -> index step
+};
+
+// Offsets are int32 (the binding refuses images of 2^31 voxels or more).
+template <int Order, bool HasU>
+CTREG_ALWAYS_INLINE inline void prepare_row_body(const Image& img, RowBuf& b, index_t n,
+                                                 const RowGeom& g, const float* __restrict u) {
+    const double z0 = g.z0, y0 = g.y0, x0 = g.x0, cz = g.cz, cy = g.cy, cx = g.cx;
+    const double w00 = g.w[0][0], w01 = g.w[0][1], w02 = g.w[0][2];
+    const double w10 = g.w[1][0], w11 = g.w[1][1], w12 = g.w[1][2];
+    const double w20 = g.w[2][0], w21 = g.w[2][1], w22 = g.w[2][2];
+    std::int32_t* __restrict off = b.off.data();
+    std::int32_t* __restrict dz = b.dz.data();
+    std::int32_t* __restrict dy = b.dy.data();
+    std::int32_t* __restrict dx = b.dx.data();
+    std::int32_t* __restrict in = b.in.data();
+    float* __restrict wz = b.wz.data();
+    float* __restrict wy = b.wy.data();
+    float* __restrict wx = b.wx.data();
+    const double zlo = img.az.lo, zhi = img.az.hi, ztop = img.az.top;
+    const double ylo = img.ay.lo, yhi = img.ay.hi, ytop = img.ay.top;
+    const double xlo = img.ax.lo, xhi = img.ax.hi, xtop = img.ax.top;
+    const std::int32_t zlast = std::int32_t(img.az.last), ylast = std::int32_t(img.ay.last),
+                       xlast = std::int32_t(img.ax.last);
+    const std::int32_t sz = std::int32_t(img.sz), sy = std::int32_t(img.sy);
+    const std::int32_t n32 = std::int32_t(n);  // int32 -> double converts in SIMD
+#pragma omp simd
+    for (std::int32_t i = 0; i < n32; ++i) {
+        const double di = double(i);
+        double z = z0 + di * cz, y = y0 + di * cy, x = x0 + di * cx;
+        if constexpr (HasU) {
+            const double u0 = u[3 * i], u1 = u[3 * i + 1], u2 = u[3 * i + 2];
+            z = z + w00 * u0 + w01 * u1 + w02 * u2;
+            y = y + w10 * u0 + w11 * u1 + w12 * u2;
+            x = x + w20 * u0 + w21 * u1 + w22 * u2;
+        }
+        in[i] = std::int32_t(z >= zlo) & std::int32_t(z <= zhi) & std::int32_t(y >= ylo) &
+                std::int32_t(y <= yhi) & std::int32_t(x >= xlo) & std::int32_t(x <= xhi);
+        const double zz = std::min(std::max(z, 0.0), ztop);
+        const double yy = std::min(std::max(y, 0.0), ytop);
+        const double xx = std::min(std::max(x, 0.0), xtop);
+        std::int32_t k, j, c;
+        if constexpr (Order == 0) {
+            k = std::int32_t(zz + 0.5);
+            j = std::int32_t(yy + 0.5);
+            c = std::int32_t(xx + 0.5);
+        } else {
+            k = std::int32_t(zz);
+            j = std::int32_t(yy);
+            c = std::int32_t(xx);
+            wz[i] = float(zz - double(k));
+            wy[i] = float(yy - double(j));
+            wx[i] = float(xx - double(c));
+            dz[i] = sz & -std::int32_t(k < zlast);
+            dy[i] = sy & -std::int32_t(j < ylast);
+            dx[i] = std::int32_t(c < xlast);
+        }
+        off[i] = k * sz + j * sy + c;
+    }
+}
+
+template <int Order, bool HasU>
+void prepare_row_generic(const Image& img, RowBuf& b, index_t n, const RowGeom& g, const float* u) {
+    prepare_row_body<Order, HasU>(img, b, n, g, u);
+}
+
+#if CTREG_X86_DISPATCH
+// The same code compiled for AVX2 (no FMA: identical results to the generic version).
+template <int Order, bool HasU>
+__attribute__((target("avx2"))) void prepare_row_avx2(const Image& img, RowBuf& b, index_t n,
+                                                      const RowGeom& g, const float* u) {
+    prepare_row_body<Order, HasU>(img, b, n, g, u);
+}
+#endif
+
+using PrepareRow = void (*)(const Image&, RowBuf&, index_t, const RowGeom&, const float*);
+
+std::atomic<bool> g_simd_dispatch{true};
+
+template <int Order, bool HasU>
+PrepareRow select_prepare_row() {
+#if CTREG_X86_DISPATCH
+    if (g_simd_dispatch.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx2"))
+        return &prepare_row_avx2<Order, HasU>;
+#endif
+    return &prepare_row_generic<Order, HasU>;
+}
+
+template <int Order>
+inline void sample_row(const Image& img, const RowBuf& b, index_t n, float* out, float fill) {
+    const std::int32_t* __restrict off = b.off.data();
+    const std::int32_t* __restrict dz = b.dz.data();
+    const std::int32_t* __restrict dy = b.dy.data();
+    const std::int32_t* __restrict dx = b.dx.data();
+    const std::int32_t* __restrict in = b.in.data();
+    const float* __restrict wz = b.wz.data();
+    const float* __restrict wy = b.wy.data();
+    const float* __restrict wx = b.wx.data();
+    const float* data = img.data;
+    for (index_t i = 0; i < n; ++i) {
+        if (!in[i]) {
+            out[i] = fill;
+            continue;
+        }
+        const float* p = data + off[i];
+        if constexpr (Order == 0) {
+            out[i] = p[0];
+        } else {
+            const index_t ddz = dz[i], ddy = dy[i], ddx = dx[i];
+            const float fz = wz[i], fy = wy[i], fx = wx[i];
+            const float v000 = p[0], v001 = p[ddx], v010 = p[ddy], v011 = p[ddy + ddx];
+            const float v100 = p[ddz], v101 = p[ddz + ddx], v110 = p[ddz + ddy], v111 = p[ddz + ddy + ddx];
+            const float c00 = v000 + fx * (v001 - v000);
+            const float c01 = v010 + fx * (v011 - v010);
+            const float c10 = v100 + fx * (v101 - v100);
+            const float c11 = v110 + fx * (v111 - v110);
+            const float c0 = c00 + fy * (c01 - c00);
+            const float c1 = c10 + fy * (c11 - c10);
+            out[i] = c0 + fz * (c1 - c0);
+        }
+    }
+}
+
+template <int Order>
+void affine_impl(const Image& img, const Mat4& A, float* out, const Shape3& os, float fill) {
+    const index_t nz = os.nz, ny = os.ny, nx = os.nx;
+    const PrepareRow prepare = select_prepare_row<Order, false>();
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        RowBuf b(nx);
+        RowGeom g{};
+        g.cz = A.m[0][2];
+        g.cy = A.m[1][2];
+        g.cx = A.m[2][2];
+#pragma omp for collapse(2) schedule(static)
+        for (index_t k = 0; k < nz; ++k) {
+            for (index_t j = 0; j < ny; ++j) {
+                A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
+                prepare(img, b, nx, g, nullptr);
+                sample_row<Order>(img, b, nx, out + os.at(k, j, 0), fill);
+            }
+        }
+    }
+}
+
+template <int Order>
+void displacement_impl(const Image& img, const float* field, const Shape3& fs, const Mat4& O,
+                       const Mat4& W, const Mat4* F, float* out, const Shape3& os, float fill) {
+    const index_t nz = os.nz, ny = os.ny, nx = os.nx;
+    const Mat4 A = compose(W, O);  // output index -> image index (without displacement)
+    const Field fld(field, fs);
+    const PrepareRow prepare = select_prepare_row<Order, true>();
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        RowBuf b(nx);
+        std::vector<float> ubuf(F ? std::size_t(nx * 3) : 0);
+        // A field map without z/y change along an output row (scaling + shift, the usual
+        // coarse grid): interpolate the field's line once per row, then only along x.
+        const bool by_line = F && F->m[0][2] == 0.0 && F->m[1][2] == 0.0;
+        std::vector<float> line(by_line ? std::size_t(fs.nx * 3) : 0);
+        RowGeom g{};
+        g.cz = A.m[0][2];
+        g.cy = A.m[1][2];
+        g.cx = A.m[2][2];
+        for (int r = 0; r < 3; ++r)
+            for (int c = 0; c < 3; ++c) g.w[r][c] = W.m[r][c];  // W's linear part: u -> index step
+#pragma omp for collapse(2) schedule(static)
+        for (index_t k = 0; k < nz; ++k) {
+            for (index_t j = 0; j < ny; ++j) {
+                A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
+                const float* u;
+                if (F == nullptr) {
+                    u = field + os.at(k, j, 0) * 3;
+                } else {
+                    double fz0, fy0, fx0;
+                    F->apply(double(k), double(j), 0.0, fz0, fy0, fx0);
+                    const double fcz = F->m[0][2], fcy = F->m[1][2], fcx = F->m[2][2];
+                    if (by_line) {
+                        fld.line(fz0, fy0, line.data());
+                        for (index_t i = 0; i < nx; ++i)
+                            fld.along(line.data(), fx0 + double(i) * fcx, ubuf.data() + 3 * i);
+                    } else {
+                        for (index_t i = 0; i < nx; ++i) {
+                            const double di = double(i);
+                            fld.sample(fz0 + di * fcz, fy0 + di * fcy, fx0 + di * fcx, ubuf.data() + 3 * i);
+                        }
+                    }
+                    u = ubuf.data();
+                }
+                prepare(img, b, nx, g, u);
+                sample_row<Order>(img, b, nx, out + os.at(k, j, 0), fill);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+bool set_simd_dispatch(bool enabled) { return g_simd_dispatch.exchange(enabled); }
+bool simd_dispatch_enabled() { return g_simd_dispatch.load(std::memory_order_relaxed); }
+
+Mat4 compose(const Mat4& a, const Mat4& b) {
+    Mat4 r;
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) {
+            double s = 0.0;
+            for (int t = 0; t < 4; ++t) s += a.m[i][t] * b.m[t][j];
+            r.m[i][j] = s;
+        }
+    return r;
+}
+
+void resample_affine(const float* image, const Shape3& in, const Mat4& out_to_in, float* out,
+                     const Shape3& out_shape, int order, float fill) {
+    const Image img(image, in);
+    if (order == 0)
+        affine_impl<0>(img, out_to_in, out, out_shape, fill);
+    else
+        affine_impl<1>(img, out_to_in, out, out_shape, fill);
+}
+
+void resample_displacement(const float* image, const Shape3& in, const float* field,
+                           const Shape3& fs, const Mat4& out_to_world, const Mat4& world_to_image,
+                           const Mat4* field_from_out, float* out, const Shape3& out_shape,
+                           int order, float fill) {
+    const Image img(image, in);
+    if (order == 0)
+        displacement_impl<0>(img, field, fs, out_to_world, world_to_image, field_from_out, out,
+                             out_shape, fill);
+    else
+        displacement_impl<1>(img, field, fs, out_to_world, world_to_image, field_from_out, out,
+                             out_shape, fill);
+}
+
+}  // namespace ctreg

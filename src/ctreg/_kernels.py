@@ -1,0 +1,300 @@
+"""Numba kernels for pointwise operations on dense displacement / velocity fields.
+
+These are private: call them through the checked façades in :mod:`ctreg.ops`, which validate
+dtypes, shapes and spacings.  Every kernel here assumes:
+
+* fields are C-contiguous float32 arrays of shape (nz, ny, nx, 3) whose components are
+  (dz, dy, dx) in mm **along the array axes** (not world LPS);
+* grid point (k, j, i) sits at the mm position (k * sz, j * sy, i * sx);
+* images are C-contiguous float32 (nz, ny, nx); scalars are float64;
+* outputs are preallocated by the caller and fully overwritten.
+
+Interpolation of a field at a non-grid position is trilinear with the position clamped to the
+grid (a point outside the grid takes the value at the nearest border point), i.e. the same as
+``scipy.ndimage.map_coordinates(order=1, mode='nearest')``.
+
+Determinism: each output voxel is computed independently (``prange`` over the slowest axis),
+and reductions are accumulated per slice and summed serially afterwards, so results do not
+depend on the number of threads.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "compose_kernel",
+    "demons_forces_kernel",
+    "invert_step_kernel",
+    "jacobian_determinant_kernel",
+    "max_norm_vox_kernel",
+    "resample_field_kernel",
+    "scale_field_kernel",
+]
+
+
+@njit(cache=True, inline="always")
+def _clamp_axis(f, n):
+    """Lower index, upper index and weight of the upper one for a clamped position ``f``."""
+    top = n - 1
+    if f > top:
+        f = float(top)
+    if not (f > 0.0):  # also catches NaN
+        f = 0.0
+    i0 = int(math.floor(f))
+    if i0 > top:
+        i0 = top
+    if i0 < 0:
+        i0 = 0
+    i1 = i0 + 1
+    if i1 > top:
+        i1 = top
+    return i0, i1, f - i0
+
+
+@njit(cache=True, inline="always")
+def _interp_field(u, fz, fy, fx):
+    """Trilinear value of field ``u`` at (fractional, clamped) index position (fz, fy, fx)."""
+    nz, ny, nx = u.shape[0], u.shape[1], u.shape[2]
+    z0, z1, wz = _clamp_axis(fz, nz)
+    y0, y1, wy = _clamp_axis(fy, ny)
+    x0, x1, wx = _clamp_axis(fx, nx)
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    for cz in range(2):
+        zz = z1 if cz else z0
+        w_z = wz if cz else 1.0 - wz
+        for cy in range(2):
+            yy = y1 if cy else y0
+            w_zy = w_z * (wy if cy else 1.0 - wy)
+            for cx in range(2):
+                xx = x1 if cx else x0
+                w = w_zy * (wx if cx else 1.0 - wx)
+                a0 += w * u[zz, yy, xx, 0]
+                a1 += w * u[zz, yy, xx, 1]
+                a2 += w * u[zz, yy, xx, 2]
+    return a0, a1, a2
+
+
+@njit(cache=True, parallel=True)
+def compose_kernel(outer, inner, sz, sy, sx, out):
+    """out(p) = inner(p) + outer(p + inner(p)): displacement of phi_outer ∘ phi_inner.
+
+    ``out`` must not alias ``outer`` or ``inner``.
+    """
+    nz, ny, nx = inner.shape[0], inner.shape[1], inner.shape[2]
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                d0 = np.float64(inner[k, j, i, 0])
+                d1 = np.float64(inner[k, j, i, 1])
+                d2 = np.float64(inner[k, j, i, 2])
+                a0, a1, a2 = _interp_field(outer, k + d0 / sz, j + d1 / sy, i + d2 / sx)
+                out[k, j, i, 0] = d0 + a0
+                out[k, j, i, 1] = d1 + a1
+                out[k, j, i, 2] = d2 + a2
+
+
+@njit(cache=True, parallel=True)
+def invert_step_kernel(u, v, sz, sy, sx, out):
+    """One fixed-point step of the inverse: out(p) = -u(p + v(p)).
+
+    Returns the largest change |out(p) - v(p)| in mm over the grid.  ``out`` must not alias
+    ``u`` or ``v``.
+    """
+    nz, ny, nx = u.shape[0], u.shape[1], u.shape[2]
+    slice_max = np.zeros(nz, dtype=np.float64)
+    for k in prange(nz):
+        m = 0.0
+        for j in range(ny):
+            for i in range(nx):
+                d0 = np.float64(v[k, j, i, 0])
+                d1 = np.float64(v[k, j, i, 1])
+                d2 = np.float64(v[k, j, i, 2])
+                a0, a1, a2 = _interp_field(u, k + d0 / sz, j + d1 / sy, i + d2 / sx)
+                n0 = np.float32(-a0)
+                n1 = np.float32(-a1)
+                n2 = np.float32(-a2)
+                out[k, j, i, 0] = n0
+                out[k, j, i, 1] = n1
+                out[k, j, i, 2] = n2
+                e0 = n0 - d0
+                e1 = n1 - d1
+                e2 = n2 - d2
+                e = math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+                if e > m:
+                    m = e
+        slice_max[k] = m
+    best = 0.0
+    for k in range(nz):
+        if slice_max[k] > best:
+            best = slice_max[k]
+    return best
+
+
+@njit(cache=True, parallel=True)
+def scale_field_kernel(v, factor, out):
+    """out = factor * v (computed in float64, stored float32)."""
+    nz, ny, nx = v.shape[0], v.shape[1], v.shape[2]
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                for c in range(3):
+                    out[k, j, i, c] = np.float64(v[k, j, i, c]) * factor
+
+
+@njit(cache=True, parallel=True)
+def max_norm_vox_kernel(v, sz, sy, sx):
+    """max over the grid of |v(p)| measured in voxels: sqrt((vz/sz)^2 + (vy/sy)^2 + (vx/sx)^2).
+
+    NaN anywhere gives NaN.
+    """
+    nz, ny, nx = v.shape[0], v.shape[1], v.shape[2]
+    slice_max = np.zeros(nz, dtype=np.float64)
+    for k in prange(nz):
+        m = 0.0
+        for j in range(ny):
+            for i in range(nx):
+                a = v[k, j, i, 0] / sz
+                b = v[k, j, i, 1] / sy
+                c = v[k, j, i, 2] / sx
+                n = math.sqrt(a * a + b * b + c * c)
+                if n > m or math.isnan(n):
+                    m = n
+                    if math.isnan(n):
+                        break
+        slice_max[k] = m
+    best = 0.0
+    for k in range(nz):
+        x = slice_max[k]
+        if math.isnan(x):
+            return x
+        if x > best:
+            best = x
+    return best
+
+
+@njit(cache=True, parallel=True)
+def jacobian_determinant_kernel(u, sz, sy, sx, out):
+    """out(p) = det(I + grad u(p)), grad u[a, b] = d u_a / d x_b (a, b in z, y, x; mm).
+
+    Central differences inside, one-sided (first order) differences at the borders, zero
+    derivative along an axis with a single point (as numpy.gradient with edge_order=1).
+    """
+    nz, ny, nx = u.shape[0], u.shape[1], u.shape[2]
+    for kp in prange(nz):
+        k = np.int64(kp)
+        kz0 = max(k - 1, 0)
+        kz1 = min(k + 1, nz - 1)
+        hz = (kz1 - kz0) * sz if kz1 > kz0 else 1.0
+        for j in range(ny):
+            jy0 = max(j - 1, 0)
+            jy1 = min(j + 1, ny - 1)
+            hy = (jy1 - jy0) * sy if jy1 > jy0 else 1.0
+            for i in range(nx):
+                ix0 = max(i - 1, 0)
+                ix1 = min(i + 1, nx - 1)
+                hx = (ix1 - ix0) * sx if ix1 > ix0 else 1.0
+                # rows: component (z, y, x); columns: derivative along (z, y, x)
+                m00 = 1.0 + (np.float64(u[kz1, j, i, 0]) - u[kz0, j, i, 0]) / hz
+                m01 = (np.float64(u[k, jy1, i, 0]) - u[k, jy0, i, 0]) / hy
+                m02 = (np.float64(u[k, j, ix1, 0]) - u[k, j, ix0, 0]) / hx
+                m10 = (np.float64(u[kz1, j, i, 1]) - u[kz0, j, i, 1]) / hz
+                m11 = 1.0 + (np.float64(u[k, jy1, i, 1]) - u[k, jy0, i, 1]) / hy
+                m12 = (np.float64(u[k, j, ix1, 1]) - u[k, j, ix0, 1]) / hx
+                m20 = (np.float64(u[kz1, j, i, 2]) - u[kz0, j, i, 2]) / hz
+                m21 = (np.float64(u[k, jy1, i, 2]) - u[k, jy0, i, 2]) / hy
+                m22 = 1.0 + (np.float64(u[k, j, ix1, 2]) - u[k, j, ix0, 2]) / hx
+                out[k, j, i] = (
+                    m00 * (m11 * m22 - m12 * m21)
+                    - m01 * (m10 * m22 - m12 * m20)
+                    + m02 * (m10 * m21 - m11 * m20)
+                )
+
+
+@njit(cache=True, parallel=True)
+def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out):
+    """out[k, j, i] = field at mm position (k*osz, j*osy, i*osx), trilinear, border clamp.
+
+    Both grids have their index 0 at mm 0.  Components are copied unchanged (they are mm).
+    """
+    nz, ny, nx = out.shape[0], out.shape[1], out.shape[2]
+    rz = osz / sz
+    ry = osy / sy
+    rx = osx / sx
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                a0, a1, a2 = _interp_field(field, k * rz, j * ry, i * rx)
+                out[k, j, i, 0] = a0
+                out[k, j, i, 1] = a1
+                out[k, j, i, 2] = a2
+
+
+@njit(cache=True, parallel=True)
+def demons_forces_kernel(reference, warped, grad_reference, grad_warped, mask, use_mask,
+                         symmetric, norm_mm2, max_step_mm, eps, out):
+    """Demons update field and per-slice sums of squared differences.
+
+    diff = W - R; J = (grad R + grad W) / 2 when ``symmetric`` else grad W;
+    du = -diff * J / (|J|^2 + diff^2 / norm_mm2), zero outside the mask (when ``use_mask``)
+    and where the denominator is <= ``eps``; |du| is clipped to ``max_step_mm``.
+
+    Returns (sum of diff^2 over the mask, number of voxels in the mask), both float64; the sum
+    is accumulated per slice and added in slice order (thread-count independent).
+    """
+    nz, ny, nx = reference.shape[0], reference.shape[1], reference.shape[2]
+    slice_ssd = np.zeros(nz, dtype=np.float64)
+    slice_cnt = np.zeros(nz, dtype=np.float64)
+    inv_k = 1.0 / norm_mm2
+    for k in prange(nz):
+        ssd = 0.0
+        cnt = 0.0
+        for j in range(ny):
+            for i in range(nx):
+                if use_mask and mask[k, j, i] == 0:
+                    out[k, j, i, 0] = 0.0
+                    out[k, j, i, 1] = 0.0
+                    out[k, j, i, 2] = 0.0
+                    continue
+                d = np.float64(warped[k, j, i]) - np.float64(reference[k, j, i])
+                ssd += d * d
+                cnt += 1.0
+                if symmetric:
+                    j0 = 0.5 * (np.float64(grad_reference[k, j, i, 0]) + grad_warped[k, j, i, 0])
+                    j1 = 0.5 * (np.float64(grad_reference[k, j, i, 1]) + grad_warped[k, j, i, 1])
+                    j2 = 0.5 * (np.float64(grad_reference[k, j, i, 2]) + grad_warped[k, j, i, 2])
+                else:
+                    j0 = np.float64(grad_warped[k, j, i, 0])
+                    j1 = np.float64(grad_warped[k, j, i, 1])
+                    j2 = np.float64(grad_warped[k, j, i, 2])
+                den = j0 * j0 + j1 * j1 + j2 * j2 + d * d * inv_k
+                if not (den > eps):  # also NaN
+                    out[k, j, i, 0] = 0.0
+                    out[k, j, i, 1] = 0.0
+                    out[k, j, i, 2] = 0.0
+                    continue
+                s = -d / den
+                u0 = s * j0
+                u1 = s * j1
+                u2 = s * j2
+                n = math.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
+                if n > max_step_mm:
+                    f = max_step_mm / n
+                    u0 *= f
+                    u1 *= f
+                    u2 *= f
+                out[k, j, i, 0] = u0
+                out[k, j, i, 1] = u1
+                out[k, j, i, 2] = u2
+        slice_ssd[k] = ssd
+        slice_cnt[k] = cnt
+    total = 0.0
+    count = 0.0
+    for k in range(nz):
+        total += slice_ssd[k]
+        count += slice_cnt[k]
+    return total, count

@@ -1,0 +1,239 @@
+"""resample_affine / resample_displacement against scipy.ndimage.map_coordinates references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from ctreg import _native, ops
+from ctreg.volume import affine_from_geometry
+
+from reference import resample_affine_ref, resample_displacement_ref
+
+ATOL = 2e-5  # float32 weights vs scipy's float64 on values of order 1
+
+
+def _image(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _random_affine(rng, out_shape, in_shape):
+    """Output index -> input index: small rotation/shear/scale around the centres."""
+    lin = np.eye(3) + rng.normal(0, 0.15, (3, 3))
+    lin *= (np.array(in_shape) / np.array(out_shape))[:, None]
+    m = np.eye(4)
+    m[:3, :3] = lin
+    c_out = (np.array(out_shape) - 1) / 2
+    c_in = (np.array(in_shape) - 1) / 2 + rng.normal(0, 1.5, 3)
+    m[:3, 3] = c_in - lin @ c_out
+    return m
+
+
+def _volume_affine(rng, spacing):
+    rot = Rotation.from_rotvec(rng.normal(0, 0.2, 3)).as_matrix()  # x, y, z world
+    direction = rot @ np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    return affine_from_geometry(rng.normal(0, 5, 3), spacing, direction)
+
+
+def _smooth_field(rng, shape, amp_mm):
+    import scipy.ndimage as ndi
+
+    f = rng.standard_normal(tuple(shape) + (3,))
+    f = ndi.gaussian_filter(f, (2, 2, 2, 0), mode="nearest")
+    f *= amp_mm / np.abs(f).max()
+    return f.astype(np.float32)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("in_shape,out_shape,seed", [
+    ((12, 17, 23), (12, 17, 23), 0),
+    ((9, 31, 14), (15, 11, 20), 1),
+    ((1, 20, 25), (1, 22, 18), 2),
+    ((30, 6, 2), (25, 8, 5), 3),
+])
+def test_resample_affine_matches_map_coordinates(order, in_shape, out_shape, seed):
+    rng = np.random.default_rng(seed)
+    img = _image(rng, in_shape)
+    m = _random_affine(rng, out_shape, in_shape)
+    if in_shape[0] == 1:  # a single slice: keep z on it exactly
+        m[0] = [0, 0, 0, 0]
+    out = ops.resample_affine(img, m, out_shape, order=order, fill=-7.5)
+    ref = resample_affine_ref(img, m, out_shape, order=order, fill=-7.5)
+    assert out.shape == tuple(out_shape) and out.dtype == np.float32
+    outside = ref == -7.5
+    assert 0.02 < outside.mean() < 0.98 or in_shape == out_shape  # both regimes exercised
+    np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL if order else 0)
+
+
+def test_resample_affine_identity_is_noop_including_borders():
+    rng = np.random.default_rng(4)
+    img = _image(rng, (7, 9, 11))
+    for order in (0, 1):
+        out = ops.resample_affine(img, np.eye(4), img.shape, order=order, fill=99.0)
+        np.testing.assert_array_equal(out, img)
+
+
+def test_resample_affine_exact_border_is_inside():
+    img = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    # Output x index i samples input x = i - 1 + shift: column 1 -> x = shift, column 5 ->
+    # x = 4 + shift (4 = n - 1).  Exactly on a border is inside; 1e-3 beyond it is outside.
+    for shift, first_inside, last_inside in [(0.0, True, True), (1e-3, True, False), (-1e-3, False, True)]:
+        m = np.eye(4)
+        m[2, 3] = -1.0 + shift
+        out = ops.resample_affine(img, m, (2, 3, 7), order=1, fill=-1.0)
+        ref = resample_affine_ref(img, m, (2, 3, 7), order=1, fill=-1.0)
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+        assert (out[:, :, 1] != -1).all() == first_inside
+        assert (out[:, :, 5] != -1).all() == last_inside
+        assert (out[:, :, [0, 6]] == -1).all()
+        if shift == 0.0:
+            np.testing.assert_array_equal(out[:, :, 1:6], img)
+    m = np.eye(4)
+    m[2, 3] = -1.0
+    out = ops.resample_affine(img, m, (2, 3, 7), order=0, fill=-1.0)
+    np.testing.assert_array_equal(out[:, :, 1:6], img)
+    assert (out[:, :, [0, 6]] == -1).all()
+
+
+def test_resample_affine_labels_nearest():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, (10, 12, 14)).astype(np.float32)
+    m = _random_affine(rng, (13, 11, 9), labels.shape)
+    out = ops.resample_affine(labels, m, (13, 11, 9), order=0, fill=255.0)
+    ref = resample_affine_ref(labels, m, (13, 11, 9), order=0, fill=255.0)
+    np.testing.assert_array_equal(out, ref)
+    assert set(np.unique(out)) <= {0.0, 1.0, 2.0, 3.0, 255.0}
+    assert (out == 255).any()
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resample_displacement_on_output_grid(order, seed):
+    rng = np.random.default_rng(10 + seed)
+    in_shape = tuple(int(v) for v in rng.integers(8, 20, 3))
+    out_shape = tuple(int(v) for v in rng.integers(8, 20, 3))
+    img = _image(rng, in_shape)
+    img_aff = _volume_affine(rng, rng.uniform(0.6, 2.5, 3))
+    out_aff = _volume_affine(rng, rng.uniform(0.6, 2.5, 3))
+    # Put the output grid's centre near the image's centre so most voxels land inside.
+    centre_in = img_aff[:3, :3] @ ((np.array(in_shape) - 1) / 2) + img_aff[:3, 3]
+    out_aff[:3, 3] += centre_in - (out_aff[:3, :3] @ ((np.array(out_shape) - 1) / 2) + out_aff[:3, 3])
+    field = _smooth_field(rng, out_shape, 4.0)
+    kw = dict(out_to_world=out_aff, world_to_image=np.linalg.inv(img_aff), order=order, fill=-3.0)
+    out = ops.resample_displacement(img, field, **kw)
+    ref = resample_displacement_ref(img, field, **kw)
+    assert out.shape == out_shape
+    assert 0.02 < (ref == -3.0).mean() < 0.9
+    if order == 1:
+        np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
+    else:
+        assert (out == ref).mean() > 0.9999  # round-half ties may differ by float round-off
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("rotated", [False, True])  # row-wise field lines / general path
+def test_resample_displacement_coarse_field(order, rotated):
+    rng = np.random.default_rng(20)
+    in_shape, out_shape, f_shape = (14, 16, 18), (15, 13, 17), (5, 6, 4)
+    img = _image(rng, in_shape)
+    img_aff = _volume_affine(rng, (2.0, 0.8, 0.9))
+    out_aff = img_aff @ np.diag([0.9, 1.1, 1.0, 1.0])
+    field = _smooth_field(rng, f_shape, 3.0)
+    # Output index -> field index: coarser grid, shifted so that a border band clamps.
+    f2o = np.diag([0.3, 0.45, 0.3, 1.0])
+    f2o[:3, 3] = [-0.5, -0.7, 0.2]
+    if rotated:
+        f2o[:3, :3] = f2o[:3, :3] @ Rotation.from_rotvec([0.2, -0.1, 0.3]).as_matrix()
+    kw = dict(out_to_world=out_aff, world_to_image=np.linalg.inv(img_aff),
+              field_from_out=f2o, out_shape=out_shape, order=order, fill=0.5)
+    out = ops.resample_displacement(img, field, **kw)
+    ref = resample_displacement_ref(img, field, **kw)
+    if order == 1:
+        np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
+    else:
+        assert (out == ref).mean() > 0.9999
+    # The clamped band matters: a field with its border zeroed gives a different answer.
+    field2 = field.copy()
+    field2[0] = 0
+    assert not np.allclose(ops.resample_displacement(img, field2, **kw), out)
+
+
+def test_resample_displacement_zero_field_is_noop():
+    rng = np.random.default_rng(30)
+    img = _image(rng, (6, 9, 8))
+    aff = _volume_affine(rng, (2.5, 0.7, 0.7))
+    zero = np.zeros(img.shape + (3,), np.float32)
+    for order in (0, 1):
+        out = ops.resample_displacement(img, zero, out_to_world=aff, world_to_image=np.linalg.inv(aff),
+                                        order=order, fill=1e6)
+        np.testing.assert_allclose(out, img, atol=1e-5)
+        assert not (out == 1e6).any()  # borders survive the round-off of aff @ inv(aff)
+
+
+def test_resample_displacement_translation_field():
+    """A constant field of one voxel along x shifts the image by one column."""
+    rng = np.random.default_rng(31)
+    img = _image(rng, (4, 5, 6))
+    aff = affine_from_geometry((10.0, -3.0, 7.0), (2.0, 0.5, 0.75))
+    field = np.zeros(img.shape + (3,), np.float32)
+    field[..., 0] = 0.75  # world x = array axis x here
+    out = ops.resample_displacement(img, field, out_to_world=aff, world_to_image=np.linalg.inv(aff),
+                                    fill=-100.0)
+    np.testing.assert_allclose(out[:, :, :-1], img[:, :, 1:], atol=1e-5)
+    assert (out[:, :, -1] == -100).all()
+
+
+def test_resample_errors():
+    img = np.zeros((4, 5, 6), np.float32)
+    field = np.zeros((4, 5, 6, 3), np.float32)
+    eye = np.eye(4)
+    with pytest.raises(TypeError, match="image must be float32"):
+        ops.resample_affine(img.astype(np.float64), eye, (4, 5, 6))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        ops.resample_affine(np.zeros((4, 5, 12), np.float32)[:, :, ::2], eye, (4, 5, 6))
+    with pytest.raises(ValueError, match="3 dimensions"):
+        ops.resample_affine(np.zeros((4, 5), np.float32), eye, (4, 5, 6))
+    with pytest.raises(ValueError, match="matrix must be a 4x4"):
+        ops.resample_affine(img, np.eye(3), (4, 5, 6))
+    with pytest.raises(ValueError, match="out_shape"):
+        ops.resample_affine(img, eye, (4, 5))
+    with pytest.raises(ValueError, match="order"):
+        ops.resample_affine(img, eye, (4, 5, 6), order=3)
+    kw = dict(out_to_world=eye, world_to_image=eye)
+    with pytest.raises(TypeError, match="displacement must be float32"):
+        ops.resample_displacement(img, field.astype(np.float64), **kw)
+    with pytest.raises(ValueError, match="vector field"):
+        ops.resample_displacement(img, np.zeros((4, 5, 6, 2), np.float32), **kw)
+    with pytest.raises(ValueError, match="world_to_image must be a 4x4"):
+        ops.resample_displacement(img, field, out_to_world=eye, world_to_image=eye[:3])
+    with pytest.raises(ValueError, match="out_shape"):
+        ops.resample_displacement(img, field, out_shape=(4, 5, 7), **kw)
+    with pytest.raises(ValueError, match="out_shape is required"):
+        ops.resample_displacement(img, field, field_from_out=eye, **kw)
+    # The binding itself refuses silent conversions (noconvert).
+    with pytest.raises(TypeError):
+        _native.resample_affine(img.astype(np.float64), eye, [4, 5, 6], 1, 0.0)
+    with pytest.raises(TypeError):
+        _native.resample_displacement(img, field[:, :, ::2], eye, eye, None, None, 1, 0.0)
+
+
+def test_portable_and_simd_paths_agree():
+    """The AVX2 row preparation (chosen at run time) and the portable one give equal bits."""
+    rng = np.random.default_rng(40)
+    img = _image(rng, (11, 13, 37))
+    aff = _volume_affine(rng, (2.0, 0.7, 0.8))
+    field = _smooth_field(rng, (12, 10, 41), 5.0)
+    m = _random_affine(rng, (12, 10, 41), img.shape)
+    outs = []
+    try:
+        for simd in (True, False):
+            _native._set_simd_dispatch(simd)
+            outs.append([ops.resample_affine(img, m, (12, 10, 41), order=o, fill=-2.0) for o in (0, 1)]
+                        + [ops.resample_displacement(img, field, out_to_world=aff,
+                                                     world_to_image=np.linalg.inv(aff), order=o, fill=-2.0)
+                           for o in (0, 1)])
+    finally:
+        _native._set_simd_dispatch(True)
+    for a, b in zip(*outs):
+        assert (a == -2.0).any() and (a != -2.0).any()
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,113 @@
+"""Every native kernel gives bit-identical results on 1 and 2 threads.
+
+Add a kernel by appending ``(name, fn)`` to KERNELS, where ``fn(rng)`` returns an array (or a
+tuple of arrays) computed with the current thread setting from inputs drawn from ``rng``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ctreg
+from ctreg import ops
+
+_SHAPE = (13, 17, 19)
+
+
+def _img(rng, shape=_SHAPE):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _field(rng, shape=_SHAPE, amp=2.0):
+    return (rng.standard_normal(tuple(shape) + (3,)) * amp).astype(np.float32)
+
+
+def _aff(rng):
+    m = np.eye(4)
+    m[:3, :3] = np.diag([2.0, 0.8, 0.9]) + rng.normal(0, 0.05, (3, 3))
+    m[:3, 3] = rng.normal(0, 3, 3)
+    return m
+
+
+def _resample_affine(rng):
+    m = np.eye(4)
+    m[:3, :3] += rng.normal(0, 0.1, (3, 3))
+    m[:3, 3] = rng.normal(0, 1, 3)
+    img = _img(rng)
+    return ops.resample_affine(img, m, (11, 19, 21)), ops.resample_affine(img, m, (11, 19, 21), order=0)
+
+
+def _resample_displacement(rng):
+    img, aff = _img(rng), _aff(rng)
+    w2i = np.linalg.inv(aff)
+    a = ops.resample_displacement(img, _field(rng), out_to_world=aff, world_to_image=w2i)
+    f2o = np.diag([0.4, 0.3, 0.35, 1.0])
+    b = ops.resample_displacement(img, _field(rng, (6, 5, 7)), out_to_world=aff, world_to_image=w2i,
+                                  field_from_out=f2o, out_shape=(12, 14, 16), order=0, fill=-1.0)
+    return a, b
+
+
+KERNELS = [
+    ("resample_affine", _resample_affine),
+    ("resample_displacement", _resample_displacement),
+    ("gradient", lambda rng: ops.gradient(_img(rng), (2.0, 0.7, 0.8))),
+    ("smooth", lambda rng: ops.smooth(_img(rng), (3.0, 1.0, 1.5), (2.0, 0.7, 0.8))),
+    ("smooth_vector", lambda rng: ops.smooth(_field(rng), 1.2, (2.0, 0.7, 0.8))),
+]
+
+# Numba field kernels (ctreg/_kernels.py)
+_SP = (2.0, 0.7, 0.8)
+KERNELS += [
+    ("compose_fields", lambda rng: ops.compose_fields(_field(rng), _field(rng), _SP)),
+    ("exp_field", lambda rng: ops.exp_field(_field(rng), _SP)),
+    ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), _SP)),
+    ("invert_field", lambda rng: ops.invert_field(_field(rng, amp=0.3), _SP)),
+    ("resample_field", lambda rng: ops.resample_field(_field(rng), _SP, (7, 9, 11), (3.9, 1.3, 1.4))),
+    ("demons_forces", lambda rng: tuple(np.asarray(a) for a in ops.demons_forces(
+        _img(rng), _img(rng), _field(rng), _field(rng), mask=rng.random(_SHAPE) > 0.4, spacing=_SP))),
+]
+
+
+# B-spline FFD and metric kernels (cpp/include/ctreg/{bspline,metrics}.hpp); metric values as 0-d arrays
+_T = (3, 4, 5)
+_GRID = ops.bspline_grid_shape(_SHAPE, _T)
+
+
+def _metric(fn, **kw):
+    def run(rng):
+        r, w, wg = _img(rng), _img(rng), _field(rng)
+        m = (rng.random(_SHAPE) > 0.3).astype(np.uint8)
+        (v0, g0), (v1, g1) = fn(r, w, mask=m, **kw), fn(r, w, warped_gradient=wg, **kw)
+        return np.asarray(v0), g0, np.asarray(v1), g1
+    return run
+
+
+KERNELS += [
+    ("bspline_to_dense", lambda rng: ops.bspline_to_dense(_field(rng, _GRID), _T, _SHAPE)),
+    ("bspline_adjoint", lambda rng: ops.bspline_adjoint(_field(rng), _T, _GRID)),
+    ("bending_energy", lambda rng: tuple(np.asarray(a) for a in ops.bending_energy(_field(rng, _GRID), _T, _SP))),
+    ("ssd", _metric(ops.ssd)),
+    ("ncc", _metric(ops.ncc)),
+    ("lncc", _metric(ops.lncc, radius_vox=(2, 1, 2))),
+    ("mattes_mi", _metric(ops.mattes_mi, bins=16, ref_range=(-3.0, 3.0), warped_range=(-3.0, 3.0))),
+]
+
+
+@pytest.fixture
+def restore_threads():
+    n = ctreg.get_num_threads()
+    yield
+    ctreg.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name,fn", KERNELS, ids=[k[0] for k in KERNELS])
+def test_same_result_on_1_and_2_threads(name, fn, restore_threads):
+    results = []
+    for n in (1, 2):
+        ctreg.set_num_threads(n)
+        assert ctreg.get_num_threads() == n
+        out = fn(np.random.default_rng(123))
+        results.append(out if isinstance(out, tuple) else (out,))
+    for a, b in zip(*results):
+        assert a.shape == b.shape and a.size > 0
+        np.testing.assert_array_equal(a, b, err_msg=name)
