@@ -544,7 +544,7 @@ def run(sizes: list[str], threads: int, repeat: int, only: list[str] | None, ski
     for size in sizes:
         d = Data(SIZES[size])
         for case in CASES:
-            if only and not any(o in case.name for o in only):
+            if only and not any(case.name.startswith(o) for o in only):
                 continue
             row = {"size": "x".join(map(str, d.shape)), "case": case.name}
             t_ct = _best_time(case.ctreg_fn, d, repeat)
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", choices=["small", "large", "all"], default="all")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="best of N timed runs after a warm-up")
-    p.add_argument("--only", nargs="*", help="run cases whose name contains any of these")
+    p.add_argument("--only", nargs="*", help="run the cases whose name starts with any of these")
     p.add_argument("--skip", nargs="*", default=[], choices=["scipy", "sitk"], help="competitors to leave out")
     args = p.parse_args(argv)
     sizes = ["small", "large"] if args.sizes == "all" else [args.sizes]

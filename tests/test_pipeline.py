@@ -129,3 +129,37 @@ def test_input_without_a_body_is_refused(ct64):
         ctreg.register(ct64, air, preset="fast")
     with pytest.raises(TypeError, match="reference"):
         ctreg.register(42, ct64)
+
+
+def test_large_initial_motion_is_recovered(ct64):
+    # > 30 mm and > 15 degrees of rigid motion on top of breathing
+    motion = BreathingMotion(diaphragm_mm=10.0, translation_mm=(20.0, -15.0, 15.0),
+                             rotation_deg=(5.0, -5.0, 15.0), seed=5)
+    pair = make_breathing_pair(ct64, motion, n_landmarks=150)
+    assert np.linalg.norm(pair.reference_points - pair.floating_points, axis=1).mean() > 30.0
+    result = ctreg.register(pair.reference, pair.floating, preset="fast")
+    tre = _tre(result, pair)
+    assert tre.mean() <= 1.0 and np.percentile(tre, 95) <= 2.0, f"TRE {tre.mean():.2f} mm"
+    assert result.jacobian_determinant().min() > 0
+
+
+def test_cropped_follow_up_with_padding(ct64):
+    """The floating scan covers only part of the chest, with scanner padding at one side."""
+    from ctreg.pyramid import crop
+
+    grid = crop(ct64, (slice(12, 70), slice(0, 64), slice(0, 64)))  # a shorter follow-up
+    motion = BreathingMotion(diaphragm_mm=12.0, translation_mm=(4.0, -3.0, 6.0),
+                             rotation_deg=(2.0, -2.0, 6.0), seed=4)
+    pair = make_breathing_pair(ct64, motion, n_landmarks=150, floating_grid=grid)
+    flt = pair.floating
+    valid = np.ones(flt.shape, bool) if flt.valid is None else flt.valid.copy()
+    valid[:, :, :5] = False  # reconstructed field of view ends here: padding, as the reader marks it
+    padded = ctreg.Volume(np.where(valid, flt.array, -1024.0).astype(np.float32), flt.affine, valid)
+    result = ctreg.register(pair.reference, padded)
+    keep = np.all(padded.world_to_index(pair.floating_points)[:, 2:] >= 6, axis=1)
+    tre = _tre(result, pair)[keep]
+    assert keep.sum() > 50
+    assert tre.mean() <= 1.0 and np.percentile(tre, 95) <= 2.0, f"TRE {tre.mean():.2f} mm"
+    # where the floating scan has no data the output says so
+    assert not result.warped.valid.all()
+    assert np.all(result.warped.array[~result.warped.valid] == -1024.0)

@@ -39,8 +39,6 @@ struct Axis {
     // Stride to the upper neighbour of lower index c: 0 on the last voxel, so that an index
     // exactly n - 1 reads that voxel with weight exactly 1 (no v0 + 1 * (v1 - v0) round-off).
     inline index_t upper(index_t c) const { return c < last ? step : 0; }
-    inline bool inside(double c) const { return c >= lo && c <= hi; }  // false for NaN
-    inline double clamp(double c) const { return c < 0.0 ? 0.0 : (c > top ? top : c); }
 };
 
 struct Image {
@@ -49,32 +47,6 @@ struct Image {
     index_t sz, sy;
     Image(const float* d, const Shape3& s)
         : data(d), az(s.nz, s.ny * s.nx), ay(s.ny, s.nx), ax(s.nx, 1), sz(s.ny * s.nx), sy(s.nx) {}
-
-    template <int Order>
-    inline float sample(double z, double y, double x, float fill) const {
-        if (!(az.inside(z) && ay.inside(y) && ax.inside(x))) return fill;
-        z = az.clamp(z);
-        y = ay.clamp(y);
-        x = ax.clamp(x);
-        if constexpr (Order == 0) {
-            const index_t k = index_t(z + 0.5), j = index_t(y + 0.5), i = index_t(x + 0.5);
-            return data[k * sz + j * sy + i];
-        } else {
-            const index_t k = index_t(z), j = index_t(y), i = index_t(x);
-            const float fz = float(z - double(k)), fy = float(y - double(j)), fx = float(x - double(i));
-            const float* p = data + k * sz + j * sy + i;
-            const index_t dz = az.upper(k), dy = ay.upper(j), dx = ax.upper(i);
-            const float v000 = p[0], v001 = p[dx], v010 = p[dy], v011 = p[dy + dx];
-            const float v100 = p[dz], v101 = p[dz + dx], v110 = p[dz + dy], v111 = p[dz + dy + dx];
-            const float c00 = v000 + fx * (v001 - v000);
-            const float c01 = v010 + fx * (v011 - v010);
-            const float c10 = v100 + fx * (v101 - v100);
-            const float c11 = v110 + fx * (v111 - v110);
-            const float c0 = c00 + fy * (c01 - c00);
-            const float c1 = c10 + fy * (c11 - c10);
-            return c0 + fz * (c1 - c0);
-        }
-    }
 };
 
 // Trilinear interpolation of a (z, y, x, 3) field with its index clamped to the grid.
@@ -187,9 +159,10 @@ CTREG_ALWAYS_INLINE inline void prepare_row_body(const Image& img, RowBuf& b, in
         }
         in[i] = std::int32_t(z >= zlo) & std::int32_t(z <= zhi) & std::int32_t(y >= ylo) &
                 std::int32_t(y <= yhi) & std::int32_t(x >= xlo) & std::int32_t(x <= xhi);
-        const double zz = std::min(std::max(z, 0.0), ztop);
-        const double yy = std::min(std::max(y, 0.0), ytop);
-        const double xx = std::min(std::max(x, 0.0), xtop);
+        // Clamped into the grid (a NaN becomes 0; such points are outside anyway).
+        const double zz = std::min(std::max(0.0, z), ztop);
+        const double yy = std::min(std::max(0.0, y), ytop);
+        const double xx = std::min(std::max(0.0, x), xtop);
         std::int32_t k, j, c;
         if constexpr (Order == 0) {
             k = std::int32_t(zz + 0.5);
