@@ -68,7 +68,7 @@ def test_identity_moves_nothing(ct64):
     assert moved.max() < 0.1, f"max displacement {moved.max():.3f} mm"
 
 
-def test_deterministic_across_runs_and_thread_counts(ct64):
+def test_deterministic_across_runs_and_thread_counts(ct64, tmp_path):
     pair = make_breathing_pair(ct64, BreathingMotion(seed=1), n_landmarks=20)
     opts = options_for("fast", demons={"iterations": (10,)}, ffd={"iterations": (10,)})
     before = ctreg.get_num_threads()
@@ -83,6 +83,13 @@ def test_deterministic_across_runs_and_thread_counts(ct64):
     for other in (b, c):
         assert other.warped.array.tobytes() == a.warped.array.tobytes()
         assert other.displacement.tobytes() == a.displacement.tobytes()
+    # and the NIfTI files are the same bytes (no timestamps in the gzip streams)
+    files = []
+    for name, res in (("a", a), ("c", c)):
+        ctreg.write_nifti(res.warped, tmp_path / f"{name}.nii.gz")
+        ctreg.write_displacement_nifti(res.displacement, res.reference.affine, tmp_path / f"{name}-u.nii.gz")
+        files.append(((tmp_path / f"{name}.nii.gz").read_bytes(), (tmp_path / f"{name}-u.nii.gz").read_bytes()))
+    assert files[0] == files[1]
 
 
 def test_save_writes_the_service_outputs_and_itk_reads_the_field(ct64, tmp_path):
