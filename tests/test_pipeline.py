@@ -170,3 +170,17 @@ def test_cropped_follow_up_with_padding(ct64):
     # where the floating scan has no data the output says so
     assert not result.warped.valid.all()
     assert np.all(result.warped.array[~result.warped.valid] == -1024.0)
+
+
+def test_user_masks_are_used_and_checked(ct64):
+    from ctreg.masks import lung_mask
+
+    pair = make_breathing_pair(ct64, BreathingMotion(seed=6), n_landmarks=100)
+    lungs = lung_mask(pair.reference)
+    result = ctreg.register(pair.reference, pair.floating, preset="fast", reference_mask=lungs)
+    tre = _tre(result, pair)
+    assert tre.mean() <= 1.5
+    with pytest.raises(GeometryError, match="reference_mask"):
+        ctreg.register(pair.reference, pair.floating, reference_mask=lungs[1:])
+    with pytest.raises(TypeError, match="floating_mask"):
+        ctreg.register(pair.reference, pair.floating, floating_mask=lungs.astype(np.uint8))

@@ -77,8 +77,18 @@ def _jacobian_stats(jac: np.ndarray, mask: np.ndarray | None = None) -> dict:
             "sd_log": float(np.log(pos).std()) if pos.size else None}
 
 
+def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape != volume.shape:
+        raise GeometryError(f"{name} must have the scan's shape {volume.shape} (z, y, x), got {m.shape}")
+    if m.dtype != bool:
+        raise TypeError(f"{name} must be a bool array, got {m.dtype}")
+    return np.ascontiguousarray(m)
+
+
 def register(reference, floating, *, preset: str = "default",
-             options: RegistrationOptions | None = None, **overrides) -> RegistrationResult:
+             options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
+             floating_mask: np.ndarray | None = None, **overrides) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -87,6 +97,9 @@ def register(reference, floating, *, preset: str = "default",
         list of files or URLs, NIfTI file).
     preset : "fast", "default" or "accurate" (see ``ctreg.options.PRESETS``).
     options : RegistrationOptions, optional; replaces the preset.
+    reference_mask, floating_mask : (z, y, x) bool arrays on each scan's grid, optional: the
+        region whose similarity counts (reference) and whose centre starts the alignment
+        (floating).  Default: the automatic body masks (``ctreg.masks.body_mask``).
     **overrides : top-level fields of RegistrationOptions (``affine=``, ``ffd=``, ``demons=``,
         ``clip_hu=`` ...); a dict updates only the named fields of a stage,
         e.g. ``demons={"enabled": False}``.
@@ -115,8 +128,8 @@ def register(reference, floating, *, preset: str = "default",
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
     t0 = time.perf_counter()
-    ref_body = body_mask(ref)
-    flt_body = body_mask(flt)
+    ref_body = body_mask(ref) if reference_mask is None else _check_mask(reference_mask, ref, "reference_mask")
+    flt_body = body_mask(flt) if floating_mask is None else _check_mask(floating_mask, flt, "floating_mask")
     _check_body(ref, ref_body, "reference")
     _check_body(flt, flt_body, "floating")
     margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
