@@ -184,3 +184,10 @@ def test_user_masks_are_used_and_checked(ct64):
         ctreg.register(pair.reference, pair.floating, reference_mask=lungs[1:])
     with pytest.raises(TypeError, match="floating_mask"):
         ctreg.register(pair.reference, pair.floating, floating_mask=lungs.astype(np.uint8))
+
+
+def test_scans_that_do_not_overlap_are_refused(ct64):
+    # the floating scan is a sliver at the side of the chest: not enough shared anatomy
+    sliver = ctreg.Volume(ct64.array[:, :, :6].copy(), ct64.affine, None)
+    with pytest.raises(GeometryError, match="overlap"):
+        ctreg.register(ct64, sliver, preset="fast")

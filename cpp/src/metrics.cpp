@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "ctreg/bspline.hpp"
@@ -24,6 +25,29 @@ inline void put(const MetricArgs& a, index_t v, double g) {
         o[2] = gf * wg[2];
     } else {
         a.out[v] = static_cast<float>(g);
+    }
+}
+
+// Calls body(masked, fused) with compile-time booleans, so that the per-voxel loops carry no
+// run-time tests of the optional arguments.
+template <class Body>
+auto specialise(const MetricArgs& a, Body&& body) {
+    using T = std::true_type;
+    using F = std::false_type;
+    if (a.mask != nullptr) return a.warped_gradient != nullptr ? body(T{}, T{}) : body(T{}, F{});
+    return a.warped_gradient != nullptr ? body(F{}, T{}) : body(F{}, F{});
+}
+
+template <bool Fused>
+inline void put_t(const MetricArgs& a, index_t v, float g) {
+    if constexpr (Fused) {
+        const float* wg = a.warped_gradient + 3 * v;
+        float* o = a.out + 3 * v;
+        o[0] = g * wg[0];
+        o[1] = g * wg[1];
+        o[2] = g * wg[2];
+    } else {
+        a.out[v] = g;
     }
 }
 
@@ -223,20 +247,23 @@ double ssd(const MetricArgs& a) {
     const index_t plane = s.ny * s.nx;
     const double inv_n = 1.0 / static_cast<double>(n);
     std::vector<double> part(static_cast<size_t>(s.nz), 0.0);
+    specialise(a, [&](auto masked, auto fused) {
+        const std::uint8_t* mask = a.mask;
+        const float* R = a.reference;
+        const float* W = a.warped;
 #pragma omp parallel for schedule(static) num_threads(num_threads())
-    for (index_t k = 0; k < s.nz; ++k) {
-        double acc = 0.0;
-        for (index_t v = k * plane; v < (k + 1) * plane; ++v) {
-            if (!counted(a.mask, v)) {
-                put(a, v, 0.0);
-                continue;
+        for (index_t k = 0; k < s.nz; ++k) {
+            double acc = 0.0;
+            for (index_t v = k * plane; v < (k + 1) * plane; ++v) {
+                double d = static_cast<double>(W[v]) - R[v];
+                if constexpr (decltype(masked)::value) d = mask[v] != 0 ? d : 0.0;
+                acc += d * d;
+                put_t<decltype(fused)::value>(a, v, static_cast<float>(2.0 * inv_n * d));
             }
-            const double d = static_cast<double>(a.warped[v]) - a.reference[v];
-            acc += d * d;
-            put(a, v, 2.0 * d * inv_n);
+            part[k] = acc;
         }
-        part[k] = acc;
-    }
+        return 0;
+    });
     return ordered_sum(part) * inv_n;
 }
 
@@ -261,16 +288,20 @@ double ncc(const MetricArgs& a) {
     const double nccv = flat ? 0.0 : cov / sd;
     // d(-NCC)/dW_v = -[(R_v - mr) / sd - NCC (W_v - mw) / vw] / N
     const double ca = flat ? 0.0 : -inv_n / sd, cb = flat ? 0.0 : inv_n * nccv / vw;
+    const double r0 = cr + mr, w0 = cw + mw;
+    specialise(a, [&](auto masked, auto fused) {
+        const std::uint8_t* mask = a.mask;
+        const float* R = a.reference;
+        const float* W = a.warped;
 #pragma omp parallel for schedule(static) num_threads(num_threads())
-    for (index_t k = 0; k < s.nz; ++k)
-        for (index_t v = k * plane; v < (k + 1) * plane; ++v) {
-            if (!counted(a.mask, v)) {
-                put(a, v, 0.0);
-                continue;
+        for (index_t k = 0; k < s.nz; ++k)
+            for (index_t v = k * plane; v < (k + 1) * plane; ++v) {
+                double g = ca * (R[v] - r0) + cb * (W[v] - w0);
+                if constexpr (decltype(masked)::value) g = mask[v] != 0 ? g : 0.0;
+                put_t<decltype(fused)::value>(a, v, static_cast<float>(g));
             }
-            const double r = a.reference[v] - cr - mr, w = a.warped[v] - cw - mw;
-            put(a, v, ca * r + cb * w);
-        }
+        return 0;
+    });
     return -nccv;
 }
 

@@ -34,6 +34,9 @@ log = logging.getLogger("ctreg")
 #: Resampled values below this drew ~30 % or more of their weight from outside the floating data.
 INVALID_BELOW_HU = -2000.0
 
+#: The least fraction of the reference body that must lie inside the floating scan's data.
+MIN_OVERLAP = 0.15
+
 #: The least body tissue a scan must show, in millilitres, for the automatic masks to be trusted.
 MIN_BODY_ML = 50.0
 
@@ -164,6 +167,14 @@ def register(reference, floating, *, preset: str = "default",
             levels_report += reps
     transform = AffineTransform.from_params(params, centre)
     timings["affine"] = time.perf_counter() - t0
+    coarse = level(max(cache) if cache else 8.0)
+    _, valid = coarse.warp(transform)
+    overlap = float(np.count_nonzero(coarse.mask & valid)) / max(1, int(np.count_nonzero(coarse.mask)))
+    if overlap < MIN_OVERLAP:
+        raise GeometryError(
+            f"the scans barely overlap: after alignment only {100 * overlap:.1f} % of the reference "
+            f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
+            "check that both series show the same region of the same patient")
 
     # -- B-spline ----------------------------------------------------------------------------
     t0 = time.perf_counter()
