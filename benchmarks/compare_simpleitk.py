@@ -49,6 +49,19 @@ THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "CTREG_NUM_THREADS", "OPE
 
 # -- worker: one method on one pair, in its own process ---------------------------------------------
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory.  /proc's VmHWM belongs to the process image, so it
+    starts afresh at exec; ru_maxrss on Linux keeps the parent's peak across fork + exec."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def worker(method_name: str, spec: dict, threads: int, out_path: Path) -> int:
     import numpy as np  # noqa: F401  (imported before timing, like the libraries)
 
@@ -57,11 +70,11 @@ def worker(method_name: str, spec: dict, threads: int, out_path: Path) -> int:
 
     method = METHODS[method_name]
     pair = load_pair(spec)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     out = method.run(pair, threads)
     seconds = time.perf_counter() - t0
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_peak = peak_rss_mb()
     row = {"time_s": seconds, "peak_rss_mb": rss_peak, "rss_after_loading_mb": rss_before,
            "notes": out.notes}
     t1 = time.perf_counter()
@@ -87,7 +100,7 @@ def run_in_process(method_name: str, spec: dict, threads: int, timeout_s: float)
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"status": "failed: " + " | ".join(tail)[-400:]}
+            return {"status": "failed: " + " / ".join(t.replace("|", "/") for t in tail)[-400:]}
         row = json.loads(out.read_text())
         row["process_wall_s"] = wall
         row["status"] = "ok"
@@ -113,8 +126,23 @@ def machine_info(threads: int) -> dict:
                                                                 if mod == "SimpleITK" else "?")
         except Exception:  # noqa: BLE001 - optional packages
             continue
+    git = ""
+    try:
+        root = HERE.parent
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        git = head + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
     return {"cpu": model, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+            "platform": platform.platform(), "versions": versions, "ctreg_git": git,
+            "load_average_at_start": load}
 
 
 def _fmt(v, nd=2):
@@ -127,7 +155,11 @@ def _fmt(v, nd=2):
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method. "
+    load = m.get("load_average_at_start")
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method"
+             + (f"; load average {load:.1f} at start" if load is not None else "") + ". "
+             f"ctreg {m['versions'].get('ctreg', '?')} ({m.get('ctreg_git') or 'no git'}), "
+             f"SimpleITK {m['versions'].get('SimpleITK', '?')}. "
              f"Command: `{results['command']}` ({results['date']}).", ""]
     head = ("| pair | method | time s | peak RSS MB | TRE mean | median | p95 | max mm | NCC body "
             "| % J≤0 | SD log J |")

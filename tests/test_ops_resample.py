@@ -237,3 +237,16 @@ def test_portable_and_simd_paths_agree():
     for a, b in zip(*outs):
         assert (a == -2.0).any() and (a != -2.0).any()
         np.testing.assert_array_equal(a, b)
+
+
+def test_nan_displacement_gives_fill():
+    rng = np.random.default_rng(50)
+    img = _image(rng, (5, 6, 7))
+    field = np.zeros(img.shape + (3,), np.float32)
+    field[2, 3, 4, 1] = np.nan
+    field[0, 0, 0, 0] = np.inf
+    out = ops.resample_displacement(img, field, out_to_world=np.eye(4), world_to_image=np.eye(4), fill=-9.0)
+    assert out[2, 3, 4] == -9.0 and out[0, 0, 0] == -9.0
+    mask = np.ones(img.shape, bool)
+    mask[2, 3, 4] = mask[0, 0, 0] = False
+    np.testing.assert_array_equal(out[mask], img[mask])

@@ -8,7 +8,7 @@ void gradient(const float* image, const Shape3& s, const Spacing3& sp, float* ou
     // Central: (f[+1] - f[-1]) / (2h); one-sided: (f[1] - f[0]) / h.
     const float cz = float(0.5 / sp.z), cy = float(0.5 / sp.y), cx = float(0.5 / sp.x);
     const float ez = float(1.0 / sp.z), ey = float(1.0 / sp.y), ex = float(1.0 / sp.x);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(ctreg::num_threads())
+#pragma omp parallel for collapse(2) schedule(dynamic, 32) num_threads(ctreg::num_threads())
     for (index_t k = 0; k < nz; ++k) {
         for (index_t j = 0; j < ny; ++j) {
             const float* f = image + s.at(k, j, 0);

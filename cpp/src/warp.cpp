@@ -2,8 +2,11 @@
 //
 // Speed notes: coordinates are computed in double from the row start plus i times the
 // matrix column (exact for an affine map, no accumulated drift); interpolation weights and
-// values are float.  The output is split over (z, y) rows with a static schedule; every
-// output voxel depends only on the inputs, so the result does not depend on the thread count.
+// values are float.  Each output row is prepared in a branch-free, vectorised pass (compiled
+// twice on x86-64: portable and AVX2, picked at run time) and then interpolated.  Rows are
+// shared out in dynamic chunks (a core busy with another job does not hold the others up);
+// every output voxel depends only on the inputs, so the result does not depend on the thread
+// count.
 #include "ctreg/warp.hpp"
 
 #include <algorithm>
@@ -110,12 +113,14 @@ struct Field {
 };
 
 // One output row in two stages.  Stage 1 (vectorisable, no branches) turns the row's
-// continuous indices into a voxel offset, three float weights, the upper-neighbour strides
-// and an inside flag; stage 2 gathers and interpolates.
+// continuous indices into a voxel offset (-1 outside the image) and three float weights;
+// stage 2 gathers and interpolates.  For trilinear, the lower corner is clamped to n - 2 so
+// that the upper neighbour always exists (weight 1 on it at index n - 1), and the weights are
+// applied as (1 - f) v0 + f v1, exact at f = 0 and f = 1.
 struct RowBuf {
-    std::vector<std::int32_t> off, dz, dy, dx, in;
+    std::vector<std::int32_t> off;
     std::vector<float> wz, wy, wx;
-    explicit RowBuf(index_t n) : off(n), dz(n), dy(n), dx(n), in(n), wz(n), wy(n), wx(n) {}
+    explicit RowBuf(index_t n) : off(n), wz(n), wy(n), wx(n) {}
 };
 
 // Continuous image index of voxel i of a row: start + i * step (+ w * u[i] with a field).
@@ -133,18 +138,16 @@ CTREG_ALWAYS_INLINE inline void prepare_row_body(const Image& img, RowBuf& b, in
     const double w10 = g.w[1][0], w11 = g.w[1][1], w12 = g.w[1][2];
     const double w20 = g.w[2][0], w21 = g.w[2][1], w22 = g.w[2][2];
     std::int32_t* __restrict off = b.off.data();
-    std::int32_t* __restrict dz = b.dz.data();
-    std::int32_t* __restrict dy = b.dy.data();
-    std::int32_t* __restrict dx = b.dx.data();
-    std::int32_t* __restrict in = b.in.data();
     float* __restrict wz = b.wz.data();
     float* __restrict wy = b.wy.data();
     float* __restrict wx = b.wx.data();
     const double zlo = img.az.lo, zhi = img.az.hi, ztop = img.az.top;
     const double ylo = img.ay.lo, yhi = img.ay.hi, ytop = img.ay.top;
     const double xlo = img.ax.lo, xhi = img.ax.hi, xtop = img.ax.top;
-    const std::int32_t zlast = std::int32_t(img.az.last), ylast = std::int32_t(img.ay.last),
-                       xlast = std::int32_t(img.ax.last);
+    // Largest lower corner for trilinear: n - 2 (0 for an axis of length 1).
+    const std::int32_t zlow = std::int32_t(std::max<index_t>(img.az.last - 1, 0));
+    const std::int32_t ylow = std::int32_t(std::max<index_t>(img.ay.last - 1, 0));
+    const std::int32_t xlow = std::int32_t(std::max<index_t>(img.ax.last - 1, 0));
     const std::int32_t sz = std::int32_t(img.sz), sy = std::int32_t(img.sy);
     const std::int32_t n32 = std::int32_t(n);  // int32 -> double converts in SIMD
 #pragma omp simd
@@ -157,8 +160,8 @@ CTREG_ALWAYS_INLINE inline void prepare_row_body(const Image& img, RowBuf& b, in
             y = y + w10 * u0 + w11 * u1 + w12 * u2;
             x = x + w20 * u0 + w21 * u1 + w22 * u2;
         }
-        in[i] = std::int32_t(z >= zlo) & std::int32_t(z <= zhi) & std::int32_t(y >= ylo) &
-                std::int32_t(y <= yhi) & std::int32_t(x >= xlo) & std::int32_t(x <= xhi);
+        const std::int32_t in = std::int32_t(z >= zlo) & std::int32_t(z <= zhi) & std::int32_t(y >= ylo) &
+                                std::int32_t(y <= yhi) & std::int32_t(x >= xlo) & std::int32_t(x <= xhi);
         // Clamped into the grid (a NaN becomes 0; such points are outside anyway).
         const double zz = std::min(std::max(0.0, z), ztop);
         const double yy = std::min(std::max(0.0, y), ytop);
@@ -169,17 +172,14 @@ CTREG_ALWAYS_INLINE inline void prepare_row_body(const Image& img, RowBuf& b, in
             j = std::int32_t(yy + 0.5);
             c = std::int32_t(xx + 0.5);
         } else {
-            k = std::int32_t(zz);
-            j = std::int32_t(yy);
-            c = std::int32_t(xx);
+            k = std::min(std::int32_t(zz), zlow);
+            j = std::min(std::int32_t(yy), ylow);
+            c = std::min(std::int32_t(xx), xlow);
             wz[i] = float(zz - double(k));
             wy[i] = float(yy - double(j));
             wx[i] = float(xx - double(c));
-            dz[i] = sz & -std::int32_t(k < zlast);
-            dy[i] = sy & -std::int32_t(j < ylast);
-            dx[i] = std::int32_t(c < xlast);
         }
-        off[i] = k * sz + j * sy + c;
+        off[i] = (k * sz + j * sy + c) | -(1 - in);  // -1 when outside
     }
 }
 
@@ -213,34 +213,32 @@ PrepareRow select_prepare_row() {
 template <int Order>
 inline void sample_row(const Image& img, const RowBuf& b, index_t n, float* out, float fill) {
     const std::int32_t* __restrict off = b.off.data();
-    const std::int32_t* __restrict dz = b.dz.data();
-    const std::int32_t* __restrict dy = b.dy.data();
-    const std::int32_t* __restrict dx = b.dx.data();
-    const std::int32_t* __restrict in = b.in.data();
     const float* __restrict wz = b.wz.data();
     const float* __restrict wy = b.wy.data();
     const float* __restrict wx = b.wx.data();
     const float* data = img.data;
+    // Upper-neighbour strides (0 along an axis of length 1).
+    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
+                  dx = img.ax.last > 0 ? 1 : 0;
     for (index_t i = 0; i < n; ++i) {
-        if (!in[i]) {
+        const std::int32_t o = off[i];
+        if (o < 0) {
             out[i] = fill;
             continue;
         }
-        const float* p = data + off[i];
+        const float* p = data + o;
         if constexpr (Order == 0) {
             out[i] = p[0];
         } else {
-            const index_t ddz = dz[i], ddy = dy[i], ddx = dx[i];
             const float fz = wz[i], fy = wy[i], fx = wx[i];
-            const float v000 = p[0], v001 = p[ddx], v010 = p[ddy], v011 = p[ddy + ddx];
-            const float v100 = p[ddz], v101 = p[ddz + ddx], v110 = p[ddz + ddy], v111 = p[ddz + ddy + ddx];
-            const float c00 = v000 + fx * (v001 - v000);
-            const float c01 = v010 + fx * (v011 - v010);
-            const float c10 = v100 + fx * (v101 - v100);
-            const float c11 = v110 + fx * (v111 - v110);
-            const float c0 = c00 + fy * (c01 - c00);
-            const float c1 = c10 + fy * (c11 - c10);
-            out[i] = c0 + fz * (c1 - c0);
+            const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
+            const float c00 = gx * p[0] + fx * p[dx];
+            const float c01 = gx * p[dy] + fx * p[dy + dx];
+            const float c10 = gx * p[dz] + fx * p[dz + dx];
+            const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
+            const float c0 = gy * c00 + fy * c01;
+            const float c1 = gy * c10 + fy * c11;
+            out[i] = gz * c0 + fz * c1;
         }
     }
 }
@@ -256,7 +254,7 @@ void affine_impl(const Image& img, const Mat4& A, float* out, const Shape3& os, 
         g.cz = A.m[0][2];
         g.cy = A.m[1][2];
         g.cx = A.m[2][2];
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 16)
         for (index_t k = 0; k < nz; ++k) {
             for (index_t j = 0; j < ny; ++j) {
                 A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
@@ -288,7 +286,7 @@ void displacement_impl(const Image& img, const float* field, const Shape3& fs, c
         g.cx = A.m[2][2];
         for (int r = 0; r < 3; ++r)
             for (int c = 0; c < 3; ++c) g.w[r][c] = W.m[r][c];  // W's linear part: u -> index step
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 16)
         for (index_t k = 0; k < nz; ++k) {
             for (index_t j = 0; j < ny; ++j) {
                 A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);

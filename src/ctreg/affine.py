@@ -73,15 +73,14 @@ class _Objective:
         self.evaluations += 1
         n = len(theta)
         t = self.transform(theta)
-        warped, valid = self.level.warp(t)
+        warped, valid, grad_w = self.level.warp_with_gradient(t)
         mask = self.level.metric_mask(valid)
         if not mask.any():
             # No overlap: a flat, high cost tells the line search to step back.
             return 1.0, np.zeros(n)
-        grad_w = ops.gradient(warped, tuple(self.level.spacing))
         cost, g = self.level.metric(self.metric, warped, mask, warped_gradient=grad_w)
         # g: dcost/du in reference-frame components (z, y, x) -> world gradient of F at T(p):
-        # W(r) = F(T(D r + o)) => grad_r W = (A D)^T grad F  =>  grad F = (A D)^-T grad_r W.
+        # grad_r F(T(D r + o)) = (A D)^T grad F  =>  grad F = (A D)^-T grad_r.
         ad = t.matrix @ self.level.frame.direction
         to_world = np.linalg.inv(ad).T
         g64 = g.astype(np.float64)

@@ -72,11 +72,10 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
         nonlocal evaluations
         evaluations += 1
         u, c = dense(x)
-        warped, valid = level.warp(transform, u)
+        warped, valid, grad_w = level.warp_with_gradient(transform, u)
         mask = level.metric_mask(valid)
         if not mask.any():
             return 1.0, np.zeros(n)
-        grad_w = ops.gradient(warped, spacing)
         cost, g = level.metric(metric, warped, mask, warped_gradient=grad_w,
                                lncc_radius_mm=options.lncc_radius_mm)
         gc = ops.bspline_adjoint(g, tvox, grid).astype(np.float64).ravel()

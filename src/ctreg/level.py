@@ -36,6 +36,7 @@ class Level:
     frame: ReferenceFrame
     clip_low: float
     _reference_gradient: np.ndarray | None = None
+    _floating_gradient: list | None = None
 
     @property
     def reference_gradient(self) -> np.ndarray:
@@ -66,6 +67,40 @@ class Level:
         valid = warped >= self.clip_low - 0.5
         np.copyto(warped, np.float32(self.clip_low), where=~valid)
         return warped, valid.view(np.uint8)
+
+    def floating_gradient_components(self) -> list[np.ndarray]:
+        """Gradient of the floating scan in HU per voxel along its own index axes, one
+        contiguous (z, y, x) array per axis; air instead of the SENTINEL where it has no data,
+        so that the gradient next to missing data stays that of an air boundary."""
+        if self._floating_gradient is None:
+            arr = self.floating.array
+            arr = np.where(arr <= SENTINEL / 2, np.float32(self.clip_low), arr).astype(np.float32)
+            g = ops.gradient(arr, (1.0, 1.0, 1.0))
+            self._floating_gradient = [np.ascontiguousarray(g[..., c]) for c in range(3)]
+        return self._floating_gradient
+
+    def warp_with_gradient(self, transform: AffineTransform, u_frame: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(warped, valid, gradient): ``gradient`` (z, y, x, 3) is the exact derivative of the
+        warped intensity with respect to a displacement of the sampling point, in
+        reference-frame components: grad_r F(M r) = M^T grad_index F, resampled at the same
+        points as the intensities (rather than the derivative of the warped image, which mixes
+        in the field's own Jacobian)."""
+        warped, valid = self.warp(transform, u_frame)
+        to_index = self.frame_to_floating_index(transform)
+        comps = []
+        for g in self.floating_gradient_components():
+            if u_frame is None:
+                comps.append(ops.resample_affine(g, to_index @ self.out_to_frame, self.shape,
+                                                 order=1, fill=0.0))
+            else:
+                comps.append(ops.resample_displacement(g, u_frame, out_to_world=self.out_to_frame,
+                                                       world_to_image=to_index, order=1, fill=0.0))
+        lin = to_index[:3, :3].astype(np.float32)  # frame mm -> floating index
+        grad = np.empty(self.shape + (3,), np.float32)
+        for a in range(3):
+            grad[..., a] = comps[0] * lin[0, a] + comps[1] * lin[1, a] + comps[2] * lin[2, a]
+        return warped, valid, grad
 
     def metric_mask(self, valid: np.ndarray) -> np.ndarray:
         return np.bitwise_and(self.mask, valid)

@@ -90,7 +90,7 @@ class FFDOptions:
     enabled: bool = True
     levels_mm: tuple = (6.0, 3.0)
     control_spacing_mm: tuple = (40.0, 20.0)
-    iterations: tuple = (40, 30)
+    iterations: tuple = (20, 15)
     metric: str = "lncc"
     lncc_radius_mm: float = 8.0
     bending_weight: float = 1.0
@@ -169,7 +169,7 @@ class RegistrationOptions:
 PRESETS: dict[str, RegistrationOptions] = {
     "fast": RegistrationOptions(
         affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
-        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(30,)),
+        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,)),
         demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,)),
     ),
     "default": RegistrationOptions(),

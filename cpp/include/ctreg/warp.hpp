@@ -3,8 +3,12 @@
 // Index conventions: a continuous index (k, j, i) addresses the voxel centre data[k][j][i].
 // A point is inside the image when 0 <= k <= nz-1, 0 <= j <= ny-1 and 0 <= i <= nx-1
 // (no extrapolation beyond the outermost voxel centres); points outside, and NaN points,
-// receive `fill`.  order 0 is nearest neighbour (round half up: floor(x + 0.5)), order 1 is
-// trilinear.  This matches scipy.ndimage.map_coordinates(order, mode='constant', cval=fill).
+// receive `fill`.  Points within 1e-6 voxel outside a border count as on it, so that the
+// round-off of composed matrices does not drop the outermost voxels.  order 0 is nearest
+// neighbour (round half up: floor(x + 0.5)), order 1 is trilinear with float weights.  This
+// matches scipy.ndimage.map_coordinates(order, mode='constant', cval=fill).
+// Images must have fewer than 2^31 voxels (32-bit offsets); on x86-64 an AVX2 code path is
+// chosen at run time, with results identical to the portable one.
 #pragma once
 
 #include "ctreg/common.hpp"
