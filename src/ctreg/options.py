@@ -115,8 +115,8 @@ class DemonsOptions:
     """
 
     enabled: bool = True
-    levels_mm: tuple = (4.0,)
-    iterations: tuple = (30,)
+    levels_mm: tuple = (2.0,)
+    iterations: tuple = (15,)
     sigma_fluid_vox: float = 1.0
     sigma_diffusion_vox: float = 1.5
     max_step_vox: float = 0.5
@@ -174,10 +174,10 @@ PRESETS: dict[str, RegistrationOptions] = {
     ),
     "default": RegistrationOptions(),
     "accurate": RegistrationOptions(
-        affine=AffineOptions(levels_mm=(8.0, 4.0, 2.0), iterations=(80, 50, 30)),
-        ffd=FFDOptions(levels_mm=(6.0, 4.0, 2.0), control_spacing_mm=(48.0, 24.0, 12.0),
-                       iterations=(50, 40, 30)),
-        demons=DemonsOptions(levels_mm=(4.0, 2.0), iterations=(40, 20)),
+        affine=AffineOptions(levels_mm=(8.0, 4.0), iterations=(60, 40)),
+        ffd=FFDOptions(levels_mm=(6.0, 3.0, 2.0), control_spacing_mm=(40.0, 20.0, 10.0),
+                       iterations=(20, 15, 10)),
+        demons=DemonsOptions(levels_mm=(2.0, 1.0), iterations=(15, 10)),
     ),
 }
 
