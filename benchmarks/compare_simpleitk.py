@@ -156,7 +156,11 @@ def _fmt(v, nd=2):
 def markdown(results: dict) -> str:
     m = results["machine"]
     load = m.get("load_average_at_start")
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method"
+    runs = results.get("runs")
+    lines = [f"Merged from {len(runs)} runs: " + "; ".join(f"`{r['command']}` ({r['date']}, ctreg "
+                                                             f"{r['machine'].get('ctreg_git') or '?'})"
+                                                             for r in runs) + ".", ""] if runs else []
+    lines += [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method"
              + (f"; load average {load:.1f} at start" if load is not None else "") + ". "
              f"ctreg {m['versions'].get('ctreg', '?')} ({m.get('ctreg_git') or 'no git'}), "
              f"SimpleITK {m['versions'].get('SimpleITK', '?')}. "
@@ -205,6 +209,7 @@ def verdict(rows: dict) -> list[str]:
 def plot(results: dict, path: Path) -> bool:
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -214,16 +219,20 @@ def plot(results: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
     for ax, pair_name in zip(axes[0], pairs):
         for name, r in results["pairs"][pair_name].items():
-            if r.get("status") != "ok" or r.get("tre_mean_mm") is None or name == "true-field":
+            if r.get("status") != "ok" or r.get("tre_mean_mm") is None or name in ("true-field", "identity"):
                 continue
             style = "o" if name.startswith("ctreg") else "s" if name.startswith("sitk") else "^"
             ax.scatter(max(r["time_s"], 1e-2), r["tre_mean_mm"], marker=style, s=50)
             ax.annotate(name, (max(r["time_s"], 1e-2), r["tre_mean_mm"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"wall time, s ({results['machine']['threads']} threads)")
         ax.set_ylabel("mean TRE, mm")
-        ax.set_title(pair_name)
+        initial = results["pairs"][pair_name].get("identity", {}).get("tre_mean_mm")
+        ax.set_title(pair_name + (f" (initial TRE {initial:.1f} mm)" if initial is not None else ""))
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -260,8 +269,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--no-warmup", action="store_true",
                     help="do not run ctreg once untimed first (fills Numba's on-disk cache)")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
+                    help="run nothing: merge earlier results.json files (later files' rows win), "
+                         "e.g. to re-run only ctreg after a change and keep the slow SimpleITK rows")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.merge:
+        return write_outputs(merge_results([Path(p) for p in args.merge], argv), Path(args.out))
 
     if bool(args.reference) != bool(args.floating):
         ap.error("a user pair needs both --reference and --floating")
@@ -313,8 +327,31 @@ def main(argv=None) -> int:
             else:
                 log.warning("%s: %s: %s", spec["name"], name, row["status"])
 
+    return write_outputs(results, Path(args.out))
+
+
+def merge_results(paths: list[Path], argv: list[str]) -> dict:
+    """One results dict from several runs; each row keeps a ``run`` field naming its run."""
+    merged = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv), "runs": [],
+              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "pairs": {}, "pair_info": {}, "skipped": {}}
+    for path in paths:
+        res = json.loads(path.read_text())
+        merged["runs"].append({"file": str(path), "command": res["command"], "date": res["date"],
+                               "machine": res["machine"]})
+        merged["machine"] = res["machine"]
+        merged["pair_info"].update(res["pair_info"])
+        merged["skipped"].update(res.get("skipped", {}))
+        for pair_name, rows in res["pairs"].items():
+            for name, row in rows.items():
+                merged["pairs"].setdefault(pair_name, {})[name] = {**row, "run": res["date"]}
+                merged["skipped"].pop(name, None)
+    return merged
+
+
+def write_outputs(results: dict, out_root: Path) -> int:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(args.out) / stamp
+    out_dir = out_root / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     md = markdown(results)
@@ -322,7 +359,7 @@ def main(argv=None) -> int:
         md += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped"].items()) + "\n"
     (out_dir / "results.md").write_text(md)
     plot(results, out_dir / "tre_vs_time.png")
-    latest = Path(args.out) / "latest"
+    latest = out_root / "latest"
     if latest.exists():
         shutil.rmtree(latest)
     shutil.copytree(out_dir, latest)
