@@ -30,8 +30,13 @@ __all__ = ["run_ffd_level", "control_spacing_vox"]
 log = logging.getLogger("ctreg")
 
 
+#: The finest control grid, in voxels of its level: finer grids fit noise on coarse scans.
+MIN_CONTROL_SPACING_VOX = 4
+
+
 def control_spacing_vox(control_spacing_mm: float, spacing) -> tuple[int, int, int]:
-    return tuple(max(1, int(round(control_spacing_mm / s))) for s in np.asarray(spacing, float))  # type: ignore[return-value]
+    return tuple(max(MIN_CONTROL_SPACING_VOX, int(round(control_spacing_mm / s)))  # type: ignore[return-value]
+                 for s in np.asarray(spacing, float))
 
 
 #: Coefficient bound, in control spacings (Choi & Lee's injectivity condition is ~0.40).

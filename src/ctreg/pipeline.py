@@ -22,7 +22,7 @@ from .ffd import run_ffd_level
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
 from .options import RegistrationOptions, options_for
-from .pyramid import bounding_box, crop
+from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
 from .transforms import N_AFFINE, AffineTransform, ReferenceFrame, world_displacement
 from .volume import Volume
@@ -146,20 +146,32 @@ def register(reference, floating, *, preset: str = "default",
     timings["masks"] = time.perf_counter() - t0
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
-    cache: dict[float, Level] = {}
+    # Levels are keyed by their subsampling factors: on a coarse scan several requested
+    # spacings give the same grid, which is built once and visited once per stage.
+    cache: dict[tuple, Level] = {}
 
     def level(mm: float) -> Level:
-        if mm not in cache:
-            cache[mm] = build_level(len(cache), mm, ref_p, body_c, flt_p, frame, clip)
-        return cache[mm]
+        key = level_factors(ref_c.spacing, mm)
+        if key not in cache:
+            cache[key] = build_level(len(cache), mm, ref_p, body_c, flt_p, frame, clip)
+        return cache[key]
+
+    def stage_levels(levels_mm) -> list[tuple[int, float, Level]]:
+        """(index, mm, level) per requested level, without repeats of the same grid."""
+        out, seen = [], set()
+        for li, mm in enumerate(levels_mm):
+            lv = level(mm)
+            if id(lv) not in seen:
+                seen.add(id(lv))
+                out.append((li, mm, lv))
+        return out
 
     # -- affine ------------------------------------------------------------------------------
     t0 = time.perf_counter()
     params = np.zeros(N_AFFINE)
     params[:3] = _centroid_world(flt, flt_body) - centre
     if opts.affine.enabled:
-        for li, mm in enumerate(opts.affine.levels_mm):
-            lv = level(mm)
+        for li, mm, lv in stage_levels(opts.affine.levels_mm):
             log.info("affine: level %d/%d (%.1f mm)", li + 1, len(opts.affine.levels_mm), mm)
             if li == 0:
                 params = rotation_search(lv, centre, params, opts.affine)
@@ -167,7 +179,7 @@ def register(reference, floating, *, preset: str = "default",
             levels_report += reps
     transform = AffineTransform.from_params(params, centre)
     timings["affine"] = time.perf_counter() - t0
-    coarse = level(max(cache) if cache else 8.0)
+    coarse = level(max(opts.affine.levels_mm) if opts.affine.enabled else 8.0)
     _, valid = coarse.warp(transform)
     overlap = float(np.count_nonzero(coarse.mask & valid)) / max(1, int(np.count_nonzero(coarse.mask)))
     if overlap < MIN_OVERLAP:
@@ -181,6 +193,7 @@ def register(reference, floating, *, preset: str = "default",
     u: np.ndarray | None = None
     u_level: Level | None = None
     if opts.ffd.enabled:
+        # every B-spline level runs, even on a repeated grid: its control spacing differs
         for li, mm in enumerate(opts.ffd.levels_mm):
             lv = level(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
@@ -196,8 +209,7 @@ def register(reference, floating, *, preset: str = "default",
     if opts.demons.enabled:
         v: np.ndarray | None = None
         v_level: Level | None = None
-        for li, mm in enumerate(opts.demons.levels_mm):
-            lv = level(mm)
+        for li, mm, lv in stage_levels(opts.demons.levels_mm):
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
             outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
                                                               tuple(lv.spacing))
