@@ -14,7 +14,6 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
-from . import ops
 from .level import Level
 from .options import AffineOptions
 from .result import LevelReport

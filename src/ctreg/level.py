@@ -14,7 +14,7 @@ import numpy as np
 
 from . import metrics, ops
 from .pyramid import downsample
-from .transforms import AffineTransform, ReferenceFrame
+from .transforms import AffineTransform, ReferenceFrame, frame_to_image_matrix
 from .volume import Volume
 
 __all__ = ["Level", "build_level", "SENTINEL"]
@@ -46,8 +46,7 @@ class Level:
 
     def frame_to_floating_index(self, transform: AffineTransform) -> np.ndarray:
         """4x4: reference-frame point -> continuous floating index, through ``transform``."""
-        return (np.linalg.inv(self.floating.affine) @ transform.homogeneous()
-                @ self.frame.frame_to_world_matrix())
+        return frame_to_image_matrix(self.frame, transform, self.floating)
 
     def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:

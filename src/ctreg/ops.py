@@ -355,10 +355,8 @@ def bending_energy(coeffs, spacing_vox, voxel_spacing_mm) -> tuple[float, np.nda
     if min(coeffs.shape[:3]) < 4:
         raise ValueError(f"coeffs must have at least 4 control points per axis, got {coeffs.shape[:3]}")
     t = _int3("spacing_vox", spacing_vox, minimum=1)
-    sp = np.asarray(voxel_spacing_mm, dtype=np.float64).reshape(-1)
-    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"voxel_spacing_mm must be three positive numbers (z, y, x), got {voxel_spacing_mm!r}")
-    e, g = _native.bending_energy(coeffs, list(t), [float(v) for v in sp])
+    sp = _spacing3("voxel_spacing_mm", voxel_spacing_mm)
+    e, g = _native.bending_energy(coeffs, list(t), list(sp))
     return float(e), g
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +23,8 @@ from .masks import body_mask
 from .options import RegistrationOptions, options_for
 from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
-from .transforms import N_AFFINE, AffineTransform, ReferenceFrame, world_displacement
+from .transforms import (N_AFFINE, AffineTransform, ReferenceFrame, frame_to_image_matrix,
+                         world_displacement)
 from .volume import Volume
 
 __all__ = ["register"]
@@ -220,9 +220,7 @@ def register(reference, floating, *, preset: str = "default",
             v, rep = run_demons_level(lv, transform, outer, v0, opts.demons, li)
             v_level = lv
             levels_report.append(rep)
-        if v is not None:
-            outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), v_level.shape,
-                                                              tuple(v_level.spacing))
+        if v is not None:  # `outer` is the B-spline field on the last demons level
             u = compose_displacement(outer, v, tuple(v_level.spacing))
             u_level = v_level
     timings["demons"] = time.perf_counter() - t0
@@ -239,7 +237,7 @@ def register(reference, floating, *, preset: str = "default",
         del u_crop
     u_full = np.ascontiguousarray(u_full, dtype=np.float32)
     out_to_frame = np.diag(list(ref.spacing) + [1.0])
-    to_index = (np.linalg.inv(flt.affine) @ transform.homogeneous() @ frame.frame_to_world_matrix())
+    to_index = frame_to_image_matrix(frame, transform, flt)
     # One resampling for values and validity: where the floating scan has no data it holds the
     # SENTINEL, and a sample that draws more than ~30 % of its weight from there is invalid.
     source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
