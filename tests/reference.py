@@ -45,6 +45,26 @@ def resample_displacement_ref(image, displacement, *, out_to_world, world_to_ima
     return out.reshape(out_shape)
 
 
+
+def affine_moments_ref(image, gradients, reference, mask, matrix, valid_min) -> np.ndarray:
+    """The 42 sums of ops.affine_moments, from map_coordinates samples and numpy sums."""
+    shape = reference.shape
+    q = index_grid(shape)
+    coords = apply_matrix(matrix, q)
+    w = ndi.map_coordinates(image.astype(np.float64), coords, order=1, mode="constant", cval=-1e30)
+    g = np.stack([ndi.map_coordinates(gc.astype(np.float64), coords, order=1, mode="constant", cval=0.0)
+                  for gc in gradients])
+    keep = w >= valid_min
+    if mask is not None:
+        keep &= mask.ravel() != 0
+    r = reference.ravel().astype(np.float64)[keep]
+    w, g, q = w[keep], g[:, keep], q[:, keep]
+    out = [r.size, r.sum(), w.sum(), (r * r).sum(), (w * w).sum(), (r * w).sum()]
+    for a in (r, w, np.ones_like(r)):
+        out += list((g * a).sum(axis=1))
+        out += list(((g * a) @ q.T).ravel())
+    return np.asarray(out)
+
 def gradient_ref(image, spacing) -> np.ndarray:
     """np.gradient(edge_order=1) per axis, zeros along axes of length 1; (z, y, x, 3)."""
     img = np.asarray(image, dtype=np.float64)

@@ -77,6 +77,31 @@ farray resample_displacement_py(const farray& image, const farray& displacement,
     return out;
 }
 
+py::array_t<double> affine_moments_py(const farray& image, const farray& grad_z,
+                                      const farray& grad_y, const farray& grad_x,
+                                      const farray& reference, const std::optional<u8array>& mask,
+                                      const darray& matrix, float valid_min) {
+    const Shape3 in = shape3(image, "image");
+    check_image_size(in);
+    same_shape(in, shape3(grad_z, "grad_z"), "image and grad_z");
+    same_shape(in, shape3(grad_y, "grad_y"), "image and grad_y");
+    same_shape(in, shape3(grad_x, "grad_x"), "image and grad_x");
+    const Shape3 os = shape3(reference, "reference");
+    if (mask) same_shape(os, shape3(*mask, "mask"), "reference and mask");
+    const Mat4 m = mat4(matrix, "matrix");
+    py::array_t<double> out(kAffineMoments);
+    const float* grad[3] = {grad_z.data(), grad_y.data(), grad_x.data()};
+    const float* img = image.data();
+    const float* ref = reference.data();
+    const std::uint8_t* mk = mask ? mask->data() : nullptr;
+    double* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        affine_moments(img, in, grad, ref, mk, os, m, valid_min, dst);
+    }
+    return out;
+}
+
 }  // namespace
 
 void bind_warp(py::module_& m) {
@@ -88,6 +113,12 @@ void bind_warp(py::module_& m) {
           py::arg("world_to_image").noconvert(), py::arg("field_from_out").noconvert(),
           py::arg("out_shape"), py::arg("order"), py::arg("fill"),
           "Resample image through a dense displacement field (see ctreg/warp.hpp).");
+    m.def("affine_moments", &affine_moments_py, py::arg("image").noconvert(),
+          py::arg("grad_z").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
+          py::arg("reference").noconvert(), py::arg("mask").noconvert(), py::arg("matrix").noconvert(),
+          py::arg("valid_min"),
+          "Sums for the value and affine gradient of SSD/NCC, fused with the resampling "
+          "(see ctreg/warp.hpp).");
     m.def("_set_simd_dispatch", &set_simd_dispatch, py::arg("enabled"),
           "Testing aid: False forces the portable resampling code path; returns the old setting.");
 }

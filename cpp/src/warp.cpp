@@ -310,7 +310,98 @@ void displacement_impl(const Image& img, const float* field, const Shape3& fs, c
     }
 }
 
+// One output row of affine_moments: the row's partial sums in `acc` (kAffineMoments).
+void moments_row(const Image& img, const float* const grad[3], const RowBuf& b, index_t n,
+                 const float* ref, const std::uint8_t* mask, double k, double j, float valid_min,
+                 double* acc) {
+    const std::int32_t* __restrict off = b.off.data();
+    const float* __restrict wz = b.wz.data();
+    const float* __restrict wy = b.wy.data();
+    const float* __restrict wx = b.wx.data();
+    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
+                  dx = img.ax.last > 0 ? 1 : 0;
+    const float* src[4] = {img.data, grad[0], grad[1], grad[2]};
+    double s[6] = {0, 0, 0, 0, 0, 0};
+    double sg[3][3] = {{0}}, sgi[3][3] = {{0}};  // sum a_m g_c and sum a_m g_c i (per row)
+    for (index_t i = 0; i < n; ++i) {
+        const std::int32_t o = off[i];
+        if (o < 0 || (mask && !mask[i])) continue;
+        const float fz = wz[i], fy = wy[i], fx = wx[i];
+        const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
+        float v[4];
+        for (int t = 0; t < 4; ++t) {
+            const float* p = src[t] + o;
+            const float c00 = gx * p[0] + fx * p[dx];
+            const float c01 = gx * p[dy] + fx * p[dy + dx];
+            const float c10 = gx * p[dz] + fx * p[dz + dx];
+            const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
+            const float c0 = gy * c00 + fy * c01;
+            const float c1 = gy * c10 + fy * c11;
+            v[t] = gz * c0 + fz * c1;
+        }
+        if (!(v[0] >= valid_min)) continue;
+        const double r = ref[i], w = v[0], di = double(i);
+        s[0] += 1.0;
+        s[1] += r;
+        s[2] += w;
+        s[3] += r * r;
+        s[4] += w * w;
+        s[5] += r * w;
+        const double a[3] = {r, w, 1.0};
+        for (int m = 0; m < 3; ++m)
+            for (int c = 0; c < 3; ++c) {
+                const double ag = a[m] * double(v[c + 1]);
+                sg[m][c] += ag;
+                sgi[m][c] += ag * di;
+            }
+    }
+    for (int t = 0; t < 6; ++t) acc[t] = s[t];
+    for (int m = 0; m < 3; ++m)
+        for (int c = 0; c < 3; ++c) {
+            double* base = acc + 6 + 12 * m;
+            base[c] = sg[m][c];
+            base[3 + 3 * c + 0] = sg[m][c] * k;
+            base[3 + 3 * c + 1] = sg[m][c] * j;
+            base[3 + 3 * c + 2] = sgi[m][c];
+        }
+}
+
 }  // namespace
+
+void affine_moments(const float* image, const Shape3& in, const float* const grad[3],
+                    const float* reference, const std::uint8_t* mask, const Shape3& os,
+                    const Mat4& A, float valid_min, double* out) {
+    const Image img(image, in);
+    const index_t nz = os.nz, ny = os.ny, nx = os.nx;
+    std::vector<double> rows(std::size_t(nz * ny) * kAffineMoments, 0.0);
+    const PrepareRow prepare = select_prepare_row<1, false>();
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        RowBuf b(nx);
+        RowGeom g{};
+        g.cz = A.m[0][2];
+        g.cy = A.m[1][2];
+        g.cx = A.m[2][2];
+#pragma omp for collapse(2) schedule(dynamic, 16)
+        for (index_t k = 0; k < nz; ++k) {
+            for (index_t j = 0; j < ny; ++j) {
+                const index_t at = os.at(k, j, 0);
+                if (mask) {  // skip rows with nothing to count
+                    bool any = false;
+                    for (index_t i = 0; i < nx && !any; ++i) any = mask[at + i] != 0;
+                    if (!any) continue;
+                }
+                A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
+                prepare(img, b, nx, g, nullptr);
+                moments_row(img, grad, b, nx, reference + at, mask ? mask + at : nullptr, double(k),
+                            double(j), valid_min, rows.data() + (k * ny + j) * kAffineMoments);
+            }
+        }
+    }
+    for (int t = 0; t < kAffineMoments; ++t) out[t] = 0.0;
+    for (index_t r = 0; r < nz * ny; ++r)
+        for (int t = 0; t < kAffineMoments; ++t) out[t] += rows[std::size_t(r) * kAffineMoments + t];
+}
 
 bool set_simd_dispatch(bool enabled) { return g_simd_dispatch.exchange(enabled); }
 bool simd_dispatch_enabled() { return g_simd_dispatch.load(std::memory_order_relaxed); }

@@ -14,6 +14,7 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
+from . import ops
 from .level import Level
 from .options import AffineOptions
 from .result import LevelReport
@@ -36,13 +37,40 @@ def _d_matrix_d_params(params: np.ndarray, n: int, eps: float = 1e-4) -> np.ndar
     return out
 
 
+#: Metrics whose derivative with respect to a warped intensity w is a·r + b·w + c (r the
+#: reference intensity): their value and exact affine gradient come from one fused pass over
+#: the level (ops.affine_moments) instead of a warped image, a gradient image and reductions.
+FUSED_METRICS = ("ssd", "ncc")
+
+
+def cost_from_moments(metric: str, s: np.ndarray) -> tuple[float, np.ndarray]:
+    """(cost, (a, b, c)) with dcost/dw = a·r + b·w + c, from affine_moments' first six sums.
+    Same conventions as ops.ssd and ops.ncc (a flat image over the mask gives 0 and no
+    gradient)."""
+    n, sr, sw, srr, sww, srw = (float(v) for v in s[:6])
+    if metric == "ssd":
+        return (sww - 2.0 * srw + srr) / n, np.array([-2.0 / n, 2.0 / n, 0.0])
+    mr, mw = sr / n, sw / n
+    var_r, var_w = srr - n * mr * mr, sww - n * mw * mw
+    if var_r <= 1e-12 * srr or var_w <= 1e-12 * sww:
+        return 0.0, np.zeros(3)
+    cov = srw - n * mr * mw
+    d = np.sqrt(var_r * var_w)
+    a, b = -1.0 / d, cov / (d * var_w)
+    return -cov / d, np.array([a, b, -(a * mr + b * mw)])
+
+
 class _Objective:
     """cost(θ) and its gradient for one level; θ has 6 (rigid) or 12 entries."""
 
-    def __init__(self, level: Level, centre: np.ndarray, metric: str, fixed: np.ndarray):
+    def __init__(self, level: Level, centre: np.ndarray, metric: str, fixed: np.ndarray, *,
+                 fused: bool = True):
         self.level = level
         self.centre = centre
         self.metric = metric
+        # fused=False: the general path (warped image, its gradient, metric, reductions) that
+        # the fused one is tested against.
+        self.fused = fused and metric in FUSED_METRICS
         self.fixed = fixed  # full 12-vector; the optimised entries overwrite its head
         self.evaluations = 0
         # Σ g ⊗ (p - c) = (Σ g ⊗ idx) (out_to_world linear)^T + (Σ g) ⊗ (p0 - c)
@@ -59,7 +87,27 @@ class _Objective:
     def transform(self, theta: np.ndarray) -> AffineTransform:
         return AffineTransform.from_params(self.full(theta), self.centre)
 
+    def _fused(self, theta: np.ndarray, want_grad: bool) -> tuple[float, np.ndarray | None]:
+        n = len(theta)
+        t = self.transform(theta)
+        lv = self.level
+        to_index = lv.frame_to_floating_index(t)
+        s = ops.affine_moments(lv.floating.array, lv.floating_gradient_components(), lv.reference,
+                               lv.mask, to_index @ lv.out_to_frame, valid_min=lv.clip_low - 0.5)
+        if s[0] == 0:
+            return 1.0, np.zeros(n)
+        cost, coef = cost_from_moments(self.metric, s)
+        if not want_grad:
+            return cost, None
+        per = s[6:].reshape(3, 12)
+        lin = to_index[:3, :3]  # frame mm -> floating index: index gradients to frame ones
+        s0 = lin.T @ (coef @ per[:, :3])
+        s_idx = lin.T @ (coef @ per[:, 3:]).reshape(3, 3)
+        return cost, self._chain(theta, t, s0, s_idx)
+
     def value(self, theta: np.ndarray) -> float:
+        if self.fused:
+            return float(self._fused(theta, want_grad=False)[0])
         t = self.transform(theta)
         warped, valid = self.level.warp(t)
         mask = self.level.metric_mask(valid)
@@ -68,8 +116,27 @@ class _Objective:
         cost, _ = self.level.metric(self.metric, warped, mask)
         return float(cost)
 
+    def _chain(self, theta: np.ndarray, t: AffineTransform, s0: np.ndarray, s_idx: np.ndarray) -> np.ndarray:
+        """Parameter gradient from Σ g and Σ g idxᵀ (g: dcost/du in frame components, idx the
+        level index)."""
+        # grad_r F(T(D r + o)) = (A D)^T grad F  =>  grad F = (A D)^-T grad_r.
+        n = len(theta)
+        ad = t.matrix @ self.level.frame.direction
+        to_world = np.linalg.inv(ad).T
+        s0_w = to_world @ s0
+        s1_w = to_world @ (s_idx @ self.idx_to_world_lin.T + np.outer(s0, self.p0_minus_c))
+        grad = np.zeros(n)
+        grad[:3] = s0_w
+        dA = _d_matrix_d_params(self.full(theta), n)
+        for m in range(3, n):
+            grad[m] = float(np.sum(s1_w * dA[m]))
+        return grad
+
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         self.evaluations += 1
+        if self.fused:
+            cost, grad = self._fused(theta, want_grad=True)
+            return float(cost), grad
         n = len(theta)
         t = self.transform(theta)
         warped, valid, grad_w = self.level.warp_with_gradient(t)
@@ -78,24 +145,13 @@ class _Objective:
             # No overlap: a flat, high cost tells the line search to step back.
             return 1.0, np.zeros(n)
         cost, g = self.level.metric(self.metric, warped, mask, warped_gradient=grad_w)
-        # g: dcost/du in reference-frame components (z, y, x) -> world gradient of F at T(p):
-        # grad_r F(T(D r + o)) = (A D)^T grad F  =>  grad F = (A D)^-T grad_r.
-        ad = t.matrix @ self.level.frame.direction
-        to_world = np.linalg.inv(ad).T
         g64 = g.astype(np.float64)
         s0 = g64.sum(axis=(0, 1, 2))  # Σ g (frame components)
         s_idx = np.empty((3, 3))  # Σ g_a * idx_b
         s_idx[:, 0] = np.tensordot(g64.sum(axis=(1, 2)), self.ramps[0], axes=([0], [0]))
         s_idx[:, 1] = np.tensordot(g64.sum(axis=(0, 2)), self.ramps[1], axes=([0], [0]))
         s_idx[:, 2] = np.tensordot(g64.sum(axis=(0, 1)), self.ramps[2], axes=([0], [0]))
-        s0_w = to_world @ s0
-        s1_w = to_world @ (s_idx @ self.idx_to_world_lin.T + np.outer(s0, self.p0_minus_c))
-        grad = np.zeros(n)
-        grad[:3] = s0_w
-        dA = _d_matrix_d_params(self.full(theta), n)
-        for m in range(3, n):
-            grad[m] = float(np.sum(s1_w * dA[m]))
-        return float(cost), grad
+        return float(cost), self._chain(theta, t, s0, s_idx)
 
 
 def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions) -> np.ndarray:

@@ -179,6 +179,34 @@ def resample_displacement(image, displacement, *, out_to_world, world_to_image,
     return _native.resample_displacement(image, displacement, o2w, w2i, f2o, shape, order, fill)
 
 
+__all__ += ["affine_moments"]
+
+#: The entries of affine_moments' result (see cpp/include/ctreg/warp.hpp).
+AFFINE_MOMENTS = 42
+
+
+def affine_moments(image, gradients, reference, mask, matrix, *, valid_min: float) -> np.ndarray:
+    """Sums for the exact value and affine gradient of SSD or NCC, fused with the resampling.
+
+    ``image`` (floating, z, y, x) and its three derivative images ``gradients`` (along its own
+    index axes z, y, x) are sampled trilinearly at ``matrix @ q`` for every voxel q of the
+    ``reference`` grid where ``mask`` (uint8, or None) is set; a voxel counts when the point is
+    inside the image and the sampled value w >= ``valid_min``.  Returns 42 float64:
+    ``[N, Σr, Σw, Σr², Σw², Σrw]`` then, for a in (r, w, 1), ``Σ a g`` (3) and ``Σ a g qᵀ``
+    (3 x 3, row c = gradient component, column b = index axis of q).
+    """
+    image = _require_f32("image", image, 3)
+    _nonempty("image", image)
+    if len(gradients) != 3:
+        raise ValueError("gradients must be three (z, y, x) arrays (d image / d k, j, i)")
+    gz, gy, gx = (_require_f32(f"gradients[{c}]", g, 3) for c, g in enumerate(gradients))
+    reference = _require_f32("reference", reference, 3)
+    if mask is not None:
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or not mask.flags.c_contiguous:
+            raise TypeError("mask must be a C-contiguous uint8 array or None")
+    m = _matrix4("matrix", matrix)
+    return _native.affine_moments(image, gz, gy, gx, reference, mask, m, float(valid_min))
+
 def _spacing3(name: str, spacing) -> tuple[float, float, float]:
     s = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):

@@ -11,6 +11,8 @@
 // chosen at run time, with results identical to the portable one.
 #pragma once
 
+#include <cstdint>
+
 #include "ctreg/common.hpp"
 
 namespace ctreg {
@@ -33,6 +35,24 @@ void resample_displacement(const float* image, const Shape3& in, const float* fi
                            const Shape3& fs, const Mat4& out_to_world, const Mat4& world_to_image,
                            const Mat4* field_from_out, float* out, const Shape3& out_shape,
                            int order, float fill);
+
+// Sums for the exact value and gradient of SSD or NCC with respect to an affine map, fused
+// with the resampling (no image is written).  For every output voxel q = (k, j, i) with
+// mask[q] != 0 (mask: uint8 on the output grid, nullptr = all): x = out_to_in q; the image is
+// sampled trilinearly at x exactly as resample_affine(order 1) does, giving w, and so are the
+// three images grad[0..2] (its derivative along its own index axes z, y, x), giving g.  The
+// voxel counts when x lies inside the image and w >= valid_min.  With r = reference[q],
+// out (42 doubles) receives
+//   out[0..5]   = N, sum r, sum w, sum r r, sum w w, sum r w;
+//   out[6 + 12 m + c]          = sum a_m g_c            (m: a_0 = r, a_1 = w, a_2 = 1);
+//   out[6 + 12 m + 3 + 3 c + b] = sum a_m g_c q_b.
+// The derivative of any cost whose dcost/dw is a linear combination of r, w and 1 then follows
+// without a second pass.  Rows are summed in a fixed order: the result does not depend on the
+// thread count.
+void affine_moments(const float* image, const Shape3& in, const float* const grad[3],
+                    const float* reference, const std::uint8_t* mask, const Shape3& out_shape,
+                    const Mat4& out_to_in, float valid_min, double* out);
+constexpr int kAffineMoments = 42;
 
 // Testing aid: false makes the resampling and smoothing kernels use their portable code path
 // instead of the AVX2 one picked at run time on x86-64 (the results are identical); returns

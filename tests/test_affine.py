@@ -1,0 +1,99 @@
+"""The affine stage's fused value-and-gradient pass (ops.affine_moments) against slow references."""
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from ctreg import ops, samples
+from ctreg.affine import FUSED_METRICS, _Objective, cost_from_moments
+from ctreg.level import build_level, preprocess
+from ctreg.masks import body_mask
+from ctreg.pyramid import bounding_box, crop
+from ctreg.transforms import N_AFFINE, ReferenceFrame
+
+from reference import affine_moments_ref
+
+
+def _random_matrix(rng, shape_in, shape_out):
+    """An output-index -> input-index map with rotation, scaling and a shift that sends part of
+    the output grid outside the input."""
+    a = np.eye(4)
+    a[:3, :3] = np.diag(np.asarray(shape_in, float) / np.asarray(shape_out, float)) @ (
+        np.eye(3) + rng.normal(0, 0.08, (3, 3)))
+    a[:3, 3] = rng.uniform(-3, 3, 3)
+    return a
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_affine_moments_match_map_coordinates_sums(with_mask):
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 100, (13, 17, 19)).astype(np.float32)
+    image[:2] = -4096.0  # missing data: samples that touch it are invalid
+    grads = [rng.normal(0, 10, image.shape).astype(np.float32) for _ in range(3)]
+    reference = rng.normal(0, 100, (11, 12, 14)).astype(np.float32)
+    mask = (rng.random(reference.shape) > 0.3).astype(np.uint8) if with_mask else None
+    m = _random_matrix(rng, image.shape, reference.shape)
+    got = ops.affine_moments(image, grads, reference, mask, m, valid_min=-1000.0)
+    want = affine_moments_ref(image, grads, reference, mask, m, -1000.0)
+    assert got.shape == (ops.AFFINE_MOMENTS,)
+    assert 50 < want[0] < reference.size  # some voxels fall outside or on missing data
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-3 * np.abs(want).max() * 1e-3)
+
+
+def test_affine_moments_rejects_bad_input():
+    a = np.zeros((4, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="three"):
+        ops.affine_moments(a, [a, a], a, None, np.eye(4), valid_min=0.0)
+    with pytest.raises(TypeError, match="float32"):
+        ops.affine_moments(a.astype(np.float64), [a, a, a], a, None, np.eye(4), valid_min=0.0)
+    with pytest.raises(TypeError, match="uint8"):
+        ops.affine_moments(a, [a, a, a], a, a > 0, np.eye(4), valid_min=0.0)
+
+
+@pytest.mark.parametrize("metric", FUSED_METRICS)
+def test_cost_from_moments_matches_the_metric_kernels(metric):
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, 1, 500)
+    w = 0.7 * r + rng.normal(0, 0.5, 500) + 3.0
+    s = np.array([r.size, r.sum(), w.sum(), r @ r, w @ w, r @ w])
+    cost, (a, b, c) = cost_from_moments(metric, s)
+    kernel = ops.ssd if metric == "ssd" else ops.ncc  # tested against slow references elsewhere
+    want, grad = kernel(r.astype(np.float32)[None, None], w.astype(np.float32)[None, None])
+    assert cost == pytest.approx(float(want), rel=1e-5)
+    np.testing.assert_allclose(a * r + b * w + c, np.ravel(grad), rtol=1e-4,
+                               atol=1e-6 * np.abs(np.ravel(grad)).max())
+
+
+@pytest.fixture(scope="module")
+def level_and_centre():
+    # smoothed, so that the trilinear cost is close to differentiable at the 8 mm level and
+    # finite differences can check the analytic gradient
+    ct = samples.ct64_volume()
+    vol = ct.with_array(ndi.gaussian_filter(ct.array, 1.5).astype(np.float32))
+    clip = (-1000.0, 400.0)
+    body = body_mask(vol)
+    box = bounding_box(body, np.array([2, 2, 2]))
+    ref = preprocess(crop(vol, box), clip, invalid_value=clip[0])
+    flt = preprocess(vol, clip, invalid_value=clip[0])
+    lv = build_level(0, 8.0, ref, np.ascontiguousarray(body[box]), flt, ReferenceFrame(vol), clip)
+    centre = vol.index_to_world((np.array(vol.shape, float) - 1)[None] / 2)[0]
+    return lv, centre
+
+
+@pytest.mark.parametrize("metric", FUSED_METRICS)
+def test_fused_objective_equals_the_general_path_and_finite_differences(level_and_centre, metric):
+    lv, centre = level_and_centre
+    rng = np.random.default_rng(2)
+    theta = np.concatenate([rng.normal(0, 4, 3), rng.normal(0, 3, N_AFFINE - 3)])
+    fused = _Objective(lv, centre, metric, theta, fused=True)
+    general = _Objective(lv, centre, metric, theta, fused=False)
+    assert fused.fused and not general.fused
+    c1, g1 = fused(theta)
+    c2, g2 = general(theta)
+    assert c1 == pytest.approx(c2, rel=1e-6)
+    np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5 * np.abs(g2).max())
+    # and the gradient is the derivative of the value (central differences, 0.05 mm steps)
+    for m in (0, 4, 9):
+        step = np.zeros_like(theta)
+        step[m] = 0.05
+        fd = (fused.value(theta + step) - fused.value(theta - step)) / 0.1
+        assert fd == pytest.approx(g1[m], rel=0.1, abs=0.02 * np.abs(g1).max())
