@@ -93,7 +93,7 @@ class FFDOptions:
     iterations: tuple = (20, 15)
     metric: str = "lncc"
     lncc_radius_mm: float = 8.0
-    bending_weight: float = 1.0
+    bending_weight: float = 3.0
 
     def __post_init__(self):
         _positive_tuple(self, "levels_mm")
@@ -118,7 +118,7 @@ class DemonsOptions:
     levels_mm: tuple = (2.0,)
     iterations: tuple = (15,)
     sigma_fluid_vox: float = 1.0
-    sigma_diffusion_vox: float = 1.5
+    sigma_diffusion_vox: float = 2.5
     max_step_vox: float = 0.5
     forces: str = "symmetric"
 
