@@ -102,6 +102,22 @@ py::array_t<double> affine_moments_py(const farray& image, const farray& grad_z,
     return out;
 }
 
+farray compose_fields_py(const farray& outer, const farray& inner, const py::sequence& spacing) {
+    const Shape3 s = field_shape(outer, "outer");
+    same_shape(s, field_shape(inner, "inner"), "outer and inner");
+    check_image_size(s);
+    const Spacing3 sp = spacing3(spacing, "spacing");
+    farray out({s.nz, s.ny, s.nx, index_t(3)});
+    const float* o = outer.data();
+    const float* in = inner.data();
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        compose_fields(o, in, s, sp, dst);
+    }
+    return out;
+}
+
 }  // namespace
 
 void bind_warp(py::module_& m) {
@@ -113,6 +129,9 @@ void bind_warp(py::module_& m) {
           py::arg("world_to_image").noconvert(), py::arg("field_from_out").noconvert(),
           py::arg("out_shape"), py::arg("order"), py::arg("fill"),
           "Resample image through a dense displacement field (see ctreg/warp.hpp).");
+    m.def("compose_fields", &compose_fields_py, py::arg("outer").noconvert(),
+          py::arg("inner").noconvert(), py::arg("spacing"),
+          "Displacement of phi_outer o phi_inner (see ctreg/warp.hpp).");
     m.def("affine_moments", &affine_moments_py, py::arg("image").noconvert(),
           py::arg("grad_z").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
           py::arg("reference").noconvert(), py::arg("mask").noconvert(), py::arg("matrix").noconvert(),

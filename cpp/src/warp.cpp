@@ -368,6 +368,28 @@ void moments_row(const Image& img, const float* const grad[3], const RowBuf& b, 
 
 }  // namespace
 
+void compose_fields(const float* outer, const float* inner, const Shape3& s,
+                    const Spacing3& sp, float* out) {
+    const Field fld(outer, s);
+    const double iz = 1.0 / sp.z, iy = 1.0 / sp.y, ix = 1.0 / sp.x;
+#pragma omp parallel for collapse(2) schedule(dynamic, 16) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < s.nz; ++k) {
+        for (index_t j = 0; j < s.ny; ++j) {
+            const index_t at = s.at(k, j, 0) * 3;
+            const float* d = inner + at;
+            float* o = out + at;
+            for (index_t i = 0; i < s.nx; ++i, d += 3, o += 3) {
+                float a[3];
+                fld.sample(double(k) + double(d[0]) * iz, double(j) + double(d[1]) * iy,
+                           double(i) + double(d[2]) * ix, a);
+                o[0] = d[0] + a[0];
+                o[1] = d[1] + a[1];
+                o[2] = d[2] + a[2];
+            }
+        }
+    }
+}
+
 void affine_moments(const float* image, const Shape3& in, const float* const grad[3],
                     const float* reference, const std::uint8_t* mask, const Shape3& os,
                     const Mat4& A, float valid_min, double* out) {

@@ -25,7 +25,6 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
-    "compose_kernel",
     "demons_forces_kernel",
     "invert_step_kernel",
     "jacobian_determinant_kernel",
@@ -77,25 +76,6 @@ def _interp_field(u, fz, fy, fx):
                 a1 += w * u[zz, yy, xx, 1]
                 a2 += w * u[zz, yy, xx, 2]
     return a0, a1, a2
-
-
-@njit(cache=True, parallel=True)
-def compose_kernel(outer, inner, sz, sy, sx, out):
-    """out(p) = inner(p) + outer(p + inner(p)): displacement of phi_outer ∘ phi_inner.
-
-    ``out`` must not alias ``outer`` or ``inner``.
-    """
-    nz, ny, nx = inner.shape[0], inner.shape[1], inner.shape[2]
-    for k in prange(nz):
-        for j in range(ny):
-            for i in range(nx):
-                d0 = np.float64(inner[k, j, i, 0])
-                d1 = np.float64(inner[k, j, i, 1])
-                d2 = np.float64(inner[k, j, i, 2])
-                a0, a1, a2 = _interp_field(outer, k + d0 / sz, j + d1 / sy, i + d2 / sx)
-                out[k, j, i, 0] = d0 + a0
-                out[k, j, i, 1] = d1 + a1
-                out[k, j, i, 2] = d2 + a2
 
 
 @njit(cache=True, parallel=True)

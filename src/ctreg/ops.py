@@ -639,17 +639,13 @@ def compose_fields(outer, inner, spacing) -> np.ndarray:
     Returns
     -------
     (z, y, x, 3) float32, mm.  ``outer`` is read at ``p + inner(p)`` by trilinear interpolation
-    with the position clamped to the grid.
+    with the position clamped to the grid (C++: ctreg/warp.hpp).
     """
-    from . import _kernels
-
     _require_field("outer", outer)
     _require_field("inner", inner)
     _same_grid("inner", inner, "outer", outer.shape)
-    sz, sy, sx = _require_spacing("spacing", spacing)
-    out = np.empty_like(inner)
-    _kernels.compose_kernel(outer, inner, sz, sy, sx, out)
-    return out
+    sp = _require_spacing("spacing", spacing)
+    return _native.compose_fields(outer, inner, sp)
 
 
 def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
@@ -685,10 +681,8 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
     _kernels.scale_field_kernel(velocity, 1.0 / 2.0 ** n, u)
     if n == 0:
         return u
-    tmp = np.empty_like(velocity)
     for _ in range(n):
-        _kernels.compose_kernel(u, u, sz, sy, sx, tmp)
-        u, tmp = tmp, u
+        u = _native.compose_fields(u, u, (sz, sy, sx))
     return u
 
 

@@ -36,6 +36,14 @@ void resample_displacement(const float* image, const Shape3& in, const float* fi
                            const Mat4* field_from_out, float* out, const Shape3& out_shape,
                            int order, float fill);
 
+// Displacement of phi_outer ∘ phi_inner on one grid: out(p) = inner(p) + outer(p + inner(p)).
+// Fields are (z, y, x, 3) float32 with components (dz, dy, dx) in mm along the array axes; grid
+// point (k, j, i) sits at (k sz, j sy, i sx) mm.  outer is interpolated trilinearly with its
+// index clamped to the grid (scipy map_coordinates mode='nearest'; a NaN index reads voxel 0).
+// out must not alias outer or inner.
+void compose_fields(const float* outer, const float* inner, const Shape3& shape,
+                    const Spacing3& spacing, float* out);
+
 // Sums for the exact value and gradient of SSD or NCC with respect to an affine map, fused
 // with the resampling (no image is written).  For every output voxel q = (k, j, i) with
 // mask[q] != 0 (mask: uint8 on the output grid, nullptr = all): x = out_to_in q; the image is
