@@ -100,7 +100,12 @@ def run_in_process(method_name: str, spec: dict, threads: int, timeout_s: float)
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"status": "failed: " + " / ".join(t.replace("|", "/") for t in tail)[-400:]}
+            why = " / ".join(t.replace("|", "/") for t in tail)[-400:]
+            if proc.returncode < 0:
+                why = f"killed by signal {-proc.returncode}" + (f": {why}" if why else "")
+            elif not why:
+                why = f"exit status {proc.returncode}, no output"
+            return {"status": "failed: " + why}
         row = json.loads(out.read_text())
         row["process_wall_s"] = wall
         row["status"] = "ok"

@@ -22,7 +22,7 @@ def _output(pair: Pair, warp_image) -> MethodOutput:
 # -- itk-elastix ------------------------------------------------------------------------------------
 
 def _itk_image(itk, volume, array=None):
-    img = itk.image_view_from_array(np.ascontiguousarray(volume.array if array is None else array,
+    img = itk.image_from_array(np.ascontiguousarray(volume.array if array is None else array,
                                                          dtype=np.float32))
     img.SetSpacing([float(s) for s in volume.spacing[::-1]])
     img.SetOrigin([float(o) for o in volume.origin])
@@ -38,8 +38,11 @@ def elastix(pair: Pair, threads: int) -> MethodOutput:
     params = itk.ParameterObject.New()
     params.AddParameterMap(params.GetDefaultParameterMap("affine"))
     params.AddParameterMap(params.GetDefaultParameterMap("bspline"))
+    # Threads through ITK's global default: itk-elastix 0.25.4 crashes (SIGSEGV in the B-spline
+    # stage) when number_of_threads= is passed to elastix_registration_method.
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads)
     _, result_params = itk.elastix_registration_method(fixed, moving, parameter_object=params,
-                                                       number_of_threads=threads, log_to_console=False)
+                                                       log_to_console=False)
 
     def warp_image(array):
         img = _itk_image(itk, pair.floating, array)
