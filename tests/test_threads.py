@@ -111,3 +111,45 @@ def test_same_result_on_1_and_2_threads(name, fn, restore_threads):
     for a, b in zip(*results):
         assert a.shape == b.shape and a.size > 0
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# -- BLAS threads while register() runs ------------------------------------------------------
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_register_runs_blas_on_one_thread_and_restores_it(monkeypatch):
+    """L-BFGS-B calls BLAS each iteration; threaded BLAS workers would then spin against the
+    native kernels' OpenMP threads (ops.serial_blas).  Inside register() every BLAS library
+    must run one thread; afterwards, and after a failure, the caller's setting is back."""
+    from threadpoolctl import threadpool_limits
+
+    import scipy.optimize  # noqa: F401  (loads scipy's BLAS, which L-BFGS-B uses)
+    from ctreg import pipeline, samples
+    from ctreg.errors import GeometryError
+
+    if not _blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    ct64 = samples.ct64_volume()
+    seen = []
+    real = pipeline.run_ffd_level
+
+    def spy(*args, **kw):
+        seen.append(_blas_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "run_ffd_level", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        assert set(before.values()) == {2}
+        ctreg.register(ct64, ct64, preset="fast", demons={"enabled": False},
+                       ffd={"iterations": (2,)}, affine={"iterations": (2,)})
+        assert seen and all(set(s.values()) == {1} for s in seen), seen
+        assert _blas_threads() == before
+        with pytest.raises(GeometryError):  # an empty floating scan fails inside register()
+            empty = ct64.with_array(np.full(ct64.shape, -1000, np.float32))
+            ctreg.register(ct64, empty, preset="fast")
+        assert _blas_threads() == before

@@ -9,13 +9,14 @@ This is the only module that imports ``ctreg._native``.  Every function here:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
 from . import _native
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "serial_blas"]
 
 
 def _env_threads() -> int:
@@ -49,6 +50,23 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The thread count the kernels use now."""
     return int(_native.get_num_threads())
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """Run the enclosed code with one BLAS thread (OpenBLAS, MKL, BLIS: scipy's and numpy's).
+
+    L-BFGS-B calls BLAS on every iteration.  A threaded BLAS then leaves its worker threads
+    spin-waiting for the next call, and on a machine with few cores they take the CPU from the
+    native kernels' OpenMP threads: on 2 cores that made the kernels 3-10x slower between
+    optimiser steps (``benchmarks/README.md``).  ctreg's BLAS work is a few vectors of at most
+    ~10^5 entries, which one thread does in microseconds.  The previous limits are restored on
+    exit.  The setting is process-wide while it lasts, as every BLAS thread setting is.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _require_f32(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:

@@ -113,6 +113,13 @@ def register(reference, floating, *, preset: str = "default",
     ((z, y, x, 3) world LPS mm; reference p -> p + u(p) in the floating scan),
     ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
     """
+    with ops.serial_blas():
+        return _register(reference, floating, preset=preset, options=options,
+                         reference_mask=reference_mask, floating_mask=floating_mask, **overrides)
+
+
+def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
+              **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
     ref = _as_volume(reference, "reference")
     flt = _as_volume(floating, "floating")
