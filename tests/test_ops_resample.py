@@ -250,3 +250,100 @@ def test_nan_displacement_gives_fill():
     mask = np.ones(img.shape, bool)
     mask[2, 3, 4] = mask[0, 0, 0] = False
     np.testing.assert_array_equal(out[mask], img[mask])
+
+
+# -- warp_with_gradient: resampling fused with the resampled gradient -------------------------
+
+def _wwg_case(rng, with_field):
+    in_shape, out_shape = (15, 18, 21), (13, 16, 19)
+    img = (rng.standard_normal(in_shape) * 100).astype(np.float32)
+    img[:2] = -4096.0  # no data there: samples touching it fall below valid_min
+    grads = [(rng.standard_normal(in_shape) * 30).astype(np.float32) for _ in range(3)]
+    o2w = _volume_affine(rng, (1.7, 1.1, 1.2))
+    w2i = np.linalg.inv(_volume_affine(rng, (1.6, 1.2, 1.1)))
+    disp = _smooth_field(rng, out_shape, 3.0) if with_field else None
+    return img, grads, disp, o2w, w2i, out_shape
+
+
+@pytest.mark.parametrize("with_field", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_warp_with_gradient_matches_map_coordinates(with_field, seed):
+    rng = np.random.default_rng(seed)
+    img, grads, disp, o2w, w2i, shape = _wwg_case(rng, with_field)
+    w, valid, g = ops.warp_with_gradient(img, grads, disp, out_to_world=o2w, world_to_image=w2i,
+                                         out_shape=shape, fill=-4096.0, valid_min=-1000.5,
+                                         invalid_value=-1000.0)
+    assert w.shape == valid.shape == shape and g.shape == shape + (3,)
+    assert w.dtype == g.dtype == np.float32 and valid.dtype == np.uint8
+
+    def ref(a, fill):
+        if disp is None:
+            return resample_affine_ref(a, w2i @ o2w, shape, order=1, fill=fill)
+        return resample_displacement_ref(a, disp, out_to_world=o2w, world_to_image=w2i, order=1, fill=fill)
+
+    rw = ref(img, -4096.0)
+    ok = rw >= -1000.5
+    assert 0.05 < ok.mean() < 0.95  # both kinds of voxel are present
+    # voxels within float round-off of the validity threshold may go either way
+    near = np.abs(rw - (-1000.5)) < 1e-2
+    assert np.array_equal(valid.astype(bool)[~near], ok[~near])
+    assert np.allclose(w[ok & ~near], rw[ok & ~near], atol=1e-3)
+    assert np.all(w[~ok & ~near] == -1000.0)
+    comps = [ref(c, 0.0) for c in grads]
+    lin = w2i[:3, :3]
+    expected = np.stack([sum(comps[c] * lin[c, a] for c in range(3)) for a in range(3)], axis=-1)
+    assert np.allclose(g, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("with_field", [True, False])
+def test_warp_with_gradient_equals_four_resamplings_bit_for_bit(with_field):
+    """The fused kernel does the same float operations as the resamplings it replaces."""
+    rng = np.random.default_rng(7)
+    img, grads, disp, o2w, w2i, shape = _wwg_case(rng, with_field)
+    w, valid, g = ops.warp_with_gradient(img, grads, disp, out_to_world=o2w, world_to_image=w2i,
+                                         out_shape=shape, fill=-4096.0, valid_min=-1000.5,
+                                         invalid_value=-1000.0)
+
+    def one(a, fill):
+        if disp is None:
+            return _native.resample_affine(a, _native_compose(w2i, o2w), list(shape), 1, fill)
+        return ops.resample_displacement(a, disp, out_to_world=o2w, world_to_image=w2i, fill=fill)
+
+    rw = one(img, -4096.0)
+    ok = rw >= np.float32(-1000.5)
+    assert np.array_equal(valid, ok.astype(np.uint8))
+    assert np.array_equal(w, np.where(ok, rw, np.float32(-1000.0)))
+    comps = [one(c, 0.0) for c in grads]
+    lin = w2i[:3, :3].astype(np.float32)
+    expected = np.stack([comps[0] * lin[0, a] + comps[1] * lin[1, a] + comps[2] * lin[2, a]
+                         for a in range(3)], axis=-1)
+    assert np.array_equal(g, expected)
+
+
+def _native_compose(a, b):
+    """a @ b summed in the order of the C++ compose() (the affine path composes in C++)."""
+    out = np.zeros((4, 4))
+    for i in range(4):
+        for j in range(4):
+            s = 0.0
+            for t in range(4):
+                s += a[i, t] * b[t, j]
+            out[i, j] = s
+    return out
+
+
+def test_warp_with_gradient_errors():
+    rng = np.random.default_rng(0)
+    img, grads, disp, o2w, w2i, shape = _wwg_case(rng, True)
+    kw = dict(out_to_world=o2w, world_to_image=w2i, out_shape=shape, fill=0.0, valid_min=-1.0,
+              invalid_value=0.0)
+    with pytest.raises(ValueError, match="three"):
+        ops.warp_with_gradient(img, grads[:2], disp, **kw)
+    with pytest.raises(ValueError, match=r"gradients\[1\] has shape"):
+        ops.warp_with_gradient(img, [grads[0], grads[1][:-1].copy(), grads[2]], disp, **kw)
+    with pytest.raises(TypeError, match="float32"):
+        ops.warp_with_gradient(img, [grads[0].astype(np.float64), grads[1], grads[2]], disp, **kw)
+    with pytest.raises(ValueError, match="output grid"):
+        ops.warp_with_gradient(img, grads, disp[:-1].copy(), **kw)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        ops.warp_with_gradient(img[:, ::2], grads, disp, **kw)

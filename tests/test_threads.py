@@ -57,6 +57,19 @@ KERNELS = [
 
 # Numba field kernels (ctreg/_kernels.py)
 _SP = (2.0, 0.7, 0.8)
+def _warp_with_gradient(rng):
+    img, aff = _img(rng), _aff(rng)
+    grads = [_img(rng) for _ in range(3)]
+    w2i = np.linalg.inv(aff)
+    a = ops.warp_with_gradient(img, grads, _field(rng), out_to_world=aff, world_to_image=w2i,
+                               out_shape=_SHAPE, fill=-9.0, valid_min=-1.0, invalid_value=-1.0)
+    b = ops.warp_with_gradient(img, grads, None, out_to_world=aff, world_to_image=w2i,
+                               out_shape=(11, 19, 21), fill=-9.0, valid_min=-1.0, invalid_value=-1.0)
+    return a + b
+
+
+KERNELS += [("warp_with_gradient", _warp_with_gradient)]
+
 KERNELS += [
     ("compose_fields", lambda rng: ops.compose_fields(_field(rng), _field(rng), _SP)),
     ("exp_field", lambda rng: ops.exp_field(_field(rng), _SP)),

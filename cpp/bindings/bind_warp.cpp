@@ -102,6 +102,37 @@ py::array_t<double> affine_moments_py(const farray& image, const farray& grad_z,
     return out;
 }
 
+py::tuple warp_with_gradient_py(const farray& image, const farray& grad_z, const farray& grad_y,
+                                const farray& grad_x, const std::optional<farray>& displacement,
+                                const darray& out_to_world, const darray& world_to_image,
+                                const std::vector<index_t>& out_shape, float fill,
+                                float valid_min, float invalid_value) {
+    const Shape3 in = shape3(image, "image");
+    check_image_size(in);
+    same_shape(in, shape3(grad_z, "grad_z"), "image and grad_z");
+    same_shape(in, shape3(grad_y, "grad_y"), "image and grad_y");
+    same_shape(in, shape3(grad_x, "grad_x"), "image and grad_x");
+    const Shape3 os = out_shape3(out_shape);
+    if (displacement) same_shape(os, field_shape(*displacement, "displacement"),
+                                 "out_shape and displacement (the field lies on the output grid)");
+    const Mat4 o2w = mat4(out_to_world, "out_to_world");
+    const Mat4 w2i = mat4(world_to_image, "world_to_image");
+    farray out({os.nz, os.ny, os.nx});
+    u8array valid({os.nz, os.ny, os.nx});
+    farray grad({os.nz, os.ny, os.nx, index_t(3)});
+    const float* g[3] = {grad_z.data(), grad_y.data(), grad_x.data()};
+    const float* img = image.data();
+    const float* fld = displacement ? displacement->data() : nullptr;
+    float* o = out.mutable_data();
+    std::uint8_t* v = valid.mutable_data();
+    float* go = grad.mutable_data();
+    {
+        py::gil_scoped_release release;
+        warp_with_gradient(img, g, in, fld, o2w, w2i, fill, valid_min, invalid_value, o, v, go, os);
+    }
+    return py::make_tuple(out, valid, grad);
+}
+
 farray compose_fields_py(const farray& outer, const farray& inner, const py::sequence& spacing) {
     const Shape3 s = field_shape(outer, "outer");
     same_shape(s, field_shape(inner, "inner"), "outer and inner");
@@ -137,6 +168,13 @@ void bind_warp(py::module_& m) {
           py::arg("reference").noconvert(), py::arg("mask").noconvert(), py::arg("matrix").noconvert(),
           py::arg("valid_min"),
           "Sums for the value and affine gradient of SSD/NCC, fused with the resampling "
+          "(see ctreg/warp.hpp).");
+    m.def("warp_with_gradient", &warp_with_gradient_py, py::arg("image").noconvert(),
+          py::arg("grad_z").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
+          py::arg("displacement").noconvert(), py::arg("out_to_world").noconvert(),
+          py::arg("world_to_image").noconvert(), py::arg("out_shape"), py::arg("fill"),
+          py::arg("valid_min"), py::arg("invalid_value"),
+          "Resampling fused with the resampled image gradient -> (warped, valid, gradient) "
           "(see ctreg/warp.hpp).");
     m.def("_set_simd_dispatch", &set_simd_dispatch, py::arg("enabled"),
           "Testing aid: False forces the portable resampling code path; returns the old setting.");

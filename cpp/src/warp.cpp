@@ -237,31 +237,11 @@ inline void sample_row(const Image& img, const RowBuf& b, index_t n, float* out,
     }
 }
 
-template <int Order>
-void affine_impl(const Image& img, const Mat4& A, float* out, const Shape3& os, float fill) {
-    const index_t nz = os.nz, ny = os.ny, nx = os.nx;
-    const PrepareRow prepare = select_prepare_row<Order, false>();
-#pragma omp parallel num_threads(ctreg::num_threads())
-    {
-        RowBuf b(nx);
-        RowGeom g{};
-        g.cz = A.m[0][2];
-        g.cy = A.m[1][2];
-        g.cx = A.m[2][2];
-#pragma omp for collapse(2) schedule(dynamic, 16)
-        for (index_t k = 0; k < nz; ++k) {
-            for (index_t j = 0; j < ny; ++j) {
-                A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
-                prepare(img, b, nx, g, nullptr);
-                sample_row<Order>(img, b, nx, out + os.at(k, j, 0), fill);
-            }
-        }
-    }
-}
-
-template <int Order>
-void displacement_impl(const Image& img, const float* field, const Shape3& fs, const Mat4& O,
-                       const Mat4& W, const Mat4* F, float* out, const Shape3& os, float fill) {
+// Prepares every output row of a resampling through (W O q + W u(F q)) and hands it to
+// row_fn(k, j, buf): offsets and weights of the row's samples in the image.
+template <int Order, class RowFn>
+void for_each_displaced_row(const Image& img, const float* field, const Shape3& fs, const Mat4& O,
+                            const Mat4& W, const Mat4* F, const Shape3& os, RowFn&& row_fn) {
     const index_t nz = os.nz, ny = os.ny, nx = os.nx;
     const Mat4 A = compose(W, O);  // output index -> image index (without displacement)
     const Field fld(field, fs);
@@ -304,9 +284,75 @@ void displacement_impl(const Image& img, const float* field, const Shape3& fs, c
                     u = ubuf.data();
                 }
                 prepare(img, b, nx, g, u);
-                sample_row<Order>(img, b, nx, out + os.at(k, j, 0), fill);
+                row_fn(k, j, b);
             }
         }
+    }
+}
+
+// The same for an affine map only: output index q -> image index A q.
+template <int Order, class RowFn>
+void for_each_affine_row(const Image& img, const Mat4& A, const Shape3& os, RowFn&& row_fn) {
+    const PrepareRow prepare = select_prepare_row<Order, false>();
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        RowBuf b(os.nx);
+        RowGeom g{};
+        g.cz = A.m[0][2];
+        g.cy = A.m[1][2];
+        g.cx = A.m[2][2];
+#pragma omp for collapse(2) schedule(dynamic, 16)
+        for (index_t k = 0; k < os.nz; ++k) {
+            for (index_t j = 0; j < os.ny; ++j) {
+                A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
+                prepare(img, b, os.nx, g, nullptr);
+                row_fn(k, j, b);
+            }
+        }
+    }
+}
+
+template <int Order>
+void displacement_impl(const Image& img, const float* field, const Shape3& fs, const Mat4& O,
+                       const Mat4& W, const Mat4* F, float* out, const Shape3& os, float fill) {
+    for_each_displaced_row<Order>(img, field, fs, O, W, F, os, [&](index_t k, index_t j, const RowBuf& b) {
+        sample_row<Order>(img, b, os.nx, out + os.at(k, j, 0), fill);
+    });
+}
+
+// One output row of warp_with_gradient (see warp.hpp).
+void sample_row_with_gradient(const Image& img, const float* const grad[3], const RowBuf& b,
+                              index_t n, const float lin[3][3], float fill, float valid_min,
+                              float invalid_value, float* out, std::uint8_t* valid, float* g) {
+    const std::int32_t* __restrict off = b.off.data();
+    const float* __restrict wz = b.wz.data();
+    const float* __restrict wy = b.wy.data();
+    const float* __restrict wx = b.wx.data();
+    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
+                  dx = img.ax.last > 0 ? 1 : 0;
+    const float* src[4] = {img.data, grad[0], grad[1], grad[2]};
+    for (index_t i = 0; i < n; ++i) {
+        const std::int32_t o = off[i];
+        float v[4] = {fill, 0.0f, 0.0f, 0.0f};
+        if (o >= 0) {
+            const float fz = wz[i], fy = wy[i], fx = wx[i];
+            const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
+            for (int t = 0; t < 4; ++t) {
+                const float* p = src[t] + o;
+                const float c00 = gx * p[0] + fx * p[dx];
+                const float c01 = gx * p[dy] + fx * p[dy + dx];
+                const float c10 = gx * p[dz] + fx * p[dz + dx];
+                const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
+                const float c0 = gy * c00 + fy * c01;
+                const float c1 = gy * c10 + fy * c11;
+                v[t] = gz * c0 + fz * c1;
+            }
+        }
+        const bool ok = v[0] >= valid_min;
+        out[i] = ok ? v[0] : invalid_value;
+        valid[i] = ok ? 1 : 0;
+        float* gi = g + 3 * i;
+        for (int a = 0; a < 3; ++a) gi[a] = v[1] * lin[0][a] + v[2] * lin[1][a] + v[3] * lin[2][a];
     }
 }
 
@@ -425,6 +471,25 @@ void affine_moments(const float* image, const Shape3& in, const float* const gra
         for (int t = 0; t < kAffineMoments; ++t) out[t] += rows[std::size_t(r) * kAffineMoments + t];
 }
 
+void warp_with_gradient(const float* image, const float* const grad[3], const Shape3& in,
+                        const float* field, const Mat4& out_to_world, const Mat4& world_to_image,
+                        float fill, float valid_min, float invalid_value, float* out,
+                        std::uint8_t* valid, float* out_grad, const Shape3& os) {
+    const Image img(image, in);
+    float lin[3][3];  // world (frame) vector -> image index step, as float32
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c) lin[r][c] = float(world_to_image.m[r][c]);
+    auto row = [&](index_t k, index_t j, const RowBuf& b) {
+        const index_t at = os.at(k, j, 0);
+        sample_row_with_gradient(img, grad, b, os.nx, lin, fill, valid_min, invalid_value,
+                                 out + at, valid + at, out_grad + 3 * at);
+    };
+    if (field)
+        for_each_displaced_row<1>(img, field, os, out_to_world, world_to_image, nullptr, os, row);
+    else
+        for_each_affine_row<1>(img, compose(world_to_image, out_to_world), os, row);
+}
+
 bool set_simd_dispatch(bool enabled) { return g_simd_dispatch.exchange(enabled); }
 bool simd_dispatch_enabled() { return g_simd_dispatch.load(std::memory_order_relaxed); }
 
@@ -443,9 +508,13 @@ void resample_affine(const float* image, const Shape3& in, const Mat4& out_to_in
                      const Shape3& out_shape, int order, float fill) {
     const Image img(image, in);
     if (order == 0)
-        affine_impl<0>(img, out_to_in, out, out_shape, fill);
+        for_each_affine_row<0>(img, out_to_in, out_shape, [&](index_t k, index_t j, const RowBuf& b) {
+            sample_row<0>(img, b, out_shape.nx, out + out_shape.at(k, j, 0), fill);
+        });
     else
-        affine_impl<1>(img, out_to_in, out, out_shape, fill);
+        for_each_affine_row<1>(img, out_to_in, out_shape, [&](index_t k, index_t j, const RowBuf& b) {
+            sample_row<1>(img, b, out_shape.nx, out + out_shape.at(k, j, 0), fill);
+        });
 }
 
 void resample_displacement(const float* image, const Shape3& in, const float* field,

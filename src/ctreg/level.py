@@ -85,21 +85,11 @@ class Level:
         reference-frame components: grad_r F(M r) = M^T grad_index F, resampled at the same
         points as the intensities (rather than the derivative of the warped image, which mixes
         in the field's own Jacobian)."""
-        warped, valid = self.warp(transform, u_frame)
-        to_index = self.frame_to_floating_index(transform)
-        comps = []
-        for g in self.floating_gradient_components():
-            if u_frame is None:
-                comps.append(ops.resample_affine(g, to_index @ self.out_to_frame, self.shape,
-                                                 order=1, fill=0.0))
-            else:
-                comps.append(ops.resample_displacement(g, u_frame, out_to_world=self.out_to_frame,
-                                                       world_to_image=to_index, order=1, fill=0.0))
-        lin = to_index[:3, :3].astype(np.float32)  # frame mm -> floating index
-        grad = np.empty(self.shape + (3,), np.float32)
-        for a in range(3):
-            grad[..., a] = comps[0] * lin[0, a] + comps[1] * lin[1, a] + comps[2] * lin[2, a]
-        return warped, valid, grad
+        return ops.warp_with_gradient(
+            self.floating.array, self.floating_gradient_components(), u_frame,
+            out_to_world=self.out_to_frame, world_to_image=self.frame_to_floating_index(transform),
+            out_shape=self.shape, fill=SENTINEL, valid_min=self.clip_low - 0.5,
+            invalid_value=self.clip_low)
 
     def metric_mask(self, valid: np.ndarray) -> np.ndarray:
         return np.bitwise_and(self.mask, valid)

@@ -62,6 +62,22 @@ void affine_moments(const float* image, const Shape3& in, const float* const gra
                     const Mat4& out_to_in, float valid_min, double* out);
 constexpr int kAffineMoments = 42;
 
+// Resampling fused with the resampled image gradient, for the deformable stages.  For each
+// output voxel q the sample point is x = world_to_image (out_to_world q + u(q)) (u: field on
+// the output grid, (z, y, x, 3) in the frame of out_to_world; nullptr = no displacement), as in
+// resample_displacement / resample_affine (order 1).  The image and its three derivative
+// images grad[0..2] (along its own index axes z, y, x) are sampled there with the same
+// weights, giving w and g (w = fill, g = 0 outside the image).  Outputs on the output grid:
+//   out[q]      = w when w >= valid_min, else invalid_value;
+//   valid[q]    = 1 when w >= valid_min, else 0;
+//   out_grad[q] = L^T g (3 floats), L the float32 linear part of world_to_image, i.e. the
+//                 derivative of w with respect to a displacement of the sample point in the
+//                 frame of out_to_world.
+void warp_with_gradient(const float* image, const float* const grad[3], const Shape3& in,
+                        const float* field, const Mat4& out_to_world, const Mat4& world_to_image,
+                        float fill, float valid_min, float invalid_value, float* out,
+                        std::uint8_t* valid, float* out_grad, const Shape3& out_shape);
+
 // Testing aid: false makes the resampling and smoothing kernels use their portable code path
 // instead of the AVX2 one picked at run time on x86-64 (the results are identical); returns
 // the previous setting.
