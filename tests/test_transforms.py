@@ -68,3 +68,22 @@ def test_non_orthonormal_grid_is_refused():
     aff[:3, :3] = [[0, 0.3, 1], [0, 1, 0], [1, 0, 0]]
     with pytest.raises(GeometryError, match="orthonormal"):
         ReferenceFrame(Volume(np.zeros((2, 2, 2), np.float32), aff))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_affine_matrix_derivatives_match_finite_differences(seed):
+    from ctreg.transforms import affine_matrix_derivatives
+
+    rng = np.random.default_rng(seed)
+    params = np.concatenate([rng.normal(0, 5, 3), rng.normal(0, 30, 9)])  # rotations up to ~0.5 rad
+    d = affine_matrix_derivatives(params)
+    assert d.shape == (12, 3, 3)
+    assert np.all(d[:3] == 0)  # translations do not change the matrix
+    eps = 1e-4
+    for m in range(12):
+        hi, lo = params.copy(), params.copy()
+        hi[m] += eps
+        lo[m] -= eps
+        fd = (affine_from_params(hi)[0] - affine_from_params(lo)[0]) / (2 * eps)
+        assert np.allclose(d[m], fd, atol=1e-8), m
+    assert np.array_equal(affine_matrix_derivatives(params, 6), d[:6])

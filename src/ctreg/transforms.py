@@ -26,6 +26,7 @@ __all__ = [
     "ReferenceFrame",
     "rotation_matrix",
     "affine_from_params",
+    "affine_matrix_derivatives",
     "N_RIGID",
     "N_AFFINE",
 ]
@@ -60,6 +61,37 @@ def affine_from_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shear = np.array([[1.0, h[0], h[1]], [0.0, 1.0, h[2]], [0.0, 0.0, 1.0]])
     a = rotation_matrix(*r) @ shear @ np.diag(s)
     return a, p[0:3].copy()
+
+
+def affine_matrix_derivatives(params: np.ndarray, n: int = N_AFFINE) -> np.ndarray:
+    """(n, 3, 3): the exact derivative of ``affine_from_params(params)[0]`` with respect to
+    each of the first ``n`` parameters (zero for the translations)."""
+    p = np.zeros(N_AFFINE)
+    p[: len(params)] = params
+    R = PARAM_RADIUS_MM
+    rx, ry, rz = p[3:6] / R
+    s = np.exp(p[6:9] / R)
+    h = p[9:12] / R
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    mx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    my = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    mz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    dmx = np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]])
+    dmy = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
+    dmz = np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]])
+    shear = np.array([[1.0, h[0], h[1]], [0.0, 1.0, h[2]], [0.0, 0.0, 1.0]])
+    rot = mz @ my @ mx
+    hs = shear * s  # shear @ diag(s)
+    out = np.zeros((n, 3, 3))
+    drot = (mz @ my @ dmx, mz @ dmy @ mx, dmz @ my @ mx)
+    for m in range(3, min(n, 6)):
+        out[m] = drot[m - 3] @ hs / R
+    rh = rot @ shear
+    for m in range(6, min(n, 9)):  # d/dlog s_c scales column c by s_c
+        out[m][:, m - 6] = rh[:, m - 6] * s[m - 6] / R
+    for m, (row, col) in zip(range(9, n), ((0, 1), (0, 2), (1, 2))):
+        out[m][:, col] = rot[:, row] * s[col] / R  # d shear / d h has a single 1 at (row, col)
+    return out
 
 
 @dataclass(frozen=True)
