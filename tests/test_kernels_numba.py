@@ -310,3 +310,61 @@ def test_bad_arguments_raise_clear_errors():
         ops.demons_forces(img, img, u, u, max_step_mm=-1.0)
     with pytest.raises(TypeError, match="max_step_mm must be a positive number"):
         ops.demons_forces(img, img, u, u, max_step_mm="2")
+
+
+# -- affine_field, jacobian_statistics ---------------------------------------------------------
+
+def test_affine_field_matches_numpy():
+    rng = np.random.default_rng(3)
+    u = smooth_field(SHAPE, 4.0, seed=3)
+    vec = rng.normal(0, 1, (3, 3))
+    idx = np.vstack([rng.normal(0, 2, (3, 4)), [0, 0, 0, 1]])
+    got = ops.affine_field(u, vec, idx)
+    q = grid_index(SHAPE).reshape(3, -1).T  # (k, j, i) per voxel, C order
+    expected = u.reshape(-1, 3).astype(np.float64) @ vec.T + q @ idx[:3, :3].T + idx[:3, 3]
+    assert got.dtype == np.float32 and got.shape == u.shape
+    assert np.allclose(got.reshape(-1, 3), expected, rtol=1e-6, atol=1e-4)
+    assert np.array_equal(ops.affine_field(u, vec, idx[:3]), got)  # 3x4 or 4x4
+    with pytest.raises(ValueError, match="3x3"):
+        ops.affine_field(u, vec[:2], idx)
+    with pytest.raises(ValueError, match="finite"):
+        ops.affine_field(u, vec * np.nan, idx)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_jacobian_statistics_match_numpy(use_mask):
+    rng = np.random.default_rng(5)
+    jac = rng.normal(1.0, 0.4, SHAPE).astype(np.float32)  # some values <= 0
+    jac[0, 0, :3] = 0.0
+    mask = rng.random(SHAPE) > 0.3 if use_mask else None
+    got = ops.jacobian_statistics(jac, mask)
+    sel = jac[mask] if use_mask else jac.ravel()
+    pos = sel[sel > 0].astype(np.float64)
+    assert got["min"] == float(sel.min()) and got["max"] == float(sel.max())
+    assert got["percent_nonpositive"] == pytest.approx(100.0 * np.count_nonzero(sel <= 0) / sel.size)
+    assert 0 < got["percent_nonpositive"] < 50
+    assert got["sd_log"] == pytest.approx(float(np.log(pos).std()), rel=1e-9)
+    assert ops.jacobian_statistics(jac, np.zeros(SHAPE, bool)) == {}
+    no_pos = ops.jacobian_statistics(np.full(SHAPE, -1.0, np.float32))
+    assert no_pos["sd_log"] is None and no_pos["percent_nonpositive"] == 100.0
+    with pytest.raises(ValueError, match="mask has shape"):
+        ops.jacobian_statistics(jac, np.ones((2, 2, 2), bool))
+
+
+def test_resample_field_with_origin_equals_crop_then_edge_padding():
+    """The pipeline's final upsampling: onto a larger grid whose first point lies before the
+    field's, equal to upsampling onto the box and padding with the border values."""
+    f = smooth_field((6, 7, 8), 3.0, seed=8)
+    coarse = (4.0, 2.0, 3.0)
+    fine = (2.0, 1.0, 1.5)
+    box_shape = (11, 13, 15)  # the field's extent on the fine grid
+    start = np.array([3, 2, 5])  # box start in the whole fine grid
+    whole = (17, 19, 24)
+    on_box = ops.resample_field(f, coarse, box_shape, fine)
+    pads = [(int(s), int(n - s - b)) for s, n, b in zip(start, whole, box_shape)] + [(0, 0)]
+    expected = np.pad(on_box, pads, mode="edge")
+    got = ops.resample_field(f, coarse, whole, fine, origin_mm=-start * np.array(fine))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.array_equal(ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0, 0)), on_box)
+    with pytest.raises(ValueError, match="origin_mm"):
+        ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0))

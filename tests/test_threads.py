@@ -74,6 +74,9 @@ KERNELS += [
     ("compose_fields", lambda rng: ops.compose_fields(_field(rng), _field(rng), _SP)),
     ("exp_field", lambda rng: ops.exp_field(_field(rng), _SP)),
     ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), _SP)),
+    ("jacobian_statistics", lambda rng: np.array([v for v in ops.jacobian_statistics(
+        _img(rng) + 1.0, rng.random(_SHAPE) > 0.3).values()], dtype=np.float64)),
+    ("affine_field", lambda rng: ops.affine_field(_field(rng), rng.normal(0, 1, (3, 3)), rng.normal(0, 1, (3, 4)))),
     ("invert_field", lambda rng: ops.invert_field(_field(rng, amp=0.3), _SP)),
     ("resample_field", lambda rng: ops.resample_field(_field(rng), _SP, (7, 9, 11), (3.9, 1.3, 1.4))),
     ("demons_forces", lambda rng: tuple(np.asarray(a) for a in ops.demons_forces(

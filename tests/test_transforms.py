@@ -44,7 +44,7 @@ def test_world_displacement_matches_pointwise_definition():
     frame = ReferenceFrame(vol)
     u = rng.normal(0, 3, vol.shape + (3,)).astype(np.float32)
     t = AffineTransform.from_params(rng.normal(0, 5, 12), centre=np.array([1.0, 2.0, 3.0]))
-    got = world_displacement(frame, t, u, chunk_slices=3)
+    got = world_displacement(frame, t, u)
     idx = np.argwhere(np.ones(vol.shape, bool))
     p = vol.index_to_world(idx)
     frame_vec = u[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float64)

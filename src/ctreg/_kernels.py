@@ -25,9 +25,11 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "affine_field_kernel",
     "demons_forces_kernel",
     "invert_step_kernel",
     "jacobian_determinant_kernel",
+    "jacobian_stats_kernel",
     "max_norm_vox_kernel",
     "resample_field_kernel",
     "scale_field_kernel",
@@ -196,19 +198,23 @@ def jacobian_determinant_kernel(u, sz, sy, sx, out):
 
 
 @njit(cache=True, parallel=True)
-def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out):
-    """out[k, j, i] = field at mm position (k*osz, j*osy, i*osx), trilinear, border clamp.
+def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out, oz0=0.0, oy0=0.0, ox0=0.0):
+    """out[k, j, i] = field at mm position (oz0 + k*osz, oy0 + j*osy, ox0 + i*osx), trilinear,
+    border clamp.
 
-    Both grids have their index 0 at mm 0.  Components are copied unchanged (they are mm).
+    The input grid has its index 0 at mm 0.  Components are copied unchanged (they are mm).
     """
     nz, ny, nx = out.shape[0], out.shape[1], out.shape[2]
     rz = osz / sz
     ry = osy / sy
     rx = osx / sx
+    fz0 = oz0 / sz
+    fy0 = oy0 / sy
+    fx0 = ox0 / sx
     for k in prange(nz):
         for j in range(ny):
             for i in range(nx):
-                a0, a1, a2 = _interp_field(field, k * rz, j * ry, i * rx)
+                a0, a1, a2 = _interp_field(field, k * rz + fz0, j * ry + fy0, i * rx + fx0)
                 out[k, j, i, 0] = a0
                 out[k, j, i, 1] = a1
                 out[k, j, i, 2] = a2
@@ -278,3 +284,79 @@ def demons_forces_kernel(reference, warped, grad_reference, grad_warped, mask, u
         total += slice_ssd[k]
         count += slice_cnt[k]
     return total, count
+
+
+@njit(cache=True, parallel=True)
+def affine_field_kernel(u, vec, idx, out):
+    """out[k, j, i] = vec @ u[k, j, i] + idx[:, :3] @ (k, j, i) + idx[:, 3], in float64, stored
+    float32.  ``vec`` (3, 3) and ``idx`` (3, 4) are float64; ``u`` and ``out`` (z, y, x, 3)."""
+    nz, ny, nx = u.shape[0], u.shape[1], u.shape[2]
+    for kp in prange(nz):
+        k = np.float64(kp)
+        for j in range(ny):
+            fj = np.float64(j)
+            b0 = idx[0, 0] * k + idx[0, 1] * fj + idx[0, 3]
+            b1 = idx[1, 0] * k + idx[1, 1] * fj + idx[1, 3]
+            b2 = idx[2, 0] * k + idx[2, 1] * fj + idx[2, 3]
+            for i in range(nx):
+                fi = np.float64(i)
+                u0 = np.float64(u[kp, j, i, 0])
+                u1 = np.float64(u[kp, j, i, 1])
+                u2 = np.float64(u[kp, j, i, 2])
+                out[kp, j, i, 0] = vec[0, 0] * u0 + vec[0, 1] * u1 + vec[0, 2] * u2 + (b0 + idx[0, 2] * fi)
+                out[kp, j, i, 1] = vec[1, 0] * u0 + vec[1, 1] * u1 + vec[1, 2] * u2 + (b1 + idx[1, 2] * fi)
+                out[kp, j, i, 2] = vec[2, 0] * u0 + vec[2, 1] * u1 + vec[2, 2] * u2 + (b2 + idx[2, 2] * fi)
+
+
+@njit(cache=True, parallel=True)
+def jacobian_stats_kernel(jac, mask, use_mask):
+    """One pass over a Jacobian determinant map (where ``mask`` when ``use_mask``):
+    (count, min, max, count <= 0, count > 0, sum log J, sum (log J)^2 over J > 0), float64,
+    accumulated per slice and added in slice order (thread-count independent).  A NaN J counts
+    in neither the positive nor the non-positive count, and min/max ignore it."""
+    nz, ny, nx = jac.shape[0], jac.shape[1], jac.shape[2]
+    part = np.zeros((nz, 7), dtype=np.float64)
+    for k in prange(nz):
+        n = 0.0
+        lo = np.inf
+        hi = -np.inf
+        nonpos = 0.0
+        pos = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(ny):
+            for i in range(nx):
+                if use_mask and not mask[k, j, i]:
+                    continue
+                v = np.float64(jac[k, j, i])
+                n += 1.0
+                if v < lo:
+                    lo = v
+                if v > hi:
+                    hi = v
+                if v > 0.0:
+                    pos += 1.0
+                    lv = math.log(v)
+                    s1 += lv
+                    s2 += lv * lv
+                elif v <= 0.0:
+                    nonpos += 1.0
+        part[k, 0] = n
+        part[k, 1] = lo
+        part[k, 2] = hi
+        part[k, 3] = nonpos
+        part[k, 4] = pos
+        part[k, 5] = s1
+        part[k, 6] = s2
+    out = np.zeros(7, dtype=np.float64)
+    out[1] = np.inf
+    out[2] = -np.inf
+    for k in range(nz):
+        out[0] += part[k, 0]
+        out[1] = min(out[1], part[k, 1])
+        out[2] = max(out[2], part[k, 2])
+        out[3] += part[k, 3]
+        out[4] += part[k, 4]
+        out[5] += part[k, 5]
+        out[6] += part[k, 6]
+    return out

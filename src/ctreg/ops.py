@@ -779,6 +779,67 @@ def jacobian_determinant(displacement, spacing) -> np.ndarray:
     return out
 
 
+def jacobian_statistics(jacobian, mask=None) -> dict:
+    """Summary of a Jacobian determinant map, in one pass: ``{"min", "max",
+    "percent_nonpositive", "sd_log"}`` over the voxels where ``mask`` (all when None);
+    ``sd_log`` is the standard deviation of log J over J > 0 (None when there is none).
+    An empty selection gives ``{}``.
+
+    Parameters
+    ----------
+    jacobian : (z, y, x) float32.
+    mask : (z, y, x) bool or uint8, or None.
+    """
+    from . import _kernels
+
+    jacobian = _require_f32("jacobian", jacobian, 3)
+    if mask is None:
+        m, use = np.zeros((1, 1, 1), np.bool_), False
+    else:
+        m = np.asarray(mask)
+        if m.shape != jacobian.shape:
+            raise ValueError(f"mask has shape {m.shape}; expected the Jacobian's {jacobian.shape}")
+        if m.dtype not in (np.bool_, np.uint8):
+            raise TypeError(f"mask must be bool or uint8, got {m.dtype}")
+        m, use = np.ascontiguousarray(m), True
+    n, lo, hi, nonpos, pos, s1, s2 = _kernels.jacobian_stats_kernel(jacobian, m, use)
+    if n == 0:
+        return {}
+    sd = None
+    if pos > 0:
+        mean = s1 / pos
+        sd = float(np.sqrt(max(0.0, s2 / pos - mean * mean)))
+    return {"min": float(lo), "max": float(hi), "percent_nonpositive": float(100.0 * nonpos / n),
+            "sd_log": sd}
+
+
+def affine_field(field, vectors, index_affine) -> np.ndarray:
+    """``out(q) = vectors @ field(q) + index_affine @ (q, 1)`` at every grid index q = (k, j, i),
+    computed in float64: e.g. a frame displacement turned into world coordinates.
+
+    Parameters
+    ----------
+    field : (z, y, x, 3) float32.
+    vectors : (3, 3) matrix applied to each vector.
+    index_affine : (3, 4) or (4, 4) matrix applied to the grid index (k, j, i, 1).
+
+    Returns
+    -------
+    (z, y, x, 3) float32 (a new array).
+    """
+    from . import _kernels
+
+    _require_field("field", field)
+    vec = np.ascontiguousarray(vectors, dtype=np.float64)
+    idx = np.ascontiguousarray(np.asarray(index_affine, dtype=np.float64)[:3])
+    if vec.shape != (3, 3) or idx.shape != (3, 4) or not (np.isfinite(vec).all() and np.isfinite(idx).all()):
+        raise ValueError(f"vectors must be a finite 3x3 and index_affine a finite 3x4 or 4x4 matrix, "
+                         f"got {np.shape(vectors)} and {np.shape(index_affine)}")
+    out = np.empty_like(field)
+    _kernels.affine_field_kernel(field, vec, idx, out)
+    return out
+
+
 def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
     """Inverse displacement ``v`` with ``phi_v ∘ phi_u ≈ id`` (and ``phi_u ∘ phi_v ≈ id``).
 
@@ -822,12 +883,14 @@ def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float =
     return v
 
 
-def resample_field(field, spacing, out_shape, out_spacing) -> np.ndarray:
-    """Resample a vector field onto another grid that shares its mm origin.
+def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Resample a vector field onto another grid with the same axes.
 
-    Output point (k, j, i) sits at mm (k*oz, j*oy, i*ox) and takes the trilinear value of
-    ``field`` there, the position clamped to the input grid.  Components are copied unchanged
-    (they are mm).  Downsampling does not smooth: the caller smooths first to avoid aliasing.
+    Output point (k, j, i) sits at mm ``origin_mm + (k*oz, j*oy, i*ox)`` of the input grid
+    (whose index 0 is at mm 0) and takes the trilinear value of ``field`` there, the position
+    clamped to the input grid (so beyond it the border value continues, as ``np.pad(mode=
+    "edge")``).  Components are copied unchanged (they are mm).  Downsampling does not smooth:
+    the caller smooths first to avoid aliasing.
 
     Parameters
     ----------
@@ -835,6 +898,7 @@ def resample_field(field, spacing, out_shape, out_spacing) -> np.ndarray:
     spacing : (z, y, x) mm of ``field``.
     out_shape : three positive ints (z, y, x).
     out_spacing : (z, y, x) mm of the output grid.
+    origin_mm : (z, y, x) mm position of output point (0, 0, 0) on the input grid.
 
     Returns
     -------
@@ -852,6 +916,9 @@ def resample_field(field, spacing, out_shape, out_spacing) -> np.ndarray:
     if len(shape) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
                                   for n in shape):
         raise ValueError(f"out_shape must be three positive ints (z, y, x), got {out_shape!r}")
+    origin = np.asarray(origin_mm, dtype=np.float64)
+    if origin.shape != (3,) or not np.isfinite(origin).all():
+        raise ValueError(f"origin_mm must be three finite numbers (z, y, x), got {origin_mm!r}")
     out = np.empty(tuple(int(n) for n in shape) + (3,), dtype=np.float32)
-    _kernels.resample_field_kernel(field, sz, sy, sx, oz, oy, ox, out)
+    _kernels.resample_field_kernel(field, sz, sy, sx, oz, oy, ox, out, *(float(v) for v in origin))
     return out

@@ -70,16 +70,6 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
             f"(at least {MIN_BODY_ML:.0f} mL of body). Check the rescale slope/intercept of the input.")
 
 
-def _jacobian_stats(jac: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    j = jac if mask is None else jac[mask]
-    if j.size == 0:
-        return {}
-    pos = j[j > 0]
-    return {"min": float(j.min()), "max": float(j.max()),
-            "percent_nonpositive": float(100.0 * np.count_nonzero(j <= 0) / j.size),
-            "sd_log": float(np.log(pos).std()) if pos.size else None}
-
-
 def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
     m = np.asarray(mask)
     if m.shape != volume.shape:
@@ -238,10 +228,11 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     if u is None:
         u_full = np.zeros(ref.shape + (3,), np.float32)
     else:
-        u_crop = ops.resample_field(u, tuple(u_level.spacing), ref_c.shape, tuple(ref.spacing))
-        pads = [(s.start, n - s.stop) for s, n in zip(box, ref.shape)] + [(0, 0)]
-        u_full = np.pad(u_crop, pads, mode="edge") if any(p != (0, 0) for p in pads) else u_crop
-        del u_crop
+        # straight onto the whole reference grid: beyond the working box the clamped
+        # interpolation continues the field's border values
+        start_mm = -np.array([s.start for s in box], float) * ref.spacing
+        u_full = ops.resample_field(u, tuple(u_level.spacing), ref.shape, tuple(ref.spacing),
+                                    origin_mm=start_mm)
     u_full = np.ascontiguousarray(u_full, dtype=np.float32)
     out_to_frame = np.diag(list(ref.spacing) + [1.0])
     to_index = frame_to_image_matrix(frame, transform, flt)
@@ -257,8 +248,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     warped = Volume(warped_arr, ref.affine.copy(), valid_w, {
         "source": "ctreg.register", "series_description": "registered by ctreg"})
     displacement = world_displacement(frame, transform, u_full)
-    jac = (ops.jacobian_determinant(u_full, tuple(ref.spacing))
-           * np.float32(np.linalg.det(transform.matrix))).astype(np.float32)
+    jac = ops.jacobian_determinant(u_full, tuple(ref.spacing))
+    jac *= np.float32(np.linalg.det(transform.matrix))
     del u_full
     timings["resample"] = time.perf_counter() - t0
 
@@ -272,8 +263,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "options": opts.to_dict(),
         "levels": [r.to_dict() for r in levels_report],
         "affine": transform.to_dict(),
-        "jacobian": _jacobian_stats(jac),
-        "jacobian_in_body": _jacobian_stats(jac, ref_body),
+        "jacobian": ops.jacobian_statistics(jac),
+        "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),

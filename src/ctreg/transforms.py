@@ -170,23 +170,18 @@ def frame_to_image_matrix(frame: ReferenceFrame, transform: AffineTransform, ima
     return np.linalg.inv(image.affine) @ transform.homogeneous() @ frame.frame_to_world_matrix()
 
 
-def world_displacement(frame: ReferenceFrame, transform: AffineTransform, u_frame: np.ndarray,
-                       *, chunk_slices: int = 16) -> np.ndarray:
+def world_displacement(frame: ReferenceFrame, transform: AffineTransform, u_frame: np.ndarray) -> np.ndarray:
     """Public displacement U(p) = T(p + D u(p)) - p on the reference grid, (z, y, x, 3) float32,
     world (x, y, z) LPS components.  ``u_frame`` is (z, y, x, 3) reference-frame mm."""
+    from . import ops
+
     nz, ny, nx = frame.shape
     if u_frame.shape != (nz, ny, nx, 3):
         raise GeometryError(f"displacement shape {u_frame.shape} does not match the reference grid {frame.shape}")
-    out = np.empty((nz, ny, nx, 3), np.float32)
     a = transform.matrix
     ad = a @ frame.direction  # frame vector -> world vector after T
     # p = D S idx + o ; (A - I)(p - c) + t = (A - I) D S idx + (A - I)(o - c) + t
-    lin = (a - np.eye(3)) @ frame.direction @ np.diag(frame.spacing)
-    const = (a - np.eye(3)) @ (frame.origin - transform.centre) + transform.translation
-    jj, ii = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
-    plane = jj[..., None] * lin[:, 1] + ii[..., None] * lin[:, 2] + const  # (ny, nx, 3)
-    for k0 in range(0, nz, chunk_slices):
-        k1 = min(nz, k0 + chunk_slices)
-        ks = np.arange(k0, k1, dtype=np.float64)[:, None, None, None] * lin[:, 0]
-        out[k0:k1] = (u_frame[k0:k1].astype(np.float64) @ ad.T + plane[None] + ks).astype(np.float32)
-    return out
+    idx = np.zeros((3, 4))
+    idx[:, :3] = (a - np.eye(3)) @ frame.direction @ np.diag(frame.spacing)
+    idx[:, 3] = (a - np.eye(3)) @ (frame.origin - transform.centre) + transform.translation
+    return ops.affine_field(np.ascontiguousarray(u_frame, dtype=np.float32), ad, idx)
