@@ -17,7 +17,7 @@ import logging
 import time
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import Bounds, minimize
 
 from . import ops
 from .level import Level
@@ -54,7 +54,8 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     t_mm = np.asarray(tvox, float) * np.asarray(spacing)
     lam = float(options.bending_weight) * float(np.mean(t_mm)) ** 2
     bound = np.broadcast_to(MAX_COEFFICIENT * t_mm, grid + (3,)).ravel()
-    bounds = np.stack([-bound, bound], axis=1)
+    # a Bounds object, not (n, 2) pairs, which scipy converts in a Python loop on every call
+    bounds = Bounds(-bound, bound)
     metric = options.metric
     evaluations = 0
 
