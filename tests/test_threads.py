@@ -169,3 +169,23 @@ def test_register_runs_blas_on_one_thread_and_restores_it(monkeypatch):
             empty = ct64.with_array(np.full(ct64.shape, -1000, np.float32))
             ctreg.register(ct64, empty, preset="fast")
         assert _blas_threads() == before
+
+
+def test_preload_kernels_covers_every_numba_signature_register_uses():
+    """After ops.preload_kernels() a registration compiles or loads no further Numba
+    specialisation: the preloaded argument types are exactly those the façades pass."""
+    from ctreg import _kernels, samples
+    from ctreg.synthetic import BreathingMotion, make_breathing_pair
+
+    seconds = ops.preload_kernels()
+    assert seconds >= 0
+    kernels = {name: getattr(_kernels, name) for name in _kernels.__all__}
+    before = {name: set(k.signatures) for name, k in kernels.items()}
+    preloaded = {name for name, sigs in before.items() if sigs}
+    assert {"demons_forces_kernel", "max_norm_vox_kernel", "jacobian_stats_kernel"} <= preloaded
+    pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)
+    ctreg.register(pair.reference, pair.floating, preset="fast", ffd={"iterations": (2,)},
+                   demons={"iterations": (2,)}, affine={"iterations": (2,)})
+    after = {name: set(k.signatures) for name, k in kernels.items()}
+    new = {name: after[name] - before[name] for name in kernels if after[name] - before[name]}
+    assert new == {}, f"register() needed signatures that preload_kernels() did not load: {new}"

@@ -1,9 +1,10 @@
 """The registration methods the benchmark compares; each runs in its own process.
 
 A method is a :class:`Method`: ``available()`` returns None or why it cannot run here (a missing
-package), ``run(pair, threads)`` registers ``pair.floating`` onto ``pair.reference`` and returns a
-:class:`~methods.common.MethodOutput`.  Only ``run`` is timed.  To add one, write a function and
-append a Method to METHODS.
+package), ``setup(threads)`` (optional) does the library's untimed start-up work, like an
+import, and returns its seconds; ``run(pair, threads)`` registers ``pair.floating`` onto
+``pair.reference`` and returns a :class:`~methods.common.MethodOutput`.  Only ``run`` is timed.
+To add one, write a function and append a Method to METHODS.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Method:
     run: Callable[[Pair, int], MethodOutput]
     available: Callable[[], str | None] = lambda: None
     needs_truth: bool = False      # only on synthetic pairs (true field)
+    setup: Callable[[int], float] | None = None   # untimed start-up; its seconds are recorded
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -40,12 +42,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("true-field", "verification", "the exact known map (synthetic pairs): TRE must be ~0",
            verification.true_field, needs_truth=True),
     Method("ctreg-fast", "ctreg", "ctreg.register(preset='fast')",
-           ctreg_methods.preset("fast")),
+           ctreg_methods.preset("fast"), setup=ctreg_methods.setup),
     Method("ctreg-default", "ctreg", "ctreg.register(preset='default')",
-           ctreg_methods.preset("default")),
+           ctreg_methods.preset("default"), setup=ctreg_methods.setup),
     Method("ctreg-accurate", "ctreg", "ctreg.register(preset='accurate')",
-           ctreg_methods.preset("accurate")),
-    Method("sitk-affine", "simpleitk", "SimpleITK affine (Mattes MI, gradient descent, 3 levels)",
+           ctreg_methods.preset("accurate"), setup=ctreg_methods.setup),
+    Method("sitk-affine", "simpleitk", "SimpleITK affine (mean squares, regular-step gradient descent, 3 levels)",
            sitk_methods.affine_only, _needs("SimpleITK")),
     Method("sitk-affine+fsf-demons", "simpleitk",
            "SimpleITK affine + multi-resolution FastSymmetricForcesDemonsRegistrationFilter",
@@ -54,7 +56,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "SimpleITK affine + multi-resolution DiffeomorphicDemonsRegistrationFilter",
            sitk_methods.affine_diffeomorphic_demons, _needs("SimpleITK")),
     Method("sitk-affine+bspline", "simpleitk",
-           "SimpleITK affine + B-spline ImageRegistrationMethod (Mattes MI, LBFGSB, 3 levels)",
+           "SimpleITK affine + B-spline ImageRegistrationMethod (mean squares, LBFGSB, 3 levels)",
            sitk_methods.affine_bspline, _needs("SimpleITK")),
     Method("elastix-affine+bspline", "other", "itk-elastix default affine + B-spline parameter maps",
            other_methods.elastix, _needs("itk")),

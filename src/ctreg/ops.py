@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _native
 
-__all__ = ["set_num_threads", "get_num_threads", "serial_blas"]
+__all__ = ["set_num_threads", "get_num_threads", "serial_blas", "preload_kernels"]
 
 
 def _env_threads() -> int:
@@ -67,6 +67,44 @@ def serial_blas():
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def preload_kernels() -> float:
+    """Load the compiled Numba kernels that ``register()`` uses from Numba's on-disk cache,
+    without running any of them; returns the seconds it took.
+
+    Numba loads a cached kernel on its first call in each process (0.1-0.2 s for the kernels of
+    one registration, a start-up cost like an import).  Call this to pay it ahead of time, e.g.
+    before timing a registration.  Kernels not yet in the cache are compiled, which takes longer
+    the first time.  Loading a parallel kernel starts Numba's OpenMP thread pool, and GNU OpenMP
+    is not fork-safe: do not fork the process afterwards (a fork server must not call this).
+    """
+    import time
+
+    import numba
+
+    from . import _kernels
+
+    t0 = time.perf_counter()
+    f3 = np.zeros((2, 2, 2), np.float32)
+    f4 = np.zeros((2, 2, 2, 3), np.float32)
+    u8 = np.zeros((2, 2, 2), np.uint8)
+    b3 = np.zeros((2, 2, 2), np.bool_)
+    m33 = np.zeros((3, 3))
+    x = 1.0
+    # the argument types the façades pass (same dtypes, layouts and Python scalars)
+    signatures = [
+        (_kernels.max_norm_vox_kernel, (f4, x, x, x)),
+        (_kernels.scale_field_kernel, (f4, x, f4)),
+        (_kernels.demons_forces_kernel, (f3, f3, f4, f4, u8, True, True, x, x, x, f4)),
+        (_kernels.jacobian_determinant_kernel, (f4, x, x, x, f3)),
+        (_kernels.jacobian_stats_kernel, (f3, b3, True)),
+        (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
+        (_kernels.resample_field_kernel, (f4, x, x, x, x, x, x, f4, x, x, x)),
+    ]
+    for kernel, args in signatures:
+        kernel.compile(tuple(numba.typeof(a) for a in args))
+    return time.perf_counter() - t0
 
 
 def _require_f32(name: str, a, ndim: int | tuple[int, ...]) -> np.ndarray:
