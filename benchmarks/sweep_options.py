@@ -1,0 +1,84 @@
+"""Accuracy and time of register() under option overrides, on one synthetic benchmark pair.
+
+For tuning presets: each configuration is a preset plus overrides (as ``ctreg.register``
+takes them), run ``--repeat`` times in this one process after an untimed warm-up (Numba's
+kernels loaded, caches warm), and reported as the best time, the per-stage seconds of that run,
+and the TRE on the pair's landmarks.  Compare configurations with each other, not with
+compare_simpleitk.py's fresh-process times.
+
+    python benchmarks/sweep_options.py --pair cip-ct64 \
+        --config fast=fast \
+        --config 'ffd10-dem8=fast:{"ffd": {"iterations": [10]}, "demons": {"iterations": [8]}}'
+
+Pairs are made (and cached) by make_synthetic_pair.py.  Never run as a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def parse_config(text: str) -> tuple[str, str, dict]:
+    """``label=preset`` or ``label=preset:{json overrides}``."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--config must be label=preset[:json], got {text!r}")
+    label, rest = text.split("=", 1)
+    preset, _, js = rest.partition(":")
+    try:
+        overrides = json.loads(js) if js.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--config {label}: overrides are not JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise argparse.ArgumentTypeError(f"--config {label}: overrides must be a JSON object")
+    return label, preset, overrides
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pair", default="cip-ct64", help="a standard pair of make_synthetic_pair.py")
+    ap.add_argument("--config", action="append", type=parse_config, required=True,
+                    help="label=preset[:json overrides]; repeat for several")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import ctreg
+    from make_synthetic_pair import standard_pairs
+    from methods.common import load_pair
+
+    specs = {s["name"]: s for s in standard_pairs(args.pair)}
+    if args.pair not in specs:
+        raise SystemExit(f"{args.pair}: its source scan is not in ../shared/data")
+    pair = load_pair(specs[args.pair])
+    ctreg.set_num_threads(args.threads)
+    ctreg.ops.preload_kernels()
+    print(f"{args.pair}: {pair.reference.shape} voxels, {len(pair.reference_points)} landmarks, "
+          f"{args.threads} threads, best of {args.repeat}")
+    print("| config | best s | TRE mean / p95 / max mm | Jacobian min | seconds per stage |")
+    print("|---|---|---|---|---|")
+    for label, preset, overrides in args.config:
+        ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)  # warm-up
+        best, result = np.inf, None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            r = ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)
+            dt = time.perf_counter() - t0
+            if dt < best:
+                best, result = dt, r
+        tre = np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in result.report["seconds"].items())
+        print(f"| {label} | {best:.3f} | {tre.mean():.3f} / {np.percentile(tre, 95):.3f} / "
+              f"{tre.max():.2f} | {result.report['jacobian']['min']:.2f} | {stages} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
