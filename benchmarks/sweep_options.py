@@ -4,17 +4,21 @@ For tuning presets: each configuration is a preset plus overrides (as ``ctreg.re
 takes them), run ``--repeat`` times in this one process after an untimed warm-up (Numba's
 kernels loaded, caches warm), and reported as the best time, the per-stage seconds of that run,
 and the TRE on the pair's landmarks.  Compare configurations with each other, not with
-compare_simpleitk.py's fresh-process times.
+compare_simpleitk.py's fresh-process times.  ``--kernels`` adds, for the best run of each
+configuration, the calls and milliseconds of every ``ctreg.ops`` function; ``--threaded-blas``
+runs without ``ops.serial_blas`` (BLAS on its default thread count), to show what it buys.
 
     python benchmarks/sweep_options.py --pair cip-ct64 \
         --config fast=fast \
         --config 'ffd10-dem8=fast:{"ffd": {"iterations": [10]}, "demons": {"iterations": [8]}}'
+    python benchmarks/sweep_options.py --pair cip-ct64 --config fast=fast --kernels --threaded-blas
 
 Pairs are made (and cached) by make_synthetic_pair.py.  Never run as a test.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -48,6 +52,10 @@ def main(argv=None) -> int:
                     help="label=preset[:json overrides]; repeat for several")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kernels", action="store_true",
+                    help="time every ctreg.ops call of the best run of each configuration")
+    ap.add_argument("--threaded-blas", action="store_true",
+                    help="do not hold BLAS to one thread inside register() (ops.serial_blas)")
     args = ap.parse_args(argv)
 
     import ctreg
@@ -60,24 +68,65 @@ def main(argv=None) -> int:
     pair = load_pair(specs[args.pair])
     ctreg.set_num_threads(args.threads)
     ctreg.ops.preload_kernels()
+    if args.threaded_blas:
+        ctreg.ops.serial_blas = contextlib.nullcontext
+    calls = _time_ops(ctreg.ops) if args.kernels else None
     print(f"{args.pair}: {pair.reference.shape} voxels, {len(pair.reference_points)} landmarks, "
-          f"{args.threads} threads, best of {args.repeat}")
+          f"{args.threads} threads, best of {args.repeat}"
+          + (", BLAS threads left on (no serial_blas)" if args.threaded_blas else ""))
+    runs = []
     print("| config | best s | TRE mean / p95 / max mm | Jacobian min | seconds per stage |")
     print("|---|---|---|---|---|")
     for label, preset, overrides in args.config:
         ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)  # warm-up
-        best, result = np.inf, None
+        best, result, best_calls = np.inf, None, {}
         for _ in range(args.repeat):
+            if calls is not None:
+                calls.clear()
             t0 = time.perf_counter()
             r = ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)
             dt = time.perf_counter() - t0
             if dt < best:
-                best, result = dt, r
+                best, result, best_calls = dt, r, dict(calls or {})
+        runs.append((label, best_calls))
         tre = np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
         stages = ", ".join(f"{k} {v:.3f}" for k, v in result.report["seconds"].items())
         print(f"| {label} | {best:.3f} | {tre.mean():.3f} / {np.percentile(tre, 95):.3f} / "
               f"{tre.max():.2f} | {result.report['jacobian']['min']:.2f} | {stages} |")
+    for label, per_op in runs:
+        if not per_op:
+            continue
+        print(f"\n{label}: ctreg.ops calls of the best run (a kernel called inside another counts in both)")
+        print("| function | calls | ms | ms per call |")
+        print("|---|---|---|---|")
+        for name, (n, sec) in sorted(per_op.items(), key=lambda kv: -kv[1][1]):
+            print(f"| {name} | {n} | {sec * 1e3:.1f} | {sec / n * 1e3:.3f} |")
     return 0
+
+
+def _time_ops(ops) -> dict:
+    """Wrap every public function of ctreg.ops (the engine calls them through the module) with a
+    timer; returns the dict name -> [calls, seconds] that the wrappers fill."""
+    import functools
+
+    calls: dict = {}
+    skip = {"serial_blas", "preload_kernels", "set_num_threads", "get_num_threads"}
+    for name in ops.__all__:
+        fn = getattr(ops, name)
+        if name in skip or not callable(fn):
+            continue
+
+        @functools.wraps(fn)
+        def timed(*a, _fn=fn, _name=name, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                entry = calls.setdefault(_name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += time.perf_counter() - t0
+        setattr(ops, name, timed)
+    return calls
 
 
 if __name__ == "__main__":

@@ -293,22 +293,15 @@ def demons_forces_ref(reference, warped, reference_gradient, warped_gradient, ma
 
 
 def body_mask_morphology_ref(tissue: np.ndarray) -> np.ndarray:
-    """The body from its tissue voxels as first written: open in-plane, largest component,
-    binary_propagation back into the tissue, binary_fill_holes slice by slice."""
+    """The body from its tissue voxels as first written: open in-plane, largest component
+    (``ctreg.masks._largest_component``, unchanged), binary_propagation back into the tissue,
+    binary_fill_holes slice by slice."""
+    from ctreg.masks import _largest_component
+
     st = np.zeros((1, 3, 3), bool)
     st[0] = ndi.generate_binary_structure(2, 1)
-    opened = ndi.binary_opening(tissue, structure=st, iterations=1)
-
-    def largest(m):
-        labels, n = ndi.label(m)
-        if n == 0:
-            return m
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        return labels == int(np.argmax(sizes))
-
-    core = largest(opened)
+    core = _largest_component(ndi.binary_opening(tissue, structure=st, iterations=1))
     if not core.any():
-        core = largest(tissue)
+        core = _largest_component(tissue)
     body = ndi.binary_propagation(core, mask=tissue)
     return np.stack([ndi.binary_fill_holes(body[k]) for k in range(body.shape[0])])

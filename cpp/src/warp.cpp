@@ -42,9 +42,25 @@ struct Image {
     const float* data;
     Axis az, ay, ax;
     index_t sz, sy;
+    index_t uz, uy, ux;  // strides to the upper neighbour of a trilinear cell (0 on an axis of length 1)
     Image(const float* d, const Shape3& s)
-        : data(d), az(s.nz, s.ny * s.nx), ay(s.ny, s.nx), ax(s.nx, 1), sz(s.ny * s.nx), sy(s.nx) {}
+        : data(d), az(s.nz, s.ny * s.nx), ay(s.ny, s.nx), ax(s.nx, 1), sz(s.ny * s.nx), sy(s.nx),
+          uz(s.nz > 1 ? s.ny * s.nx : 0), uy(s.ny > 1 ? s.nx : 0), ux(s.nx > 1 ? 1 : 0) {}
 };
+
+// Trilinear value of the cell whose lower corner is p (upper neighbours at +uz, +uy, +ux) at
+// fractions (fz, fy, fx), as (1 - f) v0 + f v1 along x, then y, then z: exact at f = 0 and 1.
+CTREG_ALWAYS_INLINE inline float trilinear(const float* p, index_t uz, index_t uy, index_t ux,
+                                           float fz, float fy, float fx) {
+    const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
+    const float c00 = gx * p[0] + fx * p[ux];
+    const float c01 = gx * p[uy] + fx * p[uy + ux];
+    const float c10 = gx * p[uz] + fx * p[uz + ux];
+    const float c11 = gx * p[uz + uy] + fx * p[uz + uy + ux];
+    const float c0 = gy * c00 + fy * c01;
+    const float c1 = gy * c10 + fy * c11;
+    return gz * c0 + fz * c1;
+}
 
 // Trilinear interpolation of a (z, y, x, 3) field with its index clamped to the grid.
 struct Field {
@@ -211,9 +227,6 @@ inline void sample_row(const Image& img, const RowBuf& b, index_t n, float* out,
     const float* __restrict wy = b.wy.data();
     const float* __restrict wx = b.wx.data();
     const float* data = img.data;
-    // Upper-neighbour strides (0 along an axis of length 1).
-    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
-                  dx = img.ax.last > 0 ? 1 : 0;
     for (index_t i = 0; i < n; ++i) {
         const std::int32_t o = off[i];
         if (o < 0) {
@@ -224,15 +237,7 @@ inline void sample_row(const Image& img, const RowBuf& b, index_t n, float* out,
         if constexpr (Order == 0) {
             out[i] = p[0];
         } else {
-            const float fz = wz[i], fy = wy[i], fx = wx[i];
-            const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
-            const float c00 = gx * p[0] + fx * p[dx];
-            const float c01 = gx * p[dy] + fx * p[dy + dx];
-            const float c10 = gx * p[dz] + fx * p[dz + dx];
-            const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
-            const float c0 = gy * c00 + fy * c01;
-            const float c1 = gy * c10 + fy * c11;
-            out[i] = gz * c0 + fz * c1;
+            out[i] = trilinear(p, img.uz, img.uy, img.ux, wz[i], wy[i], wx[i]);
         }
     }
 }
@@ -328,26 +333,12 @@ void sample_row_with_gradient(const Image& img, const float* const grad[3], cons
     const float* __restrict wz = b.wz.data();
     const float* __restrict wy = b.wy.data();
     const float* __restrict wx = b.wx.data();
-    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
-                  dx = img.ax.last > 0 ? 1 : 0;
     const float* src[4] = {img.data, grad[0], grad[1], grad[2]};
     for (index_t i = 0; i < n; ++i) {
         const std::int32_t o = off[i];
         float v[4] = {fill, 0.0f, 0.0f, 0.0f};
-        if (o >= 0) {
-            const float fz = wz[i], fy = wy[i], fx = wx[i];
-            const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
-            for (int t = 0; t < 4; ++t) {
-                const float* p = src[t] + o;
-                const float c00 = gx * p[0] + fx * p[dx];
-                const float c01 = gx * p[dy] + fx * p[dy + dx];
-                const float c10 = gx * p[dz] + fx * p[dz + dx];
-                const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
-                const float c0 = gy * c00 + fy * c01;
-                const float c1 = gy * c10 + fy * c11;
-                v[t] = gz * c0 + fz * c1;
-            }
-        }
+        if (o >= 0)
+            for (int t = 0; t < 4; ++t) v[t] = trilinear(src[t] + o, img.uz, img.uy, img.ux, wz[i], wy[i], wx[i]);
         const bool ok = v[0] >= valid_min;
         out[i] = ok ? v[0] : invalid_value;
         valid[i] = ok ? 1 : 0;
@@ -364,27 +355,14 @@ void moments_row(const Image& img, const float* const grad[3], const RowBuf& b, 
     const float* __restrict wz = b.wz.data();
     const float* __restrict wy = b.wy.data();
     const float* __restrict wx = b.wx.data();
-    const index_t dz = img.az.last > 0 ? img.sz : 0, dy = img.ay.last > 0 ? img.sy : 0,
-                  dx = img.ax.last > 0 ? 1 : 0;
     const float* src[4] = {img.data, grad[0], grad[1], grad[2]};
     double s[6] = {0, 0, 0, 0, 0, 0};
     double sg[3][3] = {{0}}, sgi[3][3] = {{0}};  // sum a_m g_c and sum a_m g_c i (per row)
     for (index_t i = 0; i < n; ++i) {
         const std::int32_t o = off[i];
         if (o < 0 || (mask && !mask[i])) continue;
-        const float fz = wz[i], fy = wy[i], fx = wx[i];
-        const float gz = 1.0f - fz, gy = 1.0f - fy, gx = 1.0f - fx;
         float v[4];
-        for (int t = 0; t < 4; ++t) {
-            const float* p = src[t] + o;
-            const float c00 = gx * p[0] + fx * p[dx];
-            const float c01 = gx * p[dy] + fx * p[dy + dx];
-            const float c10 = gx * p[dz] + fx * p[dz + dx];
-            const float c11 = gx * p[dz + dy] + fx * p[dz + dy + dx];
-            const float c0 = gy * c00 + fy * c01;
-            const float c1 = gy * c10 + fy * c11;
-            v[t] = gz * c0 + fz * c1;
-        }
+        for (int t = 0; t < 4; ++t) v[t] = trilinear(src[t] + o, img.uz, img.uy, img.ux, wz[i], wy[i], wx[i]);
         if (!(v[0] >= valid_min)) continue;
         const double r = ref[i], w = v[0], di = double(i);
         s[0] += 1.0;

@@ -58,8 +58,9 @@ def serial_blas():
 
     L-BFGS-B calls BLAS on every iteration.  A threaded BLAS then leaves its worker threads
     spin-waiting for the next call, and on a machine with few cores they take the CPU from the
-    native kernels' OpenMP threads: on 2 cores that made the kernels 3-10x slower between
-    optimiser steps (``benchmarks/README.md``).  ctreg's BLAS work is a few vectors of at most
+    native kernels' OpenMP threads: on 2 cores that made the kernels 2-14x slower between
+    optimiser steps (``benchmarks/sweep_options.py --kernels --threaded-blas``, see
+    ``benchmarks/README.md``).  ctreg's BLAS work is a few vectors of at most
     ~10^5 entries, which one thread does in microseconds.  The previous limits are restored on
     exit.  The setting is process-wide while it lasts, as every BLAS thread setting is.
     """

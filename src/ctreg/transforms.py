@@ -38,12 +38,21 @@ N_AFFINE = 12
 PARAM_RADIUS_MM = 100.0
 
 
+def _axis_rotations(rx: float, ry: float, rz: float):
+    """(Rx, Ry, Rz) and their derivatives (dRx/drx, dRy/dry, dRz/drz), angles in radians."""
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    rot = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]),
+           np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]),
+           np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+    drot = (np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]]),
+            np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]]),
+            np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]]))
+    return rot, drot
+
+
 def rotation_matrix(rx: float, ry: float, rz: float) -> np.ndarray:
     """Rotation (radians) about the world x, then y, then z axes: ``Rz @ Ry @ Rx``."""
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    rxm = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    rym = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rzm = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    (rxm, rym, rzm), _ = _axis_rotations(rx, ry, rz)
     return rzm @ rym @ rxm
 
 
@@ -72,13 +81,7 @@ def affine_matrix_derivatives(params: np.ndarray, n: int = N_AFFINE) -> np.ndarr
     rx, ry, rz = p[3:6] / R
     s = np.exp(p[6:9] / R)
     h = p[9:12] / R
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    mx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    my = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    mz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    dmx = np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]])
-    dmy = np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]])
-    dmz = np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]])
+    (mx, my, mz), (dmx, dmy, dmz) = _axis_rotations(rx, ry, rz)
     shear = np.array([[1.0, h[0], h[1]], [0.0, 1.0, h[2]], [0.0, 0.0, 1.0]])
     rot = mz @ my @ mx
     hs = shear * s  # shear @ diag(s)
