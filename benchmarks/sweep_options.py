@@ -6,7 +6,10 @@ kernels loaded, caches warm), and reported as the best time, the per-stage secon
 and the TRE on the pair's landmarks.  Compare configurations with each other, not with
 compare_simpleitk.py's fresh-process times.  ``--kernels`` adds, for the best run of each
 configuration, the calls and milliseconds of every ``ctreg.ops`` function; ``--threaded-blas``
-runs without ``ops.serial_blas`` (BLAS on its default thread count), to show what it buys.
+runs without ``ops.serial_blas`` (BLAS on its default thread count), to show what it buys;
+``--default-runtime`` without ``ops.gc_paused`` and ``ops.keep_freed_memory``, and
+``--no-warmup`` times the process's first registration (with ``--repeat 1``: the cold run that
+compare_simpleitk.py times).
 
     python benchmarks/sweep_options.py --pair cip-ct64 \
         --config fast=fast \
@@ -56,6 +59,12 @@ def main(argv=None) -> int:
                     help="time every ctreg.ops call of the best run of each configuration")
     ap.add_argument("--threaded-blas", action="store_true",
                     help="do not hold BLAS to one thread inside register() (ops.serial_blas)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="no untimed run first: the first timed run is the process's first "
+                         "registration (what compare_simpleitk.py times)")
+    ap.add_argument("--default-runtime", action="store_true",
+                    help="leave Python's garbage collector on and glibc's malloc thresholds at "
+                         "their defaults inside register() (ops.gc_paused, ops.keep_freed_memory)")
     args = ap.parse_args(argv)
 
     import ctreg
@@ -70,15 +79,21 @@ def main(argv=None) -> int:
     ctreg.ops.preload_kernels()
     if args.threaded_blas:
         ctreg.ops.serial_blas = contextlib.nullcontext
+    if args.default_runtime:
+        ctreg.ops.gc_paused = contextlib.nullcontext
+        ctreg.ops.keep_freed_memory = lambda: False
     calls = _time_ops(ctreg.ops) if args.kernels else None
     print(f"{args.pair}: {pair.reference.shape} voxels, {len(pair.reference_points)} landmarks, "
           f"{args.threads} threads, best of {args.repeat}"
-          + (", BLAS threads left on (no serial_blas)" if args.threaded_blas else ""))
+          + (", BLAS threads left on (no serial_blas)" if args.threaded_blas else "")
+          + (", default GC and malloc (no gc_paused / keep_freed_memory)" if args.default_runtime else "")
+          + (", no warm-up run" if args.no_warmup else ""))
     runs = []
     print("| config | best s | TRE mean / p95 / max mm | Jacobian min | seconds per stage |")
     print("|---|---|---|---|---|")
     for label, preset, overrides in args.config:
-        ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)  # warm-up
+        if not args.no_warmup:
+            ctreg.register(pair.reference, pair.floating, preset=preset, **overrides)
         best, result, best_calls = np.inf, None, {}
         for _ in range(args.repeat):
             if calls is not None:
@@ -110,7 +125,8 @@ def _time_ops(ops) -> dict:
     import functools
 
     calls: dict = {}
-    skip = {"serial_blas", "preload_kernels", "set_num_threads", "get_num_threads"}
+    skip = {"serial_blas", "gc_paused", "keep_freed_memory", "preload_kernels", "set_num_threads",
+            "get_num_threads"}
     for name in ops.__all__:
         fn = getattr(ops, name)
         if name in skip or not callable(fn):

@@ -189,3 +189,93 @@ def test_preload_kernels_covers_every_numba_signature_register_uses():
     after = {name: set(k.signatures) for name, k in kernels.items()}
     new = {name: after[name] - before[name] for name in kernels if after[name] - before[name]}
     assert new == {}, f"register() needed signatures that preload_kernels() did not load: {new}"
+
+
+def test_register_pauses_the_garbage_collector_and_restores_it(monkeypatch):
+    """A full cyclic collection of the caller's objects in the middle of a registration cost
+    ~50 ms (ops.gc_paused): register() pauses the collector and gives back the caller's state,
+    enabled or not, also after a failure."""
+    import gc
+
+    from ctreg import pipeline, samples
+    from ctreg.errors import GeometryError
+
+    ct64 = samples.ct64_volume()
+    seen = []
+    real = pipeline.run_ffd_level
+
+    def spy(*args, **kw):
+        seen.append(gc.isenabled())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "run_ffd_level", spy)
+    kw = dict(preset="fast", demons={"enabled": False}, ffd={"iterations": (2,)},
+              affine={"iterations": (2,)})
+    was = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            seen.clear()
+            ctreg.register(ct64, ct64, **kw)
+            assert seen == [False]
+            assert gc.isenabled() is state
+            with pytest.raises(GeometryError):
+                ctreg.register(ct64, ct64.with_array(np.full(ct64.shape, -1000, np.float32)), **kw)
+            assert gc.isenabled() is state
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+_MALLINFO_SCRIPT = """
+import ctypes, sys
+import numpy as np
+from ctreg import ops
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+
+def mmapped_while_held(n_bytes):
+    before = libc.mallinfo2().hblks
+    a = np.ones(n_bytes // 4, np.float32)
+    held = libc.mallinfo2().hblks - before
+    del a
+    return held
+
+out = [mmapped_while_held(8 << 20)]  # glibc's default: a fresh mmap
+if sys.argv[1] == "tuned":
+    out.append(int(ops.keep_freed_memory()))
+    out.append(int(ops.keep_freed_memory()))
+# a different size, so that glibc's own raise after the first free does not apply
+out.append(mmapped_while_held(16 << 20))
+out.append(mmapped_while_held((ops.MMAP_THRESHOLD_BYTES) + (4 << 20)))
+print(*out)
+"""
+
+
+def test_keep_freed_memory_serves_large_arrays_without_mmap():
+    """After ops.keep_freed_memory() (which register() calls) glibc serves 8-16 MB arrays from
+    its heap, without a fresh mmap each time (and so without page-faulting them in again);
+    arrays above 32 MiB are still mmap'ed.  Checked in fresh interpreters, with and without."""
+    import ctypes
+    import os
+    import subprocess
+    import sys
+
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                     "GLIBC_TUNABLES")):
+        pytest.skip("malloc thresholds set by the environment")
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _MALLINFO_SCRIPT, mode], check=True,
+                             capture_output=True, text=True).stdout.split()
+        return [int(x) for x in out]
+
+    assert run("default") == [1, 1, 1]  # every large array is a fresh mapping
+    assert run("tuned") == [1, 1, 1, 0, 1]  # after it, only the one above 32 MiB

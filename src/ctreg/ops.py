@@ -13,10 +13,12 @@ import contextlib
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _native
 
-__all__ = ["set_num_threads", "get_num_threads", "serial_blas", "preload_kernels"]
+__all__ = ["set_num_threads", "get_num_threads", "serial_blas", "gc_paused", "keep_freed_memory",
+           "preload_kernels"]
 
 
 def _env_threads() -> int:
@@ -64,10 +66,71 @@ def serial_blas():
     ~10^5 entries, which one thread does in microseconds.  The previous limits are restored on
     exit.  The setting is process-wide while it lasts, as every BLAS thread setting is.
     """
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Run the enclosed code with Python's cyclic garbage collector paused (its previous state
+    is restored on exit, also after an error).
+
+    A registration allocates few Python objects, and its arrays are freed by reference
+    counting.  But the objects it does allocate count towards the collector's thresholds, and
+    a full collection then walks every object of the process: with SciPy and Numba imported
+    that took ~50 ms in the middle of a 0.3 s registration (measured by
+    ``benchmarks/sweep_options.py --runtime-settings``, see ``benchmarks/README.md``).
+    Cycles created meanwhile are collected after the block.
+    """
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+#: glibc's own ceiling for its dynamic mmap threshold on 64-bit systems, and the trim threshold
+#: it pairs with it (twice the mmap threshold).
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
+_malloc_state: list = []
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed blocks of up to 32 MiB instead of returning them to the
+    system (once per process; returns whether the setting is in effect).
+
+    By default glibc serves each allocation above 128 KiB with a fresh ``mmap`` and unmaps it
+    when it is freed, so every new array of that size is page-faulted in again: on a 4 mm chest
+    scan a registration allocates ~1 GB of short-lived arrays of 0.5-4 MB, and the faults cost
+    ~50 ms of a 0.3 s run.  glibc raises its threshold by itself after the first large blocks
+    are freed, up to 32 MiB (with a trim threshold of 64 MiB), so only the first registration
+    in a process pays; this sets those steady-state values at once with ``mallopt``.  Up to
+    64 MiB of freed memory may stay with the process.  Does nothing (returns False) on other C
+    libraries or when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set in the
+    environment (the user's choice wins).
+    """
+    if _malloc_state:
+        return _malloc_state[0]
+    ok = False
+    if not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                         "GLIBC_TUNABLES")):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            libc.gnu_get_libc_version  # glibc only
+            m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+            ok = (libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1
+                  and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES) == 1)
+        except (OSError, AttributeError):
+            ok = False
+    _malloc_state.append(ok)
+    return ok
 
 
 def preload_kernels() -> float:

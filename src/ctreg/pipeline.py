@@ -103,7 +103,8 @@ def register(reference, floating, *, preset: str = "default",
     ((z, y, x, 3) world LPS mm; reference p -> p + u(p) in the floating scan),
     ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
     """
-    with ops.serial_blas():
+    ops.keep_freed_memory()
+    with ops.serial_blas(), ops.gc_paused():
         return _register(reference, floating, preset=preset, options=options,
                          reference_mask=reference_mask, floating_mask=floating_mask, **overrides)
 
