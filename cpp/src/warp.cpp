@@ -13,9 +13,14 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 #include "ctreg/simd.hpp"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace ctreg {
 namespace {
@@ -392,23 +397,121 @@ void moments_row(const Image& img, const float* const grad[3], const RowBuf& b, 
 
 }  // namespace
 
+namespace {
+
+// Stage 1 of a composition row (vectorisable, no branches): the clamped sample positions
+// (k, j, i) + inner / spacing of row (k, j) as the element offset of their trilinear cell's
+// lower corner in the (z, y, x, 3) field and three float weights.  As for images, the lower
+// corner is clamped to n - 2 (weight 1 on the upper neighbour at index n - 1); a NaN
+// position reads voxel 0.
+CTREG_ALWAYS_INLINE inline void prepare_compose_row_body(const Shape3& s, index_t k, index_t j,
+                                                         const float* __restrict d,
+                                                         const double inv[3], RowBuf& b) {
+    std::int32_t* __restrict off = b.off.data();
+    float* __restrict wz = b.wz.data();
+    float* __restrict wy = b.wy.data();
+    float* __restrict wx = b.wx.data();
+    const double iz = inv[0], iy = inv[1], ix = inv[2];
+    const double ztop = double(s.nz - 1), ytop = double(s.ny - 1), xtop = double(s.nx - 1);
+    const std::int32_t zlow = std::int32_t(std::max<index_t>(s.nz - 2, 0));
+    const std::int32_t ylow = std::int32_t(std::max<index_t>(s.ny - 2, 0));
+    const std::int32_t xlow = std::int32_t(std::max<index_t>(s.nx - 2, 0));
+    const std::int32_t sz = std::int32_t(s.ny * s.nx * 3), sy = std::int32_t(s.nx * 3);
+    const double kz = double(k), jy = double(j);
+    const std::int32_t n32 = std::int32_t(s.nx);
+#pragma omp simd
+    for (std::int32_t i = 0; i < n32; ++i) {
+        const double z = kz + double(d[3 * i]) * iz;
+        const double y = jy + double(d[3 * i + 1]) * iy;
+        const double x = double(i) + double(d[3 * i + 2]) * ix;
+        const double zz = std::min(std::max(0.0, z), ztop);  // std::max(0.0, NaN) is 0.0
+        const double yy = std::min(std::max(0.0, y), ytop);
+        const double xx = std::min(std::max(0.0, x), xtop);
+        const std::int32_t kk = std::min(std::int32_t(zz), zlow);
+        const std::int32_t jj = std::min(std::int32_t(yy), ylow);
+        const std::int32_t ii = std::min(std::int32_t(xx), xlow);
+        wz[i] = float(zz - double(kk));
+        wy[i] = float(yy - double(jj));
+        wx[i] = float(xx - double(ii));
+        off[i] = kk * sz + jj * sy + ii * 3;
+    }
+}
+
+void prepare_compose_row_generic(const Shape3& s, index_t k, index_t j, const float* d,
+                                 const double inv[3], RowBuf& b) {
+    prepare_compose_row_body(s, k, j, d, inv, b);
+}
+
+#if CTREG_X86_DISPATCH
+__attribute__((target("avx2"))) void prepare_compose_row_avx2(const Shape3& s, index_t k, index_t j,
+                                                               const float* d, const double inv[3],
+                                                               RowBuf& b) {
+    prepare_compose_row_body(s, k, j, d, inv, b);
+}
+#endif
+
+}  // namespace
+
 void compose_fields(const float* outer, const float* inner, const Shape3& s,
                     const Spacing3& sp, float* out) {
-    const Field fld(outer, s);
-    const double iz = 1.0 / sp.z, iy = 1.0 / sp.y, ix = 1.0 / sp.x;
-#pragma omp parallel for collapse(2) schedule(dynamic, 16) num_threads(ctreg::num_threads())
-    for (index_t k = 0; k < s.nz; ++k) {
-        for (index_t j = 0; j < s.ny; ++j) {
-            const index_t at = s.at(k, j, 0) * 3;
-            const float* d = inner + at;
-            float* o = out + at;
-            for (index_t i = 0; i < s.nx; ++i, d += 3, o += 3) {
-                float a[3];
-                fld.sample(double(k) + double(d[0]) * iz, double(j) + double(d[1]) * iy,
-                           double(i) + double(d[2]) * ix, a);
-                o[0] = d[0] + a[0];
-                o[1] = d[1] + a[1];
-                o[2] = d[2] + a[2];
+    if (s.size() * 3 > index_t(INT32_MAX))
+        throw std::invalid_argument("compose_fields: a field must have fewer than 2^31 / 3 voxels");
+    const double inv[3] = {1.0 / sp.z, 1.0 / sp.y, 1.0 / sp.x};
+    // strides to the upper neighbour of a cell, in floats (0 on an axis of length 1)
+    const index_t uz = s.nz > 1 ? s.ny * s.nx * 3 : 0, uy = s.ny > 1 ? s.nx * 3 : 0,
+                  ux = s.nx > 1 ? 3 : 0;
+    const index_t top_corner = uz + uy + ux, total = s.size() * 3;
+    auto prepare = &prepare_compose_row_generic;
+#if CTREG_X86_DISPATCH
+    if (g_simd_dispatch.load(std::memory_order_relaxed) && __builtin_cpu_supports("avx2"))
+        prepare = &prepare_compose_row_avx2;
+#endif
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        RowBuf b(s.nx);
+#pragma omp for collapse(2) schedule(dynamic, 16)
+        for (index_t k = 0; k < s.nz; ++k) {
+            for (index_t j = 0; j < s.ny; ++j) {
+                const index_t at = s.at(k, j, 0) * 3;
+                const float* __restrict d = inner + at;
+                float* __restrict o = out + at;
+                prepare(s, k, j, d, inv, b);
+                const std::int32_t* __restrict off = b.off.data();
+                const float* __restrict wz = b.wz.data();
+                const float* __restrict wy = b.wy.data();
+                const float* __restrict wx = b.wx.data();
+                for (index_t i = 0; i < s.nx; ++i) {
+                    const float* p = outer + off[i];
+                    const float fz = wz[i], fy = wy[i], fx = wx[i];
+#if defined(__SSE2__)
+                    // the three components at once, from 4-float loads of each corner (the
+                    // fourth lane is the next vector's first component, unused); the cell at
+                    // the very end of the field takes the scalar path, to read nothing past it
+                    if (off[i] + top_corner + 4 <= total) {
+                        const __m128 gx = _mm_set1_ps(1.0f - fx), fxv = _mm_set1_ps(fx);
+                        const __m128 gy = _mm_set1_ps(1.0f - fy), fyv = _mm_set1_ps(fy);
+                        const __m128 gz = _mm_set1_ps(1.0f - fz), fzv = _mm_set1_ps(fz);
+                        auto lerp = [](__m128 g, __m128 f, __m128 a, __m128 b) {
+                            return _mm_add_ps(_mm_mul_ps(g, a), _mm_mul_ps(f, b));
+                        };
+                        const __m128 c00 = lerp(gx, fxv, _mm_loadu_ps(p), _mm_loadu_ps(p + ux));
+                        const __m128 c01 = lerp(gx, fxv, _mm_loadu_ps(p + uy), _mm_loadu_ps(p + uy + ux));
+                        const __m128 c10 = lerp(gx, fxv, _mm_loadu_ps(p + uz), _mm_loadu_ps(p + uz + ux));
+                        const __m128 c11 =
+                            lerp(gx, fxv, _mm_loadu_ps(p + uz + uy), _mm_loadu_ps(p + uz + uy + ux));
+                        const __m128 v = lerp(gz, fzv, lerp(gy, fyv, c00, c01), lerp(gy, fyv, c10, c11));
+                        alignas(16) float a[4];
+                        _mm_store_ps(a, v);
+                        o[3 * i] = d[3 * i] + a[0];
+                        o[3 * i + 1] = d[3 * i + 1] + a[1];
+                        o[3 * i + 2] = d[3 * i + 2] + a[2];
+                        continue;
+                    }
+#endif
+                    o[3 * i] = d[3 * i] + trilinear(p, uz, uy, ux, fz, fy, fx);
+                    o[3 * i + 1] = d[3 * i + 1] + trilinear(p + 1, uz, uy, ux, fz, fy, fx);
+                    o[3 * i + 2] = d[3 * i + 2] + trilinear(p + 2, uz, uy, ux, fz, fy, fx);
+                }
             }
         }
     }

@@ -132,23 +132,27 @@ def scale_field_kernel(v, factor, out):
 def max_norm_vox_kernel(v, sz, sy, sx):
     """max over the grid of |v(p)| measured in voxels: sqrt((vz/sz)^2 + (vy/sy)^2 + (vx/sx)^2).
 
-    NaN anywhere gives NaN.
+    NaN anywhere gives NaN.  (Squared norms with precomputed 1/s^2, one square root at the end,
+    and NaN detected through a running sum: no division or test per voxel beyond the max.)
     """
     nz, ny, nx = v.shape[0], v.shape[1], v.shape[2]
+    iz2 = 1.0 / (sz * sz)
+    iy2 = 1.0 / (sy * sy)
+    ix2 = 1.0 / (sx * sx)
     slice_max = np.zeros(nz, dtype=np.float64)
     for k in prange(nz):
         m = 0.0
+        total = 0.0  # NaN once any squared norm is NaN
         for j in range(ny):
             for i in range(nx):
-                a = v[k, j, i, 0] / sz
-                b = v[k, j, i, 1] / sy
-                c = v[k, j, i, 2] / sx
-                n = math.sqrt(a * a + b * b + c * c)
-                if n > m or math.isnan(n):
-                    m = n
-                    if math.isnan(n):
-                        break
-        slice_max[k] = m
+                a = np.float64(v[k, j, i, 0])
+                b = np.float64(v[k, j, i, 1])
+                c = np.float64(v[k, j, i, 2])
+                n2 = a * a * iz2 + b * b * iy2 + c * c * ix2
+                total += n2
+                if n2 > m:
+                    m = n2
+        slice_max[k] = m if total == total else np.nan
     best = 0.0
     for k in range(nz):
         x = slice_max[k]
@@ -156,7 +160,7 @@ def max_norm_vox_kernel(v, sz, sy, sx):
             return x
         if x > best:
             best = x
-    return best
+    return math.sqrt(best)
 
 
 @njit(cache=True, parallel=True)
@@ -197,27 +201,48 @@ def jacobian_determinant_kernel(u, sz, sy, sx, out):
                 )
 
 
+@njit(cache=True)
+def _axis_table(n_out, ratio, first, n_in):
+    """Lower index, upper index and upper weight of each output position first + q * ratio
+    (in input voxels, clamped to the input grid)."""
+    lo = np.empty(n_out, dtype=np.int64)
+    hi = np.empty(n_out, dtype=np.int64)
+    w = np.empty(n_out, dtype=np.float64)
+    for q in range(n_out):
+        lo[q], hi[q], w[q] = _clamp_axis(q * ratio + first, n_in)
+    return lo, hi, w
+
+
 @njit(cache=True, parallel=True)
 def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out, oz0=0.0, oy0=0.0, ox0=0.0):
     """out[k, j, i] = field at mm position (oz0 + k*osz, oy0 + j*osy, ox0 + i*osx), trilinear,
     border clamp.
 
     The input grid has its index 0 at mm 0.  Components are copied unchanged (they are mm).
+    The map is separable, so the cells and weights come from one table per axis.
     """
     nz, ny, nx = out.shape[0], out.shape[1], out.shape[2]
-    rz = osz / sz
-    ry = osy / sy
-    rx = osx / sx
-    fz0 = oz0 / sz
-    fy0 = oy0 / sy
-    fx0 = ox0 / sx
+    mz, my, mx = field.shape[0], field.shape[1], field.shape[2]
+    z0, z1, wz = _axis_table(nz, osz / sz, oz0 / sz, mz)
+    y0, y1, wy = _axis_table(ny, osy / sy, oy0 / sy, my)
+    x0, x1, wx = _axis_table(nx, osx / sx, ox0 / sx, mx)
     for k in prange(nz):
+        za, zb, fz = z0[k], z1[k], wz[k]
         for j in range(ny):
+            ya, yb, fy = y0[j], y1[j], wy[j]
+            w00 = (1.0 - fz) * (1.0 - fy)
+            w01 = (1.0 - fz) * fy
+            w10 = fz * (1.0 - fy)
+            w11 = fz * fy
             for i in range(nx):
-                a0, a1, a2 = _interp_field(field, k * rz + fz0, j * ry + fy0, i * rx + fx0)
-                out[k, j, i, 0] = a0
-                out[k, j, i, 1] = a1
-                out[k, j, i, 2] = a2
+                xa, xb, fx = x0[i], x1[i], wx[i]
+                gx = 1.0 - fx
+                for c in range(3):
+                    out[k, j, i, c] = (
+                        w00 * (gx * field[za, ya, xa, c] + fx * field[za, ya, xb, c])
+                        + w01 * (gx * field[za, yb, xa, c] + fx * field[za, yb, xb, c])
+                        + w10 * (gx * field[zb, ya, xa, c] + fx * field[zb, ya, xb, c])
+                        + w11 * (gx * field[zb, yb, xa, c] + fx * field[zb, yb, xb, c]))
 
 
 @njit(cache=True, parallel=True)
