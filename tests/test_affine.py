@@ -97,3 +97,38 @@ def test_fused_objective_equals_the_general_path_and_finite_differences(level_an
         step[m] = 0.05
         fd = (fused.value(theta + step) - fused.value(theta - step)) / 0.1
         assert fd == pytest.approx(g1[m], rel=0.1, abs=0.02 * np.abs(g1).max())
+
+
+def test_level_reports_hold_the_costs_of_the_start_and_of_the_returned_result(level_and_centre):
+    """The affine and B-spline stages take the start and end costs from the optimiser's own
+    evaluations (no extra ones): they must equal the costs recomputed independently."""
+    from ctreg.affine import run_affine_level
+    from ctreg.ffd import run_ffd_level
+    from ctreg.options import AffineOptions, FFDOptions
+    from ctreg.transforms import AffineTransform
+
+    lv, centre = level_and_centre
+    start = np.zeros(N_AFFINE)
+    start[:3] = [3.0, -2.0, 4.0]
+    opts = AffineOptions(levels_mm=(8.0,), iterations=(15,))
+    params, reports = run_affine_level(lv, centre, start, opts, 0)
+    assert [r.stage for r in reports] == ["rigid", "affine"]
+    check = _Objective(lv, centre, opts.metric, start)
+    assert reports[0].metric_before == pytest.approx(check.value(start[:6]), rel=1e-12)
+    assert reports[-1].metric_after == pytest.approx(check.value(params), rel=1e-12)
+    assert reports[-1].metric_after < reports[0].metric_before
+
+    transform = AffineTransform.from_params(params, centre)
+    fopts = FFDOptions(levels_mm=(8.0,), control_spacing_mm=(40.0,), iterations=(6,),
+                       bending_weight=0.0)
+    u, rep = run_ffd_level(lv, transform, None, fopts, 0)
+
+    def lncc_cost(field):
+        warped, valid = lv.warp(transform, field)
+        return float(lv.metric("lncc", warped, lv.metric_mask(valid),
+                               lncc_radius_mm=fopts.lncc_radius_mm)[0])
+
+    assert rep.metric_before == pytest.approx(lncc_cost(np.zeros_like(u)), rel=1e-6)
+    assert rep.metric_after == pytest.approx(lncc_cost(u), rel=1e-6)
+    assert rep.metric_after < rep.metric_before
+    assert rep.evaluations >= rep.iterations

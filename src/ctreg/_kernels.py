@@ -261,6 +261,7 @@ def demons_forces_kernel(reference, warped, grad_reference, grad_warped, mask, u
     slice_ssd = np.zeros(nz, dtype=np.float64)
     slice_cnt = np.zeros(nz, dtype=np.float64)
     inv_k = 1.0 / norm_mm2
+    max_step2 = max_step_mm * max_step_mm
     for k in prange(nz):
         ssd = 0.0
         cnt = 0.0
@@ -292,9 +293,9 @@ def demons_forces_kernel(reference, warped, grad_reference, grad_warped, mask, u
                 u0 = s * j0
                 u1 = s * j1
                 u2 = s * j2
-                n = math.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
-                if n > max_step_mm:
-                    f = max_step_mm / n
+                n2 = u0 * u0 + u1 * u1 + u2 * u2
+                if n2 > max_step2:  # a square root only where the step is clipped
+                    f = max_step_mm / math.sqrt(n2)
                     u0 *= f
                     u1 *= f
                     u2 *= f

@@ -67,7 +67,7 @@ class _Objective:
         # the fused one is tested against.
         self.fused = fused and metric in FUSED_METRICS
         self.fixed = fixed  # full 12-vector; the optimised entries overwrite its head
-        self.evaluations = 0
+        self.costs: list[float] = []  # of every call (the optimiser's evaluations), in order
         # Σ g ⊗ (p - c) = (Σ g ⊗ idx) (out_to_world linear)^T + (Σ g) ⊗ (p0 - c)
         to_world = level.frame.frame_to_world_matrix() @ level.out_to_frame
         self.idx_to_world_lin = to_world[:3, :3]
@@ -127,8 +127,16 @@ class _Objective:
             grad[m] = float(np.sum(s1_w * dA[m]))
         return grad
 
+    @property
+    def evaluations(self) -> int:
+        return len(self.costs)
+
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        self.evaluations += 1
+        cost, grad = self._evaluate(theta)
+        self.costs.append(cost)
+        return cost, grad
+
+    def _evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         if self.fused:
             cost, grad = self._fused(theta, want_grad=True)
             return float(cost), grad
@@ -184,12 +192,12 @@ def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, optio
     for name, n in phases:
         t0 = time.perf_counter()
         obj = _Objective(level, centre, options.metric, params)
-        before = obj.value(params[:n])
         res = minimize(obj, params[:n], jac=True, method="L-BFGS-B",
                        options={"maxiter": iterations, "maxfun": 2 * iterations + 10, "maxls": 8,
                                 "maxcor": 10, "ftol": FTOL, "gtol": 1e-8})
+        # L-BFGS-B evaluates the start first and returns the cost of the point it returns
+        before, after = obj.costs[0], float(res.fun)
         new = obj.full(res.x)
-        after = obj.value(res.x)
         if after <= before:
             params = new
         else:  # never return something worse than the start

@@ -32,8 +32,10 @@ def compose_displacement(u_outer: np.ndarray | None, velocity: np.ndarray, spaci
 
 def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarray | None,
                      velocity: np.ndarray, options: DemonsOptions, level_number: int,
-                     ) -> tuple[np.ndarray, LevelReport]:
-    """Refine ``velocity`` on this level; returns it and the report (metric: SSD of clipped HU)."""
+                     ) -> tuple[np.ndarray, np.ndarray, LevelReport]:
+    """Refine ``velocity`` on this level; returns it, the displacement of
+    (id + u_outer) ∘ exp(velocity) (already computed to evaluate it) and the report (metric: SSD
+    of clipped HU)."""
     t0 = time.perf_counter()
     spacing = tuple(float(s) for s in level.spacing)
     sp = np.asarray(spacing)
@@ -43,8 +45,9 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
     grad_r = level.reference_gradient
     history: list[float] = []
     v = np.ascontiguousarray(velocity, dtype=np.float32)
-    best_v, best = v, np.inf
+    best_v, best_u, best = v, None, np.inf
     iterations = 0
+    last_evaluated = False  # whether the current v has been evaluated
     for it in range(options.iterations[level_number]):
         u = compose_displacement(u_outer, v, spacing)
         warped, valid = level.warp(transform, u)
@@ -55,8 +58,9 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         du, mse = ops.demons_forces(level.reference, warped, grad_r, grad_w, mask=mask,
                                     kind=options.forces, max_step_mm=max_step, spacing=spacing)
         history.append(float(mse))
+        last_evaluated = True
         if mse < best:
-            best, best_v = float(mse), v
+            best, best_v, best_u = float(mse), v, u
         # stop when the last five iterations improved the best by less than 0.1 %
         if it >= 8 and min(history[-5:]) > best * (1 - 1e-3) and history[-6] <= best * (1 + 1e-3):
             break
@@ -66,20 +70,24 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         if options.sigma_diffusion_vox > 0:
             v = ops.smooth(v, diffusion, spacing)
         v = np.ascontiguousarray(v, dtype=np.float32)
+        last_evaluated = False
         iterations = it + 1
-    # evaluate the last iterate too, keep the best
-    u = compose_displacement(u_outer, v, spacing)
-    warped, valid = level.warp(transform, u)
-    mask = level.metric_mask(valid)
-    if mask.any():
-        final, _ = ops.ssd(level.reference, warped, mask=mask)
-        if final < best:
-            best, best_v = float(final), v
+    if not last_evaluated:  # evaluate the last iterate too, keep the best
+        u = compose_displacement(u_outer, v, spacing)
+        warped, valid = level.warp(transform, u)
+        mask = level.metric_mask(valid)
+        if mask.any():
+            final, _ = ops.ssd(level.reference, warped, mask=mask)
+            history.append(float(final))
+            if final < best:
+                best, best_v, best_u = float(final), v, u
+    if best_u is None:  # nothing was counted: the start is kept
+        best_u = compose_displacement(u_outer, best_v, spacing)
     report = LevelReport(stage="demons", level=level_number, spacing_mm=list(spacing),
-                         iterations=iterations, evaluations=len(history) + 1, metric="ssd",
+                         iterations=iterations, evaluations=len(history), metric="ssd",
                          metric_before=history[0] if history else float("nan"),
                          metric_after=best if np.isfinite(best) else float("nan"),
                          seconds=time.perf_counter() - t0)
     log.debug("demons level %d: mse %.2f -> %.2f (%d iterations)", level_number,
               report.metric_before, report.metric_after, iterations)
-    return best_v, report
+    return best_v, best_u, report

@@ -57,26 +57,25 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     # a Bounds object, not (n, 2) pairs, which scipy converts in a Python loop on every call
     bounds = Bounds(-bound, bound)
     metric = options.metric
-    evaluations = 0
+    last: list = [None, None]  # the last evaluated x and its dense field
 
     def dense(x: np.ndarray) -> np.ndarray:
+        if last[0] is not None and np.array_equal(x, last[0]):
+            return last[1]
         c = np.ascontiguousarray(x.reshape(grid + (3,)), dtype=np.float32)
         inc = ops.bspline_to_dense(c, tvox, level.shape)
-        return (inc if u0 is None else ops.compose_fields(u0, inc, spacing)), c
+        out = (inc if u0 is None else ops.compose_fields(u0, inc, spacing)), c
+        last[:] = [x.copy(), out]
+        return out
 
-    def cost_only(x: np.ndarray) -> float:
-        u, c = dense(x)
-        warped, valid = level.warp(transform, u)
-        mask = level.metric_mask(valid)
-        if not mask.any():
-            return 1.0
-        cost, _ = level.metric(metric, warped, mask, lncc_radius_mm=options.lncc_radius_mm)
-        be = ops.bending_energy(c, tvox, spacing)[0] if lam else 0.0
-        return float(cost) + lam * float(be)
+    costs: list[float] = []  # of every evaluation, in order
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal evaluations
-        evaluations += 1
+        total, grad = evaluate(x)
+        costs.append(total)
+        return total, grad
+
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
         u, c = dense(x)
         warped, valid, grad_w = level.warp_with_gradient(transform, u)
         mask = level.metric_mask(valid)
@@ -92,19 +91,20 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
             gc += lam * gbe.astype(np.float64).ravel()
         return total, gc
 
+    # L-BFGS-B evaluates x0 first and returns the cost of the point it returns (res.fun), so
+    # the start and end costs need no evaluations of their own.
     x0 = np.zeros(n)
-    before = cost_only(x0)
     res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": options.iterations[level_number],
                             "maxfun": 2 * options.iterations[level_number] + 10,
                             "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12})
-    after = cost_only(res.x)
-    if after > before:  # never make it worse
+    before, after = costs[0], float(res.fun)
+    if not after <= before:  # never make it worse (nor return a NaN cost)
         res.x[:] = 0.0
         after = before
     u, _ = dense(res.x)
     report = LevelReport(stage="bspline", level=level_number, spacing_mm=list(spacing),
-                         iterations=int(res.nit), evaluations=evaluations, metric=metric,
+                         iterations=int(res.nit), evaluations=len(costs), metric=metric,
                          metric_before=before, metric_after=after,
                          seconds=time.perf_counter() - t0,
                          extra={"control_spacing_vox": list(tvox), "control_grid": list(grid)})

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, ops
 from .affine import rotation_search, run_affine_level
-from .demons import compose_displacement, run_demons_level
+from .demons import run_demons_level
 from .errors import GeometryError
 from .ffd import run_ffd_level
 from .level import SENTINEL, Level, build_level, preprocess
@@ -39,6 +39,11 @@ MIN_OVERLAP = 0.15
 
 #: The least body tissue a scan must show, in millilitres, for the automatic masks to be trusted.
 MIN_BODY_ML = 50.0
+
+#: Resolution of the floating scan's automatic body mask, whose only uses are its centre (the
+#: start of the alignment) and its volume (the check above): a coarse grid gives both, in a
+#: fraction of the time of the reference mask's 2 mm (which bounds the work and the metrics).
+FLOATING_MASK_MM = 8.0
 
 
 def _as_volume(x, name: str) -> Volume:
@@ -130,7 +135,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     # -- masks, crop, preprocessing ----------------------------------------------------------
     t0 = time.perf_counter()
     ref_body = body_mask(ref) if reference_mask is None else _check_mask(reference_mask, ref, "reference_mask")
-    flt_body = body_mask(flt) if floating_mask is None else _check_mask(floating_mask, flt, "floating_mask")
+    flt_body = (body_mask(flt, resolution_mm=FLOATING_MASK_MM) if floating_mask is None
+                else _check_mask(floating_mask, flt, "floating_mask"))
     _check_body(ref, ref_body, "reference")
     _check_body(flt, flt_body, "floating")
     margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
@@ -215,11 +221,11 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
                 v0 = np.zeros(lv.shape + (3,), np.float32)
             else:
                 v0 = ops.resample_field(v, tuple(v_level.spacing), lv.shape, tuple(lv.spacing))
-            v, rep = run_demons_level(lv, transform, outer, v0, opts.demons, li)
+            v, u_demons, rep = run_demons_level(lv, transform, outer, v0, opts.demons, li)
             v_level = lv
             levels_report.append(rep)
-        if v is not None:  # `outer` is the B-spline field on the last demons level
-            u = compose_displacement(outer, v, tuple(v_level.spacing))
+        if v is not None:  # (id + B-spline field) ∘ exp(v) on the last demons level
+            u = u_demons
             u_level = v_level
     timings["demons"] = time.perf_counter() - t0
 
