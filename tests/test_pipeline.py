@@ -128,6 +128,13 @@ def test_options_are_validated():
         options_for("fast", iterations=3)
     with pytest.raises(ValueError, match="clip_hu"):
         RegistrationOptions(clip_hu=(400, -1000))
+    with pytest.raises(ValueError, match="tolerance"):
+        FFDOptions(tolerance=-1e-3)
+    with pytest.raises(ValueError, match="tolerance"):
+        DemonsOptions(tolerance=float("nan"))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="patience"):
+            DemonsOptions(patience=bad)
 
 
 def test_input_without_a_body_is_refused(ct64):
@@ -191,3 +198,39 @@ def test_scans_that_do_not_overlap_are_refused(ct64):
     sliver = ctreg.Volume(ct64.array[:, :, :6].copy(), ct64.affine, None)
     with pytest.raises(GeometryError, match="overlap"):
         ctreg.register(ct64, sliver, preset="fast")
+
+
+def test_demons_convergence_rule():
+    from ctreg.demons import _converged
+
+    falling = [100.0, 90.0, 81.0, 73.0]
+    assert not _converged(falling, 2, 1e-3)
+    flat = [100.0, 90.0, 89.99, 90.5]  # the last two did not beat 90 by 0.1 %
+    assert _converged(flat, 2, 1e-3)
+    assert not _converged(flat, 2, 0.0)  # tolerance 0: never early
+    assert not _converged(flat, 3, 1e-3)  # 89.99 beat the best before it (100)
+    assert not _converged(flat[:2], 2, 1e-3)  # too short to tell
+
+
+def test_stages_stop_early_only_when_they_stop_gaining(ct64):
+    """FFDOptions.tolerance and DemonsOptions.tolerance/patience end a level early; with
+    tolerance 0 every iteration runs.  The displacement of a small motion barely changes."""
+    from ctreg.ffd import MIN_ITERATIONS
+    from ctreg.synthetic import BreathingMotion, make_breathing_pair
+
+    pair = make_breathing_pair(ct64, BreathingMotion(seed=5, diaphragm_mm=6.0), n_landmarks=40)
+
+    def run(ffd_tol, demons_tol):
+        r = ctreg.register(pair.reference, pair.floating, preset="fast",
+                           ffd={"iterations": (12,), "tolerance": ffd_tol},
+                           demons={"iterations": (12,), "tolerance": demons_tol, "patience": 2})
+        levels = {lv["stage"]: lv for lv in r.report["levels"]}
+        tre = np.linalg.norm(r.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+        return levels["bspline"], levels["demons"], tre.mean()
+
+    b_all, d_all, tre_all = run(0.0, 0.0)
+    assert b_all["iterations"] == 12 and d_all["iterations"] == 12
+    b_early, d_early, tre_early = run(0.5, 0.5)  # nothing gains 50 % per iteration
+    assert b_early["iterations"] == MIN_ITERATIONS
+    assert d_early["iterations"] == 2  # patience 2: the 3rd evaluation decides
+    assert tre_early < 2.0 * tre_all + 0.5

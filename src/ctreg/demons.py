@@ -30,6 +30,15 @@ def compose_displacement(u_outer: np.ndarray | None, velocity: np.ndarray, spaci
     return e if u_outer is None else ops.compose_fields(u_outer, e, spacing)
 
 
+def _converged(history: list[float], patience: int, tolerance: float) -> bool:
+    """True when the last ``patience`` values did not lower the best of the earlier ones by a
+    fraction ``tolerance`` (never with tolerance 0)."""
+    if tolerance <= 0 or len(history) <= patience:
+        return False
+    earlier = min(history[:-patience])
+    return min(history[-patience:]) > earlier * (1.0 - tolerance)
+
+
 def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarray | None,
                      velocity: np.ndarray, options: DemonsOptions, level_number: int,
                      ) -> tuple[np.ndarray, np.ndarray, LevelReport]:
@@ -61,8 +70,7 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         last_evaluated = True
         if mse < best:
             best, best_v, best_u = float(mse), v, u
-        # stop when the last five iterations improved the best by less than 0.1 %
-        if it >= 8 and min(history[-5:]) > best * (1 - 1e-3) and history[-6] <= best * (1 + 1e-3):
+        if _converged(history, options.patience, options.tolerance):
             break
         if options.sigma_fluid_vox > 0:
             du = ops.smooth(du, fluid, spacing)

@@ -43,6 +43,25 @@ def control_spacing_vox(control_spacing_mm: float, spacing) -> tuple[int, int, i
 MAX_COEFFICIENT = 0.4
 
 
+#: Iterations a level runs before FFDOptions.tolerance may end it (L-BFGS's first steps are
+#: short line searches whose decrease says little about convergence).
+MIN_ITERATIONS = 3
+
+
+def _stop_when_slow(tolerance: float):
+    """An L-BFGS-B callback that ends the run (StopIteration) once an iteration, from the
+    MIN_ITERATIONS-th on, lowered the cost by less than ``tolerance`` times its magnitude."""
+    costs: list[float] = []
+
+    def callback(intermediate_result):
+        costs.append(float(intermediate_result.fun))
+        if tolerance > 0 and len(costs) >= MIN_ITERATIONS:
+            prev, cur = costs[-2], costs[-1]
+            if prev - cur < tolerance * max(abs(prev), 1e-12):
+                raise StopIteration
+    return callback
+
+
 def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | None, options: FFDOptions,
                   level_number: int) -> tuple[np.ndarray, LevelReport]:
     """Optimise this level's control grid; returns the new dense displacement and the report."""
@@ -97,7 +116,8 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": options.iterations[level_number],
                             "maxfun": 2 * options.iterations[level_number] + 10,
-                            "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12})
+                            "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12},
+                   callback=_stop_when_slow(options.tolerance))
     before, after = costs[0], float(res.fun)
     if not after <= before:  # never make it worse (nor return a NaN cost)
         res.x[:] = 0.0

@@ -85,7 +85,12 @@ class AffineOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class FFDOptions:
-    """Cubic B-spline free-form deformation, one control grid per level, L-BFGS."""
+    """Cubic B-spline free-form deformation, one control grid per level, L-BFGS.
+
+    iterations: the most L-BFGS iterations per level.  tolerance: from the third iteration
+    on, a level also ends when an iteration lowers the cost by less than the fraction
+    ``tolerance`` of its magnitude (0: every iteration runs).
+    """
 
     enabled: bool = True
     levels_mm: tuple = (6.0, 3.0)
@@ -94,6 +99,7 @@ class FFDOptions:
     metric: str = "lncc"
     lncc_radius_mm: float = 8.0
     bending_weight: float = 3.0
+    tolerance: float = 0.0
 
     def __post_init__(self):
         _positive_tuple(self, "levels_mm")
@@ -103,6 +109,7 @@ class FFDOptions:
         _metric(self, "metric")
         _positive(self, "lncc_radius_mm")
         _positive(self, "bending_weight", allow_zero=True)
+        _positive(self, "tolerance", allow_zero=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +119,10 @@ class DemonsOptions:
     The stationary velocity field v is updated with smoothed forces and regularised by a
     Gaussian (sigmas in voxels of each level); the displacement is exp(v) by scaling and
     squaring, so it cannot fold.
+
+    iterations: the most iterations per level.  A level also ends once ``patience``
+    iterations in a row have not lowered the best mean squared difference by a fraction
+    ``tolerance`` (0: never early).
     """
 
     enabled: bool = True
@@ -121,6 +132,8 @@ class DemonsOptions:
     sigma_diffusion_vox: float = 2.5
     max_step_vox: float = 0.5
     forces: str = "symmetric"
+    tolerance: float = 1e-3
+    patience: int = 5
 
     def __post_init__(self):
         _positive_tuple(self, "levels_mm")
@@ -129,6 +142,9 @@ class DemonsOptions:
         _positive(self, "sigma_fluid_vox", allow_zero=True)
         _positive(self, "sigma_diffusion_vox", allow_zero=True)
         _positive(self, "max_step_vox")
+        _positive(self, "tolerance", allow_zero=True)
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            _fail(type(self).__name__, "patience", self.patience, "a positive integer")
         if self.forces not in ("symmetric", "floating"):
             _fail(type(self).__name__, "forces", self.forces, "'symmetric' or 'floating'")
 
@@ -167,10 +183,13 @@ class RegistrationOptions:
 
 
 PRESETS: dict[str, RegistrationOptions] = {
+    # fast: one level per stage, and each stage ends as soon as it stops gaining (a small
+    # motion converges in a few iterations; a large one still gets every iteration)
     "fast": RegistrationOptions(
         affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
-        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,)),
-        demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,)),
+        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,),
+                       tolerance=2e-3),
+        demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=2e-3, patience=2),
     ),
     "default": RegistrationOptions(),
     "accurate": RegistrationOptions(
