@@ -132,3 +132,22 @@ def test_level_reports_hold_the_costs_of_the_start_and_of_the_returned_result(le
     assert rep.metric_after == pytest.approx(lncc_cost(u), rel=1e-6)
     assert rep.metric_after < rep.metric_before
     assert rep.evaluations >= rep.iterations
+
+
+def test_level_warp_composes_outer_on_the_fly(level_and_centre):
+    """Level.warp(transform, e, outer=o) resamples through (id + o) ∘ (id + e) exactly as
+    warping with the composed field; ``outer`` alone is refused."""
+    from ctreg.transforms import AffineTransform
+
+    lv, centre = level_and_centre
+    t = AffineTransform.from_params(np.r_[2.0, -1.0, 0.5, np.zeros(N_AFFINE - 3)], centre)
+    rng = np.random.default_rng(3)
+    e = (rng.standard_normal(lv.shape + (3,)) * 2).astype(np.float32)
+    o = (rng.standard_normal(lv.shape + (3,)) * 3).astype(np.float32)
+    sp = tuple(float(s) for s in lv.spacing)
+    w1, v1 = lv.warp(t, e, outer=o)
+    w2, v2 = lv.warp(t, ops.compose_fields(o, e, sp))
+    np.testing.assert_array_equal(w1, w2)
+    np.testing.assert_array_equal(v1, v2)
+    with pytest.raises(ValueError, match="outer"):
+        lv.warp(t, outer=o)

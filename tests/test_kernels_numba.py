@@ -368,3 +368,15 @@ def test_resample_field_with_origin_equals_crop_then_edge_padding():
     assert np.array_equal(ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0, 0)), on_box)
     with pytest.raises(ValueError, match="origin_mm"):
         ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0))
+
+
+def test_exp_without_copy_returns_the_velocity_only_when_no_squaring_is_needed():
+    small = smooth_field(SHAPE, 0.1, 21)  # below half a voxel: N = 0
+    same = ops.exp_field(small, SPACING, copy=False)
+    assert same is small
+    copied = ops.exp_field(small, SPACING)
+    assert copied is not small
+    np.testing.assert_array_equal(copied, small)
+    large = smooth_field(SHAPE, 4.0, 22)
+    np.testing.assert_array_equal(ops.exp_field(large, SPACING, copy=False),
+                                  ops.exp_field(large, SPACING))

@@ -53,6 +53,9 @@ KERNELS = [
     ("gradient", lambda rng: ops.gradient(_img(rng), (2.0, 0.7, 0.8))),
     ("smooth", lambda rng: ops.smooth(_img(rng), (3.0, 1.0, 1.5), (2.0, 0.7, 0.8))),
     ("smooth_vector", lambda rng: ops.smooth(_field(rng), 1.2, (2.0, 0.7, 0.8))),
+    ("resample_composed", lambda rng: ops.resample_composed(
+        _img(rng), _field(rng), _field(rng), (2.0, 0.7, 0.8), out_to_world=np.diag([2.0, 0.7, 0.8, 1.0]),
+        world_to_image=np.linalg.inv(_aff(rng)), fill=-1.0)),
 ]
 
 # Numba field kernels (ctreg/_kernels.py)

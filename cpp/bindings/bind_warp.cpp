@@ -149,6 +149,29 @@ farray compose_fields_py(const farray& outer, const farray& inner, const py::seq
     return out;
 }
 
+farray resample_composed_py(const farray& image, const farray& inner, const farray& outer,
+                           const py::sequence& spacing, const darray& out_to_world,
+                           const darray& world_to_image, float fill) {
+    const Shape3 in = shape3(image, "image");
+    check_image_size(in);
+    const Shape3 fs = field_shape(inner, "inner");
+    same_shape(fs, field_shape(outer, "outer"), "inner and outer");
+    check_image_size(fs);
+    const Spacing3 sp = spacing3(spacing, "spacing");
+    const Mat4 o2w = mat4(out_to_world, "out_to_world");
+    const Mat4 w2i = mat4(world_to_image, "world_to_image");
+    farray out({fs.nz, fs.ny, fs.nx});
+    const float* src = image.data();
+    const float* a = inner.data();
+    const float* b = outer.data();
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        resample_composed(src, in, a, b, fs, sp, o2w, w2i, dst, fill);
+    }
+    return out;
+}
+
 }  // namespace
 
 void bind_warp(py::module_& m) {
@@ -163,6 +186,11 @@ void bind_warp(py::module_& m) {
     m.def("compose_fields", &compose_fields_py, py::arg("outer").noconvert(),
           py::arg("inner").noconvert(), py::arg("spacing"),
           "Displacement of phi_outer o phi_inner (see ctreg/warp.hpp).");
+    m.def("resample_composed", &resample_composed_py, py::arg("image").noconvert(),
+          py::arg("inner").noconvert(), py::arg("outer").noconvert(), py::arg("spacing"),
+          py::arg("out_to_world").noconvert(), py::arg("world_to_image").noconvert(),
+          py::arg("fill"),
+          "Trilinear resampling through phi_outer o phi_inner without writing it (see ctreg/warp.hpp).");
     m.def("affine_moments", &affine_moments_py, py::arg("image").noconvert(),
           py::arg("grad_z").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
           py::arg("reference").noconvert(), py::arg("mask").noconvert(), py::arg("matrix").noconvert(),

@@ -19,15 +19,9 @@ from .options import DemonsOptions
 from .result import LevelReport
 from .transforms import AffineTransform
 
-__all__ = ["run_demons_level", "compose_displacement"]
+__all__ = ["run_demons_level"]
 
 log = logging.getLogger("ctreg")
-
-
-def compose_displacement(u_outer: np.ndarray | None, velocity: np.ndarray, spacing) -> np.ndarray:
-    """Displacement of (id + u_outer) ∘ exp(velocity), reference-frame mm."""
-    e = ops.exp_field(velocity, spacing)
-    return e if u_outer is None else ops.compose_fields(u_outer, e, spacing)
 
 
 def _converged(history: list[float], patience: int, tolerance: float) -> bool:
@@ -43,8 +37,7 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
                      velocity: np.ndarray, options: DemonsOptions, level_number: int,
                      ) -> tuple[np.ndarray, np.ndarray, LevelReport]:
     """Refine ``velocity`` on this level; returns it, the displacement of
-    (id + u_outer) ∘ exp(velocity) (already computed to evaluate it) and the report (metric: SSD
-    of clipped HU)."""
+    (id + u_outer) ∘ exp(velocity) and the report (metric: SSD of clipped HU)."""
     t0 = time.perf_counter()
     spacing = tuple(float(s) for s in level.spacing)
     sp = np.asarray(spacing)
@@ -54,12 +47,13 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
     grad_r = level.reference_gradient
     history: list[float] = []
     v = np.ascontiguousarray(velocity, dtype=np.float32)
-    best_v, best_u, best = v, None, np.inf
+    best_v, best_e, best = v, None, np.inf
     iterations = 0
     last_evaluated = False  # whether the current v has been evaluated
     for it in range(options.iterations[level_number]):
-        u = compose_displacement(u_outer, v, spacing)
-        warped, valid = level.warp(transform, u)
+        # (id + u_outer) ∘ exp(v), composed inside the resampling (not written)
+        e = ops.exp_field(v, spacing, copy=False)
+        warped, valid = level.warp(transform, e, outer=u_outer)
         mask = level.metric_mask(valid)
         if not mask.any():
             break
@@ -69,7 +63,7 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         history.append(float(mse))
         last_evaluated = True
         if mse < best:
-            best, best_v, best_u = float(mse), v, u
+            best, best_v, best_e = float(mse), v, e
         if _converged(history, options.patience, options.tolerance):
             break
         if options.sigma_fluid_vox > 0:
@@ -81,16 +75,20 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         last_evaluated = False
         iterations = it + 1
     if not last_evaluated:  # evaluate the last iterate too, keep the best
-        u = compose_displacement(u_outer, v, spacing)
-        warped, valid = level.warp(transform, u)
+        e = ops.exp_field(v, spacing, copy=False)
+        warped, valid = level.warp(transform, e, outer=u_outer)
         mask = level.metric_mask(valid)
         if mask.any():
             final, _ = ops.ssd(level.reference, warped, mask=mask)
             history.append(float(final))
             if final < best:
-                best, best_v, best_u = float(final), v, u
-    if best_u is None:  # nothing was counted: the start is kept
-        best_u = compose_displacement(u_outer, best_v, spacing)
+                best, best_v, best_e = float(final), v, e
+    if best_e is None:  # nothing was counted: the start is kept
+        best_e = ops.exp_field(best_v, spacing, copy=False)
+    if u_outer is not None:
+        best_u = ops.compose_fields(u_outer, best_e, spacing)
+    else:  # exp(v) may be v itself (no squaring needed): never hand out one array twice
+        best_u = best_e.copy() if best_e is best_v else best_e
     report = LevelReport(stage="demons", level=level_number, spacing_mm=list(spacing),
                          iterations=iterations, evaluations=len(history), metric="ssd",
                          metric_before=history[0] if history else float("nan"),

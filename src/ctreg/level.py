@@ -48,17 +48,27 @@ class Level:
         """4x4: reference-frame point -> continuous floating index, through ``transform``."""
         return frame_to_image_matrix(self.frame, transform, self.floating)
 
-    def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None, *,
+             outer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Floating resampled on the level grid: (warped, valid uint8).
 
-        Invalid voxels (outside the floating data) are set to the lower clip value, so that
-        gradients stay bounded there; the caller excludes them through ``valid``.
+        The map is ``transform ∘ (id + u_frame)``, or with ``outer`` (a field on the level
+        grid) ``transform ∘ (id + outer) ∘ (id + u_frame)``, composed on the fly
+        (``ops.resample_composed``).  Invalid voxels (outside the floating data) are set to the
+        lower clip value, so that gradients stay bounded there; the caller excludes them
+        through ``valid``.
         """
         to_index = self.frame_to_floating_index(transform)
         if u_frame is None:
+            if outer is not None:
+                raise ValueError("outer needs u_frame (use warp(transform, outer) alone instead)")
             warped = ops.resample_affine(self.floating.array, to_index @ self.out_to_frame,
                                          self.shape, order=1, fill=SENTINEL)
+        elif outer is not None:
+            warped = ops.resample_composed(self.floating.array, u_frame, outer,
+                                           tuple(float(s) for s in self.spacing),
+                                           out_to_world=self.out_to_frame,
+                                           world_to_image=to_index, fill=SENTINEL)
         else:
             warped = ops.resample_displacement(
                 self.floating.array, u_frame, out_to_world=self.out_to_frame,

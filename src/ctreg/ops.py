@@ -299,6 +299,41 @@ def resample_displacement(image, displacement, *, out_to_world, world_to_image,
     return _native.resample_displacement(image, displacement, o2w, w2i, f2o, shape, order, fill)
 
 
+__all__ += ["resample_composed"]
+
+
+def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_image,
+                      fill=0.0) -> np.ndarray:
+    """``resample_displacement(image, compose_fields(outer, inner, spacing), ...)`` (trilinear,
+    the field on the output grid) in one pass, without writing the composed field; the result
+    is the same bit for bit.
+
+    Parameters
+    ----------
+    image : (z, y, x) float32, C-contiguous.
+    inner, outer : (z, y, x, 3) float32 displacement fields on the output grid, as for
+        ``compose_fields`` (components along the array axes in mm, which must also be the frame
+        of ``out_to_world``'s points).
+    spacing : (z, y, x) mm of the fields' grid.
+    out_to_world, world_to_image, fill : as for ``resample_displacement``.
+
+    Returns
+    -------
+    (z, y, x) float32 on the fields' grid.
+    """
+    image = _require_f32("image", image, 3)
+    _nonempty("image", image)
+    _require_field("inner", inner)
+    _require_field("outer", outer)
+    _same_grid("outer", outer, "inner", inner.shape)
+    _nonempty("inner", inner)
+    sp = _require_spacing("spacing", spacing)
+    o2w = _matrix4("out_to_world", out_to_world)
+    w2i = _matrix4("world_to_image", world_to_image)
+    _, fill = _order_fill(1, fill)
+    return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill)
+
+
 __all__ += ["warp_with_gradient"]
 
 
@@ -818,7 +853,7 @@ def compose_fields(outer, inner, spacing) -> np.ndarray:
     return _native.compose_fields(outer, inner, sp)
 
 
-def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
+def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True) -> np.ndarray:
     """Exponential of a stationary velocity field by scaling and squaring.
 
     Choose the smallest ``N >= 0`` with ``max|v| / 2^N <= max_step_vox`` (|v| measured in voxels:
@@ -831,10 +866,12 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
     velocity : (z, y, x, 3) float32, mm.
     spacing : (z, y, x) mm.
     max_step_vox : positive number, the largest step in voxels before squaring.
+    copy : False returns ``velocity`` itself when no squaring is needed (N = 0), instead of a
+        copy; the caller must then not modify one while using the other.
 
     Returns
     -------
-    (z, y, x, 3) float32 displacement, mm (a new array).
+    (z, y, x, 3) float32 displacement, mm (a new array, unless ``copy=False`` and N = 0).
     """
     from . import _kernels
 
@@ -847,6 +884,8 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5) -> np.ndarray:
     n = 0 if vmax <= step else int(np.ceil(np.log2(vmax / step)))
     while vmax / 2.0 ** n > step:  # guard the rounding of log2
         n += 1
+    if n == 0 and not copy:
+        return velocity
     u = np.empty_like(velocity)
     _kernels.scale_field_kernel(velocity, 1.0 / 2.0 ** n, u)
     if n == 0:

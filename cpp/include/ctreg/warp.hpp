@@ -44,6 +44,16 @@ void resample_displacement(const float* image, const Shape3& in, const float* fi
 void compose_fields(const float* outer, const float* inner, const Shape3& shape,
                     const Spacing3& spacing, float* out);
 
+// resample_displacement (order 1, field on the output grid) through the displacement of
+// phi_outer ∘ phi_inner, without writing it: out equals
+// resample_displacement(image, compose_fields(outer, inner), ...) bit for bit.  inner and outer
+// are (shape, 3) fields as for compose_fields (spacing: their grid's, in mm); the output grid
+// is theirs.
+void resample_composed(const float* image, const Shape3& in, const float* inner,
+                       const float* outer, const Shape3& shape, const Spacing3& spacing,
+                       const Mat4& out_to_world, const Mat4& world_to_image, float* out,
+                       float fill);
+
 // Sums for the exact value and gradient of SSD or NCC with respect to an affine map, fused
 // with the resampling (no image is written).  For every output voxel q = (k, j, i) with
 // mask[q] != 0 (mask: uint8 on the output grid, nullptr = all): x = out_to_in q; the image is
