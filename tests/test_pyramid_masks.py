@@ -108,3 +108,18 @@ def test_body_morphology_equals_the_slow_reference(name):
     # and through the public function on a volume at full resolution
     vol = Volume(np.where(tissue, 40.0, -1000.0).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
     assert np.array_equal(body_mask(vol, resolution_mm=None), slow)
+
+
+@pytest.mark.parametrize("shape", [(9, 31, 27), (3, 5, 7), (1, 1, 4), (2, 1, 1), (4, 2, 2), (2, 3, 1)])
+def test_in_plane_opening_equals_scipy(shape):
+    import scipy.ndimage as ndi
+
+    from ctreg.masks import _IN_PLANE, _open_in_plane
+
+    rng = np.random.default_rng(sum(shape))
+    for p in (0.2, 0.5, 0.8, 1.0):
+        m = rng.random(shape) < p
+        if min(shape) > 2:  # blobs as well as speckle
+            m |= ndi.gaussian_filter(rng.random(shape), 1.0) > 0.55
+        want = ndi.binary_opening(m, structure=_IN_PLANE, iterations=1)
+        np.testing.assert_array_equal(_open_in_plane(m), want)

@@ -68,7 +68,7 @@ def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
         return tissue
     # Find the body's core without thin attachments (open in-plane, largest component), then
     # give back all tissue connected to it (geodesic reconstruction), so thin chest walls stay.
-    core = _largest_component(ndi.binary_opening(tissue, structure=_IN_PLANE, iterations=1))
+    core = _largest_component(_open_in_plane(tissue))
     if not core.any():
         core = _largest_component(tissue)
     body = _reconstruct(core, tissue)
@@ -83,6 +83,24 @@ def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
 #: 4-connectivity within a slice, none across slices.
 _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
+
+
+def _open_in_plane(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_opening(mask, structure=_IN_PLANE, iterations=1)`` (outside the array counts
+    as unset) by shifted slices: the same result, ~15x faster than the generic filter."""
+    e = mask.copy()  # erosion: the voxel and its 4 in-plane neighbours
+    e[:, 1:, :] &= mask[:, :-1, :]
+    e[:, :-1, :] &= mask[:, 1:, :]
+    e[:, :, 1:] &= mask[:, :, :-1]
+    e[:, :, :-1] &= mask[:, :, 1:]
+    e[:, 0, :] = e[:, -1, :] = False
+    e[:, :, 0] = e[:, :, -1] = False
+    d = e.copy()  # dilation with the same cross
+    d[:, 1:, :] |= e[:, :-1, :]
+    d[:, :-1, :] |= e[:, 1:, :]
+    d[:, :, 1:] |= e[:, :, :-1]
+    d[:, :, :-1] |= e[:, :, 1:]
+    return d
 
 
 def _reconstruct(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:

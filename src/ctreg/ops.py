@@ -13,7 +13,7 @@ import contextlib
 import os
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _native
 
@@ -66,8 +66,20 @@ def serial_blas():
     ~10^5 entries, which one thread does in microseconds.  The previous limits are restored on
     exit.  The setting is process-wide while it lasts, as every BLAS thread setting is.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
+
+
+_controllers: list = []
+
+
+def _blas_controller():
+    """threadpoolctl's view of the loaded thread pools, made once per process (it scans every
+    loaded library: ~5 ms).  The BLAS libraries that matter (numpy's and scipy's, which L-BFGS-B
+    uses) are loaded when ctreg is imported, before this first runs."""
+    if not _controllers:
+        _controllers.append(ThreadpoolController())
+    return _controllers[0]
 
 
 @contextlib.contextmanager
@@ -140,7 +152,8 @@ def preload_kernels() -> float:
     Numba loads a cached kernel on its first call in each process (0.1-0.2 s for the kernels of
     one registration, a start-up cost like an import).  Call this to pay it ahead of time, e.g.
     before timing a registration.  Kernels not yet in the cache are compiled, which takes longer
-    the first time.  Loading a parallel kernel starts Numba's OpenMP thread pool, and GNU OpenMP
+    the first time.  It also takes threadpoolctl's inventory of thread pools (see
+    ``serial_blas``), ~5 ms once per process.  Loading a parallel kernel starts Numba's OpenMP thread pool, and GNU OpenMP
     is not fork-safe: do not fork the process afterwards (a fork server must not call this).
     """
     import time
@@ -150,6 +163,7 @@ def preload_kernels() -> float:
     from . import _kernels
 
     t0 = time.perf_counter()
+    _blas_controller()
     f3 = np.zeros((2, 2, 2), np.float32)
     f4 = np.zeros((2, 2, 2, 3), np.float32)
     u8 = np.zeros((2, 2, 2), np.uint8)
