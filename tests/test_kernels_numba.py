@@ -1,5 +1,6 @@
-"""Numba pointwise field kernels (ctreg._kernels through the ctreg.ops façades) against the slow
-references in tests/reference.py, plus the properties the registration engine relies on."""
+"""Pointwise field kernels (Numba, and C++ for the demons forces and compositions, through the
+ctreg.ops façades) against the slow references in tests/reference.py, plus the properties the
+registration engine relies on."""
 from __future__ import annotations
 
 import math
@@ -117,6 +118,15 @@ def test_demons_forces_match_reference(kind):
         if "mask" in kwargs:
             assert not du[~mask.astype(bool)].any()
     assert not du[1, 1, :2].any()
+    # without warped_gradient the kernel takes gradient(warped) row by row: the same bits
+    for kwargs in ({"spacing": SPACING}, {"mask": mask, "spacing": SPACING, "max_step_mm": 0.05}):
+        want = ops.demons_forces(reference, warped, g_ref, ops.gradient(warped, SPACING), kind=kind,
+                                 **kwargs)
+        got = ops.demons_forces(reference, warped, g_ref, None, kind=kind, **kwargs)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+    with pytest.raises(ValueError, match="spacing"):
+        ops.demons_forces(reference, warped, g_ref, None, kind=kind)
     # the normaliser bounds the step by sqrt(K) / 2
     du, _ = ops.demons_forces(reference, warped, g_ref, g_warped, kind=kind, spacing=SPACING,
                               max_step_mm=math.inf)

@@ -26,7 +26,6 @@ from numba import njit, prange
 
 __all__ = [
     "affine_field_kernel",
-    "demons_forces_kernel",
     "invert_step_kernel",
     "jacobian_determinant_kernel",
     "jacobian_stats_kernel",
@@ -243,73 +242,6 @@ def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out, oz0=0.0, oy0=0.
                         + w01 * (gx * field[za, yb, xa, c] + fx * field[za, yb, xb, c])
                         + w10 * (gx * field[zb, ya, xa, c] + fx * field[zb, ya, xb, c])
                         + w11 * (gx * field[zb, yb, xa, c] + fx * field[zb, yb, xb, c]))
-
-
-@njit(cache=True, parallel=True)
-def demons_forces_kernel(reference, warped, grad_reference, grad_warped, mask, use_mask,
-                         symmetric, norm_mm2, max_step_mm, eps, out):
-    """Demons update field and per-slice sums of squared differences.
-
-    diff = W - R; J = (grad R + grad W) / 2 when ``symmetric`` else grad W;
-    du = -diff * J / (|J|^2 + diff^2 / norm_mm2), zero outside the mask (when ``use_mask``)
-    and where the denominator is <= ``eps``; |du| is clipped to ``max_step_mm``.
-
-    Returns (sum of diff^2 over the mask, number of voxels in the mask), both float64; the sum
-    is accumulated per slice and added in slice order (thread-count independent).
-    """
-    nz, ny, nx = reference.shape[0], reference.shape[1], reference.shape[2]
-    slice_ssd = np.zeros(nz, dtype=np.float64)
-    slice_cnt = np.zeros(nz, dtype=np.float64)
-    inv_k = 1.0 / norm_mm2
-    max_step2 = max_step_mm * max_step_mm
-    for k in prange(nz):
-        ssd = 0.0
-        cnt = 0.0
-        for j in range(ny):
-            for i in range(nx):
-                if use_mask and mask[k, j, i] == 0:
-                    out[k, j, i, 0] = 0.0
-                    out[k, j, i, 1] = 0.0
-                    out[k, j, i, 2] = 0.0
-                    continue
-                d = np.float64(warped[k, j, i]) - np.float64(reference[k, j, i])
-                ssd += d * d
-                cnt += 1.0
-                if symmetric:
-                    j0 = 0.5 * (np.float64(grad_reference[k, j, i, 0]) + grad_warped[k, j, i, 0])
-                    j1 = 0.5 * (np.float64(grad_reference[k, j, i, 1]) + grad_warped[k, j, i, 1])
-                    j2 = 0.5 * (np.float64(grad_reference[k, j, i, 2]) + grad_warped[k, j, i, 2])
-                else:
-                    j0 = np.float64(grad_warped[k, j, i, 0])
-                    j1 = np.float64(grad_warped[k, j, i, 1])
-                    j2 = np.float64(grad_warped[k, j, i, 2])
-                den = j0 * j0 + j1 * j1 + j2 * j2 + d * d * inv_k
-                if not (den > eps):  # also NaN
-                    out[k, j, i, 0] = 0.0
-                    out[k, j, i, 1] = 0.0
-                    out[k, j, i, 2] = 0.0
-                    continue
-                s = -d / den
-                u0 = s * j0
-                u1 = s * j1
-                u2 = s * j2
-                n2 = u0 * u0 + u1 * u1 + u2 * u2
-                if n2 > max_step2:  # a square root only where the step is clipped
-                    f = max_step_mm / math.sqrt(n2)
-                    u0 *= f
-                    u1 *= f
-                    u2 *= f
-                out[k, j, i, 0] = u0
-                out[k, j, i, 1] = u1
-                out[k, j, i, 2] = u2
-        slice_ssd[k] = ssd
-        slice_cnt[k] = cnt
-    total = 0.0
-    count = 0.0
-    for k in range(nz):
-        total += slice_ssd[k]
-        count += slice_cnt[k]
-    return total, count
 
 
 @njit(cache=True, parallel=True)

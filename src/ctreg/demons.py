@@ -57,8 +57,8 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         mask = level.metric_mask(valid)
         if not mask.any():
             break
-        grad_w = ops.gradient(warped, spacing)
-        du, mse = ops.demons_forces(level.reference, warped, grad_r, grad_w, mask=mask,
+        # the warped image's gradient is computed inside the kernel, row by row
+        du, mse = ops.demons_forces(level.reference, warped, grad_r, None, mask=mask,
                                     kind=options.forces, max_step_mm=max_step, spacing=spacing)
         history.append(float(mse))
         last_evaluated = True

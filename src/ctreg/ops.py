@@ -174,7 +174,6 @@ def preload_kernels() -> float:
     signatures = [
         (_kernels.max_norm_vox_kernel, (f4, x, x, x)),
         (_kernels.scale_field_kernel, (f4, x, f4)),
-        (_kernels.demons_forces_kernel, (f3, f3, f4, f4, u8, True, True, x, x, x, f4)),
         (_kernels.jacobian_determinant_kernel, (f4, x, x, x, f3)),
         (_kernels.jacobian_stats_kernel, (f3, b3, True)),
         (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
@@ -775,7 +774,7 @@ def _same_grid(name: str, a: np.ndarray, ref_name: str, ref_shape: tuple) -> Non
         raise ValueError(f"{name} has grid shape {a.shape[:3]}, {ref_name} has {tuple(ref_shape[:3])}")
 
 
-def demons_forces(reference, warped, reference_gradient, warped_gradient, *, mask=None,
+def demons_forces(reference, warped, reference_gradient, warped_gradient=None, *, mask=None,
                   kind: str = "symmetric", max_step_mm: float = 2.0, spacing=None,
                   ) -> tuple[np.ndarray, float]:
     """Demons update field that decreases SSD(reference, warped).
@@ -797,6 +796,9 @@ def demons_forces(reference, warped, reference_gradient, warped_gradient, *, mas
     reference, warped : (z, y, x) float32 images (HU).
     reference_gradient, warped_gradient : (z, y, x, 3) float32, components (d/dz, d/dy, d/dx)
         in HU/mm.  ``reference_gradient`` is ignored (but checked) for ``kind="floating"``.
+        ``warped_gradient=None``: ``gradient(warped, spacing)``, computed row by row inside the
+        kernel (the same values bit for bit, without the (z, y, x, 3) array; needs
+        ``spacing``).
     mask : (z, y, x) bool or uint8, optional; nonzero where the forces count.
     kind : "symmetric" or "floating".
     max_step_mm : positive number (``math.inf`` for no clipping).
@@ -807,29 +809,28 @@ def demons_forces(reference, warped, reference_gradient, warped_gradient, *, mas
     du : (z, y, x, 3) float32, mm, components (dz, dy, dx) along the array axes.
     mse : float, mean of diff^2 over the mask (over the whole grid without a mask).
     """
-    from . import _kernels
-
     _require_f32("reference", reference, 3)
     _require_f32("warped", warped, 3)
     _same_grid("warped", warped, "reference", reference.shape)
     _require_field("reference_gradient", reference_gradient)
     _same_grid("reference_gradient", reference_gradient, "reference", reference.shape)
-    _require_field("warped_gradient", warped_gradient)
-    _same_grid("warped_gradient", warped_gradient, "reference", reference.shape)
+    if warped_gradient is not None:
+        _require_field("warped_gradient", warped_gradient)
+        _same_grid("warped_gradient", warped_gradient, "reference", reference.shape)
+    elif spacing is None:
+        raise ValueError("warped_gradient=None needs spacing (to compute the gradient)")
     if min(reference.shape) < 1:
         raise ValueError(f"reference must not be empty, got shape {reference.shape}")
     if kind not in _DEMONS_KINDS:
         raise ValueError(f"kind must be one of {_DEMONS_KINDS}, got {kind!r}")
     step = _require_positive("max_step_mm", max_step_mm, allow_inf=True)
     if spacing is None:
-        norm = 1.0
+        norm, sp = 1.0, (1.0, 1.0, 1.0)
     else:
-        s = _require_spacing("spacing", spacing)
-        norm = (s[0] ** 2 + s[1] ** 2 + s[2] ** 2) / 3.0
-    if mask is None:
-        m = np.zeros((1, 1, 1), dtype=np.uint8)
-        use_mask = False
-    else:
+        sp = _require_spacing("spacing", spacing)
+        norm = (sp[0] ** 2 + sp[1] ** 2 + sp[2] ** 2) / 3.0
+    m = None
+    if mask is not None:
         if not isinstance(mask, np.ndarray):
             raise TypeError(f"mask must be a numpy.ndarray of bool or uint8, got {type(mask).__name__}")
         if mask.dtype not in (np.bool_, np.uint8):
@@ -837,11 +838,8 @@ def demons_forces(reference, warped, reference_gradient, warped_gradient, *, mas
         if mask.shape != reference.shape:
             raise ValueError(f"mask has shape {mask.shape}, reference has {reference.shape}")
         m = np.ascontiguousarray(mask).view(np.uint8)
-        use_mask = True
-    du = np.empty(reference.shape + (3,), dtype=np.float32)
-    total, count = _kernels.demons_forces_kernel(
-        reference, warped, reference_gradient, warped_gradient, m, use_mask,
-        kind == "symmetric", norm, step, 1e-12, du)
+    du, total, count = _native.demons_forces(reference, warped, reference_gradient, warped_gradient,
+                                             m, sp, kind == "symmetric", norm, step, 1e-12)
     if count == 0:
         raise ValueError("mask selects no voxel: the demons forces need at least one")
     return du, float(total / count)
