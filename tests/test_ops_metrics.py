@@ -199,9 +199,10 @@ def test_threads_bitwise_identical():
             np.testing.assert_array_equal(g0, g1)
 
 
-def test_lncc_many_tiles_matches_reference_and_finite_differences():
-    # wide rows force several row bands per plane and nz > 16 several z-chunks in the kernel
-    shape = (21, 40, 400)
+@pytest.mark.parametrize("shape", [(21, 40, 400), (41, 33, 18)])
+def test_lncc_many_tiles_matches_reference_and_finite_differences(shape):
+    # wide rows force several row bands per plane, and nz > 16 several z-tiles in the kernel
+    # (41 slices: 3 tiles of 16 become 4 of 11, an even count)
     r, w = _images(11, shape)
     m = np.ones(shape, np.uint8)
     m[:, :, :7] = 0
@@ -209,7 +210,8 @@ def test_lncc_many_tiles_matches_reference_and_finite_differences():
     v, g = fn(r, w, mask=m)
     assert v == pytest.approx(lncc_ref(r, w, (1, 2, 2), m), rel=1e-6)
     h = 0.5
-    for idx in [(15, 15, 100), (16, 16, 7), (17, 17, 399), (0, 31, 200), (20, 32, 50)]:
+    for idx in [(15, 15, 10), (16, 16, 7), (17, 17, shape[2] - 1), (0, 31, 12), (20, 32, 17),
+                (shape[0] - 1, 5, 9), (11, 3, 3)]:
         wp, wm = w.copy(), w.copy()
         wp[idx] += h
         wm[idx] -= h

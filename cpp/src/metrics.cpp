@@ -98,8 +98,8 @@ Moments moments(const MetricArgs& a, double cr, double cw) {
 // 3-D box sums over clipped windows of K fields, row by row.
 //   fill(k, j, rows): write the K raw rows (nx doubles each) of slice k, row j;
 //   consume(k, j, sums): receives the K rows of window sums centred on voxel row (k, j).
-// The volume is cut into fixed tiles of kChunk slices x `band` rows (independent of the thread
-// count; `band` is sized so that a thread's working set stays in cache).  Inside a tile the
+// The volume is cut into fixed tiles of at most kChunk slices x `band` rows (independent of the
+// thread count; `band` is sized so that a thread's working set stays in cache).  Inside a tile the
 // z-window is a running sum (add the entering plane, subtract the leaving one) over a ring of
 // 2-D box-summed planes; each plane (restricted to the band's rows) is built row by row with
 // running sums along x, then along y.  Every running sum restarts at a tile or row start, so
@@ -113,7 +113,11 @@ void box_sums(const Shape3& s, index_t rz, index_t ry, index_t rx, Fill&& fill, 
     const index_t budget = (index_t(1) << 20) / static_cast<index_t>(sizeof(double));  // ~1 MiB ring
     const index_t band = std::min(ny, std::max<index_t>(16, budget / std::max<index_t>(1, slots * K * nx)));
     const index_t bands = (ny + band - 1) / band;
-    const index_t chunks = (nz + kChunk - 1) / kChunk;
+    // at most kChunk slices per tile, an even number of tiles of near-equal depth (two or four
+    // threads then share them evenly); the split depends on nz only, not on the thread count
+    index_t chunks = (nz + kChunk - 1) / kChunk;
+    if (chunks > 1 && chunks % 2) ++chunks;
+    const index_t depth = (nz + chunks - 1) / chunks;
     const index_t bplane = band * nx;
 #pragma omp parallel num_threads(num_threads())
     {
@@ -188,7 +192,8 @@ void box_sums(const Shape3& s, index_t rz, index_t ry, index_t rx, Fill&& fill, 
             const index_t ch = tile / bands, bd = tile % bands;
             j0 = bd * band;
             j1 = std::min(ny, j0 + band);
-            const index_t k0 = ch * kChunk, k1 = std::min(nz, k0 + kChunk);
+            const index_t k0 = ch * depth, k1 = std::min(nz, k0 + depth);
+            if (k0 >= k1) continue;
             const index_t lo = std::max<index_t>(0, k0 - rz), hi = std::min(nz - 1, k0 + rz);
             for (index_t kk = lo; kk <= hi; ++kk) build(kk, [](index_t) {});
             for (index_t j = j0; j < j1; ++j) {

@@ -189,7 +189,7 @@ PRESETS: dict[str, RegistrationOptions] = {
         affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
         ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,),
                        tolerance=2e-3),
-        demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=2e-3, patience=2),
+        demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=5e-3, patience=2),
     ),
     "default": RegistrationOptions(),
     "accurate": RegistrationOptions(
