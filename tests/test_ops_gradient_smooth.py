@@ -136,3 +136,19 @@ def test_smooth_sliced_and_separate_passes_agree():
         ctreg.set_num_threads(n)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, smooth_ref(field, (1.0, 2.0, 1.5), (1.0, 0.8, 0.7)), atol=1e-5 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("shape,sigma_mm", [((9, 14, 17, 3), (2.0, 1.0, 1.5)),
+                                            ((9, 14, 17), (2.0, 1.0, 1.5)),
+                                            ((9, 14, 17, 3), (0.0, 1.0, 1.5)),  # no z pass
+                                            ((1, 5, 6, 3), (1.0, 0.0, 0.0))])   # nothing to smooth
+def test_smooth_with_addend_equals_smoothing_the_sum(shape, sigma_mm):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(shape).astype(np.float32)
+    sp = (2.0, 0.7, 0.8)
+    np.testing.assert_array_equal(ops.smooth(a, sigma_mm, sp, add=b), ops.smooth(a + b, sigma_mm, sp))
+    with pytest.raises(ValueError, match="add"):
+        ops.smooth(a, sigma_mm, sp, add=np.zeros((shape[0] + 1,) + shape[1:], np.float32))
+    with pytest.raises(TypeError, match="add"):
+        ops.smooth(a, sigma_mm, sp, add=b.astype(np.float64))

@@ -127,11 +127,18 @@ LineFn line_fn() {
 // One column block [c0, c0 + bw) of n rows of L floats (row stride L): copied with
 // replicated edge rows into buf, then filtered into d (so s may equal d).
 inline void outer_block(const float* s, float* d, index_t n, index_t L, index_t c0, float* buf,
-                        BlockFn rows, const float* wc, index_t r) {
+                        BlockFn rows, const float* wc, index_t r, const float* a = nullptr) {
     const index_t bw = std::min(kBlock, L - c0);
     for (index_t row = -r; row < n + r; ++row) {
         const index_t srow = row < 0 ? 0 : (row >= n ? n - 1 : row);
-        std::memcpy(buf + (row + r) * kBlock, s + srow * L + c0, std::size_t(bw) * sizeof(float));
+        float* dst = buf + (row + r) * kBlock;
+        const float* src = s + srow * L + c0;
+        if (a == nullptr) {
+            std::memcpy(dst, src, std::size_t(bw) * sizeof(float));
+        } else {  // the addend, summed as the rows are read
+            const float* add = a + srow * L + c0;
+            for (index_t t = 0; t < bw; ++t) dst[t] = src[t] + add[t];
+        }
     }
     rows(buf, d + c0, n, L, bw, wc, r);
 }
@@ -151,7 +158,7 @@ inline void inner_line(const float* s, float* o, index_t nx, index_t C, float* b
 // Filter along an axis that is not the fastest one.  The data is nb blocks of n rows of
 // L contiguous floats; src may equal dst.
 void outer_pass(const float* src, float* dst, index_t nb, index_t n, index_t L,
-                const std::vector<float>& w) {
+                const std::vector<float>& w, const float* addend = nullptr) {
     const index_t r = index_t(w.size() / 2);
     const index_t ncol = (L + kBlock - 1) / kBlock;
     const index_t total = nb * ncol;
@@ -163,7 +170,8 @@ void outer_pass(const float* src, float* dst, index_t nb, index_t n, index_t L,
 #pragma omp for schedule(dynamic, 4)
         for (index_t t = 0; t < total; ++t) {
             const index_t b = t / ncol, c0 = (t % ncol) * kBlock;
-            outer_block(src + b * n * L, dst + b * n * L, n, L, c0, buf.data(), rows, wc, r);
+            outer_block(src + b * n * L, dst + b * n * L, n, L, c0, buf.data(), rows, wc, r,
+                        addend ? addend + b * n * L : nullptr);
         }
     }
 }
@@ -219,14 +227,20 @@ std::vector<float> to_float(const std::vector<double>& w) { return std::vector<f
 }  // namespace
 
 void smooth(const float* array, const Shape3& s, int ncomp, const double sigma_vox[3],
-            double truncate, float* out) {
+            double truncate, float* out, const float* addend) {
     const std::vector<float> wz = to_float(gaussian_kernel(sigma_vox[0], truncate));
     const std::vector<float> wy = to_float(gaussian_kernel(sigma_vox[1], truncate));
     const std::vector<float> wx = to_float(gaussian_kernel(sigma_vox[2], truncate));
     const index_t C = ncomp;
     const float* src = array;
     if (wz.size() > 1) {
-        outer_pass(src, out, 1, s.nz, s.ny * s.nx * C, wz);
+        outer_pass(src, out, 1, s.nz, s.ny * s.nx * C, wz, addend);
+        src = out;
+    } else if (addend != nullptr) {  // no z pass to fold the sum into: add first
+        const index_t per = s.ny * s.nx * C;
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+        for (index_t k = 0; k < s.nz; ++k)
+            for (index_t t = k * per; t < (k + 1) * per; ++t) out[t] = array[t] + addend[t];
         src = out;
     }
     if ((wy.size() > 1 || wx.size() > 1) && s.nz >= 4 * index_t(ctreg::num_threads())) {

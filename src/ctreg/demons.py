@@ -68,10 +68,10 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
             break
         if options.sigma_fluid_vox > 0:
             du = ops.smooth(du, fluid, spacing)
-        v = v + du
-        if options.sigma_diffusion_vox > 0:
-            v = ops.smooth(v, diffusion, spacing)
-        v = np.ascontiguousarray(v, dtype=np.float32)
+        if options.sigma_diffusion_vox > 0:  # smooth(v + du), the sum formed inside the kernel
+            v = ops.smooth(du, diffusion, spacing, add=v)
+        else:
+            v = v + du
         last_evaluated = False
         iterations = it + 1
     if not last_evaluated:  # evaluate the last iterate too, keep the best

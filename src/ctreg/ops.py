@@ -450,7 +450,7 @@ def gradient(image, spacing) -> np.ndarray:
     return _native.gradient(image, list(_spacing3("spacing", spacing)))
 
 
-def smooth(array, sigma_mm, spacing, *, truncate=3.0) -> np.ndarray:
+def smooth(array, sigma_mm, spacing, *, truncate=3.0, add=None) -> np.ndarray:
     """Separable Gaussian smoothing with replicated borders.
 
     Parameters
@@ -460,6 +460,8 @@ def smooth(array, sigma_mm, spacing, *, truncate=3.0) -> np.ndarray:
     sigma_mm : standard deviation in mm, a scalar or (z, y, x); 0 on an axis = no smoothing.
     spacing : (z, y, x) voxel size in mm.
     truncate : kernel radius in standard deviations (``int(truncate * sigma_vox + 0.5)``).
+    add : optional array like ``array``: smooth ``array + add`` (summed as the first pass reads
+        them: the same result as ``smooth(array + add, ...)``, without the temporary).
 
     Returns
     -------
@@ -479,7 +481,11 @@ def smooth(array, sigma_mm, spacing, *, truncate=3.0) -> np.ndarray:
     truncate = float(truncate)
     if not (np.isfinite(truncate) and truncate > 0):
         raise ValueError(f"truncate must be a positive number of standard deviations, got {truncate!r}")
-    return _native.smooth(array, [float(v) for v in sig / sp], truncate)
+    if add is not None:
+        add = _require_f32("add", add, array.ndim)
+        if add.shape != array.shape:
+            raise ValueError(f"add has shape {add.shape}, array has {array.shape}")
+    return _native.smooth(array, [float(v) for v in sig / sp], truncate, add)
 
 
 # ---------------------------------------------------------------------------------------------
