@@ -8,6 +8,7 @@ to the 12 parameters exactly: sums of g and of g (p - c)^T, then the chain rule 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -15,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from . import ops
-from .level import Level
+from .level import SENTINEL, Level
 from .options import AffineOptions
 from .result import LevelReport
 from .transforms import (N_AFFINE, N_RIGID, PARAM_RADIUS_MM, AffineTransform,
@@ -157,10 +158,50 @@ class _Objective:
         return float(cost), self._chain(theta, t, s0, s_idx)
 
 
+#: Reference voxels that the starting transform maps within this many voxels of the floating
+#: scan's border (or of its missing data) do not count in an affine phase's metric.
+INTERIOR_MARGIN_VOX = 1
+
+
+def interior_level(level: Level, transform: AffineTransform,
+                   margin_vox: int = INTERIOR_MARGIN_VOX) -> Level:
+    """The level with its metric mask restricted to the reference voxels that ``transform``
+    maps at least ``margin_vox`` voxels inside the floating scan's data (an axis too short for
+    the margin keeps all of it).
+
+    A voxel whose sample leaves the floating data drops out of the metric, so the cost jumps
+    wherever the counted set changes.  Two scans of the same field of view start with whole
+    border slices exactly on the floating scan's edge, and every step then changes the set:
+    the cost is discontinuous at the start and L-BFGS's line search fails there (on the popi
+    pair the rigid phase stopped after 0 iterations).  With the border excluded, small steps
+    keep the counted set fixed and the cost smooth.
+    """
+    flt = level.floating.array
+    interior = (flt > SENTINEL / 2).astype(np.float32)  # the floating scan's data
+    for ax, n in enumerate(flt.shape):
+        if n > 2 * margin_vox + 2:
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[ax] = slice(0, margin_vox)
+            hi[ax] = slice(n - margin_vox, n)
+            interior[tuple(lo)] = 0.0
+            interior[tuple(hi)] = 0.0
+    if margin_vox > 0 and interior.all():
+        return level
+    to_index = level.frame_to_floating_index(transform)
+    inside = ops.resample_affine(interior, to_index @ level.out_to_frame, level.shape, order=0,
+                                 fill=0.0)
+    mask = level.mask & (inside > 0.5).view(np.uint8)
+    if not mask.any():  # nothing left (tiny overlap): keep the plain mask
+        return level
+    return dataclasses.replace(level, mask=np.ascontiguousarray(mask))
+
+
 def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions) -> np.ndarray:
     """Best rotation about the world z axis on a coarse grid of angles (keeps the rest)."""
     if options.rotation_search_deg <= 0:
         return params
+    level = interior_level(level, AffineTransform.from_params(params, centre))
     obj = _Objective(level, centre, options.metric, params)
     half = options.rotation_search_deg
     angles = np.arange(-half, half + 1e-9, options.rotation_search_step_deg)
@@ -191,7 +232,8 @@ def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, optio
         phases.append(("rigid", N_RIGID))
     for name, n in phases:
         t0 = time.perf_counter()
-        obj = _Objective(level, centre, options.metric, params)
+        phase_level = interior_level(level, AffineTransform.from_params(params, centre))
+        obj = _Objective(phase_level, centre, options.metric, params)
         res = minimize(obj, params[:n], jac=True, method="L-BFGS-B",
                        options={"maxiter": iterations, "maxfun": 2 * iterations + 10, "maxls": 8,
                                 "maxcor": 10, "ftol": FTOL, "gtol": 1e-8})

@@ -156,6 +156,8 @@ class RegistrationOptions:
     clip_hu: intensities are clipped to this window before any metric (lung to soft tissue).
     fill_hu: value of ``warped`` where the floating scan has no data.
     crop_margin_mm: the work is done on the reference body's bounding box grown by this margin.
+    mask_resolution_mm: the automatic reference body mask is computed on the scan subsampled to
+    about this spacing (``ctreg.masks.body_mask``); it bounds the work and the metrics.
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
@@ -164,6 +166,7 @@ class RegistrationOptions:
     clip_hu: tuple = (-1000.0, 400.0)
     fill_hu: float = -1024.0
     crop_margin_mm: float = 10.0
+    mask_resolution_mm: float = 2.0
 
     def __post_init__(self):
         for name, cls in (("affine", AffineOptions), ("ffd", FFDOptions), ("demons", DemonsOptions)):
@@ -177,6 +180,7 @@ class RegistrationOptions:
             _fail("RegistrationOptions", "clip_hu", self.clip_hu, "(low, high) with low < high")
         object.__setattr__(self, "clip_hu", (float(lo_hi[0]), float(lo_hi[1])))
         _positive(self, "crop_margin_mm", allow_zero=True)
+        _positive(self, "mask_resolution_mm")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

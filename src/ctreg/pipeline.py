@@ -134,7 +134,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
     t0 = time.perf_counter()
-    ref_body = body_mask(ref) if reference_mask is None else _check_mask(reference_mask, ref, "reference_mask")
+    ref_body = (body_mask(ref, resolution_mm=opts.mask_resolution_mm) if reference_mask is None
+                else _check_mask(reference_mask, ref, "reference_mask"))
     flt_body = (body_mask(flt, resolution_mm=FLOATING_MASK_MM) if floating_mask is None
                 else _check_mask(floating_mask, flt, "floating_mask"))
     _check_body(ref, ref_body, "reference")
