@@ -187,13 +187,15 @@ class RegistrationOptions:
 
 
 PRESETS: dict[str, RegistrationOptions] = {
-    # fast: one level per stage, and each stage ends as soon as it stops gaining (a small
-    # motion converges in a few iterations; a large one still gets every iteration)
+    # fast: one level per stage, each stage ends as soon as it stops gaining (a small motion
+    # converges in a few iterations; a large one still gets every iteration), and the body
+    # mask is found at 8 mm
     "fast": RegistrationOptions(
         affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
         ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,),
                        tolerance=2e-3),
         demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=5e-3, patience=2),
+        mask_resolution_mm=8.0,
     ),
     "default": RegistrationOptions(),
     "accurate": RegistrationOptions(
