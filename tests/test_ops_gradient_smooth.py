@@ -120,22 +120,32 @@ def test_smooth_portable_and_simd_paths_agree():
         np.testing.assert_array_equal(a, b)
 
 
-def test_smooth_sliced_and_separate_passes_agree():
-    """Enough slices per thread -> y and x passes fused per slice; otherwise whole-volume passes."""
+@pytest.mark.parametrize("shape,sigma_mm,with_add", [
+    ((9, 14, 23, 3), (1.0, 2.0, 1.5), False),   # short z kernel: all passes slice by slice
+    ((9, 14, 23, 3), (1.0, 2.0, 1.5), True),
+    ((13, 10, 21), (1.0, 0.0, 1.5), True),       # scalar image, no y pass
+    ((9, 14, 23, 3), (6.0, 2.0, 1.5), False),   # long z kernel: z pass, then y/x per slice
+])
+def test_smooth_sliced_and_separate_passes_agree(shape, sigma_mm, with_add):
+    """Enough slices per thread -> passes fused per slice; otherwise whole-volume passes.  The
+    results are equal bit for bit."""
     import ctreg
 
     rng = np.random.default_rng(5)
-    field = rng.standard_normal((9, 14, 23, 3)).astype(np.float32)
+    field = rng.standard_normal(shape).astype(np.float32)
+    add = rng.standard_normal(shape).astype(np.float32) if with_add else None
+    sp = (1.0, 0.8, 0.7)
     n = ctreg.get_num_threads()
     try:
-        ctreg.set_num_threads(1)  # 9 slices >= 4 per thread: fused
-        a = ops.smooth(field, (1.0, 2.0, 1.5), (1.0, 0.8, 0.7))
-        ctreg.set_num_threads(3)  # 9 < 12: separate passes
-        b = ops.smooth(field, (1.0, 2.0, 1.5), (1.0, 0.8, 0.7))
+        ctreg.set_num_threads(1)  # >= 4 slices per thread: fused
+        a = ops.smooth(field, sigma_mm, sp, add=add)
+        ctreg.set_num_threads(4)  # < 4 slices per thread: separate passes
+        b = ops.smooth(field, sigma_mm, sp, add=add)
     finally:
         ctreg.set_num_threads(n)
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(a, smooth_ref(field, (1.0, 2.0, 1.5), (1.0, 0.8, 0.7)), atol=1e-5 * np.abs(a).max())
+    whole = field if add is None else field + add
+    np.testing.assert_allclose(a, smooth_ref(whole, sigma_mm, sp), atol=1e-5 * np.abs(a).max())
 
 
 @pytest.mark.parametrize("shape,sigma_mm", [((9, 14, 17, 3), (2.0, 1.0, 1.5)),

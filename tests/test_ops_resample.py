@@ -218,7 +218,8 @@ def test_resample_errors():
 
 
 def test_portable_and_simd_paths_agree():
-    """The AVX2 row preparation (chosen at run time) and the portable one give equal bits."""
+    """The AVX2 code paths (chosen at run time: row preparation of the samplers and compositions,
+    demons forces) and the portable ones give equal bits."""
     rng = np.random.default_rng(40)
     img = _image(rng, (11, 13, 37))
     aff = _volume_affine(rng, (2.0, 0.7, 0.8))
@@ -232,6 +233,9 @@ def test_portable_and_simd_paths_agree():
                         + [ops.resample_displacement(img, field, out_to_world=aff,
                                                      world_to_image=np.linalg.inv(aff), order=o, fill=-2.0)
                            for o in (0, 1)]
+                        + list(ops.demons_forces(img, img[::-1].copy(), ops.gradient(img, (2.0, 0.7, 0.8)),
+                                                 None, spacing=(2.0, 0.7, 0.8), mask=img > 0,
+                                                 max_step_mm=0.1)[:1])
                         + [ops.compose_fields(field, 0.5 * field, (2.0, 0.7, 0.8)),
                            ops.resample_composed(img, 0.5 * field, field, (2.0, 0.7, 0.8),
                                                  out_to_world=aff, world_to_image=np.linalg.inv(aff),

@@ -41,6 +41,17 @@ void bind_demons(py::module_& m) {
         py::arg("mask").noconvert(), py::arg("spacing"), py::arg("symmetric"), py::arg("norm_mm2"),
         py::arg("max_step_mm"), py::arg("eps"),
         "Demons update field -> (du, sum of diff^2, mask voxels); see ctreg/demons.hpp.");
+    m.def(
+        "max_norm_vox",
+        [](const farray& v, const py::sequence& spacing) {
+            const Shape3 s = field_shape(v, "velocity");
+            const Spacing3 sp = spacing3(spacing, "spacing");
+            const float* p = v.data();
+            py::gil_scoped_release release;
+            return max_norm_vox(p, s, sp);
+        },
+        py::arg("velocity").noconvert(), py::arg("spacing"),
+        "max |v| in voxels over a (z,y,x,3) field (NaN if any NaN); see ctreg/demons.hpp.");
 }
 
 }  // namespace ctreg::bind

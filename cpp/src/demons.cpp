@@ -4,8 +4,76 @@
 #include <vector>
 
 #include "ctreg/gradient.hpp"
+#include "ctreg/simd.hpp"
+#include "ctreg/warp.hpp"  // simd_dispatch_enabled()
 
 namespace ctreg {
+
+namespace {
+
+// One row of forces, branch-free so that it vectorises: out (n, 3) and the masked squared
+// differences sq (n, summed by the caller in order).  Every lane computes -d / den and the
+// clip factor; selects zero them where the voxel is masked out or the denominator is too small.
+CTREG_ALWAYS_INLINE inline void forces_row_body(const float* __restrict R, const float* __restrict W,
+                                                const float* __restrict g, const float* __restrict gr,
+                                                const std::uint8_t* __restrict mask, index_t n,
+                                                bool symmetric, double inv_k, double max_step,
+                                                double max_step2, double eps, float* __restrict out,
+                                                double* __restrict sq) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) {
+        const bool counted = mask == nullptr || mask[i] != 0;
+        const double d = double(W[i]) - double(R[i]);
+        double j0, j1, j2;
+        if (symmetric) {
+            j0 = 0.5 * (double(gr[3 * i]) + double(g[3 * i]));
+            j1 = 0.5 * (double(gr[3 * i + 1]) + double(g[3 * i + 1]));
+            j2 = 0.5 * (double(gr[3 * i + 2]) + double(g[3 * i + 2]));
+        } else {
+            j0 = g[3 * i], j1 = g[3 * i + 1], j2 = g[3 * i + 2];
+        }
+        const double den = j0 * j0 + j1 * j1 + j2 * j2 + d * d * inv_k;
+        const bool ok = counted && den > eps;  // false for NaN too
+        const double f = -d / (ok ? den : 1.0);
+        double u0 = f * j0, u1 = f * j1, u2 = f * j2;
+        const double n2 = u0 * u0 + u1 * u1 + u2 * u2;
+        const double c = n2 > max_step2 ? max_step / std::sqrt(n2 > max_step2 ? n2 : 1.0) : 1.0;
+        u0 = ok ? u0 * c : 0.0;
+        u1 = ok ? u1 * c : 0.0;
+        u2 = ok ? u2 * c : 0.0;
+        out[3 * i] = float(u0), out[3 * i + 1] = float(u1), out[3 * i + 2] = float(u2);
+        sq[i] = counted ? d * d : 0.0;
+    }
+}
+
+using ForcesRow = void (*)(const float*, const float*, const float*, const float*,
+                           const std::uint8_t*, index_t, bool, double, double, double, double,
+                           float*, double*);
+
+void forces_row_generic(const float* R, const float* W, const float* g, const float* gr,
+                        const std::uint8_t* mask, index_t n, bool symmetric, double inv_k,
+                        double max_step, double max_step2, double eps, float* out, double* sq) {
+    forces_row_body(R, W, g, gr, mask, n, symmetric, inv_k, max_step, max_step2, eps, out, sq);
+}
+
+#if CTREG_X86_DISPATCH
+__attribute__((target("avx2"))) void forces_row_avx2(const float* R, const float* W, const float* g,
+                                                     const float* gr, const std::uint8_t* mask,
+                                                     index_t n, bool symmetric, double inv_k,
+                                                     double max_step, double max_step2, double eps,
+                                                     float* out, double* sq) {
+    forces_row_body(R, W, g, gr, mask, n, symmetric, inv_k, max_step, max_step2, eps, out, sq);
+}
+#endif
+
+ForcesRow select_forces_row() {
+#if CTREG_X86_DISPATCH
+    if (simd_dispatch_enabled() && __builtin_cpu_supports("avx2")) return &forces_row_avx2;
+#endif
+    return &forces_row_generic;
+}
+
+}  // namespace
 
 double demons_forces(const float* R, const float* W, const float* grad_r, const float* grad_w,
                      const std::uint8_t* mask, const Shape3& s, const Spacing3& sp, bool symmetric,
@@ -14,11 +82,13 @@ double demons_forces(const float* R, const float* W, const float* grad_r, const 
     const double inv_k = 1.0 / norm_mm2;
     const double max_step2 = max_step_mm * max_step_mm;
     const GradientWeights gw(sp);
+    const ForcesRow row_fn = select_forces_row();
     std::vector<double> slice_ssd(static_cast<std::size_t>(nz), 0.0);
     std::vector<index_t> slice_cnt(static_cast<std::size_t>(nz), 0);
 #pragma omp parallel num_threads(ctreg::num_threads())
     {
         std::vector<float> row(grad_w ? 0 : std::size_t(nx * 3));
+        std::vector<double> sq(static_cast<std::size_t>(nx));
 #pragma omp for schedule(dynamic, 1)
         for (index_t k = 0; k < nz; ++k) {
             double ssd = 0.0;
@@ -32,39 +102,14 @@ double demons_forces(const float* R, const float* W, const float* grad_r, const 
                     gradient_row(W, s, gw, k, j, row.data());
                     g = row.data();
                 }
-                const float* gr = symmetric ? grad_r + 3 * at : nullptr;
-                float* o = out + 3 * at;
-                for (index_t i = 0; i < nx; ++i) {
-                    float* oi = o + 3 * i;
-                    if (mask && mask[at + i] == 0) {
-                        oi[0] = oi[1] = oi[2] = 0.0f;
-                        continue;
-                    }
-                    const double d = double(W[at + i]) - double(R[at + i]);
-                    ssd += d * d;
-                    ++cnt;
-                    double j0, j1, j2;
-                    if (symmetric) {
-                        j0 = 0.5 * (double(gr[3 * i]) + double(g[3 * i]));
-                        j1 = 0.5 * (double(gr[3 * i + 1]) + double(g[3 * i + 1]));
-                        j2 = 0.5 * (double(gr[3 * i + 2]) + double(g[3 * i + 2]));
-                    } else {
-                        j0 = g[3 * i], j1 = g[3 * i + 1], j2 = g[3 * i + 2];
-                    }
-                    const double den = j0 * j0 + j1 * j1 + j2 * j2 + d * d * inv_k;
-                    if (!(den > eps)) {  // also NaN
-                        oi[0] = oi[1] = oi[2] = 0.0f;
-                        continue;
-                    }
-                    const double f = -d / den;
-                    double u0 = f * j0, u1 = f * j1, u2 = f * j2;
-                    const double n2 = u0 * u0 + u1 * u1 + u2 * u2;
-                    if (n2 > max_step2) {  // a square root only where the step is clipped
-                        const double c = max_step_mm / std::sqrt(n2);
-                        u0 *= c, u1 *= c, u2 *= c;
-                    }
-                    oi[0] = float(u0), oi[1] = float(u1), oi[2] = float(u2);
-                }
+                const std::uint8_t* mk = mask ? mask + at : nullptr;
+                row_fn(R + at, W + at, g, symmetric ? grad_r + 3 * at : nullptr, mk, nx, symmetric,
+                       inv_k, max_step_mm, max_step2, eps, out + 3 * at, sq.data());
+                for (index_t i = 0; i < nx; ++i) ssd += sq[std::size_t(i)];  // in order
+                if (mk)
+                    for (index_t i = 0; i < nx; ++i) cnt += mk[i] != 0;
+                else
+                    cnt += nx;
             }
             slice_ssd[std::size_t(k)] = ssd;
             slice_cnt[std::size_t(k)] = cnt;
@@ -75,6 +120,33 @@ double demons_forces(const float* R, const float* W, const float* grad_r, const 
     for (index_t k = 0; k < nz; ++k) total += slice_ssd[std::size_t(k)], n += slice_cnt[std::size_t(k)];
     *count = n;
     return total;
+}
+
+// max over the field of |v| in voxels, NaN if any component is NaN (see ctreg.ops.exp_field).
+double max_norm_vox(const float* v, const Shape3& s, const Spacing3& sp) {
+    const double iz2 = 1.0 / (sp.z * sp.z), iy2 = 1.0 / (sp.y * sp.y), ix2 = 1.0 / (sp.x * sp.x);
+    const index_t nz = s.nz, plane = s.ny * s.nx;
+    std::vector<double> slice_max(static_cast<std::size_t>(nz), 0.0);
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < nz; ++k) {
+        const float* p = v + 3 * k * plane;
+        double m = 0.0, total = 0.0;  // total: NaN once any squared norm is NaN
+#pragma omp simd reduction(max : m) reduction(+ : total)
+        for (index_t i = 0; i < plane; ++i) {
+            const double a = p[3 * i], b = p[3 * i + 1], c = p[3 * i + 2];
+            const double n2 = a * a * iz2 + b * b * iy2 + c * c * ix2;
+            total += n2;
+            m = n2 > m ? n2 : m;
+        }
+        slice_max[std::size_t(k)] = total == total ? m : std::nan("");
+    }
+    double best = 0.0;
+    for (index_t k = 0; k < nz; ++k) {
+        const double x = slice_max[std::size_t(k)];
+        if (x != x) return x;
+        if (x > best) best = x;
+    }
+    return std::sqrt(best);
 }
 
 }  // namespace ctreg

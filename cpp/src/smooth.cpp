@@ -45,6 +45,9 @@ constexpr index_t kBlock = 256;  // floats per column block of the z / y passes
 // same sequence of float operations whatever the chunking.
 constexpr index_t kChunk = 32;
 
+// The longest z kernel (in taps each side) that smooth() runs slice by slice (zyx_slices).
+constexpr index_t kMaxFusedRadius = 4;
+
 CTREG_ALWAYS_INLINE inline void filter_run(const float* __restrict c, float* __restrict o, index_t len,
                                            index_t stride, const float* __restrict wc, index_t r) {
     const float w0 = wc[0];
@@ -222,6 +225,115 @@ void yx_slices(const float* src, float* dst, const Shape3& s, index_t C, const s
     }
 }
 
+// z pass of one slice from its 2r + 1 neighbours (clamped to the volume: replicated edges),
+// into zbuf: the same arithmetic, in the same order, as filter_run on rows copied by
+// outer_block, so the result is bit-identical to outer_pass.  up[q] / dn[q] point at slices
+// k + q / k - q (q = 0..r) of src and, if given, of the addend (summed first, as outer_block
+// does).
+CTREG_ALWAYS_INLINE inline void zslice_body(const float* const* up, const float* const* dn,
+                                            const float* const* aup, const float* const* adn,
+                                            float* __restrict zbuf, index_t len,
+                                            const float* __restrict wc, index_t r) {
+    const float w0 = wc[0];
+    for (index_t m0 = 0; m0 < len; m0 += kChunk) {
+        const index_t n = std::min(kChunk, len - m0);
+        float acc[kChunk];
+        if (aup == nullptr) {
+            for (index_t t = 0; t < n; ++t) acc[t] = w0 * up[0][m0 + t];
+            for (index_t q = 1; q <= r; ++q) {
+                const float wq = wc[q];
+                const float* a = up[q] + m0;
+                const float* z = dn[q] + m0;
+                for (index_t t = 0; t < n; ++t) acc[t] += wq * (a[t] + z[t]);
+            }
+        } else {
+            for (index_t t = 0; t < n; ++t) acc[t] = w0 * (up[0][m0 + t] + aup[0][m0 + t]);
+            for (index_t q = 1; q <= r; ++q) {
+                const float wq = wc[q];
+                const float* a = up[q] + m0;
+                const float* z = dn[q] + m0;
+                const float* aa = aup[q] + m0;
+                const float* az = adn[q] + m0;
+                for (index_t t = 0; t < n; ++t) acc[t] += wq * ((a[t] + aa[t]) + (z[t] + az[t]));
+            }
+        }
+        std::memcpy(zbuf + m0, acc, std::size_t(n) * sizeof(float));
+    }
+}
+
+using ZSliceFn = void (*)(const float* const*, const float* const*, const float* const*,
+                          const float* const*, float*, index_t, const float*, index_t);
+
+void zslice_generic(const float* const* up, const float* const* dn, const float* const* aup,
+                    const float* const* adn, float* zbuf, index_t len, const float* wc, index_t r) {
+    zslice_body(up, dn, aup, adn, zbuf, len, wc, r);
+}
+#if CTREG_X86_DISPATCH
+__attribute__((target("avx2"))) void zslice_avx2(const float* const* up, const float* const* dn,
+                                                 const float* const* aup, const float* const* adn,
+                                                 float* zbuf, index_t len, const float* wc, index_t r) {
+    zslice_body(up, dn, aup, adn, zbuf, len, wc, r);
+}
+#endif
+
+ZSliceFn zslice_fn() {
+#if CTREG_X86_DISPATCH
+    if (use_avx2()) return &zslice_avx2;
+#endif
+    return &zslice_generic;
+}
+
+// All three passes slice by slice: the z pass of slice k into a per-thread buffer (its input
+// slices stay in cache for the next k, each thread taking a contiguous run of slices), then
+// the y and x passes from that buffer into the output.  The input is read from memory about
+// once and the output written once, instead of twice each (z pass, then y/x pass).
+void zyx_slices(const float* src, const float* addend, float* dst, const Shape3& s, index_t C,
+                const std::vector<float>& wz, const std::vector<float>& wy,
+                const std::vector<float>& wx) {
+    const index_t rz = index_t(wz.size() / 2), ry = index_t(wy.size() / 2), rx = index_t(wx.size() / 2);
+    const index_t L = s.nx * C, slice = s.ny * L;
+    const index_t ncol = (L + kBlock - 1) / kBlock;
+    const float* wzc = wz.data() + rz;
+    const float* wyc = wy.data() + ry;
+    const float* wxc = wx.data() + rx;
+    const BlockFn rows = block_fn();
+    const LineFn filter = line_fn();
+    const ZSliceFn zpass = zslice_fn();
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        std::vector<float> zbuf(static_cast<std::size_t>(slice));
+        std::vector<float> bufy(ry > 0 ? std::size_t((s.ny + 2 * ry) * kBlock) : 0);
+        std::vector<float> bufx(rx > 0 ? std::size_t((s.nx + 2 * rx) * C) : 0);
+        std::vector<const float*> up(std::size_t(rz + 1)), dn(std::size_t(rz + 1)),
+            aup(std::size_t(rz + 1)), adn(std::size_t(rz + 1));
+#pragma omp for schedule(static)
+        for (index_t k = 0; k < s.nz; ++k) {
+            for (index_t q = 0; q <= rz; ++q) {
+                const index_t ku = std::min(k + q, s.nz - 1), kd = std::max<index_t>(k - q, 0);
+                up[std::size_t(q)] = src + ku * slice;
+                dn[std::size_t(q)] = src + kd * slice;
+                if (addend) {
+                    aup[std::size_t(q)] = addend + ku * slice;
+                    adn[std::size_t(q)] = addend + kd * slice;
+                }
+            }
+            zpass(up.data(), dn.data(), addend ? aup.data() : nullptr, addend ? adn.data() : nullptr,
+                  zbuf.data(), slice, wzc, rz);
+            const float* sk = zbuf.data();
+            float* dk = dst + k * slice;
+            if (ry > 0) {
+                for (index_t c = 0; c < ncol; ++c) outer_block(sk, dk, s.ny, L, c * kBlock, bufy.data(), rows, wyc, ry);
+                sk = dk;
+            }
+            if (rx > 0)
+                for (index_t j = 0; j < s.ny; ++j)
+                    inner_line(sk + j * L, dk + j * L, s.nx, C, bufx.data(), filter, wxc, rx);
+            else if (sk != dk)
+                std::memcpy(dk, sk, std::size_t(slice) * sizeof(float));
+        }
+    }
+}
+
 std::vector<float> to_float(const std::vector<double>& w) { return std::vector<float>(w.begin(), w.end()); }
 
 }  // namespace
@@ -233,6 +345,14 @@ void smooth(const float* array, const Shape3& s, int ncomp, const double sigma_v
     const std::vector<float> wx = to_float(gaussian_kernel(sigma_vox[2], truncate));
     const index_t C = ncomp;
     const float* src = array;
+    // All passes fused slice by slice for short z kernels; a long one reads too many slices per
+    // output slice (the separate z pass streams better there: measured on 79 x 60 x 64 x 3,
+    // sigma 1 voxel 0.99 -> 0.69 ms fused, sigma 2.5 voxels 1.28 -> 1.40 ms).
+    if (wz.size() > 1 && wz.size() <= 2 * kMaxFusedRadius + 1 &&
+        s.nz >= 4 * index_t(ctreg::num_threads())) {
+        zyx_slices(src, addend, out, s, C, wz, wy, wx);
+        return;
+    }
     if (wz.size() > 1) {
         outer_pass(src, out, 1, s.nz, s.ny * s.nx * C, wz, addend);
         src = out;

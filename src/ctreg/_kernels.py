@@ -29,7 +29,6 @@ __all__ = [
     "invert_step_kernel",
     "jacobian_determinant_kernel",
     "jacobian_stats_kernel",
-    "max_norm_vox_kernel",
     "resample_field_kernel",
     "scale_field_kernel",
 ]
@@ -125,41 +124,6 @@ def scale_field_kernel(v, factor, out):
             for i in range(nx):
                 for c in range(3):
                     out[k, j, i, c] = np.float64(v[k, j, i, c]) * factor
-
-
-@njit(cache=True, parallel=True)
-def max_norm_vox_kernel(v, sz, sy, sx):
-    """max over the grid of |v(p)| measured in voxels: sqrt((vz/sz)^2 + (vy/sy)^2 + (vx/sx)^2).
-
-    NaN anywhere gives NaN.  (Squared norms with precomputed 1/s^2, one square root at the end,
-    and NaN detected through a running sum: no division or test per voxel beyond the max.)
-    """
-    nz, ny, nx = v.shape[0], v.shape[1], v.shape[2]
-    iz2 = 1.0 / (sz * sz)
-    iy2 = 1.0 / (sy * sy)
-    ix2 = 1.0 / (sx * sx)
-    slice_max = np.zeros(nz, dtype=np.float64)
-    for k in prange(nz):
-        m = 0.0
-        total = 0.0  # NaN once any squared norm is NaN
-        for j in range(ny):
-            for i in range(nx):
-                a = np.float64(v[k, j, i, 0])
-                b = np.float64(v[k, j, i, 1])
-                c = np.float64(v[k, j, i, 2])
-                n2 = a * a * iz2 + b * b * iy2 + c * c * ix2
-                total += n2
-                if n2 > m:
-                    m = n2
-        slice_max[k] = m if total == total else np.nan
-    best = 0.0
-    for k in range(nz):
-        x = slice_max[k]
-        if math.isnan(x):
-            return x
-        if x > best:
-            best = x
-    return math.sqrt(best)
 
 
 @njit(cache=True, parallel=True)

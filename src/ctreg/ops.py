@@ -172,7 +172,6 @@ def preload_kernels() -> float:
     x = 1.0
     # the argument types the façades pass (same dtypes, layouts and Python scalars)
     signatures = [
-        (_kernels.max_norm_vox_kernel, (f4, x, x, x)),
         (_kernels.scale_field_kernel, (f4, x, f4)),
         (_kernels.jacobian_determinant_kernel, (f4, x, x, x, f3)),
         (_kernels.jacobian_stats_kernel, (f3, b3, True)),
@@ -896,7 +895,7 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True
     _require_field("velocity", velocity)
     sz, sy, sx = _require_spacing("spacing", spacing)
     step = _require_positive("max_step_vox", max_step_vox)
-    vmax = float(_kernels.max_norm_vox_kernel(velocity, sz, sy, sx))
+    vmax = float(_native.max_norm_vox(velocity, (sz, sy, sx)))
     if not np.isfinite(vmax):
         raise ValueError("velocity contains NaN or infinity")
     n = 0 if vmax <= step else int(np.ceil(np.log2(vmax / step)))

@@ -19,4 +19,8 @@ double demons_forces(const float* reference, const float* warped, const float* g
                      const Spacing3& spacing, bool symmetric, double norm_mm2,
                      double max_step_mm, double eps, float* out, index_t* count);
 
+// max over the (z, y, x, 3) field v of sqrt((vz/sz)^2 + (vy/sy)^2 + (vx/sx)^2) (its length
+// in voxels); NaN when any component is NaN.  The max does not depend on the summation order.
+double max_norm_vox(const float* v, const Shape3& s, const Spacing3& spacing);
+
 }  // namespace ctreg
