@@ -56,6 +56,8 @@ KERNELS = [
     ("demons_forces_inline_gradient", lambda rng: ops.demons_forces(
         _img(rng) * 100, _img(rng) * 100, _field(rng), None, spacing=(2.0, 0.7, 0.8),
         mask=_img(rng) > -0.5)[0]),
+    ("resample_field", lambda rng: ops.resample_field(
+        _field(rng), (2.0, 0.7, 0.8), (17, 21, 15), (1.3, 0.5, 0.9), origin_mm=(-1.0, 0.5, 2.0))),
     ("resample_composed", lambda rng: ops.resample_composed(
         _img(rng), _field(rng), _field(rng), (2.0, 0.7, 0.8), out_to_world=np.diag([2.0, 0.7, 0.8, 1.0]),
         world_to_image=np.linalg.inv(_aff(rng)), fill=-1.0)),
@@ -188,7 +190,7 @@ def test_preload_kernels_covers_every_numba_signature_register_uses():
     kernels = {name: getattr(_kernels, name) for name in _kernels.__all__}
     before = {name: set(k.signatures) for name, k in kernels.items()}
     preloaded = {name for name, sigs in before.items() if sigs}
-    assert {"scale_field_kernel", "jacobian_stats_kernel", "resample_field_kernel"} <= preloaded
+    assert {"scale_field_kernel", "jacobian_stats_kernel", "affine_field_kernel"} <= preloaded
     pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)
     ctreg.register(pair.reference, pair.floating, preset="fast", ffd={"iterations": (2,)},
                    demons={"iterations": (2,)}, affine={"iterations": (2,)})

@@ -172,6 +172,22 @@ farray resample_composed_py(const farray& image, const farray& inner, const farr
     return out;
 }
 
+farray resample_field_py(const farray& field, const std::vector<double>& step,
+                         const std::vector<double>& first, const std::vector<index_t>& out_shape) {
+    const Shape3 fs = field_shape(field, "field");
+    check_image_size(fs);
+    if (step.size() != 3 || first.size() != 3) throw py::value_error("step and first must be (z, y, x)");
+    const Shape3 os = out_shape3(out_shape);
+    farray out({os.nz, os.ny, os.nx, index_t(3)});
+    const float* src = field.data();
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        resample_field(src, fs, step.data(), first.data(), dst, os);
+    }
+    return out;
+}
+
 }  // namespace
 
 void bind_warp(py::module_& m) {
@@ -186,6 +202,9 @@ void bind_warp(py::module_& m) {
     m.def("compose_fields", &compose_fields_py, py::arg("outer").noconvert(),
           py::arg("inner").noconvert(), py::arg("spacing"),
           "Displacement of phi_outer o phi_inner (see ctreg/warp.hpp).");
+    m.def("resample_field", &resample_field_py, py::arg("field").noconvert(), py::arg("step"),
+          py::arg("first"), py::arg("out_shape"),
+          "Trilinear resampling of a vector field on an axis-aligned grid (see ctreg/warp.hpp).");
     m.def("resample_composed", &resample_composed_py, py::arg("image").noconvert(),
           py::arg("inner").noconvert(), py::arg("outer").noconvert(), py::arg("spacing"),
           py::arg("out_to_world").noconvert(), py::arg("world_to_image").noconvert(),

@@ -575,6 +575,25 @@ void resample_composed(const float* image, const Shape3& in, const float* inner,
     }
 }
 
+void resample_field(const float* field, const Shape3& fs, const double step[3],
+                    const double first[3], float* out, const Shape3& os) {
+    const Field fld(field, fs);
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        std::vector<float> line(std::size_t(fs.nx * 3));
+#pragma omp for collapse(2) schedule(static)
+        for (index_t k = 0; k < os.nz; ++k) {
+            for (index_t j = 0; j < os.ny; ++j) {
+                // the field's x line at this output row (bilinear in z and y), then along x
+                fld.line(first[0] + double(k) * step[0], first[1] + double(j) * step[1], line.data());
+                float* o = out + os.at(k, j, 0) * 3;
+                for (index_t i = 0; i < os.nx; ++i)
+                    fld.along(line.data(), first[2] + double(i) * step[2], o + 3 * i);
+            }
+        }
+    }
+}
+
 void affine_moments(const float* image, const Shape3& in, const float* const grad[3],
                     const float* reference, const std::uint8_t* mask, const Shape3& os,
                     const Mat4& A, float valid_min, double* out) {

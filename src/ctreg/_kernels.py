@@ -29,7 +29,6 @@ __all__ = [
     "invert_step_kernel",
     "jacobian_determinant_kernel",
     "jacobian_stats_kernel",
-    "resample_field_kernel",
     "scale_field_kernel",
 ]
 
@@ -162,50 +161,6 @@ def jacobian_determinant_kernel(u, sz, sy, sx, out):
                     - m01 * (m10 * m22 - m12 * m20)
                     + m02 * (m10 * m21 - m11 * m20)
                 )
-
-
-@njit(cache=True)
-def _axis_table(n_out, ratio, first, n_in):
-    """Lower index, upper index and upper weight of each output position first + q * ratio
-    (in input voxels, clamped to the input grid)."""
-    lo = np.empty(n_out, dtype=np.int64)
-    hi = np.empty(n_out, dtype=np.int64)
-    w = np.empty(n_out, dtype=np.float64)
-    for q in range(n_out):
-        lo[q], hi[q], w[q] = _clamp_axis(q * ratio + first, n_in)
-    return lo, hi, w
-
-
-@njit(cache=True, parallel=True)
-def resample_field_kernel(field, sz, sy, sx, osz, osy, osx, out, oz0=0.0, oy0=0.0, ox0=0.0):
-    """out[k, j, i] = field at mm position (oz0 + k*osz, oy0 + j*osy, ox0 + i*osx), trilinear,
-    border clamp.
-
-    The input grid has its index 0 at mm 0.  Components are copied unchanged (they are mm).
-    The map is separable, so the cells and weights come from one table per axis.
-    """
-    nz, ny, nx = out.shape[0], out.shape[1], out.shape[2]
-    mz, my, mx = field.shape[0], field.shape[1], field.shape[2]
-    z0, z1, wz = _axis_table(nz, osz / sz, oz0 / sz, mz)
-    y0, y1, wy = _axis_table(ny, osy / sy, oy0 / sy, my)
-    x0, x1, wx = _axis_table(nx, osx / sx, ox0 / sx, mx)
-    for k in prange(nz):
-        za, zb, fz = z0[k], z1[k], wz[k]
-        for j in range(ny):
-            ya, yb, fy = y0[j], y1[j], wy[j]
-            w00 = (1.0 - fz) * (1.0 - fy)
-            w01 = (1.0 - fz) * fy
-            w10 = fz * (1.0 - fy)
-            w11 = fz * fy
-            for i in range(nx):
-                xa, xb, fx = x0[i], x1[i], wx[i]
-                gx = 1.0 - fx
-                for c in range(3):
-                    out[k, j, i, c] = (
-                        w00 * (gx * field[za, ya, xa, c] + fx * field[za, ya, xb, c])
-                        + w01 * (gx * field[za, yb, xa, c] + fx * field[za, yb, xb, c])
-                        + w10 * (gx * field[zb, ya, xa, c] + fx * field[zb, ya, xb, c])
-                        + w11 * (gx * field[zb, yb, xa, c] + fx * field[zb, yb, xb, c]))
 
 
 @njit(cache=True, parallel=True)

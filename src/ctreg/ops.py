@@ -176,7 +176,6 @@ def preload_kernels() -> float:
         (_kernels.jacobian_determinant_kernel, (f4, x, x, x, f3)),
         (_kernels.jacobian_stats_kernel, (f3, b3, True)),
         (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
-        (_kernels.resample_field_kernel, (f4, x, x, x, x, x, x, f4, x, x, x)),
     ]
     for kernel, args in signatures:
         kernel.compile(tuple(numba.typeof(a) for a in args))
@@ -1047,7 +1046,8 @@ def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.
     Output point (k, j, i) sits at mm ``origin_mm + (k*oz, j*oy, i*ox)`` of the input grid
     (whose index 0 is at mm 0) and takes the trilinear value of ``field`` there, the position
     clamped to the input grid (so beyond it the border value continues, as ``np.pad(mode=
-    "edge")``).  Components are copied unchanged (they are mm).  Downsampling does not smooth:
+    "edge")``).  Components are copied unchanged (they are mm).  C++ (ctreg/warp.hpp): the
+    field's x line is interpolated once per output row, then only along x.  Downsampling does not smooth:
     the caller smooths first to avoid aliasing.
 
     Parameters
@@ -1077,6 +1077,6 @@ def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.
     origin = np.asarray(origin_mm, dtype=np.float64)
     if origin.shape != (3,) or not np.isfinite(origin).all():
         raise ValueError(f"origin_mm must be three finite numbers (z, y, x), got {origin_mm!r}")
-    out = np.empty(tuple(int(n) for n in shape) + (3,), dtype=np.float32)
-    _kernels.resample_field_kernel(field, sz, sy, sx, oz, oy, ox, out, *(float(v) for v in origin))
-    return out
+    step = [oz / sz, oy / sy, ox / sx]
+    first = [float(origin[0]) / sz, float(origin[1]) / sy, float(origin[2]) / sx]
+    return _native.resample_field(field, step, first, [int(n) for n in shape])

@@ -54,6 +54,11 @@ void resample_composed(const float* image, const Shape3& in, const float* inner,
                        const Mat4& out_to_world, const Mat4& world_to_image, float* out,
                        float fill);
 
+// out (os, 3): the (fs, 3) field trilinearly at field index first + (k, j, i) * step (per axis),
+// the index clamped to the field's grid (its border value continues outside).
+void resample_field(const float* field, const Shape3& fs, const double step[3],
+                    const double first[3], float* out, const Shape3& os);
+
 // Sums for the exact value and gradient of SSD or NCC with respect to an affine map, fused
 // with the resampling (no image is written).  For every output voxel q = (k, j, i) with
 // mask[q] != 0 (mask: uint8 on the output grid, nullptr = all): x = out_to_in q; the image is
