@@ -149,9 +149,10 @@ farray compose_fields_py(const farray& outer, const farray& inner, const py::seq
     return out;
 }
 
-farray resample_composed_py(const farray& image, const farray& inner, const farray& outer,
-                           const py::sequence& spacing, const darray& out_to_world,
-                           const darray& world_to_image, float fill) {
+py::object resample_composed_py(const farray& image, const farray& inner, const farray& outer,
+                                const py::sequence& spacing, const darray& out_to_world,
+                                const darray& world_to_image, float fill,
+                                const std::optional<float>& valid_min, float invalid_value) {
     const Shape3 in = shape3(image, "image");
     check_image_size(in);
     const Shape3 fs = field_shape(inner, "inner");
@@ -165,11 +166,18 @@ farray resample_composed_py(const farray& image, const farray& inner, const farr
     const float* a = inner.data();
     const float* b = outer.data();
     float* dst = out.mutable_data();
-    {
+    if (!valid_min) {
         py::gil_scoped_release release;
         resample_composed(src, in, a, b, fs, sp, o2w, w2i, dst, fill);
+        return std::move(out);
     }
-    return out;
+    u8array valid({fs.nz, fs.ny, fs.nx});
+    std::uint8_t* vd = valid.mutable_data();
+    {
+        py::gil_scoped_release release;
+        resample_composed(src, in, a, b, fs, sp, o2w, w2i, dst, fill, vd, *valid_min, invalid_value);
+    }
+    return py::make_tuple(out, valid);
 }
 
 farray resample_field_py(const farray& field, const std::vector<double>& step,
@@ -208,8 +216,9 @@ void bind_warp(py::module_& m) {
     m.def("resample_composed", &resample_composed_py, py::arg("image").noconvert(),
           py::arg("inner").noconvert(), py::arg("outer").noconvert(), py::arg("spacing"),
           py::arg("out_to_world").noconvert(), py::arg("world_to_image").noconvert(),
-          py::arg("fill"),
-          "Trilinear resampling through phi_outer o phi_inner without writing it (see ctreg/warp.hpp).");
+          py::arg("fill"), py::arg("valid_min") = py::none(), py::arg("invalid_value") = 0.0f,
+          "Trilinear resampling through phi_outer o phi_inner without writing it -> warped, or "
+          "(warped, valid) with valid_min (see ctreg/warp.hpp).");
     m.def("affine_moments", &affine_moments_py, py::arg("image").noconvert(),
           py::arg("grad_z").noconvert(), py::arg("grad_y").noconvert(), py::arg("grad_x").noconvert(),
           py::arg("reference").noconvert(), py::arg("mask").noconvert(), py::arg("matrix").noconvert(),

@@ -541,7 +541,7 @@ void compose_fields(const float* outer, const float* inner, const Shape3& s,
 void resample_composed(const float* image, const Shape3& in, const float* inner,
                        const float* outer, const Shape3& fs, const Spacing3& sp,
                        const Mat4& out_to_world, const Mat4& world_to_image, float* out,
-                       float fill) {
+                       float fill, std::uint8_t* valid, float valid_min, float invalid_value) {
     check_field_offsets(fs);
     const Image img(image, in);
     const Mat4 A = compose(world_to_image, out_to_world);  // output index -> image index
@@ -570,6 +570,15 @@ void resample_composed(const float* image, const Shape3& in, const float* inner,
                 A.apply(double(k), double(j), 0.0, g.z0, g.y0, g.x0);
                 prepare(img, b, nx, g, u.data());
                 sample_row<1>(img, b, nx, out + at, fill);
+                if (valid) {
+                    float* o = out + at;
+                    std::uint8_t* v = valid + at;
+                    for (index_t i = 0; i < nx; ++i) {
+                        const bool ok = o[i] >= valid_min;  // false for NaN
+                        o[i] = ok ? o[i] : invalid_value;
+                        v[i] = ok ? 1 : 0;
+                    }
+                }
             }
         }
     }

@@ -64,11 +64,12 @@ class Level:
                 raise ValueError("outer needs u_frame (use warp(transform, outer) alone instead)")
             warped = ops.resample_affine(self.floating.array, to_index @ self.out_to_frame,
                                          self.shape, order=1, fill=SENTINEL)
-        elif outer is not None:
-            warped = ops.resample_composed(self.floating.array, u_frame, outer,
-                                           tuple(float(s) for s in self.spacing),
-                                           out_to_world=self.out_to_frame,
-                                           world_to_image=to_index, fill=SENTINEL)
+        elif outer is not None:  # validity decided in the same pass
+            return ops.resample_composed(self.floating.array, u_frame, outer,
+                                         tuple(float(s) for s in self.spacing),
+                                         out_to_world=self.out_to_frame, world_to_image=to_index,
+                                         fill=SENTINEL, valid_min=self.clip_low - 0.5,
+                                         invalid_value=self.clip_low)
         else:
             warped = ops.resample_displacement(
                 self.floating.array, u_frame, out_to_world=self.out_to_frame,

@@ -314,7 +314,7 @@ __all__ += ["resample_composed"]
 
 
 def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_image,
-                      fill=0.0) -> np.ndarray:
+                      fill=0.0, valid_min=None, invalid_value=0.0):
     """``resample_displacement(image, compose_fields(outer, inner, spacing), ...)`` (trilinear,
     the field on the output grid) in one pass, without writing the composed field; the result
     is the same bit for bit.
@@ -327,10 +327,13 @@ def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_im
         of ``out_to_world``'s points).
     spacing : (z, y, x) mm of the fields' grid.
     out_to_world, world_to_image, fill : as for ``resample_displacement``.
+    valid_min, invalid_value : optional; with ``valid_min`` the result is ``(warped, valid)``:
+        ``valid`` (uint8) is 1 where the sample is >= valid_min, and ``warped`` holds
+        ``invalid_value`` where it is not (as ``warp_with_gradient`` does).
 
     Returns
     -------
-    (z, y, x) float32 on the fields' grid.
+    (z, y, x) float32 on the fields' grid, or (that, (z, y, x) uint8) with ``valid_min``.
     """
     image = _require_f32("image", image, 3)
     _nonempty("image", image)
@@ -342,7 +345,10 @@ def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_im
     o2w = _matrix4("out_to_world", out_to_world)
     w2i = _matrix4("world_to_image", world_to_image)
     _, fill = _order_fill(1, fill)
-    return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill)
+    if valid_min is None:
+        return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill)
+    return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill, float(valid_min),
+                                     float(invalid_value))
 
 
 __all__ += ["warp_with_gradient"]

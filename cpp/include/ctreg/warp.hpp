@@ -48,11 +48,13 @@ void compose_fields(const float* outer, const float* inner, const Shape3& shape,
 // phi_outer ∘ phi_inner, without writing it: out equals
 // resample_displacement(image, compose_fields(outer, inner), ...) bit for bit.  inner and outer
 // are (shape, 3) fields as for compose_fields (spacing: their grid's, in mm); the output grid
-// is theirs.
+// is theirs.  With valid (uint8, on the output grid; may be nullptr): valid[q] = out[q] >=
+// valid_min, and out[q] = invalid_value where it is not.
 void resample_composed(const float* image, const Shape3& in, const float* inner,
                        const float* outer, const Shape3& shape, const Spacing3& spacing,
                        const Mat4& out_to_world, const Mat4& world_to_image, float* out,
-                       float fill);
+                       float fill, std::uint8_t* valid = nullptr, float valid_min = 0.0f,
+                       float invalid_value = 0.0f);
 
 // out (os, 3): the (fs, 3) field trilinearly at field index first + (k, j, i) * step (per axis),
 // the index clamped to the field's grid (its border value continues outside).
