@@ -9,7 +9,8 @@ installed) on the same pairs, in one run.  Not a test.
 Every method runs in its own process (a fresh interpreter) with the same thread count
 (``--threads``, default 2: OMP/NUMBA/ITK/CTREG thread variables and each library's own setting).
 Per method and pair: wall time of the registration (from the loaded images to the warped
-floating scan; loading and evaluation are not timed), peak RSS of that process, target
+floating scan; loading and evaluation are not timed; with ``--repeat N`` the median of N runs,
+each in a fresh process), peak RSS of that process, target
 registration error (TRE) mean / median / 95th percentile / max on the landmark pairs, NCC between
 the reference and the warped floating scan inside the reference body, % of body voxels with
 Jacobian determinant <= 0 and the SD of log Jacobian.  All metrics are computed by the same code
@@ -31,6 +32,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +115,24 @@ def run_in_process(method_name: str, spec: dict, threads: int, timeout_s: float)
         return row
 
 
+def repeated(method_name: str, spec: dict, threads: int, timeout_s: float, repeat: int) -> dict:
+    """run_in_process ``repeat`` times (fresh processes): the first run's row, with ``time_s``
+    the median of the runs' times, ``time_runs_s`` all of them and ``peak_rss_mb`` the largest.
+    A failed run makes the row failed."""
+    rows = []
+    for _ in range(repeat):
+        row = run_in_process(method_name, spec, threads, timeout_s)
+        if row.get("status") != "ok":
+            return row
+        rows.append(row)
+    out = dict(rows[0])
+    times = [r["time_s"] for r in rows]
+    out["time_runs_s"] = times
+    out["time_s"] = float(statistics.median(times))
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
+    return out
+
+
 # -- the run -----------------------------------------------------------------------------------------
 
 def machine_info(threads: int) -> dict:
@@ -181,14 +201,21 @@ def markdown(results: dict) -> str:
             if r.get("status") != "ok":
                 lines.append(f"| {pair_name} | {name} | {r.get('status')} |" + " |" * 9)
                 continue
+            t = r["time_s"]
             lines.append(
-                f"| {pair_name} | {name} | {_fmt(r['time_s'], 1)} | {_fmt(r['peak_rss_mb'], 0)} | "
+                f"| {pair_name} | {name} | {_fmt(t, 2 if t < 10 else 1)} | {_fmt(r['peak_rss_mb'], 0)} | "
                 f"{_fmt(r['tre_mean_mm'])} | {_fmt(r['tre_median_mm'])} | {_fmt(r['tre_p95_mm'])} | "
                 f"{_fmt(r['tre_max_mm'])} | {_fmt(r['ncc_body'], 4)} | "
                 f"{_fmt(r['jacobian_nonpositive_pct'], 3)} | {_fmt(r['log_jacobian_sd'], 3)} |")
         setups = [f"{name} {r['setup_s']:.2f} s" for name, r in rows.items()
                   if r.get("status") == "ok" and r.get("setup_s") is not None]
+        spreads = [f"{name} {min(r['time_runs_s']):.2f}-{max(r['time_runs_s']):.2f} s"
+                   for name, r in rows.items()
+                   if r.get("status") == "ok" and len(r.get("time_runs_s") or []) > 1]
         lines += [""] + [f"- {v}" for v in verdict(rows)]
+        if spreads:
+            n = max(len(r.get("time_runs_s") or []) for r in rows.values())
+            lines.append(f"- time: median of {n} runs, each in a fresh process; range " + ", ".join(spreads))
         if setups:
             lines.append("- untimed start-up, like an import (ctreg: Numba kernels loaded from its cache): "
                          + ", ".join(setups))
@@ -278,6 +305,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per method and pair")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every method this many times, each in a fresh process, and report "
+                         "the median time (and the spread); accuracy comes from the first run")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--no-warmup", action="store_true",
                     help="do not run ctreg once untimed first (fills Numba's on-disk cache)")
@@ -289,6 +319,8 @@ def main(argv=None) -> int:
     if args.merge:
         return write_outputs(merge_results([Path(p) for p in args.merge], argv), Path(args.out))
 
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     if bool(args.reference) != bool(args.floating):
         ap.error("a user pair needs both --reference and --floating")
     specs = []
@@ -330,7 +362,7 @@ def main(argv=None) -> int:
             if method.needs_truth and not info.get("true_map"):
                 continue
             log.info("%s: %s ...", spec["name"], name)
-            row = run_in_process(name, spec, args.threads, args.timeout)
+            row = repeated(name, spec, args.threads, args.timeout, args.repeat)
             rows[name] = row
             if row["status"] == "ok":
                 log.info("%s: %s: %.1f s, %.0f MB, TRE mean %s mm, NCC %.4f, %% J<=0 %.3f", spec["name"], name,

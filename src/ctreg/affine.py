@@ -121,11 +121,10 @@ class _Objective:
         to_world = np.linalg.inv(ad).T
         s0_w = to_world @ s0
         s1_w = to_world @ (s_idx @ self.idx_to_world_lin.T + np.outer(s0, self.p0_minus_c))
-        grad = np.zeros(n)
+        grad = np.empty(n)
         grad[:3] = s0_w
         dA = affine_matrix_derivatives(self.full(theta), n)
-        for m in range(3, n):
-            grad[m] = float(np.sum(s1_w * dA[m]))
+        grad[3:] = np.tensordot(dA[3:], s1_w, axes=([1, 2], [0, 1]))  # Σ s1_w ⊙ dA[m]
         return grad
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import metrics, ops
 from .pyramid import downsample
-from .transforms import AffineTransform, ReferenceFrame, frame_to_image_matrix
+from .transforms import AffineTransform, ReferenceFrame
 from .volume import Volume
 
 __all__ = ["Level", "build_level", "SENTINEL"]
@@ -37,6 +37,8 @@ class Level:
     clip_low: float
     _reference_gradient: np.ndarray | None = None
     _floating_gradient: list | None = None
+    _index_from_world: np.ndarray | None = None
+    _world_from_frame: np.ndarray | None = None
 
     @property
     def reference_gradient(self) -> np.ndarray:
@@ -45,8 +47,12 @@ class Level:
         return self._reference_gradient
 
     def frame_to_floating_index(self, transform: AffineTransform) -> np.ndarray:
-        """4x4: reference-frame point -> continuous floating index, through ``transform``."""
-        return frame_to_image_matrix(self.frame, transform, self.floating)
+        """4x4: reference-frame point -> continuous floating index, through ``transform``
+        (``transforms.frame_to_image_matrix``, with its two constant factors computed once)."""
+        if self._index_from_world is None:
+            self._index_from_world = np.linalg.inv(self.floating.affine)
+            self._world_from_frame = self.frame.frame_to_world_matrix()
+        return self._index_from_world @ transform.homogeneous() @ self._world_from_frame
 
     def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None, *,
              outer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
