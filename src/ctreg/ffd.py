@@ -43,12 +43,12 @@ def control_spacing_vox(control_spacing_mm: float, spacing) -> tuple[int, int, i
 MAX_COEFFICIENT = 0.4
 
 
-#: Iterations a level runs before FFDOptions.tolerance may end it (L-BFGS's first steps are
-#: short line searches whose decrease says little about convergence).
+#: Iterations an L-BFGS run makes before stop_when_slow may end it (the first steps are short
+#: line searches whose decrease says little about convergence).
 MIN_ITERATIONS = 3
 
 
-def _stop_when_slow(tolerance: float):
+def stop_when_slow(tolerance: float):
     """An L-BFGS-B callback that ends the run (StopIteration) once an iteration, from the
     MIN_ITERATIONS-th on, lowered the cost by less than ``tolerance`` times its magnitude."""
     costs: list[float] = []
@@ -117,7 +117,7 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
                    options={"maxiter": options.iterations[level_number],
                             "maxfun": 2 * options.iterations[level_number] + 10,
                             "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12},
-                   callback=_stop_when_slow(options.tolerance))
+                   callback=stop_when_slow(options.tolerance))
     before, after = costs[0], float(res.fun)
     if not after <= before:  # never make it worse (nor return a NaN cost)
         res.x[:] = 0.0
