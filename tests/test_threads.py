@@ -56,6 +56,7 @@ KERNELS = [
     ("demons_forces_inline_gradient", lambda rng: ops.demons_forces(
         _img(rng) * 100, _img(rng) * 100, _field(rng), None, spacing=(2.0, 0.7, 0.8),
         mask=_img(rng) > -0.5)[0]),
+    ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), (2.0, 0.7, 0.8))),
     ("resample_field", lambda rng: ops.resample_field(
         _field(rng), (2.0, 0.7, 0.8), (17, 21, 15), (1.3, 0.5, 0.9), origin_mm=(-1.0, 0.5, 2.0))),
     ("resample_composed", lambda rng: ops.resample_composed(
@@ -86,6 +87,7 @@ KERNELS += [
         _img(rng) + 1.0, rng.random(_SHAPE) > 0.3).values()], dtype=np.float64)),
     ("affine_field", lambda rng: ops.affine_field(_field(rng), rng.normal(0, 1, (3, 3)), rng.normal(0, 1, (3, 4)))),
     ("invert_field", lambda rng: ops.invert_field(_field(rng, amp=0.3), _SP)),
+    ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), (2.0, 0.7, 0.8))),
     ("resample_field", lambda rng: ops.resample_field(_field(rng), _SP, (7, 9, 11), (3.9, 1.3, 1.4))),
     ("demons_forces", lambda rng: tuple(np.asarray(a) for a in ops.demons_forces(
         _img(rng), _img(rng), _field(rng), _field(rng), mask=rng.random(_SHAPE) > 0.4, spacing=_SP))),

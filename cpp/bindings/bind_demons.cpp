@@ -52,6 +52,22 @@ void bind_demons(py::module_& m) {
         },
         py::arg("velocity").noconvert(), py::arg("spacing"),
         "max |v| in voxels over a (z,y,x,3) field (NaN if any NaN); see ctreg/demons.hpp.");
+    m.def(
+        "jacobian_determinant",
+        [](const farray& u, const py::sequence& spacing) {
+            const Shape3 s = field_shape(u, "displacement");
+            const Spacing3 sp = spacing3(spacing, "spacing");
+            farray out({s.nz, s.ny, s.nx});
+            const float* p = u.data();
+            float* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                jacobian_determinant(p, s, sp, o);
+            }
+            return out;
+        },
+        py::arg("displacement").noconvert(), py::arg("spacing"),
+        "det(I + grad u) of a (z,y,x,3) field in mm; see ctreg/demons.hpp.");
 }
 
 }  // namespace ctreg::bind

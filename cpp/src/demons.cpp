@@ -1,5 +1,6 @@
 #include "ctreg/demons.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -147,6 +148,45 @@ double max_norm_vox(const float* v, const Shape3& s, const Spacing3& sp) {
         if (x > best) best = x;
     }
     return std::sqrt(best);
+}
+
+// det(I + grad u) per voxel (see demons.hpp), in double; differences times 1 / h.
+void jacobian_determinant(const float* u, const Shape3& s, const Spacing3& sp, float* out) {
+    const index_t nz = s.nz, ny = s.ny, nx = s.nx;
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < nz; ++k) {
+        const index_t kz0 = std::max<index_t>(k - 1, 0), kz1 = std::min(k + 1, nz - 1);
+        const double ihz = 1.0 / (kz1 > kz0 ? double(kz1 - kz0) * sp.z : 1.0);
+        for (index_t j = 0; j < ny; ++j) {
+            const index_t jy0 = std::max<index_t>(j - 1, 0), jy1 = std::min(j + 1, ny - 1);
+            const double ihy = 1.0 / (jy1 > jy0 ? double(jy1 - jy0) * sp.y : 1.0);
+            const float* zp = u + 3 * s.at(kz1, j, 0);
+            const float* zm = u + 3 * s.at(kz0, j, 0);
+            const float* yp = u + 3 * s.at(k, jy1, 0);
+            const float* ym = u + 3 * s.at(k, jy0, 0);
+            const float* row = u + 3 * s.at(k, j, 0);
+            float* o = out + s.at(k, j, 0);
+            const double cx = 0.5 / sp.x, ex = 1.0 / sp.x;  // 1 / h along x: central, one-sided
+            for (index_t i = 0; i < nx; ++i) {
+                const index_t ix0 = std::max<index_t>(i - 1, 0), ix1 = std::min(i + 1, nx - 1);
+                const double ihx = ix1 - ix0 == 2 ? cx : (ix1 > ix0 ? ex : 1.0);
+                const float *a = zp + 3 * i, *b = zm + 3 * i, *c = yp + 3 * i, *d = ym + 3 * i;
+                const float *e = row + 3 * ix1, *f = row + 3 * ix0;
+                // rows: component (z, y, x); columns: derivative along (z, y, x)
+                const double m00 = 1.0 + (double(a[0]) - double(b[0])) * ihz;
+                const double m01 = (double(c[0]) - double(d[0])) * ihy;
+                const double m02 = (double(e[0]) - double(f[0])) * ihx;
+                const double m10 = (double(a[1]) - double(b[1])) * ihz;
+                const double m11 = 1.0 + (double(c[1]) - double(d[1])) * ihy;
+                const double m12 = (double(e[1]) - double(f[1])) * ihx;
+                const double m20 = (double(a[2]) - double(b[2])) * ihz;
+                const double m21 = (double(c[2]) - double(d[2])) * ihy;
+                const double m22 = 1.0 + (double(e[2]) - double(f[2])) * ihx;
+                o[i] = float(m00 * (m11 * m22 - m12 * m21) - m01 * (m10 * m22 - m12 * m20) +
+                             m02 * (m10 * m21 - m11 * m20));
+            }
+        }
+    }
 }
 
 }  // namespace ctreg

@@ -27,7 +27,6 @@ from numba import njit, prange
 __all__ = [
     "affine_field_kernel",
     "invert_step_kernel",
-    "jacobian_determinant_kernel",
     "jacobian_stats_kernel",
     "scale_field_kernel",
 ]
@@ -123,44 +122,6 @@ def scale_field_kernel(v, factor, out):
             for i in range(nx):
                 for c in range(3):
                     out[k, j, i, c] = np.float64(v[k, j, i, c]) * factor
-
-
-@njit(cache=True, parallel=True)
-def jacobian_determinant_kernel(u, sz, sy, sx, out):
-    """out(p) = det(I + grad u(p)), grad u[a, b] = d u_a / d x_b (a, b in z, y, x; mm).
-
-    Central differences inside, one-sided (first order) differences at the borders, zero
-    derivative along an axis with a single point (as numpy.gradient with edge_order=1).
-    """
-    nz, ny, nx = u.shape[0], u.shape[1], u.shape[2]
-    for kp in prange(nz):
-        k = np.int64(kp)
-        kz0 = max(k - 1, 0)
-        kz1 = min(k + 1, nz - 1)
-        hz = (kz1 - kz0) * sz if kz1 > kz0 else 1.0
-        for j in range(ny):
-            jy0 = max(j - 1, 0)
-            jy1 = min(j + 1, ny - 1)
-            hy = (jy1 - jy0) * sy if jy1 > jy0 else 1.0
-            for i in range(nx):
-                ix0 = max(i - 1, 0)
-                ix1 = min(i + 1, nx - 1)
-                hx = (ix1 - ix0) * sx if ix1 > ix0 else 1.0
-                # rows: component (z, y, x); columns: derivative along (z, y, x)
-                m00 = 1.0 + (np.float64(u[kz1, j, i, 0]) - u[kz0, j, i, 0]) / hz
-                m01 = (np.float64(u[k, jy1, i, 0]) - u[k, jy0, i, 0]) / hy
-                m02 = (np.float64(u[k, j, ix1, 0]) - u[k, j, ix0, 0]) / hx
-                m10 = (np.float64(u[kz1, j, i, 1]) - u[kz0, j, i, 1]) / hz
-                m11 = 1.0 + (np.float64(u[k, jy1, i, 1]) - u[k, jy0, i, 1]) / hy
-                m12 = (np.float64(u[k, j, ix1, 1]) - u[k, j, ix0, 1]) / hx
-                m20 = (np.float64(u[kz1, j, i, 2]) - u[kz0, j, i, 2]) / hz
-                m21 = (np.float64(u[k, jy1, i, 2]) - u[k, jy0, i, 2]) / hy
-                m22 = 1.0 + (np.float64(u[k, j, ix1, 2]) - u[k, j, ix0, 2]) / hx
-                out[k, j, i] = (
-                    m00 * (m11 * m22 - m12 * m21)
-                    - m01 * (m10 * m22 - m12 * m20)
-                    + m02 * (m10 * m21 - m11 * m20)
-                )
 
 
 @njit(cache=True, parallel=True)

@@ -50,10 +50,14 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
     best_v, best_e, best = v, None, np.inf
     iterations = 0
     last_evaluated = False  # whether the current v has been evaluated
+    zero_start = not v.any()  # exp(0) = 0: the first warp needs no composition
     for it in range(options.iterations[level_number]):
         # (id + u_outer) ∘ exp(v), composed inside the resampling (not written)
         e = ops.exp_field(v, spacing, copy=False)
-        warped, valid = level.warp(transform, e, outer=u_outer)
+        if it == 0 and zero_start and u_outer is not None:
+            warped, valid = level.warp(transform, u_outer)
+        else:
+            warped, valid = level.warp(transform, e, outer=u_outer)
         mask = level.metric_mask(valid)
         if not mask.any():
             break

@@ -173,7 +173,6 @@ def preload_kernels() -> float:
     # the argument types the façades pass (same dtypes, layouts and Python scalars)
     signatures = [
         (_kernels.scale_field_kernel, (f4, x, f4)),
-        (_kernels.jacobian_determinant_kernel, (f4, x, x, x, f3)),
         (_kernels.jacobian_stats_kernel, (f3, b3, True)),
         (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
     ]
@@ -933,13 +932,9 @@ def jacobian_determinant(displacement, spacing) -> np.ndarray:
     -------
     (z, y, x) float32.
     """
-    from . import _kernels
-
     _require_field("displacement", displacement)
-    sz, sy, sx = _require_spacing("spacing", spacing)
-    out = np.empty(displacement.shape[:3], dtype=np.float32)
-    _kernels.jacobian_determinant_kernel(displacement, sz, sy, sx, out)
-    return out
+    sp = _require_spacing("spacing", spacing)
+    return _native.jacobian_determinant(displacement, sp)
 
 
 def jacobian_statistics(jacobian, mask=None) -> dict:

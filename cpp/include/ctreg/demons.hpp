@@ -23,4 +23,8 @@ double demons_forces(const float* reference, const float* warped, const float* g
 // in voxels); NaN when any component is NaN.  The max does not depend on the summation order.
 double max_norm_vox(const float* v, const Shape3& s, const Spacing3& spacing);
 
+// out (z, y, x) = det(I + grad u) of the (z, y, x, 3) field u (mm along the array axes): central
+// differences inside, one-sided at the borders, zero derivative along an axis of one point.
+void jacobian_determinant(const float* u, const Shape3& s, const Spacing3& spacing, float* out);
+
 }  // namespace ctreg
