@@ -197,31 +197,41 @@ void inner_pass(const float* src, float* dst, index_t nrows, index_t nx, int nco
 
 // The y and x passes slice by slice, while each z slice is in cache (the same arithmetic as
 // outer_pass + inner_pass).  wy or wx may be the identity kernel {1}: that pass is skipped.
+// The y and x passes of one slice (y into dst, then x in place), or a copy when neither smooths.
+struct YXPasses {
+    const Shape3& s;
+    index_t C, L, slice, ncol, ry, rx;
+    const float* wyc;
+    const float* wxc;
+    BlockFn rows;
+    LineFn filter;
+    YXPasses(const Shape3& shape, index_t ncomp, const std::vector<float>& wy, const std::vector<float>& wx)
+        : s(shape), C(ncomp), L(shape.nx * ncomp), slice(shape.ny * shape.nx * ncomp),
+          ncol((shape.nx * ncomp + kBlock - 1) / kBlock), ry(index_t(wy.size() / 2)),
+          rx(index_t(wx.size() / 2)), wyc(wy.data() + wy.size() / 2), wxc(wx.data() + wx.size() / 2),
+          rows(block_fn()), filter(line_fn()) {}
+    std::vector<float> y_buffer() const { return std::vector<float>(ry > 0 ? std::size_t((s.ny + 2 * ry) * kBlock) : 0); }
+    std::vector<float> x_buffer() const { return std::vector<float>(rx > 0 ? std::size_t((s.nx + 2 * rx) * C) : 0); }
+    void run(const float* sk, float* dk, float* bufy, float* bufx) const {
+        if (ry > 0) {
+            for (index_t c = 0; c < ncol; ++c) outer_block(sk, dk, s.ny, L, c * kBlock, bufy, rows, wyc, ry);
+            sk = dk;
+        }
+        if (rx > 0)
+            for (index_t j = 0; j < s.ny; ++j) inner_line(sk + j * L, dk + j * L, s.nx, C, bufx, filter, wxc, rx);
+        else if (sk != dk)
+            std::memcpy(dk, sk, std::size_t(slice) * sizeof(float));
+    }
+};
+
 void yx_slices(const float* src, float* dst, const Shape3& s, index_t C, const std::vector<float>& wy,
                const std::vector<float>& wx) {
-    const index_t ry = index_t(wy.size() / 2), rx = index_t(wx.size() / 2);
-    const index_t L = s.nx * C, slice = s.ny * L;
-    const index_t ncol = (L + kBlock - 1) / kBlock;
-    const float* wyc = wy.data() + ry;
-    const float* wxc = wx.data() + rx;
-    const BlockFn rows = block_fn();
-    const LineFn filter = line_fn();
+    const YXPasses yx(s, C, wy, wx);
 #pragma omp parallel num_threads(ctreg::num_threads())
     {
-        std::vector<float> bufy(ry > 0 ? std::size_t((s.ny + 2 * ry) * kBlock) : 0);
-        std::vector<float> bufx(rx > 0 ? std::size_t((s.nx + 2 * rx) * C) : 0);
+        std::vector<float> bufy = yx.y_buffer(), bufx = yx.x_buffer();
 #pragma omp for schedule(dynamic, 1)
-        for (index_t k = 0; k < s.nz; ++k) {
-            const float* sk = src + k * slice;
-            float* dk = dst + k * slice;
-            if (ry > 0) {
-                for (index_t c = 0; c < ncol; ++c) outer_block(sk, dk, s.ny, L, c * kBlock, bufy.data(), rows, wyc, ry);
-                sk = dk;
-            }
-            if (rx > 0)
-                for (index_t j = 0; j < s.ny; ++j)
-                    inner_line(sk + j * L, dk + j * L, s.nx, C, bufx.data(), filter, wxc, rx);
-        }
+        for (index_t k = 0; k < s.nz; ++k) yx.run(src + k * yx.slice, dst + k * yx.slice, bufy.data(), bufx.data());
     }
 }
 
@@ -290,20 +300,15 @@ ZSliceFn zslice_fn() {
 void zyx_slices(const float* src, const float* addend, float* dst, const Shape3& s, index_t C,
                 const std::vector<float>& wz, const std::vector<float>& wy,
                 const std::vector<float>& wx) {
-    const index_t rz = index_t(wz.size() / 2), ry = index_t(wy.size() / 2), rx = index_t(wx.size() / 2);
-    const index_t L = s.nx * C, slice = s.ny * L;
-    const index_t ncol = (L + kBlock - 1) / kBlock;
+    const index_t rz = index_t(wz.size() / 2);
     const float* wzc = wz.data() + rz;
-    const float* wyc = wy.data() + ry;
-    const float* wxc = wx.data() + rx;
-    const BlockFn rows = block_fn();
-    const LineFn filter = line_fn();
+    const YXPasses yx(s, C, wy, wx);
+    const index_t slice = yx.slice;
     const ZSliceFn zpass = zslice_fn();
 #pragma omp parallel num_threads(ctreg::num_threads())
     {
         std::vector<float> zbuf(static_cast<std::size_t>(slice));
-        std::vector<float> bufy(ry > 0 ? std::size_t((s.ny + 2 * ry) * kBlock) : 0);
-        std::vector<float> bufx(rx > 0 ? std::size_t((s.nx + 2 * rx) * C) : 0);
+        std::vector<float> bufy = yx.y_buffer(), bufx = yx.x_buffer();
         std::vector<const float*> up(std::size_t(rz + 1)), dn(std::size_t(rz + 1)),
             aup(std::size_t(rz + 1)), adn(std::size_t(rz + 1));
 #pragma omp for schedule(static)
@@ -319,17 +324,7 @@ void zyx_slices(const float* src, const float* addend, float* dst, const Shape3&
             }
             zpass(up.data(), dn.data(), addend ? aup.data() : nullptr, addend ? adn.data() : nullptr,
                   zbuf.data(), slice, wzc, rz);
-            const float* sk = zbuf.data();
-            float* dk = dst + k * slice;
-            if (ry > 0) {
-                for (index_t c = 0; c < ncol; ++c) outer_block(sk, dk, s.ny, L, c * kBlock, bufy.data(), rows, wyc, ry);
-                sk = dk;
-            }
-            if (rx > 0)
-                for (index_t j = 0; j < s.ny; ++j)
-                    inner_line(sk + j * L, dk + j * L, s.nx, C, bufx.data(), filter, wxc, rx);
-            else if (sk != dk)
-                std::memcpy(dk, sk, std::size_t(slice) * sizeof(float));
+            yx.run(zbuf.data(), dst + k * slice, bufy.data(), bufx.data());
         }
     }
 }
