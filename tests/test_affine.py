@@ -1,4 +1,6 @@
 """The affine stage's fused value-and-gradient pass (ops.affine_moments) against slow references."""
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -192,3 +194,30 @@ def test_interior_level_makes_the_affine_cost_smooth_for_scans_of_one_field_of_v
 
     assert second_differences(lv).max() > 5e-4  # the jump this guards against
     assert second_differences(inner).max() < 1e-5
+
+
+def test_interior_level_keeps_away_from_missing_floating_data(level_and_centre):
+    """Reference voxels that map next to the floating scan's missing data (SENTINEL) are left
+    out as well as those next to its array border."""
+    from ctreg.affine import interior_level
+    from ctreg.level import SENTINEL
+    from ctreg.transforms import AffineTransform
+
+    lv, centre = level_and_centre
+    arr = lv.floating.array.copy()
+    k = arr.shape[0] // 2
+    arr[k] = SENTINEL  # one slice without data in the middle of the floating scan
+    holed = dataclasses.replace(lv, floating=lv.floating.with_array(arr))
+    identity = AffineTransform.from_params(np.zeros(N_AFFINE), centre)
+    plain = interior_level(lv, identity)
+    inner = interior_level(holed, identity)
+    assert inner.mask.sum() < plain.mask.sum()
+    assert not (inner.mask & ~plain.mask).any()
+    # exactly the voxels that sample within a voxel of the hole are left out
+    m = holed.frame_to_floating_index(identity) @ holed.out_to_frame
+    idx = np.argwhere(plain.mask.astype(bool))
+    fz = (np.c_[idx, np.ones(len(idx))] @ m.T)[:, 0]
+    near = np.abs(fz - k) < 2.0  # the nearest-neighbour test of the eroded data, in z
+    kept = inner.mask[tuple(idx.T)].astype(bool)
+    assert not kept[np.abs(fz - k) < 1.5].any()
+    assert kept[~near].all()

@@ -183,7 +183,12 @@ def interior_level(level: Level, transform: AffineTransform,
     keep the counted set fixed and the cost smooth.
     """
     flt = level.floating.array
-    interior = (flt > SENTINEL / 2).astype(np.float32)  # the floating scan's data
+    data = flt > SENTINEL / 2  # the floating scan's data
+    if margin_vox > 0 and not data.all():  # keep away from missing data too (padding, a cut FOV)
+        import scipy.ndimage as ndi
+
+        data &= ~ndi.binary_dilation(~data, iterations=margin_vox)
+    interior = data.astype(np.float32)
     for ax, n in enumerate(flt.shape):
         if n > 2 * margin_vox + 2:
             lo = [slice(None)] * 3
