@@ -229,7 +229,9 @@ def test_stages_stop_early_only_when_they_stop_gaining(ct64):
         return levels["bspline"], levels["demons"], tre.mean()
 
     b_all, d_all, tre_all = run(0.0, 0.0)
-    assert b_all["iterations"] == 12 and d_all["iterations"] == 12
+    # without a tolerance only L-BFGS-B's own criteria end the B-spline level (here after 10 or
+    # more of the 12 iterations); demons run every iteration
+    assert b_all["iterations"] > MIN_ITERATIONS + 3 and d_all["iterations"] == 12
     b_early, d_early, tre_early = run(0.5, 0.5)  # nothing gains 50 % per iteration
     assert b_early["iterations"] == MIN_ITERATIONS
     assert d_early["iterations"] == 2  # patience 2: the 3rd evaluation decides
