@@ -289,3 +289,20 @@ def test_keep_freed_memory_serves_large_arrays_without_mmap():
 
     assert run("default") == [1, 1, 1]  # every large array is a fresh mapping
     assert run("tuned") == [1, 1, 1, 0, 1]  # after it, only the one above 32 MiB
+
+
+def test_register_keeps_freed_memory_only_for_small_scans(monkeypatch):
+    """ops.keep_freed_memory pays on small scans (page faults are a large share of a 0.1 s run)
+    but keeps heap holes on large ones: register() calls it below a voxel count only."""
+    from ctreg import pipeline, samples
+
+    ct64 = samples.ct64_volume()
+    calls = []
+    monkeypatch.setattr(ops, "keep_freed_memory", lambda: calls.append(1) or True)
+    kw = dict(preset="fast", demons={"enabled": False}, ffd={"iterations": (2,)},
+              affine={"iterations": (2,)})
+    ctreg.register(ct64, ct64, **kw)
+    assert calls == [1]
+    monkeypatch.setattr(pipeline, "KEEP_FREED_MEMORY_MAX_VOXELS", 2 * ct64.array.size - 1)
+    ctreg.register(ct64, ct64, **kw)
+    assert calls == [1]

@@ -122,7 +122,9 @@ def keep_freed_memory() -> bool:
     ~50 ms of a 0.3 s run.  glibc raises its threshold by itself after the first large blocks
     are freed, up to 32 MiB (with a trim threshold of 64 MiB), so only the first registration
     in a process pays; this sets those steady-state values at once with ``mallopt``.  Up to
-    64 MiB of freed memory may stay with the process.  Does nothing (returns False) on other C
+    64 MiB of freed memory may stay with the process, and holes between live heap blocks are
+    not returned: ``register()`` calls this only for scans of at most
+    ``pipeline.KEEP_FREED_MEMORY_MAX_VOXELS`` voxels together, where it pays.  Does nothing (returns False) on other C
     libraries or when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set in the
     environment (the user's choice wins).
     """
