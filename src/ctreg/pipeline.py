@@ -43,7 +43,7 @@ MIN_BODY_ML = 50.0
 #: register() lets glibc keep freed memory (ops.keep_freed_memory) when the two scans hold at
 #: most this many voxels together.  A registration of that size takes ~0.1-1 s, of which page
 #: faults on fresh arrays were ~10-30 %; on larger scans they are a negligible share, while the
-#: heap's retained holes cost memory (600 x 512 x 512: 9.23 instead of 8.73 GiB peak RSS).
+#: heap's retained holes cost memory (600 x 512 x 512: 9.23 instead of 9.01 GiB peak RSS).
 KEEP_FREED_MEMORY_MAX_VOXELS = 32 * 1024 * 1024
 
 #: Resolution of the floating scan's automatic body mask, whose only uses are its centre (the
