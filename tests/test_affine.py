@@ -112,7 +112,7 @@ def test_level_reports_hold_the_costs_of_the_start_and_of_the_returned_result(le
     lv, centre = level_and_centre
     start = np.zeros(N_AFFINE)
     start[:3] = [3.0, -2.0, 4.0]
-    from ctreg.affine import interior_level
+    from ctreg.level import interior_level
 
     opts = AffineOptions(levels_mm=(8.0,), iterations=(15,), affine=False)
     params, reports = run_affine_level(lv, centre, start, opts, 0)
@@ -129,10 +129,12 @@ def test_level_reports_hold_the_costs_of_the_start_and_of_the_returned_result(le
                        bending_weight=0.0)
     u, rep = run_ffd_level(lv, transform, None, fopts, 0)
 
+    flv = interior_level(lv, transform)  # the level's metric region (from its start)
+
     def lncc_cost(field):
-        warped, valid = lv.warp(transform, field)
-        return float(lv.metric("lncc", warped, lv.metric_mask(valid),
-                               lncc_radius_mm=fopts.lncc_radius_mm)[0])
+        warped, valid = flv.warp(transform, field)
+        return float(flv.metric("lncc", warped, flv.metric_mask(valid),
+                                lncc_radius_mm=fopts.lncc_radius_mm)[0])
 
     assert rep.metric_before == pytest.approx(lncc_cost(np.zeros_like(u)), rel=1e-6)
     assert rep.metric_after == pytest.approx(lncc_cost(u), rel=1e-6)
@@ -164,7 +166,7 @@ def test_interior_level_makes_the_affine_cost_smooth_for_scans_of_one_field_of_v
     the floating scan's edge, and any step drops whole slices from the metric (a jump that
     made L-BFGS's first line search fail on the popi pair).  affine.interior_level leaves out
     the voxels within a voxel of the edge: the cost is then smooth around the start."""
-    from ctreg.affine import interior_level
+    from ctreg.level import interior_level
     from ctreg.transforms import AffineTransform
     from ctreg.volume import Volume, affine_from_geometry
 
@@ -199,7 +201,7 @@ def test_interior_level_makes_the_affine_cost_smooth_for_scans_of_one_field_of_v
 def test_interior_level_keeps_away_from_missing_floating_data(level_and_centre):
     """Reference voxels that map next to the floating scan's missing data (SENTINEL) are left
     out as well as those next to its array border."""
-    from ctreg.affine import interior_level
+    from ctreg.level import interior_level
     from ctreg.level import SENTINEL
     from ctreg.transforms import AffineTransform
 
@@ -221,3 +223,21 @@ def test_interior_level_keeps_away_from_missing_floating_data(level_and_centre):
     kept = inner.mask[tuple(idx.T)].astype(bool)
     assert not kept[np.abs(fz - k) < 1.5].any()
     assert kept[~near].all()
+
+
+def test_interior_level_through_a_displacement_equals_the_same_translation(level_and_centre):
+    """interior_level(level, T, u_frame=u) maps through T ∘ (id + u): a constant u is the
+    translation by the world vector D u (D: the reference grid's directions)."""
+    from ctreg.level import interior_level
+    from ctreg.transforms import AffineTransform
+
+    lv, centre = level_and_centre
+    c = np.array([8.0, -9.0, 7.5])  # frame (z, y, x) mm: about a level voxel on each axis
+    u = np.ascontiguousarray(np.broadcast_to(c.astype(np.float32), lv.shape + (3,)))
+    identity = AffineTransform.from_params(np.zeros(N_AFFINE), centre)
+    params = np.zeros(N_AFFINE)
+    params[:3] = lv.frame.direction @ c  # world translation (x, y, z)
+    moved = interior_level(lv, AffineTransform.from_params(params, centre))
+    through_u = interior_level(lv, identity, u_frame=u)
+    np.testing.assert_array_equal(through_u.mask, moved.mask)
+    assert through_u.mask.sum() != interior_level(lv, identity).mask.sum()

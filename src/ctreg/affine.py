@@ -8,7 +8,6 @@ to the 12 parameters exactly: sums of g and of g (p - c)^T, then the chain rule 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -16,9 +15,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from . import ops
-from .level import SENTINEL, Level
-from .options import AffineOptions
 from .ffd import stop_when_slow
+from .level import Level, interior_level
+from .options import AffineOptions
 from .result import LevelReport
 from .transforms import (N_AFFINE, N_RIGID, PARAM_RADIUS_MM, AffineTransform,
                          affine_matrix_derivatives)
@@ -162,50 +161,6 @@ class _Objective:
         s_idx[:, 1] = np.tensordot(g64.sum(axis=(0, 2)), self.ramps[1], axes=([0], [0]))
         s_idx[:, 2] = np.tensordot(g64.sum(axis=(0, 1)), self.ramps[2], axes=([0], [0]))
         return float(cost), self._chain(theta, t, s0, s_idx)
-
-
-#: Reference voxels that the starting transform maps within this many voxels of the floating
-#: scan's border (or of its missing data) do not count in an affine phase's metric.
-INTERIOR_MARGIN_VOX = 1
-
-
-def interior_level(level: Level, transform: AffineTransform,
-                   margin_vox: int = INTERIOR_MARGIN_VOX) -> Level:
-    """The level with its metric mask restricted to the reference voxels that ``transform``
-    maps at least ``margin_vox`` voxels inside the floating scan's data (an axis too short for
-    the margin keeps all of it).
-
-    A voxel whose sample leaves the floating data drops out of the metric, so the cost jumps
-    wherever the counted set changes.  Two scans of the same field of view start with whole
-    border slices exactly on the floating scan's edge, and every step then changes the set:
-    the cost is discontinuous at the start and L-BFGS's line search fails there (on the popi
-    pair the rigid phase stopped after 0 iterations).  With the border excluded, small steps
-    keep the counted set fixed and the cost smooth.
-    """
-    flt = level.floating.array
-    data = flt > SENTINEL / 2  # the floating scan's data
-    if margin_vox > 0 and not data.all():  # keep away from missing data too (padding, a cut FOV)
-        import scipy.ndimage as ndi
-
-        data &= ~ndi.binary_dilation(~data, iterations=margin_vox)
-    interior = data.astype(np.float32)
-    for ax, n in enumerate(flt.shape):
-        if n > 2 * margin_vox + 2:
-            lo = [slice(None)] * 3
-            hi = [slice(None)] * 3
-            lo[ax] = slice(0, margin_vox)
-            hi[ax] = slice(n - margin_vox, n)
-            interior[tuple(lo)] = 0.0
-            interior[tuple(hi)] = 0.0
-    if margin_vox > 0 and interior.all():
-        return level
-    to_index = level.frame_to_floating_index(transform)
-    inside = ops.resample_affine(interior, to_index @ level.out_to_frame, level.shape, order=0,
-                                 fill=0.0)
-    mask = level.mask & (inside > 0.5).view(np.uint8)
-    if not mask.any():  # nothing left (tiny overlap): keep the plain mask
-        return level
-    return dataclasses.replace(level, mask=np.ascontiguousarray(mask))
 
 
 def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions) -> np.ndarray:
