@@ -168,7 +168,6 @@ def preload_kernels() -> float:
     _blas_controller()
     f3 = np.zeros((2, 2, 2), np.float32)
     f4 = np.zeros((2, 2, 2, 3), np.float32)
-    u8 = np.zeros((2, 2, 2), np.uint8)
     b3 = np.zeros((2, 2, 2), np.bool_)
     m33 = np.zeros((3, 3))
     x = 1.0
@@ -1065,8 +1064,6 @@ def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.
     -------
     out_shape + (3,) float32.
     """
-    from . import _kernels
-
     _require_field("field", field)
     sz, sy, sx = _require_spacing("spacing", spacing)
     oz, oy, ox = _require_spacing("out_spacing", out_spacing)
