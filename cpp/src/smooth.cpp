@@ -341,8 +341,8 @@ void smooth(const float* array, const Shape3& s, int ncomp, const double sigma_v
     const index_t C = ncomp;
     const float* src = array;
     // All passes fused slice by slice for short z kernels; a long one reads too many slices per
-    // output slice (the separate z pass streams better there: measured on 79 x 60 x 64 x 3,
-    // sigma 1 voxel 0.99 -> 0.69 ms fused, sigma 2.5 voxels 1.28 -> 1.40 ms).
+    // output slice, and the separate z pass streams better there (sigma 2.5 voxels was slower
+    // fused on a 79 x 60 x 64 x 3 field, sigma 1 voxel faster).
     if (wz.size() > 1 && wz.size() <= 2 * kMaxFusedRadius + 1 &&
         s.nz >= 4 * index_t(ctreg::num_threads())) {
         zyx_slices(src, addend, out, s, C, wz, wy, wx);

@@ -89,9 +89,10 @@ def gc_paused():
 
     A registration allocates few Python objects, and its arrays are freed by reference
     counting.  But the objects it does allocate count towards the collector's thresholds, and
-    a full collection then walks every object of the process: with SciPy and Numba imported
-    that took ~50 ms in the middle of a 0.3 s registration (measured by
-    ``benchmarks/sweep_options.py --runtime-settings``, see ``benchmarks/README.md``).
+    a full collection then walks every object of the process (with SciPy and Numba imported,
+    tens of ms in the middle of a registration).  What this and ``keep_freed_memory`` buy
+    together: ``benchmarks/sweep_options.py --no-warmup --repeat 1 [--default-runtime]``, see
+    ``benchmarks/README.md``.
     Cycles created meanwhile are collected after the block.
     """
     import gc
@@ -118,8 +119,8 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves each allocation above 128 KiB with a fresh ``mmap`` and unmaps it
     when it is freed, so every new array of that size is page-faulted in again: on a 4 mm chest
-    scan a registration allocates ~1 GB of short-lived arrays of 0.5-4 MB, and the faults cost
-    ~50 ms of a 0.3 s run.  glibc raises its threshold by itself after the first large blocks
+    scan a registration allocates many short-lived arrays of 0.5-4 MB, and the first run in a
+    process page-faults each of them in (measured with ``gc_paused``, see there).  glibc raises its threshold by itself after the first large blocks
     are freed, up to 32 MiB (with a trim threshold of 64 MiB), so only the first registration
     in a process pays; this sets those steady-state values at once with ``mallopt``.  Up to
     64 MiB of freed memory may stay with the process, and holes between live heap blocks are
