@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from ._version import __version__
 from .errors import CTRegError
 
 
@@ -66,7 +66,7 @@ def _cmd_register(args) -> int:
     import json
     from pathlib import Path
 
-    from . import set_num_threads
+    from .ops import set_num_threads
     from .io import read_volume
     from .io.atomic import atomic_dir
     from .pipeline import register

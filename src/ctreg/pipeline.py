@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from . import __version__, ops
+from . import ops
+from ._version import __version__
 from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
 from .errors import GeometryError

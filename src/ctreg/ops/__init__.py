@@ -7,7 +7,8 @@ This is the only package that imports ``ctreg._native``.  Every function here:
 * documents shapes and units; arrays are (z, y, x), spacings (z, y, x) mm;
 * never copies a large array silently.
 
-One module per topic; every public name is re-exported here (``ops.resample_displacement``):
+One module per topic, every public name re-exported here (``ops.resample_displacement``); the
+argument checks are shared with the rest of the package (``ctreg._checks``):
 
 ==================  ===========================================================================
 ``runtime``         thread count, BLAS threads, gc pause, malloc thresholds, kernel preloading
@@ -16,7 +17,6 @@ One module per topic; every public name is re-exported here (``ops.resample_disp
 ``bspline``         cubic B-spline FFD evaluation, adjoint, bending energy
 ``metrics``         SSD, NCC, LNCC, Mattes MI with gradients; demons forces
 ``fields``          field composition, exponential, Jacobian, inversion, affine maps of fields
-``_checks``         the argument checks the façades share
 ==================  ===========================================================================
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ._checks import _spacing3, _int3, _require_coeffs
+from .. import _checks as ck
 
 __all__ = ["bspline_grid_shape", "bspline_to_dense", "bspline_adjoint", "bending_energy"]
 
@@ -25,8 +25,8 @@ def bspline_grid_shape(shape, spacing_vox) -> tuple[int, int, int]:
     shape : (z, y, x) dense voxel counts, positive integers.
     spacing_vox : integer or (tz, ty, tx) control spacing in voxels, >= 1.
     """
-    shp = _int3("shape", shape, minimum=1)
-    t = _int3("spacing_vox", spacing_vox, minimum=1)
+    shp = ck.ints3("shape", shape, minimum=1)
+    t = ck.ints3("spacing_vox", spacing_vox, minimum=1)
     return tuple((n - 1) // s + 4 for n, s in zip(shp, t))  # type: ignore[return-value]
 
 
@@ -48,9 +48,9 @@ def bspline_to_dense(coeffs, spacing_vox, out_shape) -> np.ndarray:
     -------
     (z, y, x, 3) float32 field, in the units of ``coeffs``.
     """
-    _require_coeffs("coeffs", coeffs)
-    t = _int3("spacing_vox", spacing_vox, minimum=1)
-    shp = _int3("out_shape", out_shape, minimum=1)
+    ck.vector_field("coeffs", coeffs)
+    t = ck.ints3("spacing_vox", spacing_vox, minimum=1)
+    shp = ck.ints3("out_shape", out_shape, minimum=1)
     need = bspline_grid_shape(shp, t)
     if any(c < g for c, g in zip(coeffs.shape[:3], need)):
         raise ValueError(f"coeffs grid {coeffs.shape[:3]} is smaller than bspline_grid_shape({shp}, {t}) = {need}")
@@ -73,9 +73,9 @@ def bspline_adjoint(dense, spacing_vox, grid_shape) -> np.ndarray:
     -------
     (cz, cy, cx, 3) float32.
     """
-    _require_coeffs("dense", dense)
-    t = _int3("spacing_vox", spacing_vox, minimum=1)
-    grid = _int3("grid_shape", grid_shape, minimum=1)
+    ck.vector_field("dense", dense)
+    t = ck.ints3("spacing_vox", spacing_vox, minimum=1)
+    grid = ck.ints3("grid_shape", grid_shape, minimum=1)
     need = bspline_grid_shape(dense.shape[:3], t)
     if any(c < g for c, g in zip(grid, need)):
         raise ValueError(f"grid_shape {grid} is smaller than bspline_grid_shape({dense.shape[:3]}, {t}) = {need}")
@@ -102,10 +102,10 @@ def bending_energy(coeffs, spacing_vox, voxel_spacing_mm) -> tuple[float, np.nda
     -------
     (E, dE/dcoeffs) with the gradient (cz, cy, cx, 3) float32.
     """
-    _require_coeffs("coeffs", coeffs)
+    ck.vector_field("coeffs", coeffs)
     if min(coeffs.shape[:3]) < 4:
         raise ValueError(f"coeffs must have at least 4 control points per axis, got {coeffs.shape[:3]}")
-    t = _int3("spacing_vox", spacing_vox, minimum=1)
-    sp = _spacing3("voxel_spacing_mm", voxel_spacing_mm)
+    t = ck.ints3("spacing_vox", spacing_vox, minimum=1)
+    sp = ck.spacing3("voxel_spacing_mm", voxel_spacing_mm)
     e, g = _native.bending_energy(coeffs, list(t), list(sp))
     return float(e), g

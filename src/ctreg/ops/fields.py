@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ._checks import _require_f32, _require_field, _require_spacing, _require_positive, _same_grid
+from .. import _checks as ck
 
 __all__ = ["compose_fields", "exp_field", "invert_field", "jacobian_determinant",
            "jacobian_statistics", "affine_field"]
@@ -32,10 +32,10 @@ def compose_fields(outer, inner, spacing) -> np.ndarray:
     (z, y, x, 3) float32, mm.  ``outer`` is read at ``p + inner(p)`` by trilinear interpolation
     with the position clamped to the grid (C++: ctreg/warp.hpp).
     """
-    _require_field("outer", outer)
-    _require_field("inner", inner)
-    _same_grid("inner", inner, "outer", outer.shape)
-    sp = _require_spacing("spacing", spacing)
+    ck.vector_field("outer", outer)
+    ck.vector_field("inner", inner)
+    ck.same_grid("inner", inner, "outer", outer.shape)
+    sp = ck.spacing3("spacing", spacing)
     return _native.compose_fields(outer, inner, sp)
 
 
@@ -61,9 +61,9 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True
     """
     from .. import _kernels
 
-    _require_field("velocity", velocity)
-    sz, sy, sx = _require_spacing("spacing", spacing)
-    step = _require_positive("max_step_vox", max_step_vox)
+    ck.vector_field("velocity", velocity)
+    sz, sy, sx = ck.spacing3("spacing", spacing)
+    step = ck.positive("max_step_vox", max_step_vox)
     vmax = float(_native.max_norm_vox(velocity, (sz, sy, sx)))
     if not np.isfinite(vmax):
         raise ValueError("velocity contains NaN or infinity")
@@ -97,8 +97,8 @@ def jacobian_determinant(displacement, spacing) -> np.ndarray:
     -------
     (z, y, x) float32.
     """
-    _require_field("displacement", displacement)
-    sp = _require_spacing("spacing", spacing)
+    ck.vector_field("displacement", displacement)
+    sp = ck.spacing3("spacing", spacing)
     return _native.jacobian_determinant(displacement, sp)
 
 
@@ -115,16 +115,12 @@ def jacobian_statistics(jacobian, mask=None) -> dict:
     """
     from .. import _kernels
 
-    jacobian = _require_f32("jacobian", jacobian, 3)
+    jacobian = ck.f32("jacobian", jacobian, 3)
     if mask is None:
         m, use = np.zeros((1, 1, 1), np.bool_), False
     else:
-        m = np.asarray(mask)
-        if m.shape != jacobian.shape:
-            raise ValueError(f"mask has shape {m.shape}; expected the Jacobian's {jacobian.shape}")
-        if m.dtype not in (np.bool_, np.uint8):
-            raise TypeError(f"mask must be bool or uint8, got {m.dtype}")
-        m, use = np.ascontiguousarray(m), True
+        m = ck.mask_u8("mask", np.asarray(mask), jacobian.shape, copy=True, ref_name="jacobian")
+        m, use = m.view(np.bool_), True
     n, lo, hi, nonpos, pos, s1, s2 = _kernels.jacobian_stats_kernel(jacobian, m, use)
     if n == 0:
         return {}
@@ -152,7 +148,7 @@ def affine_field(field, vectors, index_affine) -> np.ndarray:
     """
     from .. import _kernels
 
-    _require_field("field", field)
+    ck.vector_field("field", field)
     vec = np.ascontiguousarray(vectors, dtype=np.float64)
     idx = np.ascontiguousarray(np.asarray(index_affine, dtype=np.float64)[:3])
     if vec.shape != (3, 3) or idx.shape != (3, 4) or not (np.isfinite(vec).all() and np.isfinite(idx).all()):
@@ -185,11 +181,10 @@ def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float =
     from .. import _kernels
     import logging
 
-    _require_field("displacement", displacement)
-    sz, sy, sx = _require_spacing("spacing", spacing)
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    tol = _require_positive("tol_mm", tol_mm)
+    ck.vector_field("displacement", displacement)
+    sz, sy, sx = ck.spacing3("spacing", spacing)
+    iterations = ck.positive_int("iterations", iterations)
+    tol = ck.positive("tol_mm", tol_mm)
     v = np.empty_like(displacement)
     _kernels.scale_field_kernel(displacement, -1.0, v)
     tmp = np.empty_like(displacement)

@@ -5,10 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ._checks import (_require_f32, _int3, _metric_args, _require_field, _require_spacing,
-                      _require_positive, _same_grid)
+from .. import _checks as ck
 
 __all__ = ["ssd", "ncc", "lncc", "mattes_mi", "demons_forces"]
+
+
+def _metric_args(reference, warped, mask, warped_gradient):
+    """Check the common metric arguments; a bool mask is viewed (not copied) as uint8."""
+    ck.f32("reference", reference, 3)
+    ck.f32("warped", warped, 3)
+    if warped.shape != reference.shape:
+        raise ValueError(f"warped has shape {warped.shape}, reference has {reference.shape}")
+    if mask is not None:
+        mask = ck.mask_u8("mask", mask, reference.shape)
+    if warped_gradient is not None:
+        ck.f32("warped_gradient", warped_gradient, 4)
+        if warped_gradient.shape != reference.shape + (3,):
+            raise ValueError(f"warped_gradient must have shape {reference.shape + (3,)}, "
+                             f"got {warped_gradient.shape}")
+    return mask
 
 
 _METRIC_DOC = """
@@ -53,7 +68,7 @@ ncc.__doc__ = """Global normalised cross-correlation: cost = -cov(R, W) / sqrt(v
 def lncc(reference, warped, *, radius_vox=(2, 2, 2), mask=None, warped_gradient=None
          ) -> tuple[float, np.ndarray]:
     mask = _metric_args(reference, warped, mask, warped_gradient)
-    r = _int3("radius_vox", radius_vox, minimum=0)
+    r = ck.ints3("radius_vox", radius_vox, minimum=0)
     v, g = _native.metric_lncc(reference, warped, list(r), mask, warped_gradient)
     return float(v), g
 
@@ -72,8 +87,7 @@ lncc.__doc__ = """Local normalised cross-correlation (ANTs style): cost = -1/N s
 def mattes_mi(reference, warped, *, bins=32, ref_range=(-1000.0, 400.0), warped_range=(-1000.0, 400.0),
               mask=None, warped_gradient=None) -> tuple[float, np.ndarray]:
     mask = _metric_args(reference, warped, mask, warped_gradient)
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 5:
-        raise ValueError(f"bins must be an integer >= 5, got {bins!r}")
+    bins = ck.positive_int("bins", bins, minimum=5)
     ranges = []
     for name, rng in (("ref_range", ref_range), ("warped_range", warped_range)):
         lo, hi = (float(x) for x in rng)
@@ -133,35 +147,27 @@ def demons_forces(reference, warped, reference_gradient, warped_gradient=None, *
     du : (z, y, x, 3) float32, mm, components (dz, dy, dx) along the array axes.
     mse : float, mean of diff^2 over the mask (over the whole grid without a mask).
     """
-    _require_f32("reference", reference, 3)
-    _require_f32("warped", warped, 3)
-    _same_grid("warped", warped, "reference", reference.shape)
-    _require_field("reference_gradient", reference_gradient)
-    _same_grid("reference_gradient", reference_gradient, "reference", reference.shape)
+    ck.f32("reference", reference, 3)
+    ck.f32("warped", warped, 3)
+    ck.same_grid("warped", warped, "reference", reference.shape)
+    ck.vector_field("reference_gradient", reference_gradient)
+    ck.same_grid("reference_gradient", reference_gradient, "reference", reference.shape)
     if warped_gradient is not None:
-        _require_field("warped_gradient", warped_gradient)
-        _same_grid("warped_gradient", warped_gradient, "reference", reference.shape)
+        ck.vector_field("warped_gradient", warped_gradient)
+        ck.same_grid("warped_gradient", warped_gradient, "reference", reference.shape)
     elif spacing is None:
         raise ValueError("warped_gradient=None needs spacing (to compute the gradient)")
     if min(reference.shape) < 1:
         raise ValueError(f"reference must not be empty, got shape {reference.shape}")
     if kind not in _DEMONS_KINDS:
         raise ValueError(f"kind must be one of {_DEMONS_KINDS}, got {kind!r}")
-    step = _require_positive("max_step_mm", max_step_mm, allow_inf=True)
+    step = ck.positive("max_step_mm", max_step_mm, allow_inf=True)
     if spacing is None:
         norm, sp = 1.0, (1.0, 1.0, 1.0)
     else:
-        sp = _require_spacing("spacing", spacing)
+        sp = ck.spacing3("spacing", spacing)
         norm = (sp[0] ** 2 + sp[1] ** 2 + sp[2] ** 2) / 3.0
-    m = None
-    if mask is not None:
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"mask must be a numpy.ndarray of bool or uint8, got {type(mask).__name__}")
-        if mask.dtype not in (np.bool_, np.uint8):
-            raise TypeError(f"mask must be bool or uint8, got {mask.dtype}")
-        if mask.shape != reference.shape:
-            raise ValueError(f"mask has shape {mask.shape}, reference has {reference.shape}")
-        m = np.ascontiguousarray(mask).view(np.uint8)
+    m = None if mask is None else ck.mask_u8("mask", mask, reference.shape, copy=True)
     du, total, count = _native.demons_forces(reference, warped, reference_gradient, warped_gradient,
                                              m, sp, kind == "symmetric", norm, step, 1e-12)
     if count == 0:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ._checks import (_require_f32, _matrix4, _shape3, _order_fill, _nonempty, _require_field,
-                      _require_spacing, _same_grid)
+from .. import _checks as ck
 
 __all__ = ["resample_affine", "resample_displacement", "resample_composed", "warp_with_gradient",
            "affine_moments", "resample_field"]
@@ -31,11 +30,11 @@ def resample_affine(image, matrix, out_shape, *, order=1, fill=0.0) -> np.ndarra
     mode='constant', cval=fill)`` (up to float32 weights; points within 1e-6 voxel of the
     border count as on it).
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    m = _matrix4("matrix", matrix)
-    shape = _shape3("out_shape", out_shape)
-    order, fill = _order_fill(order, fill)
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    m = ck.matrix4("matrix", matrix)
+    shape = ck.shape3("out_shape", out_shape)
+    order, fill = ck.order_fill(order, fill)
     return _native.resample_affine(image, m, list(shape), order, fill)
 
 
@@ -64,22 +63,22 @@ def resample_displacement(image, displacement, *, out_to_world, world_to_image,
     -------
     (out_shape) float32.
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    displacement = _require_f32("displacement", displacement, 4)
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    displacement = ck.f32("displacement", displacement, 4)
     if displacement.shape[3] != 3:
         raise ValueError(f"displacement must be a (z, y, x, 3) vector field, got shape {displacement.shape}")
-    _nonempty("displacement", displacement)
-    o2w = _matrix4("out_to_world", out_to_world)
-    w2i = _matrix4("world_to_image", world_to_image)
-    f2o = None if field_from_out is None else _matrix4("field_from_out", field_from_out)
-    shape = None if out_shape is None else list(_shape3("out_shape", out_shape))
+    ck.nonempty("displacement", displacement)
+    o2w = ck.matrix4("out_to_world", out_to_world)
+    w2i = ck.matrix4("world_to_image", world_to_image)
+    f2o = None if field_from_out is None else ck.matrix4("field_from_out", field_from_out)
+    shape = None if out_shape is None else list(ck.shape3("out_shape", out_shape))
     if f2o is None and shape is not None and tuple(shape) != displacement.shape[:3]:
         raise ValueError(f"out_shape {tuple(shape)} must equal the displacement grid "
                          f"{displacement.shape[:3]} when field_from_out is None")
     if f2o is not None and shape is None:
         raise ValueError("out_shape is required when field_from_out is given")
-    order, fill = _order_fill(order, fill)
+    order, fill = ck.order_fill(order, fill)
     return _native.resample_displacement(image, displacement, o2w, w2i, f2o, shape, order, fill)
 
 
@@ -105,16 +104,16 @@ def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_im
     -------
     (z, y, x) float32 on the fields' grid, or (that, (z, y, x) uint8) with ``valid_min``.
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    _require_field("inner", inner)
-    _require_field("outer", outer)
-    _same_grid("outer", outer, "inner", inner.shape)
-    _nonempty("inner", inner)
-    sp = _require_spacing("spacing", spacing)
-    o2w = _matrix4("out_to_world", out_to_world)
-    w2i = _matrix4("world_to_image", world_to_image)
-    _, fill = _order_fill(1, fill)
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    ck.vector_field("inner", inner)
+    ck.vector_field("outer", outer)
+    ck.same_grid("outer", outer, "inner", inner.shape)
+    ck.nonempty("inner", inner)
+    sp = ck.spacing3("spacing", spacing)
+    o2w = ck.matrix4("out_to_world", out_to_world)
+    w2i = ck.matrix4("world_to_image", world_to_image)
+    _, fill = ck.order_fill(1, fill)
     if valid_min is None:
         return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill)
     return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill, float(valid_min),
@@ -148,22 +147,17 @@ def warp_with_gradient(image, gradients, displacement=None, *, out_to_world, wor
     gradient : (out_shape + (3,)) float32, ``L^T g`` with L the linear part of
         ``world_to_image`` (as float32): dw/du in the frame of ``out_to_world``.
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    if len(gradients) != 3:
-        raise ValueError(f"gradients must be three (z, y, x) arrays, got {len(gradients)}")
-    grads = [_require_f32(f"gradients[{c}]", g, 3) for c, g in enumerate(gradients)]
-    for c, g in enumerate(grads):
-        if g.shape != image.shape:
-            raise ValueError(f"gradients[{c}] has shape {g.shape}; expected the image's {image.shape}")
-    shape = _shape3("out_shape", out_shape)
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    grads = ck.gradients3("gradients", gradients, image.shape)
+    shape = ck.shape3("out_shape", out_shape)
     if displacement is not None:
-        displacement = _require_f32("displacement", displacement, 4)
+        displacement = ck.f32("displacement", displacement, 4)
         if displacement.shape != tuple(shape) + (3,):
             raise ValueError(f"displacement must have shape {tuple(shape) + (3,)} (the output grid), "
                              f"got {displacement.shape}")
-    o2w = _matrix4("out_to_world", out_to_world)
-    w2i = _matrix4("world_to_image", world_to_image)
+    o2w = ck.matrix4("out_to_world", out_to_world)
+    w2i = ck.matrix4("world_to_image", world_to_image)
     return _native.warp_with_gradient(image, *grads, displacement, o2w, w2i, list(shape),
                                       float(fill), float(valid_min), float(invalid_value))
 
@@ -182,16 +176,13 @@ def affine_moments(image, gradients, reference, mask, matrix, *, valid_min: floa
     ``[N, Σr, Σw, Σr², Σw², Σrw]`` then, for a in (r, w, 1), ``Σ a g`` (3) and ``Σ a g qᵀ``
     (3 x 3, row c = gradient component, column b = index axis of q).
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    if len(gradients) != 3:
-        raise ValueError("gradients must be three (z, y, x) arrays (d image / d k, j, i)")
-    gz, gy, gx = (_require_f32(f"gradients[{c}]", g, 3) for c, g in enumerate(gradients))
-    reference = _require_f32("reference", reference, 3)
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    gz, gy, gx = ck.gradients3("gradients", gradients, None)
+    reference = ck.f32("reference", reference, 3)
     if mask is not None:
-        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or not mask.flags.c_contiguous:
-            raise TypeError("mask must be a C-contiguous uint8 array or None")
-    m = _matrix4("matrix", matrix)
+        mask = ck.mask_u8("mask", mask, reference.shape)
+    m = ck.matrix4("matrix", matrix)
     return _native.affine_moments(image, gz, gy, gx, reference, mask, m, float(valid_min))
 
 
@@ -217,16 +208,10 @@ def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.
     -------
     out_shape + (3,) float32.
     """
-    _require_field("field", field)
-    sz, sy, sx = _require_spacing("spacing", spacing)
-    oz, oy, ox = _require_spacing("out_spacing", out_spacing)
-    try:
-        shape = tuple(out_shape)
-    except TypeError:
-        raise TypeError(f"out_shape must be three positive ints (z, y, x), got {out_shape!r}") from None
-    if len(shape) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
-                                  for n in shape):
-        raise ValueError(f"out_shape must be three positive ints (z, y, x), got {out_shape!r}")
+    ck.vector_field("field", field)
+    sz, sy, sx = ck.spacing3("spacing", spacing)
+    oz, oy, ox = ck.spacing3("out_spacing", out_spacing)
+    shape = ck.ints3("out_shape", tuple(out_shape), minimum=1)
     origin = np.asarray(origin_mm, dtype=np.float64)
     if origin.shape != (3,) or not np.isfinite(origin).all():
         raise ValueError(f"origin_mm must be three finite numbers (z, y, x), got {origin_mm!r}")

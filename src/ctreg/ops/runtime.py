@@ -9,6 +9,7 @@ import os
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .. import _checks as ck
 from .. import _native
 
 __all__ = ["set_num_threads", "get_num_threads", "serial_blas", "gc_paused", "keep_freed_memory",
@@ -34,9 +35,7 @@ def set_num_threads(n: int) -> None:
     The default is the number of cores (or ``CTREG_NUM_THREADS`` when set).  Results do not
     depend on this setting: reductions are ordered independently of the thread count.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
-    n = int(n)
+    n = ck.positive_int("set_num_threads: n", n)
     _native.set_num_threads(n)
     import numba
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ._checks import _require_f32, _nonempty, _spacing3
+from .. import _checks as ck
 
 __all__ = ["gradient", "smooth"]
 
@@ -23,9 +23,9 @@ def gradient(image, spacing) -> np.ndarray:
     (z, y, x, 3) float32: central differences inside, one-sided first differences at the
     borders (``np.gradient(image, *spacing, edge_order=1)``); 0 along an axis of length 1.
     """
-    image = _require_f32("image", image, 3)
-    _nonempty("image", image)
-    return _native.gradient(image, list(_spacing3("spacing", spacing)))
+    image = ck.f32("image", image, 3)
+    ck.nonempty("image", image)
+    return _native.gradient(image, list(ck.spacing3("spacing", spacing)))
 
 
 def smooth(array, sigma_mm, spacing, *, truncate=3.0, add=None) -> np.ndarray:
@@ -46,11 +46,11 @@ def smooth(array, sigma_mm, spacing, *, truncate=3.0, add=None) -> np.ndarray:
     Same shape, float32; equals ``scipy.ndimage.gaussian_filter(array, sigma=sigma_mm /
     spacing, mode='nearest', truncate=truncate)`` (sigma 0 on the vector axis).
     """
-    array = _require_f32("array", array, (3, 4))
+    array = ck.f32("array", array, (3, 4))
     if array.ndim == 4 and array.shape[3] != 3:
         raise ValueError(f"array must be (z, y, x) or a (z, y, x, 3) vector field, got shape {array.shape}")
-    _nonempty("array", array)
-    sp = np.asarray(_spacing3("spacing", spacing))
+    ck.nonempty("array", array)
+    sp = np.asarray(ck.spacing3("spacing", spacing))
     sig = np.asarray(sigma_mm, dtype=np.float64).reshape(-1)
     if sig.size == 1:
         sig = np.repeat(sig, 3)
@@ -60,7 +60,7 @@ def smooth(array, sigma_mm, spacing, *, truncate=3.0, add=None) -> np.ndarray:
     if not (np.isfinite(truncate) and truncate > 0):
         raise ValueError(f"truncate must be a positive number of standard deviations, got {truncate!r}")
     if add is not None:
-        add = _require_f32("add", add, array.ndim)
+        add = ck.f32("add", add, array.ndim)
         if add.shape != array.shape:
             raise ValueError(f"add has shape {add.shape}, array has {array.shape}")
     return _native.smooth(array, [float(v) for v in sig / sp], truncate, add)

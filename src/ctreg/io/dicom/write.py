@@ -16,7 +16,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from ... import __version__
+from ..._version import __version__
 from ...volume import Volume
 from ..archive import write_tar_gz
 from ..atomic import atomic_dir
