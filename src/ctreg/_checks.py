@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["f32", "nonempty", "vector_field", "same_grid", "matrix4", "shape3", "ints3",
-           "spacing3", "positive", "positive_int", "order_fill", "mask_u8", "gradients3"]
+           "spacing3", "positive", "positive_int", "order_fill", "mask_u8", "gradients3",
+           "known_fields"]
 
 
 def f32(name: str, a: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -81,7 +82,8 @@ def ints3(name: str, value: Any, *, minimum: int) -> tuple[int, int, int]:
     """Three integers (z, y, x) >= minimum (a single integer is used for every axis)."""
     vals = (value,) * 3 if _is_int(value) else tuple(value)
     if len(vals) != 3 or any(not _is_int(v) or v < minimum for v in vals):
-        raise ValueError(f"{name} must be an integer or three integers (z, y, x) >= {minimum}, "
+        what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
+        raise ValueError(f"{name} must be three {what} (z, y, x) or one int for every axis, "
                          f"got {value!r}")
     return int(vals[0]), int(vals[1]), int(vals[2])
 
@@ -92,9 +94,10 @@ def spacing3(name: str, spacing: Any) -> tuple[float, float, float]:
         s = np.asarray(spacing, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be three numbers (z, y, x) in mm, got {spacing!r}") from None
-    if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"{name} must be three positive numbers (z, y, x) in mm, "
-                         f"got {spacing!r}")
+    if s.shape != (3,):
+        raise ValueError(f"{name} must be three numbers (z, y, x) in mm, got {spacing!r}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{name} must be positive and finite (z, y, x) mm, got {s.tolist()}")
     return float(s[0]), float(s[1]), float(s[2])
 
 
@@ -157,3 +160,26 @@ def gradients3(name: str, gradients: Any, shape: tuple | None) -> list[np.ndarra
                 raise ValueError(f"{name}[{c}] has shape {g.shape}; expected the image's "
                                  f"{tuple(shape)}")
     return out
+
+
+def known_fields(cls: type) -> type:
+    """Class decorator for a keyword-only dataclass: an unknown keyword raises
+    :class:`~ctreg.errors.OptionError` listing the valid field names (instead of the dataclass's
+    bare ``TypeError``); ``dataclasses.replace`` goes through it too."""
+    import dataclasses
+    import functools
+
+    from .errors import unknown_names
+
+    init = cls.__init__  # type: ignore[misc]
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        err = unknown_names(f"{cls.__name__} field(s)", kwargs, names)
+        if err is not None:
+            raise err
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls

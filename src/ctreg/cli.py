@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CTRegError as exc:
-        print(f"ctreg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ctreg {args.command}: error: {exc} [{exc.code}]", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"ctreg {args.command}: interrupted", file=sys.stderr)
@@ -222,7 +222,7 @@ def _inspect_report(path, series_uid):
         try:
             vol = read_volume(path)
         except CTRegError as exc:
-            report["error"] = str(exc)
+            report["error"], report["error_code"] = str(exc), exc.code
             return report
         report.update(valid=True, format=vol.meta.get("format"), volume=describe_volume(vol),
                       note="the DICOM input rules apply to DICOM input only")

@@ -68,8 +68,9 @@ def _read_file(path: Path) -> Dataset:
                 loc = _locate_pixel_data(fh, ds)
     except InvalidDicomError as exc:
         raise DicomRuleError(
-            f"{path} is not a DICOM file ({exc}); accepted: DICOM files only (a folder must hold "
-            "nothing else)", code=_NOT_DICOM) from exc
+            f"{path} is not a DICOM file (no 'DICM' prefix after the 128-byte preamble and no "
+            "File Meta Information); accepted: DICOM files only (a folder must hold nothing "
+            "else)", code=_NOT_DICOM) from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
         raise DicomRuleError(
             f"{path} cannot be parsed as DICOM ({type(exc).__name__}: {exc}); the file may be "

@@ -176,7 +176,7 @@ def inspect_dicom(source, *, series_uid: str | None = None) -> dict[str, Any]:
             volume = _read_groups(groups, desc, series_uid=series_uid)
         except DicomSeriesError as exc:
             report["error"] = str(exc)
-            report["error_code"] = getattr(exc, "code", "InvalidFile.Series")
+            report["error_code"] = exc.code
             if report["error_code"] == "InvalidFile.FrameCount" and groups is not None:
                 try:  # still show what the series holds
                     volume = _read_groups(groups, desc, series_uid=series_uid, min_frames=1,

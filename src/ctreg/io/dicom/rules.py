@@ -17,9 +17,12 @@ class DicomRuleError(DicomSeriesError):
     ``InvalidFile.NotDicom``, ``InvalidFile.FrameCount``, ``InvalidFile.NotAxial`` or
     ``InvalidFile.Series`` (every other rule)."""
 
-    def __init__(self, message: str, *, code: str = "InvalidFile.Series"):
-        super().__init__(message)
-        self.code = code
+    code = "InvalidFile.Series"
+    codes = ("InvalidFile.Series", "InvalidFile.NotDicom", "InvalidFile.FrameCount",
+             "InvalidFile.NotAxial")
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message, code=code)
 
 
 #: largest accepted angle (degrees) between the slice normal and the patient z axis.
