@@ -66,10 +66,10 @@ def _cmd_register(args) -> int:
     import json
     from pathlib import Path
 
-    from .ops import set_num_threads
     from .io import read_volume
     from .io.atomic import atomic_dir
-    from .pipeline import register
+    from .ops import keep_freed_memory, set_num_threads
+    from .pipeline import KEEP_FREED_MEMORY_MAX_VOXELS, register
 
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -83,6 +83,8 @@ def _cmd_register(args) -> int:
     reference = read_volume(args.reference)
     log.info("reading floating %s", args.floating)
     floating = read_volume(args.floating)
+    if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
+        keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
     result = register(reference, floating, preset=args.preset)
     with atomic_dir(out) as tmp:
         written = result.save(tmp, name=args.name, dicom=not args.no_dicom)

@@ -29,10 +29,11 @@ from .metrics import demons_forces, lncc, mattes_mi, ncc, ssd
 from .resample import (AFFINE_MOMENTS, affine_moments, resample_affine, resample_composed,
                        resample_displacement, resample_field, warp_with_gradient)
 from .runtime import (MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES, gc_paused, get_num_threads,
-                      keep_freed_memory, preload_kernels, serial_blas, set_num_threads)
+                      keep_freed_memory, preload_kernels, serial_blas, set_num_threads,
+                      thread_limit)
 from .smoothing import gradient, smooth
 
-__all__ = ["set_num_threads", "get_num_threads", "serial_blas", "gc_paused", "keep_freed_memory",
+__all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused", "keep_freed_memory",
            "preload_kernels", "resample_affine", "resample_displacement", "gradient", "smooth",
            "resample_composed", "warp_with_gradient", "affine_moments", "bspline_grid_shape",
            "bspline_to_dense", "bspline_adjoint", "bending_energy", "ssd", "ncc", "lncc",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -12,8 +14,8 @@ from threadpoolctl import ThreadpoolController
 from .. import _checks as ck
 from .. import _native
 
-__all__ = ["set_num_threads", "get_num_threads", "serial_blas", "gc_paused", "keep_freed_memory",
-           "preload_kernels"]
+__all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused",
+           "keep_freed_memory", "preload_kernels"]
 
 
 def _env_threads() -> int:
@@ -43,8 +45,60 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The thread count the kernels use now."""
+    """The thread count the native kernels called from this thread use now (its
+    ``thread_limit`` when inside one, else the process default)."""
     return int(_native.get_num_threads())
+
+
+@contextlib.contextmanager
+def thread_limit(n: int | None) -> Iterator[None]:
+    """Run the enclosed code with ``n`` threads in the native and Numba kernels it calls from
+    THIS thread; other threads, and this thread afterwards, are unaffected (the native count is
+    thread-local, ``cpp/src/threads.cpp``, and so is Numba's).  ``None`` changes nothing.
+    ``register(threads=n)`` uses it.  Results do not depend on the count.
+    """
+    if n is None:
+        yield
+        return
+    n = ck.positive_int("threads", n)
+    import numba
+
+    prev_native = int(_native.get_thread_num_threads())
+    prev_numba = numba.get_num_threads()
+    _native.set_thread_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        _native.set_thread_num_threads(prev_native)
+        numba.set_num_threads(prev_numba)
+
+
+class _Shared:
+    """A process-wide setting shared by the threads inside a block: the first one in applies
+    it, the last one out restores exactly what the first one found (a plain save/restore per
+    thread would leave the setting changed when two blocks overlap without nesting)."""
+
+    def __init__(self, apply, restore) -> None:
+        self._apply, self._restore = apply, restore
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = self._apply()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    saved, self._saved = self._saved, None
+                    self._restore(saved)
 
 
 @contextlib.contextmanager
@@ -56,11 +110,23 @@ def serial_blas():
     native kernels' OpenMP threads: on 2 cores that made the kernels 2-14x slower between
     optimiser steps (``benchmarks/sweep_options.py --kernels --threaded-blas``, see
     ``benchmarks/README.md``).  ctreg's BLAS work is a few vectors of at most
-    ~10^5 entries, which one thread does in microseconds.  The previous limits are restored on
-    exit.  The setting is process-wide while it lasts, as every BLAS thread setting is.
+    ~10^5 entries, which one thread does in microseconds.  The setting is process-wide while
+    it lasts, as every BLAS thread setting is: with several threads inside, the last one out
+    restores exactly the limits the first one found.
     """
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with _serial_blas():
         yield
+
+
+def _blas_apply():
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _blas_restore(limiter) -> None:
+    limiter.restore_original_limits()
+
+
+_serial_blas = _Shared(_blas_apply, _blas_restore)
 
 
 _controllers: list = []
@@ -86,17 +152,30 @@ def gc_paused():
     tens of ms in the middle of a registration).  What this and ``keep_freed_memory`` buy
     together: ``benchmarks/sweep_options.py --no-warmup --repeat 1 [--default-runtime]``, see
     ``benchmarks/README.md``.
-    Cycles created meanwhile are collected after the block.
+    Cycles created meanwhile are collected after the block.  With several threads inside, the
+    collector stays paused until the last one leaves, which restores the state the first one
+    found; the thresholds are never touched.
     """
+    with _gc_paused():
+        yield
+
+
+def _gc_apply() -> bool:
     import gc
 
-    was_enabled = gc.isenabled()
+    was = gc.isenabled()
     gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+    return was
+
+
+def _gc_restore(was: bool) -> None:
+    import gc
+
+    if was:
+        gc.enable()
+
+
+_gc_paused = _Shared(_gc_apply, _gc_restore)
 
 
 #: glibc's own ceiling for its dynamic mmap threshold on 64-bit systems, and the trim threshold
@@ -117,14 +196,18 @@ def keep_freed_memory() -> bool:
     By default glibc serves each allocation above 128 KiB with a fresh ``mmap`` and unmaps it
     when it is freed, so every new array of that size is page-faulted in again: on a 4 mm chest
     scan a registration allocates many short-lived arrays of 0.5-4 MB, and the first run in a
-    process page-faults each of them in (measured with ``gc_paused``, see there).  glibc raises its threshold by itself after the first large blocks
-    are freed, up to 32 MiB (with a trim threshold of 64 MiB), so only the first registration
-    in a process pays; this sets those steady-state values at once with ``mallopt``.  Up to
-    64 MiB of freed memory may stay with the process, and holes between live heap blocks are
-    not returned: ``register()`` calls this only for scans of at most
-    ``pipeline.KEEP_FREED_MEMORY_MAX_VOXELS`` voxels together, where it pays.  Does nothing (returns False) on other C
-    libraries or when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set in the
-    environment (the user's choice wins).
+    process page-faults each of them in (measured with ``gc_paused``, see there).  glibc
+    raises its threshold by itself after the first large blocks are freed, up to 32 MiB (with a
+    trim threshold of 64 MiB), so only the first registration in a process pays; this sets
+    those steady-state values at once with ``mallopt``.  Up to 64 MiB of freed memory may stay
+    with the process, and holes between live heap blocks are not returned.
+
+    A process-wide setting that cannot be undone (glibc has no way to read the previous
+    values back): ``register()`` never calls it; a program that owns its process may.  The
+    ``ctreg register`` command does, for scans of at most
+    ``pipeline.KEEP_FREED_MEMORY_MAX_VOXELS`` voxels together, where it pays.  Does nothing
+    (returns False) on other C libraries or when ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` are set in the environment (the user's choice wins).
     """
     if _malloc_state:
         return _malloc_state[0]
