@@ -82,11 +82,9 @@ CTREG_ALWAYS_INLINE inline void mind_slice_body(const MindGeom& g, const float* 
             sr[nx - 1 + q] = sr[nx - 1];
         }
         float* xo = xbuf + j * nx;
-        for (index_t i = 0; i < nx; ++i) {
-            float acc = srow[i];
-            for (index_t q = 1; q <= 2 * r; ++q) acc += srow[i + q];
-            xo[i] = acc;
-        }
+        for (index_t i = 0; i < nx; ++i) xo[i] = srow[i];
+        for (index_t q = 1; q <= 2 * r; ++q)
+            for (index_t i = 0; i < nx; ++i) xo[i] += srow[i + q];
     }
     for (index_t j = 0; j < ny; ++j) {
         float* o = dst + j * nx;
@@ -144,7 +142,7 @@ CTREG_ALWAYS_INLINE inline double mind_combine_body(const MindGeom& g, float* co
 // out[m, c] = exp(-out[m, c] / clamp(V(m), lo, hi)) for the n voxels of one slice.
 CTREG_ALWAYS_INLINE inline void mind_exp_body(float* __restrict out, index_t n, float lo, float hi) {
     constexpr index_t kB = 64;
-    float inv[kB];
+    float inv[kB * kMindChannels];
     for (index_t m0 = 0; m0 < n; m0 += kB) {
         const index_t nb = std::min(kB, n - m0);
         float* o = out + m0 * kMindChannels;
@@ -153,13 +151,11 @@ CTREG_ALWAYS_INLINE inline void mind_exp_body(float* __restrict out, index_t n, 
             for (int c = 0; c < kMindChannels; ++c) vs += o[t * kMindChannels + c];
             float v = vs * (1.0f / kMindChannels);
             v = v < lo ? lo : (v > hi ? hi : v);
-            inv[t] = 1.0f / v;
+            const float iv = 1.0f / v;
+            for (int c = 0; c < kMindChannels; ++c) inv[t * kMindChannels + c] = iv;
         }
-        for (index_t t = 0; t < nb; ++t)
-            for (int c = 0; c < kMindChannels; ++c) {
-                float& x = o[t * kMindChannels + c];
-                x = exp_nonpos(-(x * inv[t]));
-            }
+        const index_t len = nb * kMindChannels;
+        for (index_t t = 0; t < len; ++t) o[t] = exp_nonpos(-(o[t] * inv[t]));
     }
 }
 
