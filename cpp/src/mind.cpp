@@ -282,169 +282,301 @@ void mind_ssc(const float* image, const Shape3& s, int radius, int distance, flo
 
 // ------------------------------------------------------------------------------------------
 // Block matching
+//
+// The block voxels of all control points form a product set U = Uz x Uy x Ux (per axis: the
+// positions g * step + o inside the volume), and neighbouring control points share many of
+// them (grid step 4, block {-2, 0, 2}: 2 of 3 per axis).  So for each slab of control points
+// with the same gz, and each search offset (dz, dy), the point costs
+//     E[u][ix] = sum_c |ref[u, c] - flt[clamp(u + (dz, dy, dx_ix)), c]|
+// are computed once per u of the slab (ix: the 2K + 1 x offsets, vectorised), then summed
+// separably: over the block's x positions (Sx), then over its (z, y) rows in (oz, oy) order.
+// Floating features are stored planar with replicated x padding, so the dx lanes of a row
+// are contiguous (strided for search_step > 1).
 
 namespace {
 
-// acc[ix] += |r - row[ix]| for ix < NL (NL a multiple of 8; lanes past the offsets are
-// discarded by the caller).
+struct AxisBlocks {
+    std::vector<index_t> pos;   // U along this axis (sorted voxel positions)
+    std::vector<index_t> map;   // map[g * nO + i] = index in pos of g * step + O[i], or -1
+    std::vector<index_t> count; // block positions of g inside the volume
+};
+
+AxisBlocks axis_blocks(index_t n, index_t G, index_t step, const std::vector<index_t>& ob) {
+    AxisBlocks a;
+    const index_t nO = index_t(ob.size());
+    std::vector<index_t> where(static_cast<std::size_t>(n), -1);
+    for (index_t g = 0; g < G; ++g)
+        for (index_t o : ob) {
+            const index_t p = g * step + o;
+            if (p >= 0 && p < n) where[static_cast<std::size_t>(p)] = 1;
+        }
+    for (index_t p = 0; p < n; ++p)
+        if (where[static_cast<std::size_t>(p)] >= 0) {
+            where[static_cast<std::size_t>(p)] = index_t(a.pos.size());
+            a.pos.push_back(p);
+        }
+    a.map.assign(static_cast<std::size_t>(G * nO), -1);
+    a.count.assign(static_cast<std::size_t>(G), 0);
+    for (index_t g = 0; g < G; ++g)
+        for (index_t i = 0; i < nO; ++i) {
+            const index_t p = g * step + ob[static_cast<std::size_t>(i)];
+            if (p >= 0 && p < n) {
+                a.map[static_cast<std::size_t>(g * nO + i)] = where[static_cast<std::size_t>(p)];
+                ++a.count[static_cast<std::size_t>(g)];
+            }
+        }
+    return a;
+}
+
+// e[t] = sum_c |rv[c] - row_c[t]| for t < NL, row_c = f + c * cstride (NL a multiple of 8;
+// the lanes past the 2K + 1 offsets are discarded later).
 template <int NL>
-CTREG_ALWAYS_INLINE inline void bm_rows_fixed(const float* __restrict base, const index_t* __restrict roff,
-                                              const float* __restrict rb, index_t nrow, float* __restrict res) {
+CTREG_ALWAYS_INLINE inline void bm_point_fixed(const float* __restrict rv, const float* __restrict f,
+                                               index_t cstride, index_t C, float* __restrict e) {
     float acc[NL];
     for (int t = 0; t < NL; ++t) acc[t] = 0.0f;
-    for (index_t q = 0; q < nrow; ++q) {
-        const float r = rb[q];
-        const float* row = base + roff[q];
+    for (index_t c = 0; c < C; ++c) {
+        const float r = rv[c];
+        const float* row = f + c * cstride;
         for (int t = 0; t < NL; ++t) acc[t] += std::fabs(r - row[t]);
     }
-    for (int t = 0; t < NL; ++t) res[t] = acc[t];
+    for (int t = 0; t < NL; ++t) e[t] = acc[t];
 }
 
-CTREG_ALWAYS_INLINE inline void bm_rows_strided(const float* __restrict base, const index_t* __restrict roff,
-                                                const float* __restrict rb, index_t nrow, index_t nl,
-                                                index_t stride, float* __restrict res) {
-    for (index_t t = 0; t < nl; ++t) res[t] = 0.0f;
-    for (index_t q = 0; q < nrow; ++q) {
-        const float r = rb[q];
-        const float* row = base + roff[q];
-        for (index_t t = 0; t < nl; ++t) res[t] += std::fabs(r - row[t * stride]);
+CTREG_ALWAYS_INLINE inline void bm_point_strided(const float* __restrict rv, const float* __restrict f,
+                                                 index_t cstride, index_t C, index_t nl, index_t st,
+                                                 float* __restrict e) {
+    for (index_t t = 0; t < nl; ++t) e[t] = 0.0f;
+    for (index_t c = 0; c < C; ++c) {
+        const float r = rv[c];
+        const float* row = f + c * cstride;
+        for (index_t t = 0; t < nl; ++t) e[t] += std::fabs(r - row[t * st]);
     }
 }
 
-// One control point's (Ls x Ls) rows of Ls costs: for every (iz, iy), res = sum over the block
-// rows q of |rb[q] - base[roff[q] + dzy + ix * stride]|.
-CTREG_ALWAYS_INLINE inline void bm_point_body(const float* base, const index_t* roff, const float* rb,
-                                              index_t nrow, index_t Ls, index_t stride, index_t sz,
-                                              index_t sy, index_t K, float scale, float* cost,
-                                              float* tmp) {
-    for (index_t iz = 0; iz < Ls; ++iz)
-        for (index_t iy = 0; iy < Ls; ++iy) {
-            const float* b = base + (iz - K) * stride * sz + (iy - K) * stride * sy;
-            if (stride == 1 && Ls <= 8) {
-                bm_rows_fixed<8>(b, roff, rb, nrow, tmp);
-            } else if (stride == 1 && Ls <= 16) {
-                bm_rows_fixed<16>(b, roff, rb, nrow, tmp);
-            } else if (stride == 1 && Ls <= 24) {
-                bm_rows_fixed<24>(b, roff, rb, nrow, tmp);
-            } else if (stride == 1 && Ls <= 32) {
-                bm_rows_fixed<32>(b, roff, rb, nrow, tmp);
+struct SlabArgs {
+    const BlockMatchArgs* a;
+    const float* fp;        // planar padded floating features [c][z][y][nxp]
+    index_t nxp, xpad, cstride;
+    index_t K, Ls, NL, st, nO;
+    const AxisBlocks *bz, *by, *bx;
+};
+
+// E rows of one (z position, dz, dy) for the needed (uy, ux) of the slab, then their x sums
+// Sx[uy][gx][NL].
+CTREG_ALWAYS_INLINE inline void bm_rows_body(const SlabArgs& s, index_t zv, index_t dz, index_t dy,
+                                             const std::uint8_t* need, float* __restrict E,
+                                             float* __restrict Sx) {
+    const BlockMatchArgs& a = *s.a;
+    const Shape3 sh = a.shape;
+    const index_t C = a.channels, NL = s.NL;
+    const index_t nuy = index_t(s.by->pos.size()), nux = index_t(s.bx->pos.size());
+    const index_t Gx = a.grid.nx, nO = s.nO;
+    const index_t zc = clampi(zv + dz, sh.nz);
+    for (index_t uy = 0; uy < nuy; ++uy) {
+        const index_t yv = s.by->pos[static_cast<std::size_t>(uy)];
+        const index_t yc = clampi(yv + dy, sh.ny);
+        const float* frow = s.fp + (zc * sh.ny + yc) * s.nxp + s.xpad - s.K * s.st;
+        const float* rrow = a.ref + (zv * sh.ny + yv) * sh.nx * C;
+        const std::uint8_t* nrow = need + uy * nux;
+        bool any = false;
+        for (index_t ux = 0; ux < nux; ++ux) {
+            if (!nrow[ux]) continue;
+            any = true;
+            const index_t xv = s.bx->pos[static_cast<std::size_t>(ux)];
+            float* e = E + ux * NL;
+            const float* rv = rrow + xv * C;
+            const float* f = frow + xv;
+            if (s.st == 1 && NL == 8) {
+                bm_point_fixed<8>(rv, f, s.cstride, C, e);
+            } else if (s.st == 1 && NL == 16) {
+                bm_point_fixed<16>(rv, f, s.cstride, C, e);
+            } else if (s.st == 1 && NL == 24) {
+                bm_point_fixed<24>(rv, f, s.cstride, C, e);
+            } else if (s.st == 1 && NL == 32) {
+                bm_point_fixed<32>(rv, f, s.cstride, C, e);
             } else {
-                bm_rows_strided(b, roff, rb, nrow, Ls, stride, tmp);
+                bm_point_strided(rv, f, s.cstride, C, s.Ls, s.st, e);
             }
-            float* o = cost + (iz * Ls + iy) * Ls;
-            for (index_t ix = 0; ix < Ls; ++ix) o[ix] = tmp[ix] * scale;
         }
+        if (!any) continue;
+        for (index_t gx = 0; gx < Gx; ++gx) {
+            float* o = Sx + (uy * Gx + gx) * NL;
+            for (index_t t = 0; t < NL; ++t) o[t] = 0.0f;
+            const index_t* m = s.bx->map.data() + gx * nO;
+            for (index_t i = 0; i < nO; ++i) {
+                if (m[i] < 0 || !nrow[m[i]]) continue;
+                const float* e = E + m[i] * NL;
+                for (index_t t = 0; t < NL; ++t) o[t] += e[t];
+            }
+        }
+    }
 }
 
-using PointFn = void (*)(const float*, const index_t*, const float*, index_t, index_t, index_t, index_t,
-                         index_t, index_t, float, float*, float*);
-void bm_point_generic(const float* base, const index_t* roff, const float* rb, index_t nrow, index_t Ls,
-                      index_t stride, index_t sz, index_t sy, index_t K, float scale, float* cost, float* tmp) {
-    bm_point_body(base, roff, rb, nrow, Ls, stride, sz, sy, K, scale, cost, tmp);
+// acc[gy][gx] += Sx[uy(gy, oy)][gx] for the slab's active (gy, gx), oy in order.
+CTREG_ALWAYS_INLINE inline void bm_ysum_body(const SlabArgs& s, const std::uint8_t* act2, const float* __restrict Sx,
+                                             float* __restrict acc) {
+    const index_t Gy = s.a->grid.ny, Gx = s.a->grid.nx, NL = s.NL, nO = s.nO;
+    for (index_t gy = 0; gy < Gy; ++gy) {
+        const index_t* m = s.by->map.data() + gy * nO;
+        for (index_t gx = 0; gx < Gx; ++gx) {
+            if (!act2[gy * Gx + gx]) continue;
+            float* o = acc + (gy * Gx + gx) * NL;
+            for (index_t i = 0; i < nO; ++i) {
+                if (m[i] < 0) continue;
+                const float* sx = Sx + (m[i] * Gx + gx) * NL;
+                for (index_t t = 0; t < NL; ++t) o[t] += sx[t];
+            }
+        }
+    }
+}
+
+using RowsFn = void (*)(const SlabArgs&, index_t, index_t, index_t, const std::uint8_t*, float*, float*);
+using YsumFn = void (*)(const SlabArgs&, const std::uint8_t*, const float*, float*);
+void bm_rows_generic(const SlabArgs& s, index_t zv, index_t dz, index_t dy, const std::uint8_t* need, float* E,
+                     float* Sx) {
+    bm_rows_body(s, zv, dz, dy, need, E, Sx);
+}
+void bm_ysum_generic(const SlabArgs& s, const std::uint8_t* act2, const float* Sx, float* acc) {
+    bm_ysum_body(s, act2, Sx, acc);
 }
 #if CTREG_X86_DISPATCH
-__attribute__((target("avx2"))) void bm_point_avx2(const float* base, const index_t* roff, const float* rb,
-                                                   index_t nrow, index_t Ls, index_t stride, index_t sz,
-                                                   index_t sy, index_t K, float scale, float* cost,
-                                                   float* tmp) {
-    bm_point_body(base, roff, rb, nrow, Ls, stride, sz, sy, K, scale, cost, tmp);
+__attribute__((target("avx2"))) void bm_rows_avx2(const SlabArgs& s, index_t zv, index_t dz, index_t dy,
+                                                  const std::uint8_t* need, float* E, float* Sx) {
+    bm_rows_body(s, zv, dz, dy, need, E, Sx);
+}
+__attribute__((target("avx2"))) void bm_ysum_avx2(const SlabArgs& s, const std::uint8_t* act2, const float* Sx,
+                                                  float* acc) {
+    bm_ysum_body(s, act2, Sx, acc);
 }
 #endif
 
 }  // namespace
 
 void block_match_cost(const BlockMatchArgs& a) {
-    const Shape3 s = a.shape, G = a.grid;
-    const index_t C = a.channels, N = s.size();
-    const index_t K = a.search_radius / a.search_step, Ls = 2 * K + 1, L = Ls * Ls * Ls;
-    const index_t st = a.search_step, B = a.block_radius;
-    const index_t E = B + K * st;  // reach of p + o + d from the control point p
-    const index_t W = 2 * E + 1;
-    constexpr index_t kPad = 32;  // the fixed-width row loops read up to 31 floats past a row
+    const Shape3 sh = a.shape, G = a.grid;
+    const index_t C = a.channels, N = sh.size();
+    const index_t st = a.search_step, K = a.search_radius / st, Ls = 2 * K + 1, L = Ls * Ls * Ls;
+    const index_t B = a.block_radius;
+    const index_t NL = st == 1 ? std::max<index_t>(8, (Ls + 7) / 8 * 8) : Ls;
     const int nthreads = ctreg::num_threads();
-    // Floating features planar: fp[c][z][y][x].
-    std::vector<float> fp(static_cast<std::size_t>(C * N + kPad), 0.0f);
+    // Planar floating features, each x row padded with replicated edges (K * st + NL each side:
+    // covers the clamped reach and the discarded lanes).
+    const index_t xpad = K * st + std::max<index_t>(NL, 8), nxp = sh.nx + 2 * xpad;
+    const index_t cstride = sh.nz * sh.ny * nxp;
+    std::vector<float> fp(static_cast<std::size_t>(C * cstride));
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (index_t k = 0; k < s.nz; ++k)
-        for (index_t m = k * s.ny * s.nx; m < (k + 1) * s.ny * s.nx; ++m)
-            for (index_t c = 0; c < C; ++c) fp[static_cast<std::size_t>(c * N + m)] = a.flt[m * C + c];
+    for (index_t zy = 0; zy < sh.nz * sh.ny; ++zy) {
+        const float* src = a.flt + zy * sh.nx * C;
+        for (index_t c = 0; c < C; ++c) {
+            float* dst = fp.data() + c * cstride + zy * nxp;
+            for (index_t i = 0; i < xpad; ++i) {
+                dst[i] = src[c];
+                dst[xpad + sh.nx + i] = src[(sh.nx - 1) * C + c];
+            }
+            for (index_t i = 0; i < sh.nx; ++i) dst[xpad + i] = src[i * C + c];
+        }
+    }
+    (void)N;
     std::vector<index_t> ob;  // block offsets along one axis
     for (index_t o = -B; o <= B; o += a.block_step) ob.push_back(o);
-    PointFn point_fn = &bm_point_generic;
-#if CTREG_X86_DISPATCH
-    if (use_avx2()) point_fn = &bm_point_avx2;
-#endif
+    const index_t nO = index_t(ob.size());
+    const AxisBlocks bz = axis_blocks(sh.nz, G.nz, a.grid_step, ob), by = axis_blocks(sh.ny, G.ny, a.grid_step, ob),
+                     bx = axis_blocks(sh.nx, G.nx, a.grid_step, ob);
+    // Active control points (any mask voxel in the full block cube).
     const index_t ng = G.size();
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (index_t gi = 0; gi < ng; ++gi) {
+        bool act = true;
+        if (a.mask) {
+            const index_t pz = (gi / (G.ny * G.nx)) * a.grid_step, py = ((gi / G.nx) % G.ny) * a.grid_step,
+                          px = (gi % G.nx) * a.grid_step;
+            act = false;
+            for (index_t z = std::max<index_t>(0, pz - B); z <= std::min(sh.nz - 1, pz + B) && !act; ++z)
+                for (index_t y = std::max<index_t>(0, py - B); y <= std::min(sh.ny - 1, py + B) && !act; ++y)
+                    for (index_t x = std::max<index_t>(0, px - B); x <= std::min(sh.nx - 1, px + B); ++x)
+                        if (a.mask[sh.at(z, y, x)]) {
+                            act = true;
+                            break;
+                        }
+        }
+        a.active[gi] = act ? 1 : 0;
+    }
+    SlabArgs s;
+    s.a = &a;
+    s.fp = fp.data();
+    s.nxp = nxp;
+    s.xpad = xpad;
+    s.cstride = cstride;
+    s.K = K;
+    s.Ls = Ls;
+    s.NL = NL;
+    s.st = st;
+    s.nO = nO;
+    s.bz = &bz;
+    s.by = &by;
+    s.bx = &bx;
+    RowsFn rows_fn = &bm_rows_generic;
+    YsumFn ysum_fn = &bm_ysum_generic;
+#if CTREG_X86_DISPATCH
+    if (use_avx2()) {
+        rows_fn = &bm_rows_avx2;
+        ysum_fn = &bm_ysum_avx2;
+    }
+#endif
+    const index_t nuy = index_t(by.pos.size()), nux = index_t(bx.pos.size());
+    const index_t slab = G.ny * G.nx;
 #pragma omp parallel num_threads(nthreads)
     {
-        std::vector<float> local(static_cast<std::size_t>(C * W * W * W + kPad), 0.0f);
-        std::vector<index_t> roff;
-        std::vector<float> rb;
-        std::vector<float> tmp(static_cast<std::size_t>(std::max<index_t>(Ls, 32)));
-#pragma omp for schedule(dynamic, 4)
-        for (index_t gi = 0; gi < ng; ++gi) {
-            const index_t gz = gi / (G.ny * G.nx), gy = (gi / G.nx) % G.ny, gx = gi % G.nx;
-            const index_t pz = gz * a.grid_step, py = gy * a.grid_step, px = gx * a.grid_step;
-            float* cost = a.cost + gi * L;
-            bool act = true;
-            if (a.mask) {
-                act = false;
-                for (index_t z = std::max<index_t>(0, pz - B); z <= std::min(s.nz - 1, pz + B) && !act; ++z)
-                    for (index_t y = std::max<index_t>(0, py - B); y <= std::min(s.ny - 1, py + B) && !act; ++y)
-                        for (index_t x = std::max<index_t>(0, px - B); x <= std::min(s.nx - 1, px + B); ++x)
-                            if (a.mask[s.at(z, y, x)]) {
-                                act = true;
-                                break;
-                            }
-            }
-            a.active[gi] = act ? 1 : 0;
-            if (!act) {
-                std::fill(cost, cost + L, 0.0f);
-                continue;
-            }
-            // Where the floating features around p are read: straight from fp when the whole
-            // reach is inside the volume, else from a clamped copy.
-            const float* base;
-            index_t sc, sz, sy;
-            const bool inside = pz - E >= 0 && py - E >= 0 && px - E >= 0 && pz + E < s.nz &&
-                                py + E < s.ny && px + E < s.nx;
-            if (inside) {
-                base = fp.data() + s.at(pz - E, py - E, px - E);
-                sc = N;
-                sz = s.ny * s.nx;
-                sy = s.nx;
-            } else {
-                sc = W * W * W;
-                sz = W * W;
-                sy = W;
-                for (index_t c = 0; c < C; ++c)
-                    for (index_t tz = 0; tz < W; ++tz)
-                        for (index_t ty = 0; ty < W; ++ty) {
-                            const float* src = fp.data() + c * N +
-                                               (clampi(pz - E + tz, s.nz) * s.ny + clampi(py - E + ty, s.ny)) * s.nx;
-                            float* dst = local.data() + c * sc + tz * sz + ty * sy;
-                            for (index_t tx = 0; tx < W; ++tx) dst[tx] = src[clampi(px - E + tx, s.nx)];
-                        }
-                base = local.data();
-            }
-            // The block voxels inside the volume, in (oz, oy, ox, c) order: reference values
-            // and the offsets of their rows (search offset (-K, -K, -K) * step).
-            roff.clear();
-            rb.clear();
-            for (index_t oz : ob)
-                for (index_t oy : ob)
-                    for (index_t ox : ob) {
-                        const index_t z = pz + oz, y = py + oy, x = px + ox;
-                        if (z < 0 || y < 0 || x < 0 || z >= s.nz || y >= s.ny || x >= s.nx) continue;
-                        const float* rv = a.ref + s.at(z, y, x) * C;
-                        for (index_t c = 0; c < C; ++c) {
-                            rb.push_back(rv[c]);
-                            roff.push_back(c * sc + (oz + E) * sz + (oy + E) * sy + (ox + E - K * st));
+        std::vector<float> E(static_cast<std::size_t>(nux * NL)), Sx(static_cast<std::size_t>(nuy * G.nx * NL)),
+            acc(static_cast<std::size_t>(slab * NL));
+        std::vector<std::uint8_t> need(static_cast<std::size_t>(nuy * nux)), act2(static_cast<std::size_t>(slab));
+        std::vector<float> scale(static_cast<std::size_t>(slab));
+#pragma omp for schedule(dynamic, 1)
+        for (index_t gz = 0; gz < G.nz; ++gz) {
+            float* cost = a.cost + gz * slab * L;
+            bool any = false;
+            std::fill(need.begin(), need.end(), std::uint8_t(0));
+            for (index_t gy = 0; gy < G.ny; ++gy)
+                for (index_t gx = 0; gx < G.nx; ++gx) {
+                    const index_t g2 = gy * G.nx + gx;
+                    act2[static_cast<std::size_t>(g2)] = a.active[gz * slab + g2];
+                    if (!act2[static_cast<std::size_t>(g2)]) {
+                        std::fill(cost + g2 * L, cost + (g2 + 1) * L, 0.0f);
+                        continue;
+                    }
+                    any = true;
+                    const index_t n_in = bz.count[static_cast<std::size_t>(gz)] * by.count[static_cast<std::size_t>(gy)] *
+                                         bx.count[static_cast<std::size_t>(gx)];
+                    scale[static_cast<std::size_t>(g2)] = float(1.0 / double(n_in));
+                    for (index_t i = 0; i < nO; ++i) {
+                        const index_t uy = by.map[static_cast<std::size_t>(gy * nO + i)];
+                        if (uy < 0) continue;
+                        for (index_t j = 0; j < nO; ++j) {
+                            const index_t ux = bx.map[static_cast<std::size_t>(gx * nO + j)];
+                            if (ux >= 0) need[static_cast<std::size_t>(uy * nux + ux)] = 1;
                         }
                     }
-            const index_t nrow = index_t(rb.size());
-            const float scale = float(1.0 / double(nrow / C));
-            point_fn(base, roff.data(), rb.data(), nrow, Ls, st, sz, sy, K, scale, cost, tmp.data());
+                }
+            if (!any) continue;
+            for (index_t iz = 0; iz < Ls; ++iz)
+                for (index_t iy = 0; iy < Ls; ++iy) {
+                    const index_t dz = (iz - K) * st, dy = (iy - K) * st;
+                    std::fill(acc.begin(), acc.end(), 0.0f);
+                    for (index_t i = 0; i < nO; ++i) {
+                        const index_t uz = bz.map[static_cast<std::size_t>(gz * nO + i)];
+                        if (uz < 0) continue;
+                        rows_fn(s, bz.pos[static_cast<std::size_t>(uz)], dz, dy, need.data(), E.data(), Sx.data());
+                        ysum_fn(s, act2.data(), Sx.data(), acc.data());
+                    }
+                    for (index_t g2 = 0; g2 < slab; ++g2) {
+                        if (!act2[static_cast<std::size_t>(g2)]) continue;
+                        const float* ac = acc.data() + g2 * NL;
+                        const float sc = scale[static_cast<std::size_t>(g2)];
+                        float* o = cost + g2 * L + (iz * Ls + iy) * Ls;
+                        for (index_t ix = 0; ix < Ls; ++ix) o[ix] = ac[ix] * sc;
+                    }
+                }
         }
     }
 }
