@@ -17,6 +17,7 @@ from . import ops
 from ._version import __version__
 from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
+from .discrete import run_discrete_stage
 from .errors import GeometryError
 from .ffd import run_ffd_level
 from .level import SENTINEL, Level, build_level, preprocess
@@ -204,10 +205,21 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
 
-    # -- B-spline ----------------------------------------------------------------------------
+    # -- discrete large-motion search (MIND-SSC block matching) --------------------------------
     t0 = time.perf_counter()
     u: np.ndarray | None = None
     u_level: Level | None = None
+    if opts.discrete.enabled:
+        lv = level(opts.discrete.level_mm)
+        log.info("discrete search: level %.1f mm, radius %.0f mm", opts.discrete.level_mm,
+                 opts.discrete.search_radius_mm)
+        u, rep = run_discrete_stage(lv, transform, opts.discrete, lv.mask)
+        u_level = lv
+        levels_report.append(rep)
+    timings["discrete"] = time.perf_counter() - t0
+
+    # -- B-spline ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
     if opts.ffd.enabled:
         # every B-spline level runs, even on a repeated grid: its control spacing differs
         for li, mm in enumerate(opts.ffd.levels_mm):
