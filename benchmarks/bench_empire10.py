@@ -86,7 +86,7 @@ def _smooth_and_shrink(sitk, image, shrink: int, sigma_mm: float):
                          spacing, image.GetDirection(), 0.0, image.GetPixelID())
 
 
-def run_sitk(pair, threads: int, finest_shrink: int):
+def run_sitk(pair, threads: int, finest_shrink: int, fill_hu: float = 0.0):
     import SimpleITK as sitk
     from methods.common import to_sitk
 
@@ -114,7 +114,7 @@ def run_sitk(pair, threads: int, finest_shrink: int):
     # ITK's demons filters need both images on one grid: the floating scan is resampled onto the
     # reference grid in world space (identity; the affine goes into the initial field), 0 HU
     # (tissue) where the floating scan has no data
-    moving = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0)
+    moving = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, fill_hu)
     shrinks = [s for s in (8, 4, 2, 1) if s >= finest_shrink]
     iters = {8: 50, 4: 30, 2: 20, 1: 10}
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
