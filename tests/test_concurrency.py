@@ -43,6 +43,7 @@ def _run(pair, threads):
     return res.displacement, res.warped.array
 
 
+@pytest.mark.slow
 def test_four_registrations_in_four_threads_match_serial_runs(pairs):
     import scipy.optimize  # noqa: F401  (scipy's BLAS, which L-BFGS-B uses, is loaded)
 
