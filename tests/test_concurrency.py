@@ -43,6 +43,7 @@ def _run(pair, threads):
     return res.displacement, res.warped.array
 
 
+@pytest.mark.slow
 def test_four_registrations_in_four_threads_match_serial_runs(pairs):
     import scipy.optimize  # noqa: F401  (scipy's BLAS, which L-BFGS-B uses, is loaded)
 
@@ -131,3 +132,13 @@ def test_register_makes_no_process_wide_malloc_setting(monkeypatch, pairs):
     monkeypatch.setattr(ops, "keep_freed_memory", lambda: calls.append(1) or True)
     ctreg.register(*pairs[0], **KW)
     assert calls == []
+
+
+def test_transform_points_takes_a_single_point(pairs):
+    res = ctreg.register(*pairs[0], **KW)
+    pts = res.reference.index_to_world([(10, 20, 30), (40, 32, 16)])
+    many = res.transform_points(pts)
+    one = res.transform_points(pts[1])
+    assert one.shape == (3,) and np.array_equal(one, many[1])
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        res.transform_points(np.zeros(4))

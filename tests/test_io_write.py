@@ -11,8 +11,13 @@ import ctreg.io.archive as archive
 import ctreg.io.dicom as dicom_mod
 from ctreg import Volume, read_dicom_series, read_nifti, write_dicom_series, write_nifti
 from ctreg.samples import ct64_dicom_path
+from io_reference import nibabel_lps, pydicom_folder
 
-sitk = pytest.importorskip("SimpleITK")
+try:  # SimpleITK cross-checks are extra tests; the pydicom / nibabel references always run
+    import SimpleITK as sitk
+except ImportError:
+    sitk = None
+needs_sitk = pytest.mark.skipif(sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)")
 
 
 def _sitk_affine(img) -> np.ndarray:
@@ -55,6 +60,17 @@ def test_round_trip_folder_keeps_hu_geometry_and_tags(tmp_path, ct64):
     assert back.meta["series_description"] == h.SeriesDescription
 
 
+def test_pydicom_and_nibabel_references_read_our_series_and_nifti(tmp_path, ct64):
+    out = write_dicom_series(ct64, tmp_path / "series")
+    hu, aff = pydicom_folder(out)
+    assert np.array_equal(hu, ct64.array)
+    np.testing.assert_allclose(aff, ct64.affine, atol=1e-4)
+    arr, aff = nibabel_lps(write_nifti(ct64, tmp_path / "v.nii.gz"))
+    assert np.array_equal(arr, ct64.array)
+    np.testing.assert_allclose(aff, ct64.affine, atol=1e-4)
+
+
+@needs_sitk
 def test_simpleitk_reads_our_series_and_nifti(tmp_path, ct64):
     out = write_dicom_series(ct64, tmp_path / "series")
     r = sitk.ImageSeriesReader()

@@ -21,6 +21,7 @@ def _tre(result, pair):
     return np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
 
 
+@pytest.mark.slow
 def test_recovers_breathing_motion_inside_the_lungs(ct64):
     # diaphragm 20 mm decaying towards the apex, plus ~10 mm and ~10 degrees of rigid motion
     motion = BreathingMotion(diaphragm_mm=20.0, translation_mm=(6.0, -5.0, 5.0),
@@ -45,6 +46,7 @@ def test_recovers_breathing_motion_inside_the_lungs(ct64):
     assert {"rigid", "affine", "bspline", "demons"} <= stages
 
 
+@pytest.mark.slow
 def test_recovers_header_only_rigid_motion_of_20_degrees(shared_data):
     pytest.importorskip("SimpleITK")
     reference = ctreg.read_volume(shared_data("cip-ct64", "ct-64.nrrd"))
@@ -145,6 +147,7 @@ def test_input_without_a_body_is_refused(ct64):
         ctreg.register(42, ct64)
 
 
+@pytest.mark.slow
 def test_large_initial_motion_is_recovered(ct64):
     # > 30 mm and > 15 degrees of rigid motion on top of breathing
     motion = BreathingMotion(diaphragm_mm=10.0, translation_mm=(20.0, -15.0, 15.0),

@@ -33,7 +33,7 @@ class DicomSeriesError(CTRegError, ValueError):
     """A DICOM source breaks one of the service's input rules."""
 
     code = "InvalidFile.Series"
-    codes = ("InvalidFile.Series", "InvalidFile.NotDicom", "InvalidFile.FrameCount",
+    codes: tuple[str, ...] = ("InvalidFile.Series", "InvalidFile.NotDicom", "InvalidFile.FrameCount",
              "InvalidFile.NotAxial", "InvalidFile.Download", "InvalidFile.URL",
              "InvalidFile.TooLarge")
 

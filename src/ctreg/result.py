@@ -82,12 +82,15 @@ class RegistrationResult:
 
     # -- points -----------------------------------------------------------------------------
     def transform_points(self, points) -> np.ndarray:
-        """(N, 3) reference world points (x, y, z LPS mm) -> (N, 3) points in the floating scan.
+        """(N, 3) reference world points (x, y, z LPS mm) -> (N, 3) points in the floating scan
+        (one point of shape (3,) gives shape (3,)).
 
         The displacement is interpolated trilinearly (exact for its affine part); outside the
         reference grid the border value is used.
         """
         pts = np.asarray(points, dtype=np.float64)
+        if pts.shape == (3,):
+            return self.transform_points(pts[None])[0]
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"points must be an (N, 3) array of (x, y, z) LPS mm, got shape {pts.shape}")
         idx = self.reference.world_to_index(pts).T  # (3, N) k, j, i

@@ -218,7 +218,7 @@ def keep_freed_memory() -> bool:
             import ctypes
 
             libc = ctypes.CDLL(None)
-            libc.gnu_get_libc_version  # glibc only
+            libc.gnu_get_libc_version  # noqa: B018  (AttributeError off glibc)
             m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
             ok = (libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1
                   and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES) == 1)
