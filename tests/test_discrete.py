@@ -24,7 +24,7 @@ def test_discrete_stage_alone_recovers_most_of_a_large_diaphragm_motion(ct64):
     pair = make_breathing_pair(ct64, motion, n_landmarks=200)
     base = dict(ffd={"enabled": False}, demons={"enabled": False})
     affine_only = ctreg.register(pair.reference, pair.floating, discrete={"enabled": False}, **base)
-    searched = ctreg.register(pair.reference, pair.floating, **base)
+    searched = ctreg.register(pair.reference, pair.floating, discrete={"enabled": True}, **base)
     before, after = _tre(affine_only, pair), _tre(searched, pair)
     rep = [lv for lv in searched.report["levels"] if lv["stage"] == "discrete"]
     assert len(rep) == 1 and rep[0]["metric_after"] < rep[0]["metric_before"]
@@ -33,7 +33,8 @@ def test_discrete_stage_alone_recovers_most_of_a_large_diaphragm_motion(ct64):
 
 
 def test_discrete_stage_keeps_an_identity_pair_still(ct64):
-    r = ctreg.register(ct64, ct64, ffd={"enabled": False}, demons={"enabled": False})
+    r = ctreg.register(ct64, ct64, discrete={"enabled": True}, ffd={"enabled": False},
+                       demons={"enabled": False})
     assert np.abs(r.displacement).max() == 0.0
 
 

@@ -111,7 +111,7 @@ class DiscreteOptions:
     diaphragm between two breaths, which a smooth pyramid alone does not reach.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     level_mm: float = 4.0
     grid_step_vox: int = 2
     block_radius_vox: int = 2
@@ -217,6 +217,9 @@ class RegistrationOptions:
     crop_margin_mm: the work is done on the reference body's bounding box grown by this margin.
     mask_resolution_mm: the automatic reference body mask is computed on the scan subsampled to
     about this spacing (``ctreg.masks.body_mask``); it bounds the work and the metrics.
+    lung_focus: the deformable stages measure similarity only in the reference lungs grown by
+    ``lung_focus_mm`` (``ctreg.lung_focus``: lungs slide along the chest wall); lungs from
+    ``register(reference_lungs=...)`` or found automatically, else the body (reported).
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
@@ -227,6 +230,8 @@ class RegistrationOptions:
     fill_hu: float = -1024.0
     crop_margin_mm: float = 10.0
     mask_resolution_mm: float = 2.0
+    lung_focus: bool = True
+    lung_focus_mm: float = 10.0
 
     def __post_init__(self):
         for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
@@ -242,6 +247,9 @@ class RegistrationOptions:
         object.__setattr__(self, "clip_hu", (float(lo_hi[0]), float(lo_hi[1])))
         _positive(self, "crop_margin_mm", allow_zero=True)
         _positive(self, "mask_resolution_mm")
+        _positive(self, "lung_focus_mm", allow_zero=True)
+        if not isinstance(self.lung_focus, bool):
+            _fail("RegistrationOptions", "lung_focus", self.lung_focus, "True or False")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

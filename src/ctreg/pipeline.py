@@ -20,6 +20,8 @@ from .demons import run_demons_level
 from .discrete import run_discrete_stage
 from .errors import GeometryError
 from .ffd import run_ffd_level
+from .lung_focus import focus_mask, focused_level
+from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
 from .options import RegistrationOptions, options_for
@@ -95,8 +97,8 @@ def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
 
 def register(reference, floating, *, preset: str = "default",
              options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
-             floating_mask: np.ndarray | None = None, threads: int | None = None,
-             **overrides) -> RegistrationResult:
+             floating_mask: np.ndarray | None = None, reference_lungs: np.ndarray | None = None,
+             threads: int | None = None, **overrides) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -108,6 +110,10 @@ def register(reference, floating, *, preset: str = "default",
     reference_mask, floating_mask : (z, y, x) bool arrays on each scan's grid, optional: the
         region whose similarity counts (reference) and whose centre starts the alignment
         (floating).  Default: the automatic body masks (``ctreg.masks.body_mask``).
+    reference_lungs : (z, y, x) bool lung mask on the reference grid, optional: where the
+        deformable stages measure similarity (grown by ``lung_focus_mm``; ``ctreg.lung_focus``).
+        Default: ``ctreg.lungs.segment_lungs`` when ``lung_focus`` is on (the default); when it
+        finds no usable lungs the body is used and ``report["lungs"]`` says why.
     threads : threads of this call's native and Numba kernels (``ops.thread_limit``: local to
         the calling thread; other threads and later calls are unaffected).  None: the process
         default (``ctreg.set_num_threads``, ``CTREG_NUM_THREADS``, else every core).
@@ -123,11 +129,12 @@ def register(reference, floating, *, preset: str = "default",
     """
     with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
         return _register(reference, floating, preset=preset, options=options,
-                         reference_mask=reference_mask, floating_mask=floating_mask, **overrides)
+                         reference_mask=reference_mask, floating_mask=floating_mask,
+                         reference_lungs=reference_lungs, **overrides)
 
 
 def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
-              **overrides) -> RegistrationResult:
+              reference_lungs, **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
     ref = _as_volume(reference, "reference")
     flt = _as_volume(floating, "floating")
@@ -160,6 +167,14 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     ref_p = preprocess(ref_c, clip, invalid_value=clip[0])
     flt_p = preprocess(flt, clip, invalid_value=clip[0])
     centre = _centroid_world(ref, ref_body)
+    focus = None
+    lung_report: dict = {"used": False, "reason": "lung_focus off"}
+    if reference_lungs is not None or opts.lung_focus:
+        lungs_c = None
+        if reference_lungs is not None:
+            lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
+                                                           "reference_lungs")[box])
+        focus, lung_report = focus_mask(ref_c, body_c, lungs_c, opts.lung_focus_mm)
     timings["masks"] = time.perf_counter() - t0
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
@@ -173,11 +188,22 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             cache[key] = build_level(len(cache), mm, ref_p, body_c, flt_p, frame, clip)
         return cache[key]
 
-    def stage_levels(levels_mm) -> list[tuple[int, float, Level]]:
+    focused: dict[tuple, Level] = {}
+
+    def dlevel(mm: float) -> Level:
+        """The level of the deformable stages: its metric mask restricted to the lung focus."""
+        if focus is None:
+            return level(mm)
+        key = level_factors(ref_c.spacing, mm)
+        if key not in focused:
+            focused[key] = focused_level(level(mm), focus, key)
+        return focused[key]
+
+    def stage_levels(levels_mm, get=level) -> list[tuple[int, float, Level]]:
         """(index, mm, level) per requested level, without repeats of the same grid."""
         out, seen = [], set()
         for li, mm in enumerate(levels_mm):
-            lv = level(mm)
+            lv = get(mm)
             if id(lv) not in seen:
                 seen.add(id(lv))
                 out.append((li, mm, lv))
@@ -210,7 +236,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     u: np.ndarray | None = None
     u_level: Level | None = None
     if opts.discrete.enabled:
-        lv = level(opts.discrete.level_mm)
+        lv = dlevel(opts.discrete.level_mm)
         log.info("discrete search: level %.1f mm, radius %.0f mm", opts.discrete.level_mm,
                  opts.discrete.search_radius_mm)
         u, rep = run_discrete_stage(lv, transform, opts.discrete, lv.mask)
@@ -223,7 +249,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     if opts.ffd.enabled:
         # every B-spline level runs, even on a repeated grid: its control spacing differs
         for li, mm in enumerate(opts.ffd.levels_mm):
-            lv = level(mm)
+            lv = dlevel(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
             u0 = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
                                                             tuple(lv.spacing))
@@ -237,7 +263,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     if opts.demons.enabled:
         v: np.ndarray | None = None
         v_level: Level | None = None
-        for li, mm, lv in stage_levels(opts.demons.levels_mm):
+        for li, mm, lv in stage_levels(opts.demons.levels_mm, dlevel):
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
             outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
                                                               tuple(lv.spacing))
@@ -297,6 +323,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "jacobian": ops.jacobian_statistics(jac),
         "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
+        "lungs": lung_report,
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),
         "reference": {"shape": list(ref.shape), "spacing_mm": ref.spacing.tolist(),

@@ -1,0 +1,99 @@
+"""Lung focus: the deformable stages count similarity in and around the lungs only.
+
+Between two breaths the lungs slide along the chest wall: the displacement jumps at the
+pleura, and one smooth field fitted to the whole body blurs that jump, pulling the lung
+border and the vessels near it towards the chest wall's motion.  With the focus, the
+deformable stages (discrete search, B-spline, demons) measure similarity only inside the
+reference lungs grown by ``lung_focus_mm`` (enough to hold the pleura and the diaphragm's
+edge, so the lung boundary itself is matched); the field beyond follows from the
+regularisation (B-spline bending energy, demons smoothing) — smooth, and no longer competing
+with the lungs' motion.  The affine stage still uses the whole body.
+
+Lungs come from the user (``register(..., reference_lungs=mask)``) or from
+``ctreg.lungs.segment_lungs``; when the automatic segmentation finds no usable lungs (a scan
+without lungs in its field of view, a non-HU image), the stages fall back to the body mask and
+the report says so (``report["lungs"]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from .level import Level
+from .pyramid import level_factors
+from .volume import Volume
+
+__all__ = ["focus_mask", "focused_level", "FOCUS_GRID_MM"]
+
+log = logging.getLogger("ctreg")
+
+#: The dilation by ``lung_focus_mm`` runs on a grid of about this spacing.
+FOCUS_GRID_MM = 2.0
+
+
+def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
+    """``mask`` grown by about ``grow_mm`` (Euclidean, on a ~2 mm grid), on the mask's grid."""
+    f = level_factors(spacing, FOCUS_GRID_MM)
+    # a coarse voxel is set when any fine voxel of its cell is (max-pooling by reshaping)
+    pads = [(-n) % x for n, x in zip(mask.shape, f)]
+    m = np.pad(mask, [(0, p) for p in pads])
+    small = m.reshape(m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1],
+                      m.shape[2] // f[2], f[2]).any(axis=(1, 3, 5))
+    coarse_sp = np.asarray(spacing, float) * np.asarray(f)
+    dist = ndi.distance_transform_edt(~small, sampling=coarse_sp)
+    grown = dist <= grow_mm
+    out = grown
+    for ax, x in enumerate(f):
+        if x > 1:
+            out = np.repeat(out, x, axis=ax)
+    return np.ascontiguousarray(out[: mask.shape[0], : mask.shape[1], : mask.shape[2]]) | mask
+
+
+def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
+               focus_mm: float) -> tuple[np.ndarray | None, dict]:
+    """(mask on the cropped reference grid, or None for the body fallback; report entry).
+
+    ``lungs``: the user's reference lung mask cropped to the same box, or None to segment them.
+    """
+    spacing = reference_crop.spacing
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    info: dict = {"focus_mm": float(focus_mm)}
+    if lungs is None:
+        from .lungs import LungMaskError, segment_lungs
+
+        try:
+            seg = segment_lungs(reference_crop, body=body, min_ml=100.0)
+        except LungMaskError as exc:
+            log.warning("lung focus off: %s [%s]; the deformable stages use the body mask", exc,
+                        exc.code)
+            info.update(used=False, source="automatic", reason=exc.code, message=str(exc))
+            return None, info
+        lungs = seg.mask
+        info.update(source="automatic", notes=list(seg.notes))
+    else:
+        info["source"] = "user"
+        if not lungs.any():
+            from .lungs import LungMaskError
+
+            raise LungMaskError("reference_lungs holds no voxel inside the reference body's box",
+                                "lung_mask_empty")
+    grown = _grow(lungs, spacing, focus_mm) & body
+    info.update(used=True, lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
+                focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1))
+    return grown, info
+
+
+def focused_level(level: Level, focus: np.ndarray, factors) -> Level:
+    """The level with its metric mask restricted to ``focus`` (on the cropped reference grid,
+    subsampled by the level's ``factors`` as ``build_level`` subsamples the body)."""
+    sl = tuple(slice(None, None, int(x)) for x in factors)
+    sub = np.ascontiguousarray(focus[sl]).astype(np.uint8)
+    if sub.shape != level.mask.shape:
+        raise AssertionError(f"focus {sub.shape} and level {level.mask.shape} grids differ")
+    mask = level.mask & sub
+    if not mask.any():
+        return level
+    return dataclasses.replace(level, mask=np.ascontiguousarray(mask))
