@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from . import __version__, ops
+from ._timing import PhaseTimer
 from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
 from .errors import GeometryError
@@ -73,6 +74,16 @@ def _centroid_world(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return volume.index_to_world(idx[None])[0]
 
 
+def _numba_version() -> str | None:
+    """numba's version without importing it (ctreg's kernels are all C++ now)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("numba")
+    except PackageNotFoundError:
+        return None
+
+
 def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
     ml = float(mask.sum()) * float(np.prod(volume.spacing)) / 1000.0
     if ml < MIN_BODY_ML:
@@ -122,8 +133,11 @@ def register(reference, floating, *, preset: str = "default",
 def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
               **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
-    ref = _as_volume(reference, "reference")
-    flt = _as_volume(floating, "floating")
+    timer = PhaseTimer()  # report["seconds"] and report["memory"] per phase (ctreg._timing)
+    timings = timer.seconds
+    with timer.phase("read"):
+        ref = _as_volume(reference, "reference")
+        flt = _as_volume(floating, "floating")
     if ref.array.size + flt.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
         ops.keep_freed_memory()
     if options is None:
@@ -136,7 +150,6 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         opts = options
     frame = ReferenceFrame(ref)
     ReferenceFrame(flt)  # the floating grid must be orthonormal too
-    timings: dict[str, float] = {}
     levels_report: list = []
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
@@ -155,7 +168,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     ref_p = preprocess(ref_c, clip, invalid_value=clip[0])
     flt_p = preprocess(flt, clip, invalid_value=clip[0])
     centre = _centroid_world(ref, ref_body)
-    timings["masks"] = time.perf_counter() - t0
+    timer.add("masks", time.perf_counter() - t0)
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
     # Levels are keyed by their subsampling factors: on a coarse scan several requested
@@ -190,7 +203,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             params, reps = run_affine_level(lv, centre, params, opts.affine, li)
             levels_report += reps
     transform = AffineTransform.from_params(params, centre)
-    timings["affine"] = time.perf_counter() - t0
+    timer.add("affine", time.perf_counter() - t0)
     coarse = level(max(opts.affine.levels_mm) if opts.affine.enabled else 8.0)
     _, valid = coarse.warp(transform)
     overlap = float(np.count_nonzero(coarse.mask & valid)) / max(1, int(np.count_nonzero(coarse.mask)))
@@ -214,7 +227,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
-    timings["bspline"] = time.perf_counter() - t0
+    timer.add("bspline", time.perf_counter() - t0)
 
     # -- demons ------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -235,7 +248,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         if v is not None:  # (id + B-spline field) ∘ exp(v) on the last demons level
             u = u_demons
             u_level = v_level
-    timings["demons"] = time.perf_counter() - t0
+    timer.add("demons", time.perf_counter() - t0)
 
     # -- full resolution ---------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -266,10 +279,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     jac = ops.jacobian_determinant(u_full, tuple(ref.spacing))
     jac *= np.float32(np.linalg.det(transform.matrix))
     del u_full
-    timings["resample"] = time.perf_counter() - t0
+    timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
-    import numba
     import scipy
 
     report = {
@@ -281,6 +293,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "jacobian": ops.jacobian_statistics(jac),
         "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
+        "memory": timer.memory_report(),
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),
         "reference": {"shape": list(ref.shape), "spacing_mm": ref.spacing.tolist(),
@@ -288,7 +301,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "floating": {"shape": list(flt.shape), "spacing_mm": flt.spacing.tolist(),
                      "origin_mm": flt.origin.tolist()},
         "versions": {"ctreg": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                     "numba": numba.__version__, "python": platform.python_version()},
+                     "numba": _numba_version(), "python": platform.python_version()},
     }
     result = RegistrationResult(reference=ref, floating=flt, warped=warped, displacement=displacement,
                                 affine=transform, jacobian=jac, report=report)
