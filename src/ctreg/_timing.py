@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Iterator
 
-__all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "record", "format_profile"]
+__all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "record", "snapshot",
+           "format_profile"]
 
 #: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage).
 PHASES = ("read", "masks", "affine", "bspline", "demons", "resample", "write")
@@ -92,13 +93,21 @@ class PhaseTimer:
         return {"peak_rss_mib": round(peak_rss_mib(), 1), "phases": self.phases}
 
 
-def record(report: dict, name: str, seconds: float) -> None:
+def snapshot() -> dict:
+    """The memory figures of a phase that has just ended (for :func:`record` later)."""
+    return {"peak_rss_mib": round(peak_rss_mib(), 1), "rss_mib": round(rss_mib(), 1)}
+
+
+def record(report: dict, name: str, seconds: float, memory: dict | None = None) -> None:
     """Add a phase measured outside ``register()`` (``read`` by the CLI, ``write`` by
     ``RegistrationResult.save``) to a result's report, and add its time to ``seconds_total``
-    (which then covers the whole job)."""
+    (which then covers the whole job).  ``memory``: the :func:`snapshot` taken when the phase
+    ended (default: now)."""
     timer = PhaseTimer(report.setdefault("seconds", {}),
                        report.setdefault("memory", {}).setdefault("phases", {}))
     timer.add(name, seconds)
+    if memory is not None:
+        timer.phases[name] = dict(memory)
     report["memory"]["peak_rss_mib"] = round(peak_rss_mib(), 1)
     report["seconds_total"] = float(report.get("seconds_total", 0.0)) + float(seconds)
 

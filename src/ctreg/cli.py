@@ -89,9 +89,9 @@ def _cmd_register(args) -> int:
     reference = read_volume(args.reference)
     log.info("reading floating %s", args.floating)
     floating = read_volume(args.floating)
-    t_read = time.perf_counter() - t0
+    t_read, read_memory = time.perf_counter() - t0, _timing.snapshot()
     result = register(reference, floating, preset=args.preset)
-    _timing.record(result.report, "read", t_read)
+    _timing.record(result.report, "read", t_read, read_memory)
     with atomic_dir(out) as tmp:
         written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
     paths = {k: str(out / Path(v).name) for k, v in written.items()}

@@ -19,13 +19,13 @@ from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
 from .errors import GeometryError
 from .ffd import run_ffd_level
+from .fullres import full_resolution
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
 from .options import RegistrationOptions, options_for
 from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
-from .transforms import (N_AFFINE, AffineTransform, ReferenceFrame, frame_to_image_matrix,
-                         world_displacement)
+from .transforms import N_AFFINE, AffineTransform, ReferenceFrame
 from .volume import Volume
 
 __all__ = ["register"]
@@ -253,32 +253,14 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     # -- full resolution ---------------------------------------------------------------------
     t0 = time.perf_counter()
     log.info("resampling the floating scan on the reference grid")
-    if u is None:
-        u_full = np.zeros(ref.shape + (3,), np.float32)
-    else:
-        # straight onto the whole reference grid: beyond the working box the clamped
-        # interpolation continues the field's border values
-        start_mm = -np.array([s.start for s in box], float) * ref.spacing
-        u_full = ops.resample_field(u, tuple(u_level.spacing), ref.shape, tuple(ref.spacing),
-                                    origin_mm=start_mm)
-    u_full = np.ascontiguousarray(u_full, dtype=np.float32)
-    out_to_frame = np.diag(list(ref.spacing) + [1.0])
-    to_index = frame_to_image_matrix(frame, transform, flt)
-    # One resampling for values and validity: where the floating scan has no data it holds the
-    # SENTINEL, and a sample that draws more than ~30 % of its weight from there is invalid.
-    source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
-    warped_arr = ops.resample_displacement(np.ascontiguousarray(source, dtype=np.float32), u_full,
-                                           out_to_world=out_to_frame, world_to_image=to_index,
-                                           order=1, fill=SENTINEL)
-    del source
-    valid_w = warped_arr > INVALID_BELOW_HU
-    np.copyto(warped_arr, np.float32(opts.fill_hu), where=~valid_w)
-    warped = Volume(warped_arr, ref.affine.copy(), valid_w, {
-        "source": "ctreg.register", "series_description": "registered by ctreg"})
-    displacement = world_displacement(frame, transform, u_full)
-    jac = ops.jacobian_determinant(u_full, tuple(ref.spacing))
-    jac *= np.float32(np.linalg.det(transform.matrix))
-    del u_full
+    # the pyramid levels and preprocessed copies of both scans are no longer needed
+    cache.clear()
+    ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
+    # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
+    # working box the clamped interpolation continues the field's border values
+    warped, displacement, jac = full_resolution(
+        ref, flt, frame, transform, u, None if u is None else tuple(u_level.spacing), box,
+        sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
     timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
