@@ -85,3 +85,31 @@ def test_kernels_refuse_wrong_arrays():
         _native.invert_step(f, f, SP, f)  # out aliases the inputs
     with pytest.raises(ValueError):
         _native.jacobian_stats(f[..., 0].copy(), np.ones((2, 2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_clip_fill_equals_numpy(threads, with_valid):
+    rng = np.random.default_rng(6)
+    img = (rng.standard_normal((9, 14, 15)) * 800).astype(np.float32)
+    img[0, 0, :3] = [np.nan, -0.0, np.inf]
+    valid = rng.random(img.shape) > 0.2
+    expect = np.clip(img, -1000.0, 400.0)
+    if with_valid:
+        expect = np.where(valid, expect, np.float32(-1000.0))
+    got = _native.clip_fill(img, valid.view(np.uint8) if with_valid else None, -1000.0, 400.0, -1000.0)
+    np.testing.assert_array_equal(got, expect)
+    assert got.dtype == np.float32
+
+
+def test_scale_and_affine_write_into_out():
+    f = _field(np.random.default_rng(7))
+    expect = _native.scale_field(f, 0.5)
+    _native.scale_field(f, 0.5, f)  # in place
+    np.testing.assert_array_equal(f, expect)
+    vec, idx = np.eye(3) * 2.0, np.ones((3, 4))
+    expect = _native.affine_field(f, vec, idx)
+    out = np.empty_like(f)
+    assert _native.affine_field(f, vec, idx, out) is not None
+    np.testing.assert_array_equal(out, expect)
+    _native.affine_field(f, vec, idx, f)
+    np.testing.assert_array_equal(f, expect)

@@ -145,4 +145,21 @@ void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask,
     }
 }
 
+void clip_fill(const float* image, const Shape3& s, const std::uint8_t* valid, float lo, float hi,
+               float fill, float* out) {
+    const index_t nz = s.nz, plane = s.ny * s.nx;
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < nz; ++k) {
+        const float* p = image + k * plane;
+        float* o = out + k * plane;
+        const std::uint8_t* v = valid ? valid + k * plane : nullptr;
+        for (index_t i = 0; i < plane; ++i) {
+            float x = p[i];
+            if (x < lo) x = lo;
+            if (x > hi) x = hi;
+            o[i] = (v && !v[i]) ? fill : x;
+        }
+    }
+}
+
 }  // namespace ctreg

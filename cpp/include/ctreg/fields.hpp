@@ -29,4 +29,9 @@ double invert_step(const float* u, const float* v, const Shape3& s, const Spacin
 // NaN counts in neither class and min/max ignore it.
 void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out7);
 
+// out = clip(image, lo, hi) where valid != 0 (everywhere when valid is nullptr), fill elsewhere;
+// NaN stays NaN (as numpy.clip).  One parallel pass (ctreg.level.preprocess).
+void clip_fill(const float* image, const Shape3& s, const std::uint8_t* valid, float lo, float hi,
+               float fill, float* out);
+
 }  // namespace ctreg
