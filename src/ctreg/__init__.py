@@ -6,9 +6,8 @@ The names are loaded on first use (PEP 562 ``__getattr__``): ``import ctreg`` an
 ``ctreg --help`` import neither NumPy's heavy users (SciPy, pydicom, nibabel) nor the native
 extension, so the command line starts in a fraction of a second.
 """
+from ._version import __version__
 from .errors import CTRegError, DicomSeriesError, GeometryError
-
-__version__ = "0.1.0"
 
 # public name -> submodule that defines it (imported on first access)
 _LAZY = {
@@ -34,9 +33,9 @@ _LAZY = {
 
 #: submodules reachable as attributes (``ctreg.ops``) without importing them first
 _SUBMODULES = frozenset({
-    "affine", "cli", "client", "demons", "ffd", "io", "level", "masks", "metrics", "ops",
-    "options", "pipeline", "pyramid", "result", "samples", "service", "synthetic", "transforms",
-    "volume"})
+    "affine", "cli", "client", "datasets", "demons", "discrete", "evaluation", "ffd", "fullres",
+    "io", "level", "lungs", "masks", "metrics", "mind", "ops", "options", "pipeline", "pyramid",
+    "result", "samples", "service", "synthetic", "synthetic_lung", "transforms", "volume"})
 
 
 def __getattr__(name: str):

@@ -1,5 +1,5 @@
-"""Per-phase wall time and memory of one job (read, masks, affine, bspline, demons, resample,
-write), for ``RegistrationResult.report`` and ``ctreg register --profile``.
+"""Per-phase wall time and memory of one job (read, masks, affine, discrete, bspline, demons,
+resample, write), for ``RegistrationResult.report`` and ``ctreg register --profile``.
 
 Imports nothing heavy (standard library only; psutil is not needed).  Memory figures are the
 process's resident set size (RSS) in MiB:
@@ -25,7 +25,7 @@ __all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "
            "format_profile"]
 
 #: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage).
-PHASES = ("read", "masks", "affine", "bspline", "demons", "resample", "write")
+PHASES = ("read", "masks", "affine", "discrete", "bspline", "demons", "resample", "write")
 
 _MIB = 1024.0 * 1024.0
 
