@@ -103,8 +103,6 @@ def test_cli_help_imports_nothing_heavy():
     assert not (HEAVY & mods), HEAVY & mods
 
 
-@pytest.mark.xfail(reason="the ops façades still call the Numba kernels: switching them to the C++ "
-                          "kernels of cpp/src/fields.cpp waits for the ops package split", strict=False)
 def test_registration_imports_no_numba():
     """Every kernel is C++: a registration neither imports nor compiles Numba code."""
     mods = _modules_after(

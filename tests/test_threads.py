@@ -199,24 +199,21 @@ def test_register_runs_blas_on_one_thread_and_restores_it(monkeypatch):
         assert _blas_threads() == before
 
 
-def test_preload_kernels_covers_every_numba_signature_register_uses():
-    """After ops.preload_kernels() a registration compiles or loads no further Numba
-    specialisation: the preloaded argument types are exactly those the façades pass."""
-    from ctreg import _kernels, samples
-    from ctreg.synthetic import BreathingMotion, make_breathing_pair
+def test_register_and_preload_import_no_numba():
+    """Every kernel is C++: neither preload_kernels() nor a registration loads Numba."""
+    import subprocess
+    import sys
 
-    seconds = ops.preload_kernels()
-    assert seconds >= 0
-    kernels = {name: getattr(_kernels, name) for name in _kernels.__all__}
-    before = {name: set(k.signatures) for name, k in kernels.items()}
-    preloaded = {name for name, sigs in before.items() if sigs}
-    assert {"scale_field_kernel", "jacobian_stats_kernel", "affine_field_kernel"} <= preloaded
-    pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)
-    ctreg.register(pair.reference, pair.floating, preset="fast", ffd={"iterations": (2,)},
-                   demons={"iterations": (2,)}, affine={"iterations": (2,)})
-    after = {name: set(k.signatures) for name, k in kernels.items()}
-    new = {name: after[name] - before[name] for name in kernels if after[name] - before[name]}
-    assert new == {}, f"register() needed signatures that preload_kernels() did not load: {new}"
+    code = ("import sys, ctreg\nfrom ctreg import ops, samples\n"
+            "from ctreg.synthetic import BreathingMotion, make_breathing_pair\n"
+            "ops.preload_kernels()\n"
+            "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)\n"
+            "ctreg.set_num_threads(2)\n"
+            "r = ctreg.register(pair.reference, pair.floating, preset='fast', ffd={'iterations': (2,)},"
+            " demons={'iterations': (2,)}, affine={'iterations': (2,)})\n"
+            "ops.invert_field(r.displacement[:4, :4, :4].copy(), (1.0, 1.0, 1.0))\n"
+            "assert 'numba' not in sys.modules, 'numba was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_register_pauses_the_garbage_collector_and_restores_it(monkeypatch):
