@@ -1,7 +1,7 @@
 """Speed of ctreg's native kernels against scipy.ndimage / numpy and SimpleITK (not a test).
 
-    python benchmarks/bench_kernels.py                      # both sizes, 2 threads
-    python benchmarks/bench_kernels.py --sizes small        # 160x192x192 only (quick)
+    python benchmarks/bench_kernels.py                      # 160x192x192, 2 threads (a few minutes at most)
+    python benchmarks/bench_kernels.py --sizes all          # also 300x512x512 (long: scipy is slow there)
     python benchmarks/bench_kernels.py --only smooth --threads 1 --repeat 5
 
 Every case is one row of CASES: ``Case(name, ctreg_fn, scipy_fn, sitk_fn)``.  Each function
@@ -576,7 +576,8 @@ def _fmt(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=["small", "large", "all"], default="all")
+    p.add_argument("--sizes", choices=["small", "large", "all"], default="small",
+                   help="small: 160x192x192 (default, <= 3 min on 2 cores); large: 300x512x512; all: both")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="best of N timed runs after a warm-up")
     p.add_argument("--only", nargs="*", help="run the cases whose name starts with any of these")

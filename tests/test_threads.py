@@ -1,4 +1,4 @@
-"""Every native kernel gives bit-identical results on 1 and 2 threads.
+"""Every native kernel gives bit-identical results on 1, 2 and 4 threads, and so does register().
 
 Add a kernel by appending ``(name, fn)`` to KERNELS, where ``fn(rng)`` returns an array (or a
 tuple of arrays) computed with the current thread setting from inputs drawn from ``rng``.
@@ -127,16 +127,34 @@ def restore_threads():
 
 
 @pytest.mark.parametrize("name,fn", KERNELS, ids=[k[0] for k in KERNELS])
-def test_same_result_on_1_and_2_threads(name, fn, restore_threads):
+def test_same_result_on_1_2_and_4_threads(name, fn, restore_threads):
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 4):
         ctreg.set_num_threads(n)
         assert ctreg.get_num_threads() == n
         out = fn(np.random.default_rng(123))
         results.append(out if isinstance(out, tuple) else (out,))
-    for a, b in zip(*results):
-        assert a.shape == b.shape and a.size > 0
-        np.testing.assert_array_equal(a, b, err_msg=name)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.shape == b.shape and a.size > 0
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_register_is_bit_identical_on_1_2_and_4_threads(restore_threads):
+    """The whole registration, every stage and the full-resolution slabs: the same warped scan,
+    displacement, Jacobian and report numbers on any thread count."""
+    from ctreg.samples import sample_pair
+
+    pair = sample_pair()
+    runs = []
+    for n in (1, 2, 4):
+        ctreg.set_num_threads(n)
+        r = ctreg.register(pair.reference, pair.floating, preset="fast")
+        runs.append((r.warped.array, r.warped.valid, r.displacement, r.jacobian_determinant(),
+                     np.array([lv["metric_after"] for lv in r.report["levels"]])))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 # -- BLAS threads while register() runs ------------------------------------------------------
@@ -181,24 +199,21 @@ def test_register_runs_blas_on_one_thread_and_restores_it(monkeypatch):
         assert _blas_threads() == before
 
 
-def test_preload_kernels_covers_every_numba_signature_register_uses():
-    """After ops.preload_kernels() a registration compiles or loads no further Numba
-    specialisation: the preloaded argument types are exactly those the façades pass."""
-    from ctreg import _kernels, samples
-    from ctreg.synthetic import BreathingMotion, make_breathing_pair
+def test_register_and_preload_import_no_numba():
+    """Every kernel is C++: neither preload_kernels() nor a registration loads Numba."""
+    import subprocess
+    import sys
 
-    seconds = ops.preload_kernels()
-    assert seconds >= 0
-    kernels = {name: getattr(_kernels, name) for name in _kernels.__all__}
-    before = {name: set(k.signatures) for name, k in kernels.items()}
-    preloaded = {name for name, sigs in before.items() if sigs}
-    assert {"scale_field_kernel", "jacobian_stats_kernel", "affine_field_kernel"} <= preloaded
-    pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)
-    ctreg.register(pair.reference, pair.floating, preset="fast", ffd={"iterations": (2,)},
-                   demons={"iterations": (2,)}, affine={"iterations": (2,)})
-    after = {name: set(k.signatures) for name, k in kernels.items()}
-    new = {name: after[name] - before[name] for name in kernels if after[name] - before[name]}
-    assert new == {}, f"register() needed signatures that preload_kernels() did not load: {new}"
+    code = ("import sys, ctreg\nfrom ctreg import ops, samples\n"
+            "from ctreg.synthetic import BreathingMotion, make_breathing_pair\n"
+            "ops.preload_kernels()\n"
+            "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)\n"
+            "ctreg.set_num_threads(2)\n"
+            "r = ctreg.register(pair.reference, pair.floating, preset='fast', ffd={'iterations': (2,)},"
+            " demons={'iterations': (2,)}, affine={'iterations': (2,)})\n"
+            "ops.invert_field(r.displacement[:4, :4, :4].copy(), (1.0, 1.0, 1.0))\n"
+            "assert 'numba' not in sys.modules, 'numba was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_register_pauses_the_garbage_collector_and_restores_it(monkeypatch):

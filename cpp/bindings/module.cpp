@@ -9,5 +9,6 @@ PYBIND11_MODULE(_native, m) {
     ctreg::bind::bind_bspline(m);
     ctreg::bind::bind_metrics(m);
     ctreg::bind::bind_demons(m);
+    ctreg::bind::bind_fields(m);
     ctreg::bind::bind_mind(m);
 }

@@ -1,16 +1,59 @@
 """ctreg: registration of two chest CT scans of one patient.
 
 Public API: :class:`Volume`, the readers and writers, :func:`register`, and the thread setting.
+
+The names are loaded on first use (PEP 562 ``__getattr__``): ``import ctreg`` and
+``ctreg --help`` import neither NumPy's heavy users (SciPy, pydicom, nibabel) nor the native
+extension, so the command line starts in a fraction of a second.
 """
 from ._version import __version__
 from .errors import CTRegError, DicomSeriesError, GeometryError
-from .io import (list_series, read_dicom_series, read_nifti, read_volume, write_dicom_series,
-                 write_displacement_nifti, write_nifti)
-from .ops import get_num_threads, set_num_threads
-from .options import AffineOptions, DemonsOptions, FFDOptions, RegistrationOptions, options_for
-from .pipeline import register
-from .result import RegistrationResult
-from .volume import Volume
+
+# public name -> submodule that defines it (imported on first access)
+_LAZY = {
+    "Volume": "volume",
+    "get_num_threads": "ops",
+    "set_num_threads": "ops",
+    "list_series": "io",
+    "read_dicom_series": "io",
+    "read_nifti": "io",
+    "read_volume": "io",
+    "write_dicom_series": "io",
+    "write_displacement_nifti": "io",
+    "write_nifti": "io",
+    "AffineOptions": "options",
+    "DemonsOptions": "options",
+    "FFDOptions": "options",
+    "RegistrationOptions": "options",
+    "options_for": "options",
+    "register": "pipeline",
+    "RegistrationResult": "result",
+}
+
+
+#: submodules reachable as attributes (``ctreg.ops``) without importing them first
+_SUBMODULES = frozenset({
+    "affine", "cli", "client", "datasets", "demons", "discrete", "evaluation", "ffd", "fullres",
+    "io", "level", "lungs", "masks", "metrics", "mind", "ops", "options", "pipeline", "pyramid",
+    "result", "samples", "service", "synthetic", "synthetic_lung", "transforms", "volume"})
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ctreg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CTRegError",

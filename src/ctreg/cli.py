@@ -59,13 +59,18 @@ def _add_register(sub) -> None:
     p.add_argument("--name", default="registered", help="base name of the image outputs")
     p.add_argument("--no-dicom", action="store_true", help="skip the DICOM .tar.gz output")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--profile", action="store_true",
+                   help="print wall seconds and peak memory per phase (read, masks, affine, "
+                   "bspline, demons, resample, write) on stderr")
     p.set_defaults(func=_cmd_register)
 
 
 def _cmd_register(args) -> int:
     import json
+    import time
     from pathlib import Path
 
+    from . import _timing
     from .io import read_volume
     from .io.atomic import atomic_dir
     from .ops import keep_freed_memory, set_num_threads
@@ -79,19 +84,24 @@ def _cmd_register(args) -> int:
             raise CTRegError(f"--threads must be a positive integer, got {args.threads}")
         set_num_threads(args.threads)
     log = logging.getLogger("ctreg")
+    t0 = time.perf_counter()
     log.info("reading reference %s", args.reference)
     reference = read_volume(args.reference)
     log.info("reading floating %s", args.floating)
     floating = read_volume(args.floating)
+    t_read, read_memory = time.perf_counter() - t0, _timing.snapshot()
     if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
         keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
     result = register(reference, floating, preset=args.preset)
+    _timing.record(result.report, "read", t_read, read_memory)
     with atomic_dir(out) as tmp:
         written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
     paths = {k: str(out / Path(v).name) for k, v in written.items()}
     j = result.report["jacobian"]
     log.info("wrote %s (Jacobian min %.3f, %.4f %% <= 0)", out, j.get("min", float("nan")),
              j.get("percent_nonpositive", float("nan")))
+    if args.profile:
+        print(_timing.format_profile(result.report, wall_s=_timing.process_age_s()), file=sys.stderr)
     if args.json:
         print(json.dumps({"outputs": paths, "report": result.report}, indent=2, default=str))
     else:

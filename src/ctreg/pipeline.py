@@ -14,12 +14,14 @@ import time
 import numpy as np
 
 from . import ops
+from ._timing import PhaseTimer
 from ._version import __version__
 from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
 from .discrete import run_discrete_stage
 from .errors import GeometryError
 from .ffd import run_ffd_level
+from .fullres import full_resolution
 from .lung_focus import focus_mask, focused_level
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
@@ -27,8 +29,7 @@ from .masks import body_mask
 from .options import RegistrationOptions, options_for
 from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
-from .transforms import (N_AFFINE, AffineTransform, ReferenceFrame, frame_to_image_matrix,
-                         world_displacement)
+from .transforms import N_AFFINE, AffineTransform, ReferenceFrame
 from .volume import Volume
 
 __all__ = ["register"]
@@ -76,6 +77,16 @@ def _centroid_world(volume: Volume, mask: np.ndarray) -> np.ndarray:
     else:
         idx = (np.array(mask.shape, float) - 1) / 2
     return volume.index_to_world(idx[None])[0]
+
+
+def _numba_version() -> str | None:
+    """numba's version without importing it (ctreg's kernels are all C++ now)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("numba")
+    except PackageNotFoundError:
+        return None
 
 
 def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
@@ -136,8 +147,11 @@ def register(reference, floating, *, preset: str = "default",
 def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
               reference_lungs, **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
-    ref = _as_volume(reference, "reference")
-    flt = _as_volume(floating, "floating")
+    timer = PhaseTimer()  # report["seconds"] and report["memory"] per phase (ctreg._timing)
+    timings = timer.seconds
+    with timer.phase("read"):
+        ref = _as_volume(reference, "reference")
+        flt = _as_volume(floating, "floating")
     if options is None:
         opts = options_for(preset, **overrides)
     else:
@@ -148,7 +162,6 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         opts = options
     frame = ReferenceFrame(ref)
     ReferenceFrame(flt)  # the floating grid must be orthonormal too
-    timings: dict[str, float] = {}
     levels_report: list = []
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
@@ -175,7 +188,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
                                                            "reference_lungs")[box])
         focus, lung_report = focus_mask(ref_c, body_c, lungs_c, opts.lung_focus_mm)
-    timings["masks"] = time.perf_counter() - t0
+    timer.add("masks", time.perf_counter() - t0)
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
     # Levels are keyed by their subsampling factors: on a coarse scan several requested
@@ -221,7 +234,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             params, reps = run_affine_level(lv, centre, params, opts.affine, li)
             levels_report += reps
     transform = AffineTransform.from_params(params, centre)
-    timings["affine"] = time.perf_counter() - t0
+    timer.add("affine", time.perf_counter() - t0)
     coarse = level(max(opts.affine.levels_mm) if opts.affine.enabled else 8.0)
     _, valid = coarse.warp(transform)
     overlap = float(np.count_nonzero(coarse.mask & valid)) / max(1, int(np.count_nonzero(coarse.mask)))
@@ -242,7 +255,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         u, rep = run_discrete_stage(lv, transform, opts.discrete, lv.mask)
         u_level = lv
         levels_report.append(rep)
-    timings["discrete"] = time.perf_counter() - t0
+    timer.add("discrete", time.perf_counter() - t0)
 
     # -- B-spline ----------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -256,7 +269,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
-    timings["bspline"] = time.perf_counter() - t0
+    timer.add("bspline", time.perf_counter() - t0)
 
     # -- demons ------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -277,41 +290,22 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         if v is not None:  # (id + B-spline field) ∘ exp(v) on the last demons level
             u = u_demons
             u_level = v_level
-    timings["demons"] = time.perf_counter() - t0
+    timer.add("demons", time.perf_counter() - t0)
 
     # -- full resolution ---------------------------------------------------------------------
     t0 = time.perf_counter()
     log.info("resampling the floating scan on the reference grid")
-    if u is None:
-        u_full = np.zeros(ref.shape + (3,), np.float32)
-    else:
-        # straight onto the whole reference grid: beyond the working box the clamped
-        # interpolation continues the field's border values
-        start_mm = -np.array([s.start for s in box], float) * ref.spacing
-        u_full = ops.resample_field(u, tuple(u_level.spacing), ref.shape, tuple(ref.spacing),
-                                    origin_mm=start_mm)
-    u_full = np.ascontiguousarray(u_full, dtype=np.float32)
-    out_to_frame = np.diag(list(ref.spacing) + [1.0])
-    to_index = frame_to_image_matrix(frame, transform, flt)
-    # One resampling for values and validity: where the floating scan has no data it holds the
-    # SENTINEL, and a sample that draws more than ~30 % of its weight from there is invalid.
-    source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
-    warped_arr = ops.resample_displacement(np.ascontiguousarray(source, dtype=np.float32), u_full,
-                                           out_to_world=out_to_frame, world_to_image=to_index,
-                                           order=1, fill=SENTINEL)
-    del source
-    valid_w = warped_arr > INVALID_BELOW_HU
-    np.copyto(warped_arr, np.float32(opts.fill_hu), where=~valid_w)
-    warped = Volume(warped_arr, ref.affine.copy(), valid_w, {
-        "source": "ctreg.register", "series_description": "registered by ctreg"})
-    displacement = world_displacement(frame, transform, u_full)
-    jac = ops.jacobian_determinant(u_full, tuple(ref.spacing))
-    jac *= np.float32(np.linalg.det(transform.matrix))
-    del u_full
-    timings["resample"] = time.perf_counter() - t0
+    # the pyramid levels and preprocessed copies of both scans are no longer needed
+    cache.clear()
+    ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
+    # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
+    # working box the clamped interpolation continues the field's border values
+    warped, displacement, jac = full_resolution(
+        ref, flt, frame, transform, u, None if u is None else tuple(u_level.spacing), box,
+        sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+    timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
-    import numba
     import scipy
 
     report = {
@@ -324,6 +318,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
         "lungs": lung_report,
+        "memory": timer.memory_report(),
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),
         "reference": {"shape": list(ref.shape), "spacing_mm": ref.spacing.tolist(),
@@ -331,7 +326,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "floating": {"shape": list(flt.shape), "spacing_mm": flt.spacing.tolist(),
                      "origin_mm": flt.origin.tolist()},
         "versions": {"ctreg": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                     "numba": numba.__version__, "python": platform.python_version()},
+                     "numba": _numba_version(), "python": platform.python_version()},
     }
     result = RegistrationResult(reference=ref, floating=flt, warped=warped, displacement=displacement,
                                 affine=transform, jacobian=jac, report=report)

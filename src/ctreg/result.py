@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
+from ._timing import record
 from .transforms import AffineTransform
 from .volume import Volume
 
@@ -117,15 +120,26 @@ class RegistrationResult:
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         paths = {"nifti": out / f"{name}.nii.gz", "displacement": out / "displacement.nii.gz",
                  "report": out / "report.json"}
-        write_nifti(self.warped, paths["nifti"])
+        jobs = [(write_nifti, (self.warped, paths["nifti"]), {})]
         if dicom:
             paths["dicom"] = out / f"{name}.tar.gz"
             ref_meta = self.reference if "dicom" in self.reference.meta else None
             flt_meta = self.floating if "dicom" in self.floating.meta else None
-            write_dicom_series(self.warped, paths["dicom"], reference=ref_meta, floating=flt_meta)
-        write_displacement_nifti(self.displacement, self.reference.affine, paths["displacement"])
+            jobs.append((write_dicom_series, (self.warped, paths["dicom"]),
+                         {"reference": ref_meta, "floating": flt_meta}))
+        jobs.append((write_displacement_nifti, (self.displacement, self.reference.affine,
+                                                paths["displacement"]), {}))
+        # The three outputs are written at once: their compression (ISA-L / zlib) and file I/O
+        # release the GIL, so the DICOM encoding (Python) overlaps the two NIfTI files.  Each
+        # writer renames its own file when complete (atomic); the first error is raised.
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="ctreg-save") as pool:
+            futures = [pool.submit(fn, *a, **kw) for fn, a, kw in jobs]
+            for f in futures:
+                f.result()
+        record(self.report, "write", time.perf_counter() - t0)
         with atomic_path(paths["report"]) as tmp:
             tmp.write_text(json.dumps(_jsonable(self.report), indent=2))
         return paths

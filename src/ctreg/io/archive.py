@@ -33,6 +33,7 @@ __all__ = [
     "pack_folder",
     "write_tar_gz",
     "write_gzip",
+    "GzipStreamWriter",
 ]
 
 #: file name endings recognised as archives (lower case).
@@ -137,6 +138,90 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
 GZIP_BLOCK = 4 * 1024**2
 
 
+def _compress_member(block, compresslevel: int) -> bytes:
+    """One complete gzip member of ``block``."""
+    if _deflate is not zlib:  # ISA-L levels are 0-3
+        return _deflate.compress(block, min(compresslevel, 3), wbits=31)
+    return zlib.compress(block, compresslevel, wbits=31)
+
+
+class GzipStreamWriter(io.RawIOBase):
+    """A write-only file object that gzips what is written to it into ``fh``, in parallel.
+
+    Written bytes are cut into blocks of :data:`GZIP_BLOCK` bytes; each block is compressed in
+    a worker thread (ISA-L and zlib release the GIL) into a complete gzip member, and members
+    are written to ``fh`` in order: a standard multi-member gzip file (see :func:`write_gzip`).
+    At most ``2 * threads`` blocks are in flight, so memory stays at a few blocks whatever the
+    size of the stream: data can be produced slice by slice (NIfTI voxels, tar members) without
+    a copy of the whole file in memory.  The output depends only on the bytes written, never
+    on how they were split into ``write`` calls or on the thread count.  ``close()`` (or the
+    ``with`` block's end) flushes the last block; it does not close ``fh``.
+    """
+
+    def __init__(self, fh, *, compresslevel: int = GZIP_LEVEL, threads: int | None = None):
+        super().__init__()
+        self._fh = fh
+        self._level = compresslevel
+        self._threads = max(1, threads or min(8, os.cpu_count() or 1))
+        self._buf = bytearray()
+        self._pending: list = []  # futures of compressed members, in order
+        self._pool = ThreadPoolExecutor(max_workers=self._threads) if self._threads > 1 else None
+        self._blocks = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # tarfile asks; the position in the uncompressed stream
+        return self.bytes_in
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        self.bytes_in += n
+        pos = 0
+        if self._buf:  # top up the partial block first
+            take = min(n, GZIP_BLOCK - len(self._buf))
+            self._buf += view[:take]
+            pos = take
+            if len(self._buf) == GZIP_BLOCK:
+                self._submit(bytes(self._buf))
+                self._buf.clear()
+        while n - pos >= GZIP_BLOCK:  # whole blocks straight from the caller's buffer
+            self._submit(bytes(view[pos:pos + GZIP_BLOCK]))
+            pos += GZIP_BLOCK
+        if pos < n:
+            self._buf += view[pos:]
+        return n
+
+    def _submit(self, block: bytes) -> None:
+        self._blocks += 1
+        if self._pool is None:
+            self.bytes_out += self._fh.write(_compress_member(block, self._level))
+            return
+        self._pending.append(self._pool.submit(_compress_member, block, self._level))
+        while len(self._pending) > 2 * self._threads:
+            self._drain_one()
+
+    def _drain_one(self) -> None:
+        self.bytes_out += self._fh.write(self._pending.pop(0).result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._buf or self._blocks == 0:  # an empty stream is one empty member
+                self._submit(bytes(self._buf))
+                self._buf.clear()
+            while self._pending:
+                self._drain_one()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            super().close()
+
+
 def write_gzip(data, fh, *, compresslevel: int = GZIP_LEVEL, threads: int | None = None) -> int:
     """Compress ``data`` (bytes-like) into the open binary file ``fh`` as gzip; return bytes written.
 
@@ -145,25 +230,11 @@ def write_gzip(data, fh, *, compresslevel: int = GZIP_LEVEL, threads: int | None
     (zlib releases the GIL), each a complete gzip member, written in order: a multi-member gzip
     file as ``pigz`` and ``bgzip`` write, which every gzip reader (Python's gzip, zlib's gzread
     used by ITK, ``gunzip``) decompresses to the concatenated data (RFC 1952, section 2.2).
+    To write a stream piece by piece instead, use :class:`GzipStreamWriter`.
     """
-    view = memoryview(data).cast("B")
-    blocks = [view[i:i + GZIP_BLOCK] for i in range(0, max(len(view), 1), GZIP_BLOCK)]
-    n = threads or min(8, os.cpu_count() or 1)
-
-    def comp(block):
-        if _deflate is not zlib:  # ISA-L levels are 0-3
-            return _deflate.compress(block, min(compresslevel, 3), wbits=31)
-        return zlib.compress(block, compresslevel, wbits=31)
-
-    written = 0
-    if n <= 1 or len(blocks) == 1:
-        for b in blocks:
-            written += fh.write(comp(b))
-        return written
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        for out in pool.map(comp, blocks):
-            written += fh.write(out)
-    return written
+    with GzipStreamWriter(fh, compresslevel=compresslevel, threads=threads) as gz:
+        gz.write(data)
+    return gz.bytes_out
 
 
 def _tarinfo(name: str, size: int, mtime: float) -> tarfile.TarInfo:
@@ -179,13 +250,15 @@ def write_tar_gz(members: Iterable[tuple[str, bytes]], out_path: str | os.PathLi
     """Write ``(name, data)`` pairs as regular files into a new .tar.gz, atomically.
 
     Folders named in ``name`` (``"series/IM0001.dcm"``) get their own entries.  The tar is
-    built in memory and compressed by :func:`write_gzip` (parallel, level 1).  The archive
-    appears under ``out_path`` only once complete.
+    streamed through :class:`GzipStreamWriter` (parallel, level 1) as the members come, so
+    a generator of members is never held in memory as a whole.  The archive appears under
+    ``out_path`` only once complete.
     """
     out_path = Path(out_path)
     now = time.time()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh, \
+            GzipStreamWriter(fh, compresslevel=compresslevel) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tf:
         dirs_done: set[str] = set()
         for name, data in members:
             parts = PurePosixPath(name).parts
@@ -199,8 +272,6 @@ def write_tar_gz(members: Iterable[tuple[str, bytes]], out_path: str | os.PathLi
                     tf.addfile(dinfo)
                     dirs_done.add(d)
             tf.addfile(_tarinfo(name, len(data), now), io.BytesIO(data))
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        write_gzip(buf.getbuffer(), fh, compresslevel=compresslevel)
     return out_path
 
 

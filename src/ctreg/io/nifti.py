@@ -12,8 +12,8 @@ every gzip reader; several times faster to write than single-threaded level 9).
 """
 from __future__ import annotations
 
+import io
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import CTRegError, GeometryError
 from ..volume import Volume
-from .archive import write_gzip
+from .archive import GzipStreamWriter
 from .atomic import atomic_path
 
 __all__ = ["read_nifti", "write_nifti", "write_displacement_nifti", "NIFTI_SUFFIXES"]
@@ -85,14 +85,42 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     return Volume(array, affine_from_nifti(aff), None, meta)
 
 
-def _save(img: nib.Nifti1Image, path: Path) -> Path:
+#: z slices per piece that the writers convert and hand to the compressor at a time
+_SLAB = 8
+
+
+def _placeholder(shape, dtype) -> np.ndarray:
+    """A read-only array of ``shape`` that takes no memory: it gives nibabel the header's shape
+    and type, while the voxels are streamed by :func:`_save_streamed`."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def _save_streamed(img: nib.Nifti1Image, path: Path, pieces) -> Path:
+    """Write ``img``'s header, then the voxel bytes of ``pieces`` (arrays, in file order),
+    gzipped in parallel when ``path`` ends in .gz, atomically.  The bytes are those of
+    ``img.to_bytes()`` for an image holding the same voxels (tests/test_performance_io.py),
+    without a copy of the voxels or of the file in memory."""
     _check_suffix(path)
-    data = img.to_bytes()  # the single-file .nii image: header, extensions, voxels
+    hdr = img.header
+    img.update_header()
+    hdr.set_slope_inter(1.0, 0.0)
+    head = io.BytesIO()
+    hdr.write_to(head)
+    offset = int(hdr["vox_offset"])
+    prefix = head.getvalue()
+    if len(prefix) > offset:  # pragma: no cover - nibabel keeps extensions before vox_offset
+        raise CTRegError(f"{path}: NIfTI header of {len(prefix)} bytes exceeds vox_offset {offset}")
+    prefix += b"\0" * (offset - len(prefix))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if path.name.lower().endswith(".gz"):
-            write_gzip(data, fh, compresslevel=_GZIP_LEVEL)
+            with GzipStreamWriter(fh, compresslevel=_GZIP_LEVEL) as gz:
+                gz.write(prefix)
+                for piece in pieces:
+                    gz.write(piece.data)
         else:
-            fh.write(data)
+            fh.write(prefix)
+            for piece in pieces:
+                fh.write(piece.data)
     return path
 
 
@@ -113,27 +141,26 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, dtype: str = "int16"
     if dtype not in ("int16", "float32"):
         raise ValueError(f"write_nifti: dtype must be 'int16' or 'float32', got {dtype!r}")
     arr = volume.array
-    if dtype == "int16":
-        data = np.empty(arr.shape, dtype=np.int16)
-
-        def convert(k: int) -> None:  # slice by slice: stays in cache, runs in parallel
-            tmp = np.rint(arr[k])
-            np.clip(tmp, -32768, 32767, out=tmp)
-            data[k] = tmp
-
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(convert, range(arr.shape[0])))
-    else:
-        data = arr
+    out_dtype = np.int16 if dtype == "int16" else np.float32
     aff = affine_to_nifti(volume.affine)
-    img = nib.Nifti1Image(data.T, aff)  # (x, y, z) view of the C-ordered (z, y, x) array
-    img.header.set_data_dtype(np.int16 if dtype == "int16" else np.float32)
-    img.header.set_slope_inter(1.0, 0.0)
+    img = nib.Nifti1Image(_placeholder(arr.shape[::-1], out_dtype), aff)  # (x, y, z)
+    img.header.set_data_dtype(out_dtype)
     _set_geometry(img, aff)
     desc = str(volume.meta.get("series_description", ""))[:79]
     if desc:
         img.header["descrip"] = desc.encode("ascii", "replace")[:79]
-    return _save(img, path)
+
+    def slabs():  # NIfTI order (x fastest, then y, z) is the C order of the (z, y, x) array
+        for k0 in range(0, arr.shape[0], _SLAB):
+            part = arr[k0:k0 + _SLAB]
+            if dtype == "int16":
+                tmp = np.rint(part)
+                np.clip(tmp, -32768, 32767, out=tmp)
+                yield tmp.astype("<i2")
+            else:
+                yield np.ascontiguousarray(part, dtype="<f4")
+
+    return _save_streamed(img, path, slabs())
 
 
 def write_displacement_nifti(displacement: np.ndarray, affine: np.ndarray,
@@ -157,16 +184,22 @@ def write_displacement_nifti(displacement: np.ndarray, affine: np.ndarray,
         raise GeometryError(f"write_displacement_nifti: displacement must have shape (z, y, x, 3), "
                             f"got {u.shape}")
     aff = affine_to_nifti(affine)
-    comps = u.astype(np.float32, copy=True)
-    if _ITK_DISPVECT_IN_RAS:
-        comps[..., 0] *= -1.0
-        comps[..., 1] *= -1.0
-    data = comps.transpose(2, 1, 0, 3)[:, :, :, None, :]  # (x, y, z, 1, 3)
-    img = nib.Nifti1Image(data, aff)
+    nz, ny, nx = u.shape[:3]
+    img = nib.Nifti1Image(_placeholder((nx, ny, nz, 1, 3), np.float32), aff)
     img.header.set_data_dtype(np.float32)
     img.header.set_intent(_NIFTI_INTENT_DISPVECT, (), name="DISPVECT")
     _set_geometry(img, aff)
-    return _save(img, Path(path))
+
+    def slabs():  # (x, y, z, 1, 3) in Fortran order: component slowest, then z, y, x
+        for c in range(3):
+            sign = -1.0 if (_ITK_DISPVECT_IN_RAS and c < 2) else 1.0
+            for k0 in range(0, nz, _SLAB):
+                part = np.ascontiguousarray(u[k0:k0 + _SLAB, :, :, c], dtype="<f4")
+                if sign < 0:
+                    np.negative(part, out=part)
+                yield part
+
+    return _save_streamed(img, Path(path), slabs())
 
 
 # ITK (since 5.x) negates the first two components of NIfTI DISPVECT fields on read and write,

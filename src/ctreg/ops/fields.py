@@ -59,8 +59,6 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True
     -------
     (z, y, x, 3) float32 displacement, mm (a new array, unless ``copy=False`` and N = 0).
     """
-    from .. import _kernels
-
     ck.vector_field("velocity", velocity)
     sz, sy, sx = ck.spacing3("spacing", spacing)
     step = ck.positive("max_step_vox", max_step_vox)
@@ -73,7 +71,7 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True
     if n == 0 and not copy:
         return velocity
     u = np.empty_like(velocity)
-    _kernels.scale_field_kernel(velocity, 1.0 / 2.0 ** n, u)
+    _native.scale_field(velocity, 1.0 / 2.0 ** n, u)
     if n == 0:
         return u
     for _ in range(n):
@@ -113,15 +111,13 @@ def jacobian_statistics(jacobian, mask=None) -> dict:
     jacobian : (z, y, x) float32.
     mask : (z, y, x) bool or uint8, or None.
     """
-    from .. import _kernels
-
     jacobian = ck.f32("jacobian", jacobian, 3)
     if mask is None:
         m, use = np.zeros((1, 1, 1), np.bool_), False
     else:
         m = ck.mask_u8("mask", np.asarray(mask), jacobian.shape, copy=True, ref_name="jacobian")
         m, use = m.view(np.bool_), True
-    n, lo, hi, nonpos, pos, s1, s2 = _kernels.jacobian_stats_kernel(jacobian, m, use)
+    n, lo, hi, nonpos, pos, s1, s2 = _native.jacobian_stats(jacobian, m.view(np.uint8) if use else None)
     if n == 0:
         return {}
     sd = None
@@ -146,8 +142,6 @@ def affine_field(field, vectors, index_affine) -> np.ndarray:
     -------
     (z, y, x, 3) float32 (a new array).
     """
-    from .. import _kernels
-
     ck.vector_field("field", field)
     vec = np.ascontiguousarray(vectors, dtype=np.float64)
     idx = np.ascontiguousarray(np.asarray(index_affine, dtype=np.float64)[:3])
@@ -155,7 +149,7 @@ def affine_field(field, vectors, index_affine) -> np.ndarray:
         raise ValueError(f"vectors must be a finite 3x3 and index_affine a finite 3x4 or 4x4 matrix, "
                          f"got {np.shape(vectors)} and {np.shape(index_affine)}")
     out = np.empty_like(field)
-    _kernels.affine_field_kernel(field, vec, idx, out)
+    _native.affine_field(field, vec, idx, out)
     return out
 
 
@@ -178,7 +172,6 @@ def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float =
     -------
     (z, y, x, 3) float32, mm.
     """
-    from .. import _kernels
     import logging
 
     ck.vector_field("displacement", displacement)
@@ -186,11 +179,11 @@ def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float =
     iterations = ck.positive_int("iterations", iterations)
     tol = ck.positive("tol_mm", tol_mm)
     v = np.empty_like(displacement)
-    _kernels.scale_field_kernel(displacement, -1.0, v)
+    _native.scale_field(displacement, -1.0, v)
     tmp = np.empty_like(displacement)
     change = np.inf
     for _ in range(int(iterations) - 1):
-        change = _kernels.invert_step_kernel(displacement, v, sz, sy, sx, tmp)
+        change = _native.invert_step(displacement, v, (sz, sy, sx), tmp)
         v, tmp = tmp, v
         if change <= tol:
             break

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
-import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .. import _checks as ck
@@ -39,9 +39,9 @@ def set_num_threads(n: int) -> None:
     """
     n = ck.positive_int("set_num_threads: n", n)
     _native.set_num_threads(n)
-    import numba
-
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba = sys.modules.get("numba")  # ctreg's kernels are C++; set Numba's only if loaded
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def get_num_threads() -> int:
@@ -61,17 +61,18 @@ def thread_limit(n: int | None) -> Iterator[None]:
         yield
         return
     n = ck.positive_int("threads", n)
-    import numba
-
+    numba = sys.modules.get("numba")  # ctreg's kernels are C++; Numba's only if loaded
     prev_native = int(_native.get_thread_num_threads())
-    prev_numba = numba.get_num_threads()
+    prev_numba = None if numba is None else numba.get_num_threads()
     _native.set_thread_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         yield
     finally:
         _native.set_thread_num_threads(prev_native)
-        numba.set_num_threads(prev_numba)
+        if numba is not None:
+            numba.set_num_threads(prev_numba)
 
 
 class _Shared:
@@ -229,37 +230,16 @@ def keep_freed_memory() -> bool:
 
 
 def preload_kernels() -> float:
-    """Load the compiled Numba kernels that ``register()`` uses from Numba's on-disk cache,
-    without running any of them; returns the seconds it took.
+    """Start-up work ahead of a timed registration; returns the seconds it took.
 
-    Numba loads a cached kernel on its first call in each process (0.1-0.2 s for the kernels of
-    one registration, a start-up cost like an import).  Call this to pay it ahead of time, e.g.
-    before timing a registration.  Kernels not yet in the cache are compiled, which takes longer
-    the first time.  It also takes threadpoolctl's inventory of thread pools (see
-    ``serial_blas``), ~5 ms once per process.  Loading a parallel kernel starts Numba's OpenMP thread pool, and GNU OpenMP
-    is not fork-safe: do not fork the process afterwards (a fork server must not call this).
+    Every kernel is compiled C++ now (no Numba compilation or cache loading at run time), so
+    this only takes threadpoolctl's inventory of thread pools (see ``serial_blas``), ~5 ms once
+    per process.  Kept for the benchmarks that call it.
     """
     import time
 
-    import numba
-
-    from .. import _kernels
-
     t0 = time.perf_counter()
     _blas_controller()
-    f3 = np.zeros((2, 2, 2), np.float32)
-    f4 = np.zeros((2, 2, 2, 3), np.float32)
-    b3 = np.zeros((2, 2, 2), np.bool_)
-    m33 = np.zeros((3, 3))
-    x = 1.0
-    # the argument types the façades pass (same dtypes, layouts and Python scalars)
-    signatures = [
-        (_kernels.scale_field_kernel, (f4, x, f4)),
-        (_kernels.jacobian_stats_kernel, (f3, b3, True)),
-        (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
-    ]
-    for kernel, args in signatures:
-        kernel.compile(tuple(numba.typeof(a) for a in args))
     return time.perf_counter() - t0
 
 
