@@ -2,7 +2,7 @@
 
 Public API: :class:`Volume`, the readers and writers, :func:`register`, and the thread setting.
 """
-from .errors import CTRegError, DicomSeriesError, GeometryError
+from .errors import CTRegError, DicomSeriesError, GeometryError, ResultFolderError
 from .ops import get_num_threads, set_num_threads
 from .volume import Volume
 
@@ -15,6 +15,7 @@ from .options import (AffineOptions, DemonsOptions, FFDOptions, RegistrationOpti
                       options_for)
 from .pipeline import register  # noqa: E402
 from .result import RegistrationResult  # noqa: E402
+from .io.result_io import load_result  # noqa: E402
 
 __all__ = [
     "CTRegError",
@@ -30,6 +31,8 @@ __all__ = [
     "write_displacement_nifti",
     "register",
     "RegistrationResult",
+    "load_result",
+    "ResultFolderError",
     "RegistrationOptions",
     "AffineOptions",
     "FFDOptions",
