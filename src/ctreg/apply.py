@@ -136,9 +136,8 @@ def _warp_nearest(img: np.ndarray, native) -> tuple[np.ndarray, np.ndarray]:
         valid = ~np.isnan(out)
         if img.dtype == np.float32:
             return out, valid
-        res = np.zeros(out.shape, dtype=img.dtype)
-        np.copyto(res, out.astype(img.dtype), where=valid)  # exact: these values are float32
-        return res, valid
+        out[~valid] = 0  # exact below: these values are float32
+        return out.astype(img.dtype), valid
     values, inverse = np.unique(img, return_inverse=True)
     if values.size >= 1 << 24:
         raise ValueError(f"nearest-neighbour warping of {values.size} distinct values is not "
