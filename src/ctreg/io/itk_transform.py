@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import numpy as np
 from ..errors import GeometryError
 from .atomic import atomic_path
 
-__all__ = ["write_itk_transform", "read_itk_transform", "itk_field_from_displacement"]
+__all__ = ["write_itk_transform", "read_itk_transform"]
 
 _COMPOSITE = "CompositeTransform_double_3_3"
 _AFFINE = "AffineTransform_double_3_3"
@@ -62,29 +63,6 @@ def _itk_grid(grid_affine: np.ndarray, shape) -> np.ndarray:
     return np.concatenate([size, a[:3, 3], spacing, direction.reshape(-1)])
 
 
-def itk_field_from_displacement(displacement: np.ndarray, grid_affine, affine_h: np.ndarray,
-                                *, slab: int = 16) -> np.ndarray:
-    """``w(p) = T^-1(p + U(p)) - p`` on the grid, float32 (z, y, x, 3), slab by slab in float64.
-
-    ``affine_h``: 4x4 homogeneous matrix of ``T`` (reference -> floating world)."""
-    u = np.asarray(displacement)
-    g = np.asarray(grid_affine, float)
-    h_inv = np.linalg.inv(np.asarray(affine_h, float))
-    a_inv = h_inv[:3, :3]
-    # T^-1(p + U) - p = (A^-1 - I) p + A^-1 U + b', with p = G q
-    lin = (a_inv - np.eye(3)) @ g[:3, :3]
-    off = (a_inv - np.eye(3)) @ g[:3, 3] + h_inv[:3, 3]
-    nz, ny, nx = u.shape[:3]
-    out = np.empty(u.shape, np.float32)
-    jj, ii = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
-    base_ji = jj[..., None] * lin[:, 1] + ii[..., None] * lin[:, 2] + off  # (ny, nx, 3)
-    for k0 in range(0, nz, slab):
-        k1 = min(nz, k0 + slab)
-        kk = np.arange(k0, k1, dtype=float)[:, None, None, None] * lin[:, 0]
-        out[k0:k1] = base_ji[None] + kk + u[k0:k1].astype(np.float64) @ a_inv.T
-    return out
-
-
 def _ascii(f, name: str, value: str) -> None:
     import h5py
 
@@ -92,31 +70,54 @@ def _ascii(f, name: str, value: str) -> None:
                      dtype=h5py.string_dtype("ascii"))
 
 
-def _write_compressed(group, name: str, flat: np.ndarray, *, compress: bool, threads: int) -> None:
-    """A 1-D float32 dataset; with ``compress``, shuffle + deflate chunks compressed in parallel
-    (``write_direct_chunk``: HDF5 stores them as if its own filters had run)."""
-    n = flat.size
-    if not compress or n <= _CHUNK // 4:
-        group.create_dataset(name, data=flat, **({"compression": "gzip", "shuffle": True,
-                                                  "compression_opts": _LEVEL} if compress else {}))
-        return
-    from isal import isal_zlib
+def _write_field(group, name: str, u: np.ndarray, grid_affine, affine_h, *, compress: bool,
+                 threads: int) -> None:
+    """The field ``w`` as a 1-D float32 dataset, computed chunk by chunk (whole x rows per chunk;
+    memory stays at a few chunks); with ``compress``, shuffle + deflate chunks compressed in
+    parallel and stored with ``write_direct_chunk`` (HDF5 keeps them as if its own filters had
+    run)."""
+    g = np.asarray(grid_affine, float)
+    h_inv = np.linalg.inv(np.asarray(affine_h, float))
+    a_inv_t = np.ascontiguousarray(h_inv[:3, :3].T, dtype=np.float32)
+    lin = (h_inv[:3, :3] - np.eye(3)) @ g[:3, :3]  # w = (A^-1 - I) G q + A^-1 U + offset
+    off = (h_inv[:3, :3] - np.eye(3)) @ g[:3, 3] + h_inv[:3, 3]
+    nz, ny, nx = u.shape[:3]
+    n_rows = nz * ny
+    rows = u.reshape(n_rows, nx, 3)
+    along_x = (np.arange(nx)[:, None] * lin[:, 2]).astype(np.float32)  # (nx, 3)
+    per_chunk = max(1, min(_CHUNK // (3 * nx), n_rows))  # whole rows per chunk
+    size = per_chunk * nx * 3
+    total = n_rows * nx * 3
+    kw = {"compression": "gzip", "compression_opts": _LEVEL, "shuffle": True} if compress else {}
+    dset = group.create_dataset(name, shape=(total,), dtype=np.float32, chunks=(size,), **kw)
 
-    size = min(_CHUNK, n)  # a chunk may not exceed the dataset
-    dset = group.create_dataset(name, shape=(n,), dtype=np.float32, chunks=(size,),
-                                compression="gzip", compression_opts=_LEVEL, shuffle=True)
-
-    def chunk(start: int) -> bytes:
-        part = flat[start:start + size]
+    def chunk(r0: int):
+        r1 = min(n_rows, r0 + per_chunk)
+        k, j = np.divmod(np.arange(r0, r1), ny)
+        start = (k[:, None] * lin[:, 0] + j[:, None] * lin[:, 1] + off).astype(np.float32)
+        w = rows[r0:r1] @ a_inv_t  # (rows, nx, 3) float32
+        w += start[:, None, :]
+        w += along_x[None]
+        part = w.reshape(-1)
         if part.size < size:  # HDF5 stores whole chunks; the tail is padding
             part = np.concatenate([part, np.zeros(size - part.size, np.float32)])
+        if not compress:
+            return part.tobytes()
         shuffled = np.ascontiguousarray(part.view(np.uint8).reshape(-1, 4).T)  # byte shuffle
         return isal_zlib.compress(shuffled.tobytes(), _LEVEL)
 
-    starts = range(0, n, size)
+    if compress:
+        from isal import isal_zlib
+    pending: deque = deque()  # a bounded window of chunks in flight keeps memory flat
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for start, data in zip(starts, pool.map(chunk, starts)):
-            dset.id.write_direct_chunk((start,), data)
+        for r0 in range(0, n_rows, per_chunk):
+            pending.append((r0, pool.submit(chunk, r0)))
+            if len(pending) > 2 * threads:
+                done, fut = pending.popleft()
+                dset.id.write_direct_chunk((done * nx * 3,), fut.result())
+        while pending:
+            done, fut = pending.popleft()
+            dset.id.write_direct_chunk((done * nx * 3,), fut.result())
 
 
 def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_affine,
@@ -144,7 +145,6 @@ def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_
     matrix = np.asarray(affine.matrix, float).reshape(3, 3)
     centre = np.asarray(affine.centre, float).reshape(3)
     translation = np.asarray(affine.translation, float).reshape(3)
-    w = itk_field_from_displacement(u, grid_affine, affine.homogeneous())
     path = Path(path)
     threads = threads or os.cpu_count() or 1
     with atomic_path(path) as tmp:
@@ -163,8 +163,8 @@ def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_
             g2 = group.create_group("2")
             _ascii(g2, "TransformType", _FIELD)
             g2.create_dataset("TransformFixedParameters", data=_itk_grid(grid_affine, u.shape[:3]))
-            _write_compressed(g2, "TransformParameters", w.reshape(-1), compress=compress,
-                              threads=threads)
+            _write_field(g2, "TransformParameters", u, grid_affine, affine.homogeneous(),
+                         compress=compress, threads=threads)
     return path
 
 
