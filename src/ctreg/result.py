@@ -171,12 +171,13 @@ class RegistrationResult:
 
     # -- files ------------------------------------------------------------------------------
     def save(self, out_dir, name: str = "registered", *, dicom: bool = True,
-             itk_transform: bool = True) -> dict[str, Path]:
+             itk_transform: bool = True, images: bool = True) -> dict[str, Path]:
         """Write ``<name>.nii.gz``, ``<name>.tar.gz`` (DICOM series), ``displacement.nii.gz``
         (NIfTI intent DISPVECT, ITK convention: SimpleITK's DisplacementFieldTransform maps
         points as ``transform_points``), ``transform.h5`` (ITK composite transform: affine +
         displacement field, for SimpleITK/ITK/3D Slicer), ``report.json`` and, last,
         ``result.json`` (the index ``ctreg.load_result`` reads) into ``out_dir``.
+        ``images=False`` writes only the reusable part (no ``<name>`` image files).
 
         Every file is written under a temporary name and renamed when complete.
         """
@@ -188,10 +189,10 @@ class RegistrationResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"displacement": out / "displacement.nii.gz", "report": out / "report.json"}
-        if self.warped is not None:  # None: a loaded result whose folder had no image
+        if images and self.warped is not None:  # None: a loaded result's folder had no image
             paths["nifti"] = out / f"{name}.nii.gz"
             write_nifti(self.warped, paths["nifti"])
-        if dicom and self.warped is not None:
+        if images and dicom and self.warped is not None:
             paths["dicom"] = out / f"{name}.tar.gz"
             ref_meta = self.reference if self.reference is not None and "dicom" in self.reference.meta else None
             flt_meta = self.floating if self.floating is not None and "dicom" in self.floating.meta else None
