@@ -8,13 +8,14 @@ exp(v) by scaling and squaring — so the result stays invertible.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import numpy as np
 
 from . import ops
-from .level import Level
+from .level import SENTINEL, Level
 from .options import DemonsOptions
 from .result import LevelReport
 from .transforms import AffineTransform
@@ -33,12 +34,49 @@ def _converged(history: list[float], patience: int, tolerance: float) -> bool:
     return min(history[-patience:]) > earlier * (1.0 - tolerance)
 
 
+#: Quantiles matched by ``match_floating_intensities`` (0 .. 100 % in 128 steps); beyond the
+#: extremes the map continues with slope 1.
+_QUANTILES = np.linspace(0.0, 1.0, 128)
+
+
+def match_floating_intensities(level: Level, transform: AffineTransform,
+                               u_outer: np.ndarray | None) -> Level:
+    """The level with its floating scan's intensities mapped monotonically so that, inside the
+    metric mask and through the current map, their histogram matches the reference's
+    (quantile matching, as ITK's HistogramMatchingImageFilter does before demons).
+
+    Demons forces assume the same tissue has the same value in both scans; between two breaths
+    lung density changes (inhale is darker), and SSD forces then push the lung boundary and the
+    vessels the wrong way.  A monotone map keeps every edge where it is and removes the global
+    part of the density change.  Missing data (the SENTINEL) is left as it is.
+    """
+    warped, valid = level.warp(transform) if u_outer is None else level.warp(transform, u_outer)
+    mask = level.metric_mask(valid).astype(bool)
+    if np.count_nonzero(mask) < 1000:
+        return level
+    ref_q = np.quantile(level.reference[mask], _QUANTILES)
+    flt_q = np.quantile(warped[mask], _QUANTILES)
+    keep = np.concatenate([[True], np.diff(flt_q) > 1e-3])  # np.interp needs increasing xp
+    flt_q, ref_q = flt_q[keep], ref_q[keep]
+    if flt_q.size < 2:
+        return level
+    flt_q = np.concatenate([[flt_q[0] - 1e4], flt_q, [flt_q[-1] + 1e4]])
+    ref_q = np.concatenate([[ref_q[0] - 1e4], ref_q, [ref_q[-1] + 1e4]])
+    arr = level.floating.array
+    data = arr > SENTINEL / 2
+    mapped = np.where(data, np.interp(arr, flt_q, ref_q), arr).astype(np.float32)
+    return dataclasses.replace(level, floating=level.floating.with_array(mapped),
+                               _floating_gradient=None)
+
+
 def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarray | None,
                      velocity: np.ndarray, options: DemonsOptions, level_number: int,
                      ) -> tuple[np.ndarray, np.ndarray, LevelReport]:
     """Refine ``velocity`` on this level; returns it, the displacement of
     (id + u_outer) ∘ exp(velocity) and the report (metric: SSD of clipped HU)."""
     t0 = time.perf_counter()
+    if options.match_intensities:
+        level = match_floating_intensities(level, transform, u_outer)
     spacing = tuple(float(s) for s in level.spacing)
     sp = np.asarray(spacing)
     fluid = tuple(options.sigma_fluid_vox * sp)

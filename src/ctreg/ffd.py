@@ -81,7 +81,8 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     bound = np.broadcast_to(MAX_COEFFICIENT * t_mm, grid + (3,)).ravel()
     # a Bounds object, not (n, 2) pairs, which scipy converts in a Python loop on every call
     bounds = Bounds(-bound, bound)
-    metric = options.metric
+    metric = (options.metric if isinstance(options.metric, str)
+              else options.metric[level_number])
     last: list = [None, None]  # the last evaluated x and its dense field
 
     def dense(x: np.ndarray) -> np.ndarray:

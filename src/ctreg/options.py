@@ -9,14 +9,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checks import known_fields
+from .errors import OptionError, unknown_names
 from .metrics import METRICS
 
-__all__ = ["AffineOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions", "PRESETS",
+__all__ = ["AffineOptions", "DiscreteOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions", "PRESETS",
            "options_for"]
 
 
 def _fail(cls, name, value, accepted):
-    raise ValueError(f"{cls}.{name} must be {accepted}, got {value!r}")
+    raise OptionError(f"{cls}.{name} must be {accepted}, got {value!r}")
 
 
 def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
@@ -39,7 +41,7 @@ def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
 def _same_length(obj, *names):
     lengths = {n: len(getattr(obj, n)) for n in names}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
+        raise OptionError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
                          f"got lengths {lengths}")
 
 
@@ -57,6 +59,21 @@ def _metric(obj, name):
         _fail(type(obj).__name__, name, value, f"one of {METRICS}")
 
 
+def _metric_per_level(obj, name, n_levels):
+    """A metric name, or one name per level (stored as a tuple of n_levels names)."""
+    value = getattr(obj, name)
+    names = (value,) * n_levels if isinstance(value, str) else value
+    try:
+        names = tuple(names)
+    except TypeError:
+        _fail(type(obj).__name__, name, value, f"one of {METRICS} or one of them per level")
+    if len(names) != n_levels or any(v not in METRICS for v in names):
+        _fail(type(obj).__name__, name, value,
+              f"one of {METRICS} or a sequence of {n_levels} of them (one per level)")
+    object.__setattr__(obj, name, value if isinstance(value, str) else names)
+
+
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class AffineOptions:
     """Rigid then affine alignment, multi-resolution.
@@ -83,10 +100,46 @@ class AffineOptions:
         _positive(self, "rotation_search_step_deg")
 
 
+@known_fields
+@dataclass(frozen=True, kw_only=True)
+class DiscreteOptions:
+    """Discrete large-motion search before the B-spline stage (``ctreg.discrete``): MIND-SSC
+    block matching of every displacement within ``search_radius_mm`` at control points every
+    ``grid_step_vox`` voxels of a level of ``level_mm``, coupled-convex regularisation
+    (``alphas``, ``sigma_grid`` control points), then a smoothed (``smooth_mm``) velocity whose
+    exponential is the stage's displacement (invertible).  For the 20-50 mm motion of the
+    diaphragm between two breaths, which a smooth pyramid alone does not reach.
+    """
+
+    enabled: bool = True
+    level_mm: float = 4.0
+    grid_step_vox: int = 2
+    block_radius_vox: int = 2
+    search_radius_mm: float = 24.0
+    patch_radius_vox: int = 1
+    distance_vox: int = 2
+    alphas: tuple = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    sigma_grid: float = 1.0
+    smooth_mm: float = 6.0
+
+    def __post_init__(self):
+        _positive(self, "level_mm")
+        _positive(self, "search_radius_mm")
+        _positive(self, "sigma_grid")
+        _positive(self, "smooth_mm", allow_zero=True)
+        _positive_tuple(self, "alphas")
+        for name in ("grid_step_vox", "block_radius_vox", "patch_radius_vox", "distance_vox"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                _fail(type(self).__name__, name, value, "a positive integer")
+
+
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class FFDOptions:
     """Cubic B-spline free-form deformation, one control grid per level, L-BFGS.
 
+    metric: one name of ``ctreg.metrics.METRICS`` for every level, or one per level.
     iterations: the most L-BFGS iterations per level.  tolerance: from the third iteration
     on, a level also ends when an iteration lowers the cost by less than the fraction
     ``tolerance`` of its magnitude (0: every iteration runs).
@@ -106,12 +159,13 @@ class FFDOptions:
         _positive_tuple(self, "control_spacing_mm")
         _positive_tuple(self, "iterations", integer=True)
         _same_length(self, "levels_mm", "control_spacing_mm", "iterations")
-        _metric(self, "metric")
+        _metric_per_level(self, "metric", len(self.levels_mm))
         _positive(self, "lncc_radius_mm")
         _positive(self, "bending_weight", allow_zero=True)
         _positive(self, "tolerance", allow_zero=True)
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class DemonsOptions:
     """Diffeomorphic (log-domain) demons refinement with symmetric forces.
@@ -120,6 +174,9 @@ class DemonsOptions:
     Gaussian (sigmas in voxels of each level); the displacement is exp(v) by scaling and
     squaring, so it cannot fold.
 
+    match_intensities: map the floating scan's intensities monotonically onto the reference's
+    histogram (inside the mask, through the current map) before each level, so that a change
+    of lung density between two breaths does not bias the forces.
     iterations: the most iterations per level.  A level also ends once ``patience``
     iterations in a row have not lowered the best mean squared difference by a fraction
     ``tolerance`` (0: never early).
@@ -132,6 +189,7 @@ class DemonsOptions:
     sigma_diffusion_vox: float = 2.5
     max_step_vox: float = 0.5
     forces: str = "symmetric"
+    match_intensities: bool = True
     tolerance: float = 1e-3
     patience: int = 5
 
@@ -149,6 +207,7 @@ class DemonsOptions:
             _fail(type(self).__name__, "forces", self.forces, "'symmetric' or 'floating'")
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class RegistrationOptions:
     """Everything register() does.
@@ -161,6 +220,7 @@ class RegistrationOptions:
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
+    discrete: DiscreteOptions = field(default_factory=DiscreteOptions)
     ffd: FFDOptions = field(default_factory=FFDOptions)
     demons: DemonsOptions = field(default_factory=DemonsOptions)
     clip_hu: tuple = (-1000.0, 400.0)
@@ -169,7 +229,8 @@ class RegistrationOptions:
     mask_resolution_mm: float = 2.0
 
     def __post_init__(self):
-        for name, cls in (("affine", AffineOptions), ("ffd", FFDOptions), ("demons", DemonsOptions)):
+        for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
+                          ("ffd", FFDOptions), ("demons", DemonsOptions)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls(**value))
@@ -211,14 +272,13 @@ def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
     """The preset's options with top-level fields replaced, e.g.
     ``options_for("fast", demons=DemonsOptions(enabled=False))`` or ``ffd={"metric": "ncc"}``
     (a dict updates only the named fields of that stage)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    err = unknown_names("preset", [preset], PRESETS) or unknown_names(
+        "registration option(s)", overrides, [f.name for f in dataclasses.fields(RegistrationOptions)])
+    if err is not None:
+        raise err
     base = PRESETS[preset]
     merged = {}
     for key, value in overrides.items():
-        if not hasattr(base, key):
-            raise ValueError(f"unknown registration option {key!r}; known: "
-                             f"{[f.name for f in dataclasses.fields(RegistrationOptions)]}")
         current = getattr(base, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
             value = dataclasses.replace(current, **value)
