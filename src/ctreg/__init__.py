@@ -6,7 +6,7 @@ from ._version import __version__
 from .errors import CTRegError, DicomSeriesError, GeometryError, ResultFolderError
 from .io import (list_series, read_dicom_series, read_nifti, read_volume, write_dicom_series,
                  write_displacement_nifti, write_nifti)
-from .io.result_io import load_result
+from .result_io import load_result
 from .ops import get_num_threads, set_num_threads
 from .options import AffineOptions, DemonsOptions, FFDOptions, RegistrationOptions, options_for
 from .pipeline import register

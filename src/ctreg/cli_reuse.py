@@ -43,7 +43,7 @@ def cmd_apply(args) -> int:
     from .io import read_volume
     from .io.labels import read_labels, write_labels_nifti
     from .io.nifti import NIFTI_SUFFIXES, write_nifti
-    from .io.result_io import load_result
+    from .result_io import load_result
     from .volume import Volume
 
     out = Path(args.output)

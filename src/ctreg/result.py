@@ -184,7 +184,7 @@ class RegistrationResult:
         from .io.atomic import atomic_path
         from .io.dicom import write_dicom_series
         from .io.nifti import write_displacement_nifti, write_nifti
-        from .io.result_io import write_result_index
+        from .result_io import write_result_index
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

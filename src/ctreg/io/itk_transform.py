@@ -137,7 +137,7 @@ def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_
     """
     import h5py
 
-    from .. import __version__
+    from .._version import __version__
 
     u = np.asarray(displacement)
     if u.ndim != 4 or u.shape[3] != 3:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CTRegError, GeometryError, ResultFolderError
+from .errors import CTRegError, GeometryError, ResultFolderError
 
 __all__ = ["RESULT_FORMAT", "RESULT_FORMAT_VERSION", "write_result_index", "load_result"]
 
@@ -44,8 +44,8 @@ def _grid(affine: np.ndarray, shape) -> dict[str, Any]:
 
 def write_result_index(result, out_dir: str | os.PathLike, files: dict[str, Path]) -> Path:
     """Write ``result.json`` (atomically) for ``result`` saved into ``out_dir`` as ``files``."""
-    from .. import __version__
-    from .atomic import atomic_path
+    from ._version import __version__
+    from .io.atomic import atomic_path
 
     out = Path(out_dir)
     index = {
@@ -95,7 +95,7 @@ def _matrix(value, shape, path: Path, field: str) -> np.ndarray:
 
 
 def _affine_transform(data: dict, path: Path):
-    from ..transforms import AffineTransform
+    from .transforms import AffineTransform
 
     if not isinstance(data, dict):
         raise ResultFolderError(f"{path}: no 'affine' entry (the map's affine part)",
@@ -140,8 +140,8 @@ def load_result(path: str | os.PathLike, *, warped: bool = True):
     ResultFolderError (a CTRegError) whose ``code`` names what is wrong: ``InvalidResult.
     NotFound``, ``.MissingFile``, ``.Damaged``, ``.Mismatch`` or ``.Version``.
     """
-    from ..result import RegistrationResult
-    from .nifti import read_displacement_nifti, read_nifti
+    from .result import RegistrationResult
+    from .io.nifti import read_displacement_nifti, read_nifti
 
     folder = Path(path)
     if not folder.is_dir():
