@@ -32,9 +32,11 @@ def test_register_command_writes_all_outputs_and_reduces_tre(sample_dir, tmp_pat
                "--preset", "fast", "--threads", "2", "--json"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed["outputs"]) == {"nifti", "dicom", "displacement", "report"}
+    assert set(printed["outputs"]) == {"nifti", "dicom", "displacement", "report", "itk_transform",
+                                       "index"}
     assert sorted(p.name for p in out.iterdir()) == [
-        "displacement.nii.gz", "registered.nii.gz", "registered.tar.gz", "report.json"]
+        "displacement.nii.gz", "registered.nii.gz", "registered.tar.gz", "report.json",
+        "result.json", "transform.h5"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     sitk = pytest.importorskip("SimpleITK")
     rows = np.loadtxt(sample_dir / "landmarks.csv", delimiter=",", skiprows=1)

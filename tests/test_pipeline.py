@@ -101,7 +101,8 @@ def test_save_writes_the_service_outputs_and_itk_reads_the_field(ct64, tmp_path)
     result = ctreg.register(pair.reference, pair.floating, options=opts)
     paths = result.save(tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "registered.nii.gz", "registered.tar.gz", "displacement.nii.gz", "report.json"}
+        "registered.nii.gz", "registered.tar.gz", "displacement.nii.gz", "report.json",
+        "transform.h5", "result.json"}
     back = ctreg.read_volume(paths["nifti"])
     assert back.shape == ct64.shape and np.allclose(back.affine, ct64.affine, atol=1e-3)
     assert np.abs(back.array - np.round(result.warped.array)).max() <= 1.0

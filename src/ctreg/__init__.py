@@ -7,7 +7,7 @@ The names are loaded on first use (PEP 562 ``__getattr__``): ``import ctreg`` an
 extension, so the command line starts in a fraction of a second.
 """
 from ._version import __version__
-from .errors import CTRegError, DicomSeriesError, GeometryError
+from .errors import CTRegError, DicomSeriesError, GeometryError, ResultFolderError
 
 # public name -> submodule that defines it (imported on first access)
 _LAZY = {
@@ -28,6 +28,7 @@ _LAZY = {
     "options_for": "options",
     "register": "pipeline",
     "RegistrationResult": "result",
+    "load_result": "result_io",
 }
 
 
@@ -35,7 +36,7 @@ _LAZY = {
 _SUBMODULES = frozenset({
     "affine", "cli", "client", "datasets", "demons", "discrete", "evaluation", "ffd", "fullres",
     "io", "level", "lungs", "masks", "metrics", "mind", "ops", "options", "pipeline", "pyramid",
-    "result", "samples", "service", "synthetic", "synthetic_lung", "transforms", "volume"})
+    "result", "result_io", "samples", "service", "synthetic", "synthetic_lung", "transforms", "volume"})
 
 
 def __getattr__(name: str):
@@ -69,6 +70,8 @@ __all__ = [
     "write_displacement_nifti",
     "register",
     "RegistrationResult",
+    "load_result",
+    "ResultFolderError",
     "RegistrationOptions",
     "AffineOptions",
     "FFDOptions",

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from ._version import __version__
+from .cli_reuse import add_apply, add_register_options, save_result_folder
 from .errors import CTRegError
 
 
@@ -49,11 +50,12 @@ def _add_register(sub) -> None:
     p = sub.add_parser("register", help="register FLOATING onto REFERENCE and write the results",
                        description="Register the floating scan onto the reference scan. Writes "
                        "OUT_DIR/registered.nii.gz, registered.tar.gz (DICOM series), "
-                       "displacement.nii.gz and report.json; OUT_DIR appears only when complete.")
+                       "displacement.nii.gz, transform.h5 (ITK), report.json and result.json; "
+                       "OUT_DIR appears only when complete.")
     p.add_argument("reference", help="reference scan: DICOM folder, archive, or NIfTI file")
     p.add_argument("floating", help="floating scan: DICOM folder, archive, or NIfTI file")
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
-                   help="output folder (must not exist, or be empty)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
+                   help="output folder (must not exist, or be empty); optional with --save-result")
     p.add_argument("--preset", default="default", choices=["fast", "default", "accurate"])
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: all cores)")
     p.add_argument("--name", default="registered", help="base name of the image outputs")
@@ -62,10 +64,18 @@ def _add_register(sub) -> None:
     p.add_argument("--profile", action="store_true",
                    help="print wall seconds and peak memory per phase (read, masks, affine, "
                    "bspline, demons, resample, write) on stderr")
+    add_register_options(p)  # --save-result, --no-progress (cli_reuse.py)
     p.set_defaults(func=_cmd_register)
 
 
 def _cmd_register(args) -> int:
+    from .progress import ProgressBar, progress_enabled
+
+    with ProgressBar(enabled=not args.no_progress and progress_enabled()):
+        return _run_register(args)
+
+
+def _run_register(args) -> int:
     import json
     import time
     from pathlib import Path
@@ -76,9 +86,13 @@ def _cmd_register(args) -> int:
     from .ops import keep_freed_memory, set_num_threads
     from .pipeline import KEEP_FREED_MEMORY_MAX_VOXELS, register
 
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CTRegError(f"output folder {out} exists and is not empty; choose a new folder")
+    if args.output is None and args.save_result is None:
+        raise CTRegError("give -o OUT_DIR, --save-result DIR, or both")
+    out = Path(args.output) if args.output is not None else None
+    for folder in (out, args.save_result):
+        if folder is not None and Path(folder).exists() and (
+                not Path(folder).is_dir() or any(Path(folder).iterdir())):
+            raise CTRegError(f"output folder {folder} exists and is not empty; choose a new folder")
     if args.threads is not None:
         if args.threads < 1:
             raise CTRegError(f"--threads must be a positive integer, got {args.threads}")
@@ -94,11 +108,16 @@ def _cmd_register(args) -> int:
         keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
     result = register(reference, floating, preset=args.preset)
     _timing.record(result.report, "read", t_read, read_memory)
-    with atomic_dir(out) as tmp:
-        written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
-    paths = {k: str(out / Path(v).name) for k, v in written.items()}
+    log.info("writing outputs")
+    paths = {}
+    if out is not None:
+        with atomic_dir(out) as tmp:
+            written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
+        paths = {k: str(out / Path(v).name) for k, v in written.items()}
+    if args.save_result is not None:
+        paths["result"] = str(save_result_folder(result, args.save_result))
     j = result.report["jacobian"]
-    log.info("wrote %s (Jacobian min %.3f, %.4f %% <= 0)", out, j.get("min", float("nan")),
+    log.info("wrote %s (Jacobian min %.3f, %.4f %% <= 0)", out or args.save_result, j.get("min", float("nan")),
              j.get("percent_nonpositive", float("nan")))
     if args.profile:
         print(_timing.format_profile(result.report, wall_s=_timing.process_age_s()), file=sys.stderr)
@@ -111,6 +130,7 @@ def _cmd_register(args) -> int:
 
 
 _SUBCOMMANDS.append(_add_register)
+_SUBCOMMANDS.append(add_apply)  # ctreg apply RESULT_DIR IMAGE -o OUT [--labels] (cli_reuse.py)
 
 
 # -- ctreg sample ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CTRegError", "DicomSeriesError", "GeometryError", "OptionError"]
+__all__ = ["CTRegError", "DicomSeriesError", "GeometryError", "OptionError", "ResultFolderError"]
 
 
 class CTRegError(Exception):
@@ -63,3 +63,22 @@ def unknown_names(what: str, given: Iterable[str], valid: Iterable[str]) -> Opti
         return None
     names = ", ".join(repr(b) for b in bad)
     return OptionError(f"unknown {what} {names}; valid: {', '.join(valid)}")
+
+
+class ResultFolderError(CTRegError):
+    """A saved result folder cannot be read back (``ctreg.load_result``).
+
+    ``code`` names what is wrong (stable, for programs): ``InvalidResult.NotFound`` (no such
+    folder), ``InvalidResult.MissingFile`` (a file the result needs is absent),
+    ``InvalidResult.Damaged`` (a file is truncated or unreadable), ``InvalidResult.Mismatch``
+    (files that disagree, e.g. a field on another grid) or ``InvalidResult.Version`` (written
+    by a newer ctreg).  ``path`` is the file or folder concerned.
+    """
+
+    code = "InvalidResult.Damaged"
+    codes = ("InvalidResult.Damaged", "InvalidResult.NotFound", "InvalidResult.MissingFile",
+             "InvalidResult.Mismatch", "InvalidResult.Version")
+
+    def __init__(self, message: str, *, code: str, path=None):
+        super().__init__(message, code=code)
+        self.path = path

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.ndimage as ndi
 
 from ._timing import record
 from .transforms import AffineTransform
+from .errors import GeometryError
 from .volume import Volume
 
 __all__ = ["LevelReport", "RegistrationResult"]
@@ -73,8 +73,10 @@ class RegistrationResult:
         options, versions, thread count.
     """
 
-    def __init__(self, *, reference: Volume, floating: Volume, warped: Volume, displacement: np.ndarray,
-                 affine: AffineTransform, jacobian: np.ndarray, report: dict[str, Any]):
+    def __init__(self, *, reference: Volume | None, floating: Volume | None, warped: Volume | None,
+                 displacement: np.ndarray, affine: AffineTransform, jacobian: np.ndarray | None,
+                 report: dict[str, Any], grid_affine: np.ndarray | None = None,
+                 floating_affine: np.ndarray | None = None, floating_shape=None):
         self.reference = reference
         self.floating = floating
         self.warped = warped
@@ -82,58 +84,137 @@ class RegistrationResult:
         self.affine = affine
         self.report = report
         self._jacobian = jacobian
+        #: (4, 4) affine of the reference grid (the grid of ``displacement`` and ``warped``).
+        self.grid_affine = np.asarray(reference.affine if grid_affine is None else grid_affine, float)
+        #: (4, 4) affine and (z, y, x) shape of the floating scan's grid (None if unknown).
+        self.floating_affine = (floating.affine if floating is not None and floating_affine is None
+                                else floating_affine)
+        self.floating_shape = (floating.shape if floating is not None and floating_shape is None
+                               else floating_shape)
 
-    # -- points -----------------------------------------------------------------------------
+    # -- points and images: ctreg.apply -------------------------------------------------------
     def transform_points(self, points) -> np.ndarray:
-        """(N, 3) reference world points (x, y, z LPS mm) -> (N, 3) points in the floating scan
-        (one point of shape (3,) gives shape (3,)).
+        """Reference world points (x, y, z LPS mm) -> points in the floating scan.
 
-        The displacement is interpolated trilinearly (exact for its affine part); outside the
+        ``points``: one point (3,) or an (N, 3) array; the result has the same shape.  The
+        displacement is interpolated trilinearly (exact for its affine part); outside the
         reference grid the border value is used.
         """
-        pts = np.asarray(points, dtype=np.float64)
-        if pts.shape == (3,):
-            return self.transform_points(pts[None])[0]
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"points must be an (N, 3) array of (x, y, z) LPS mm, got shape {pts.shape}")
-        idx = self.reference.world_to_index(pts).T  # (3, N) k, j, i
-        u = np.stack([ndi.map_coordinates(self.displacement[..., c], idx, order=1, mode="nearest")
-                      for c in range(3)], axis=1)
-        return pts + u
+        from .apply import map_points
+
+        return map_points(points, self.displacement, self.grid_affine)
+
+    def inverse_transform_points(self, points, *, return_error: bool = False,
+                                 max_iterations: int = 100, tol_mm: float = 1e-5):
+        """Floating world points (x, y, z LPS mm) -> reference points ``p`` with
+        ``transform_points(p) == points``.
+
+        Solved per point by a fixed-point iteration on the displacement (see
+        :func:`ctreg.apply.invert_points`).  Accuracy: with ``return_error=True`` the result is
+        ``(p, error_mm)``, the inverse-consistency error ``|transform_points(p) - points|`` per
+        point (typically < 1e-4 mm; larger where the field folds or beyond the reference grid,
+        which is also logged as a warning).
+        """
+        from .apply import invert_points
+
+        p, err = invert_points(points, self.displacement, self.grid_affine,
+                               self.affine.homogeneous(), max_iterations=max_iterations,
+                               tol_mm=tol_mm)
+        return (p, err) if return_error else p
+
+    def warp(self, image, *, interpolation: str = "linear", default: float = 0.0, affine=None):
+        """Resample an image of the floating scan's world onto the reference grid.
+
+        Parameters
+        ----------
+        image : Volume (any grid: its affine places it), or a (z, y, x) ndarray on the grid
+            given by ``affine`` (default: the floating scan's grid).
+        interpolation : "linear", "nearest" (label maps: values and dtype kept exactly) or
+            "bspline" (cubic B-spline, as SimpleITK's sitkBSpline).
+        default : value where the image has no data (beyond its outermost voxel centres or
+            outside ``image.valid``), e.g. -1024 for CT, 0 for labels.
+        affine : (4, 4) index (k, j, i) -> world LPS of an ndarray ``image``.
+
+        Returns
+        -------
+        A Volume on the reference grid (float32; ``valid`` False where ``default`` was used) for
+        a Volume; an ndarray on the reference grid for an ndarray (its dtype with "nearest",
+        float32 otherwise).
+        """
+        from .apply import warp_array
+
+        if isinstance(image, Volume):
+            if affine is not None:
+                raise TypeError("affine= is for ndarray images; a Volume carries its own")
+            out, valid = warp_array(image.array, image.affine, self.displacement, self.grid_affine,
+                                    interpolation=interpolation, default=default,
+                                    image_valid=image.valid)
+            return Volume(out, self.grid_affine.copy(), valid,
+                          {**image.meta, "source": "ctreg.RegistrationResult.warp",
+                           "interpolation": interpolation})
+        arr = np.asarray(image)
+        if affine is None:
+            if self.floating_affine is None or tuple(arr.shape) != tuple(self.floating_shape):
+                raise GeometryError(
+                    f"an ndarray image of shape {arr.shape} needs affine= (its index -> world LPS "
+                    f"matrix) unless it lies on the floating grid {self.floating_shape}")
+            affine = self.floating_affine
+        out, _ = warp_array(arr, affine, self.displacement, self.grid_affine,
+                            interpolation=interpolation, default=default)
+        return out
 
     def jacobian_determinant(self) -> np.ndarray:
         """(z, y, x) float32 determinant of the map's Jacobian on the reference grid
         (1 = volume kept, < 1 compression, <= 0 folding)."""
+        if self._jacobian is None:  # a loaded result: from the field
+            from .apply import world_jacobian
+
+            self._jacobian = world_jacobian(self.displacement, self.grid_affine)
         return self._jacobian
 
     # -- files ------------------------------------------------------------------------------
-    def save(self, out_dir, name: str = "registered", *, dicom: bool = True) -> dict[str, Path]:
+    def save(self, out_dir, name: str = "registered", *, dicom: bool = True,
+             itk_transform: bool = True, images: bool = True) -> dict[str, Path]:
         """Write ``<name>.nii.gz``, ``<name>.tar.gz`` (DICOM series), ``displacement.nii.gz``
         (NIfTI intent DISPVECT, ITK convention: SimpleITK's DisplacementFieldTransform maps
-        points as ``transform_points``) and ``report.json`` into ``out_dir``.
+        points as ``transform_points``), ``transform.h5`` (ITK composite transform: affine +
+        displacement field, for SimpleITK/ITK/3D Slicer), ``report.json`` and, last,
+        ``result.json`` (the index ``ctreg.load_result`` reads) into ``out_dir``.
+        ``images=False`` writes only the reusable part (no ``<name>`` image files).
 
         Every file is written under a temporary name and renamed when complete.
         """
         from .io.atomic import atomic_path
         from .io.dicom import write_dicom_series
         from .io.nifti import write_displacement_nifti, write_nifti
+        from .result_io import write_result_index
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        paths = {"nifti": out / f"{name}.nii.gz", "displacement": out / "displacement.nii.gz",
-                 "report": out / "report.json"}
-        jobs = [(write_nifti, (self.warped, paths["nifti"]), {})]
-        if dicom:
+        paths = {"displacement": out / "displacement.nii.gz", "report": out / "report.json"}
+        jobs = []
+        if images and self.warped is not None:  # None: a loaded result's folder had no image
+            paths["nifti"] = out / f"{name}.nii.gz"
+            jobs.append((write_nifti, (self.warped, paths["nifti"]), {}))
+        if images and dicom and self.warped is not None:
             paths["dicom"] = out / f"{name}.tar.gz"
-            ref_meta = self.reference if "dicom" in self.reference.meta else None
-            flt_meta = self.floating if "dicom" in self.floating.meta else None
+            ref_meta = (self.reference if self.reference is not None
+                        and "dicom" in self.reference.meta else None)
+            flt_meta = (self.floating if self.floating is not None
+                        and "dicom" in self.floating.meta else None)
             jobs.append((write_dicom_series, (self.warped, paths["dicom"]),
                          {"reference": ref_meta, "floating": flt_meta}))
-        jobs.append((write_displacement_nifti, (self.displacement, self.reference.affine,
+        jobs.append((write_displacement_nifti, (self.displacement, self.grid_affine,
                                                 paths["displacement"]), {}))
-        # The three outputs are written at once: their compression (ISA-L / zlib) and file I/O
-        # release the GIL, so the DICOM encoding (Python) overlaps the two NIfTI files.  Each
+        if itk_transform:
+            from .io.itk_transform import write_itk_transform
+
+            paths["itk_transform"] = out / "transform.h5"
+            jobs.append((write_itk_transform, (paths["itk_transform"], self.displacement,
+                                               self.grid_affine, self.affine), {}))
+        # The outputs are written at once: their compression (ISA-L / zlib) and file I/O
+        # release the GIL, so the DICOM encoding (Python) overlaps the other files.  Each
         # writer renames its own file when complete (atomic); the first error is raised.
         with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="ctreg-save") as pool:
             futures = [pool.submit(fn, *a, **kw) for fn, a, kw in jobs]
@@ -142,6 +223,7 @@ class RegistrationResult:
         record(self.report, "write", time.perf_counter() - t0)
         with atomic_path(paths["report"]) as tmp:
             tmp.write_text(json.dumps(_jsonable(self.report), indent=2))
+        paths["index"] = write_result_index(self, out, paths)
         return paths
 
     def __repr__(self) -> str:
