@@ -49,7 +49,8 @@ def _add_register(sub) -> None:
     p = sub.add_parser("register", help="register FLOATING onto REFERENCE and write the results",
                        description="Register the floating scan onto the reference scan. Writes "
                        "OUT_DIR/registered.nii.gz, registered.tar.gz (DICOM series), "
-                       "displacement.nii.gz and report.json; OUT_DIR appears only when complete.")
+                       "displacement.nii.gz, report.json and report.html (quality report); "
+                       "OUT_DIR appears only when complete.")
     p.add_argument("reference", help="reference scan: DICOM folder, archive, or NIfTI file")
     p.add_argument("floating", help="floating scan: DICOM folder, archive, or NIfTI file")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
@@ -59,6 +60,8 @@ def _add_register(sub) -> None:
     p.add_argument("--name", default="registered", help="base name of the image outputs")
     p.add_argument("--no-dicom", action="store_true", help="skip the DICOM .tar.gz output")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html (the quality report with pictures; see docs/report.md)")
     p.set_defaults(func=_cmd_register)
 
 
@@ -86,6 +89,10 @@ def _cmd_register(args) -> int:
     result = register(reference, floating, preset=args.preset)
     with atomic_dir(out) as tmp:
         written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
+        if not args.no_report:  # report.html; a failed report is a warning, not a failed run
+            from .report_html import report_for_run
+
+            written.update(report_for_run(result, tmp / "report.html"))
     paths = {k: str(out / Path(v).name) for k, v in written.items()}
     j = result.report["jacobian"]
     log.info("wrote %s (Jacobian min %.3f, %.4f %% <= 0)", out, j.get("min", float("nan")),
