@@ -22,7 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _world_image(points: np.ndarray) -> np.ndarray:
     """HU at world points (N, 3) LPS mm: a body ellipsoid, two lungs, and markers on the patient's
     left (+x), anterior (-y) and superior (+z) side."""
-    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    x, y = points[:, 0], points[:, 1]
     v = np.full(len(points), -1000.0)
     body = (x / 80) ** 2 + (y / 60) ** 2 < 1
     v[body] = 40.0

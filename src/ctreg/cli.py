@@ -200,6 +200,16 @@ def _cmd_serve(args) -> int:
 _SUBCOMMANDS.append(_add_serve)
 
 
+# -- ctreg batch (ctreg/batch.py) -----------------------------------------------------------------
+def _add_batch(sub) -> None:
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub)
+
+
+_SUBCOMMANDS.append(_add_batch)
+
+
 # -- ctreg inspect --------------------------------------------------------------------------------
 def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="show what a DICOM folder/archive or image file holds and "
