@@ -48,7 +48,7 @@ def test_affine_moments_rejects_bad_input():
     with pytest.raises(TypeError, match="float32"):
         ops.affine_moments(a.astype(np.float64), [a, a, a], a, None, np.eye(4), valid_min=0.0)
     with pytest.raises(TypeError, match="uint8"):
-        ops.affine_moments(a, [a, a, a], a, a > 0, np.eye(4), valid_min=0.0)
+        ops.affine_moments(a, [a, a, a], a, a, np.eye(4), valid_min=0.0)
 
 
 @pytest.mark.parametrize("metric", FUSED_METRICS)

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from ctreg.errors import DicomSeriesError, GeometryError
+from ctreg.io.dicom import DicomRuleError
 from ctreg.io.fetch import DownloadError
 from ctreg.service import ErrorCode, JobStore, ServiceOptions, Status
 from ctreg.service.codes import classify_error
@@ -116,22 +117,34 @@ def test_expiry_marks_then_purges(store):
 
 
 def test_classify_error():
+    """Codes come from the exception's ``code`` (or class), never from its message."""
     assert classify_error(DownloadError("x", url="u", code="InvalidFile.TooLarge"), "download") \
         == ErrorCode.TOO_LARGE
+    assert classify_error(DownloadError("x", url="u", code="InvalidFile.URL"), "download") \
+        == ErrorCode.URL
     assert classify_error(OSError("connection reset"), "download") == ErrorCode.DOWNLOAD
-    frames = DicomSeriesError("/a/IM1.dcm: the series has 2 frame(s) (slices); accepted: 8 to 600 frames")
+    assert classify_error(OSError("file too large: at most 10 bytes"), "download") == ErrorCode.DOWNLOAD
+    frames = DicomRuleError("/a/IM1.dcm: the series has 2 frame(s)", code="InvalidFile.FrameCount")
     assert classify_error(frames, "read") == ErrorCode.FRAME_COUNT
-    axial = DicomSeriesError("/a/IM1.dcm: the series is not axial: ImageOrientationPatient ...")
+    axial = DicomRuleError("/a/IM1.dcm: the series is not axial", code="InvalidFile.NotAxial")
     assert classify_error(axial, "read") == ErrorCode.NOT_AXIAL
-    assert classify_error(DicomSeriesError("/a/x is not a DICOM file (bad)"), "read") == ErrorCode.NOT_DICOM
+    not_dicom = DicomRuleError("/a/x is not a DICOM file", code="InvalidFile.NotDicom")
+    assert classify_error(not_dicom, "read") == ErrorCode.NOT_DICOM
+    # the message is never read: wording that used to be matched gives the class's code
+    assert classify_error(DicomSeriesError("/a/x is not a DICOM file (bad)"), "read") == ErrorCode.SERIES
+    assert classify_error(DicomSeriesError("the series is not axial"), "read") == ErrorCode.SERIES
     several = DicomSeriesError("folder holds 2 series; accepted: one series\n  1.2: 'a', 10 frame(s)")
     assert classify_error(several, "read") == ErrorCode.SERIES
     assert classify_error(GeometryError("uneven spacing"), "read") == ErrorCode.SERIES
+    assert classify_error(GeometryError("no overlap"), "process") == ErrorCode.GEOMETRY
     coded = DicomSeriesError("whatever")
     coded.code = "InvalidFile.NotAxial"
     assert classify_error(coded, "read") == ErrorCode.NOT_AXIAL
     assert classify_error(RuntimeError("bug"), "process") == ErrorCode.INTERNAL
     assert classify_error(KeyError("bug"), "read") == ErrorCode.INTERNAL
+    plain = RuntimeError("bug")
+    plain.code = "InvalidFile.NotAxial"  # only ctreg's own errors carry codes that count
+    assert classify_error(plain, "read") == ErrorCode.INTERNAL
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -267,7 +267,7 @@ print(*out)
 
 
 def test_keep_freed_memory_serves_large_arrays_without_mmap():
-    """After ops.keep_freed_memory() (which register() calls) glibc serves 8-16 MB arrays from
+    """After ops.keep_freed_memory() (which ``ctreg register`` calls) glibc serves 8-16 MB arrays from
     its heap, without a fresh mmap each time (and so without page-faulting them in again);
     arrays above 32 MiB are still mmap'ed.  Checked in fresh interpreters, with and without."""
     import ctypes
@@ -291,18 +291,25 @@ def test_keep_freed_memory_serves_large_arrays_without_mmap():
     assert run("tuned") == [1, 1, 1, 0, 1]  # after it, only the one above 32 MiB
 
 
-def test_register_keeps_freed_memory_only_for_small_scans(monkeypatch):
+def test_cli_keeps_freed_memory_only_for_small_scans(monkeypatch, tmp_path):
     """ops.keep_freed_memory pays on small scans (page faults are a large share of a 0.1 s run)
-    but keeps heap holes on large ones: register() calls it below a voxel count only."""
+    but keeps heap holes on large ones.  It is a process-wide setting that cannot be undone, so
+    register() never makes it; ``ctreg register``, which owns its process, does below a voxel
+    count."""
     from ctreg import pipeline, samples
+    from ctreg.cli import main
 
     ct64 = samples.ct64_volume()
+    ctreg.write_nifti(ct64, tmp_path / "ct64.nii.gz")
     calls = []
     monkeypatch.setattr(ops, "keep_freed_memory", lambda: calls.append(1) or True)
     kw = dict(preset="fast", demons={"enabled": False}, ffd={"iterations": (2,)},
               affine={"iterations": (2,)})
     ctreg.register(ct64, ct64, **kw)
+    assert calls == []
+    args = [str(tmp_path / "ct64.nii.gz")] * 2 + ["--preset", "fast", "--no-dicom"]
+    assert main(["register", *args, "-o", str(tmp_path / "a")]) == 0
     assert calls == [1]
     monkeypatch.setattr(pipeline, "KEEP_FREED_MEMORY_MAX_VOXELS", 2 * ct64.array.size - 1)
-    ctreg.register(ct64, ct64, **kw)
+    assert main(["register", *args, "-o", str(tmp_path / "b")]) == 0
     assert calls == [1]

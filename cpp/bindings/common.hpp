@@ -62,5 +62,6 @@ void bind_smooth(py::module_& m);
 void bind_bspline(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_demons(py::module_& m);
+void bind_mind(py::module_& m);
 
 }  // namespace ctreg::bind

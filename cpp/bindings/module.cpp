@@ -9,4 +9,5 @@ PYBIND11_MODULE(_native, m) {
     ctreg::bind::bind_bspline(m);
     ctreg::bind::bind_metrics(m);
     ctreg::bind::bind_demons(m);
+    ctreg::bind::bind_mind(m);
 }

@@ -2,19 +2,15 @@
 
 Public API: :class:`Volume`, the readers and writers, :func:`register`, and the thread setting.
 """
+from ._version import __version__
 from .errors import CTRegError, DicomSeriesError, GeometryError
+from .io import (list_series, read_dicom_series, read_nifti, read_volume, write_dicom_series,
+                 write_displacement_nifti, write_nifti)
 from .ops import get_num_threads, set_num_threads
+from .options import AffineOptions, DemonsOptions, FFDOptions, RegistrationOptions, options_for
+from .pipeline import register
+from .result import RegistrationResult
 from .volume import Volume
-
-__version__ = "0.1.0"
-
-# readers and writers (after __version__: the DICOM writer stamps it into files)
-from .io import (list_series, read_dicom_series, read_nifti, read_volume,  # noqa: E402
-                 write_dicom_series, write_displacement_nifti, write_nifti)
-from .options import (AffineOptions, DemonsOptions, FFDOptions, RegistrationOptions,  # noqa: E402
-                      options_for)
-from .pipeline import register  # noqa: E402
-from .result import RegistrationResult  # noqa: E402
 
 __all__ = [
     "CTRegError",

@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from ._version import __version__
 from .errors import CTRegError
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CTRegError as exc:
-        print(f"ctreg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ctreg {args.command}: error: {exc} [{exc.code}]", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"ctreg {args.command}: interrupted", file=sys.stderr)
@@ -69,10 +69,10 @@ def _cmd_register(args) -> int:
     import json
     from pathlib import Path
 
-    from . import set_num_threads
     from .io import read_volume
     from .io.atomic import atomic_dir
-    from .pipeline import register
+    from .ops import keep_freed_memory, set_num_threads
+    from .pipeline import KEEP_FREED_MEMORY_MAX_VOXELS, register
 
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -86,6 +86,8 @@ def _cmd_register(args) -> int:
     reference = read_volume(args.reference)
     log.info("reading floating %s", args.floating)
     floating = read_volume(args.floating)
+    if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
+        keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
     result = register(reference, floating, preset=args.preset)
     with atomic_dir(out) as tmp:
         written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
@@ -239,7 +241,7 @@ def _inspect_report(path, series_uid):
         try:
             vol = read_volume(path)
         except CTRegError as exc:
-            report["error"] = str(exc)
+            report["error"], report["error_code"] = str(exc), exc.code
             return report
         report.update(valid=True, format=vol.meta.get("format"), volume=describe_volume(vol),
                       note="the DICOM input rules apply to DICOM input only")

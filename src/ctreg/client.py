@@ -40,7 +40,10 @@ FINISHED_STATUSES = ("PROCESS_SUCCESS", "PROCESS_FAILED", "TIMEOUT_FAILED")
 
 class ServiceError(CTRegError):
     """The service answered an error (``code``, ``message``, ``http_status``, ``request_id``),
-    or could not be reached (``code`` = "ServiceUnavailable")."""
+    or could not be reached (``code`` = "ServiceUnavailable"); ``code`` is the service's
+    ``Code`` / ``ErrorCode`` (its ``ErrorCode`` values, see docs/errors.md)."""
+
+    code = "ServiceUnavailable"
 
     def __init__(self, code: str, message: str, *, http_status: int | None = None,
                  request_id: str | None = None):

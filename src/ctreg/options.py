@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checks import known_fields
+from .errors import OptionError, unknown_names
 from .metrics import METRICS
 
 __all__ = ["AffineOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions", "PRESETS",
@@ -16,7 +18,7 @@ __all__ = ["AffineOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions"
 
 
 def _fail(cls, name, value, accepted):
-    raise ValueError(f"{cls}.{name} must be {accepted}, got {value!r}")
+    raise OptionError(f"{cls}.{name} must be {accepted}, got {value!r}")
 
 
 def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
@@ -39,7 +41,7 @@ def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
 def _same_length(obj, *names):
     lengths = {n: len(getattr(obj, n)) for n in names}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
+        raise OptionError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
                          f"got lengths {lengths}")
 
 
@@ -57,6 +59,7 @@ def _metric(obj, name):
         _fail(type(obj).__name__, name, value, f"one of {METRICS}")
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class AffineOptions:
     """Rigid then affine alignment, multi-resolution.
@@ -83,6 +86,7 @@ class AffineOptions:
         _positive(self, "rotation_search_step_deg")
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class FFDOptions:
     """Cubic B-spline free-form deformation, one control grid per level, L-BFGS.
@@ -112,6 +116,7 @@ class FFDOptions:
         _positive(self, "tolerance", allow_zero=True)
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class DemonsOptions:
     """Diffeomorphic (log-domain) demons refinement with symmetric forces.
@@ -149,6 +154,7 @@ class DemonsOptions:
             _fail(type(self).__name__, "forces", self.forces, "'symmetric' or 'floating'")
 
 
+@known_fields
 @dataclass(frozen=True, kw_only=True)
 class RegistrationOptions:
     """Everything register() does.
@@ -211,14 +217,13 @@ def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
     """The preset's options with top-level fields replaced, e.g.
     ``options_for("fast", demons=DemonsOptions(enabled=False))`` or ``ffd={"metric": "ncc"}``
     (a dict updates only the named fields of that stage)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    err = unknown_names("preset", [preset], PRESETS) or unknown_names(
+        "registration option(s)", overrides, [f.name for f in dataclasses.fields(RegistrationOptions)])
+    if err is not None:
+        raise err
     base = PRESETS[preset]
     merged = {}
     for key, value in overrides.items():
-        if not hasattr(base, key):
-            raise ValueError(f"unknown registration option {key!r}; known: "
-                             f"{[f.name for f in dataclasses.fields(RegistrationOptions)]}")
         current = getattr(base, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
             value = dataclasses.replace(current, **value)

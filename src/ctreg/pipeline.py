@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from . import __version__, ops
+from . import ops
+from ._version import __version__
 from .affine import rotation_search, run_affine_level
 from .demons import run_demons_level
 from .errors import GeometryError
@@ -40,8 +41,9 @@ MIN_OVERLAP = 0.15
 #: The least body tissue a scan must show, in millilitres, for the automatic masks to be trusted.
 MIN_BODY_ML = 50.0
 
-#: register() lets glibc keep freed memory (ops.keep_freed_memory) when the two scans hold at
-#: most this many voxels together.  A registration of that size takes ~0.1-1 s, of which page
+#: ``ctreg register`` (the CLI, which owns its process) lets glibc keep freed memory
+#: (ops.keep_freed_memory, a process-wide malloc setting that register() itself never makes)
+#: when the two scans hold at most this many voxels together.  A registration of that size takes ~0.1-1 s, of which page
 #: faults on fresh arrays were ~10-30 %; on larger scans they are a negligible share, while the
 #: heap's retained holes cost memory (600 x 512 x 512: 9.23 instead of 9.01 GiB peak RSS).
 KEEP_FREED_MEMORY_MAX_VOXELS = 32 * 1024 * 1024
@@ -92,7 +94,8 @@ def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
 
 def register(reference, floating, *, preset: str = "default",
              options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
-             floating_mask: np.ndarray | None = None, **overrides) -> RegistrationResult:
+             floating_mask: np.ndarray | None = None, threads: int | None = None,
+             **overrides) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -104,6 +107,9 @@ def register(reference, floating, *, preset: str = "default",
     reference_mask, floating_mask : (z, y, x) bool arrays on each scan's grid, optional: the
         region whose similarity counts (reference) and whose centre starts the alignment
         (floating).  Default: the automatic body masks (``ctreg.masks.body_mask``).
+    threads : threads of this call's native and Numba kernels (``ops.thread_limit``: local to
+        the calling thread; other threads and later calls are unaffected).  None: the process
+        default (``ctreg.set_num_threads``, ``CTREG_NUM_THREADS``, else every core).
     **overrides : top-level fields of RegistrationOptions (``affine=``, ``ffd=``, ``demons=``,
         ``clip_hu=`` ...); a dict updates only the named fields of a stage,
         e.g. ``demons={"enabled": False}``.
@@ -114,7 +120,7 @@ def register(reference, floating, *, preset: str = "default",
     ((z, y, x, 3) world LPS mm; reference p -> p + u(p) in the floating scan),
     ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
     """
-    with ops.serial_blas(), ops.gc_paused():
+    with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
         return _register(reference, floating, preset=preset, options=options,
                          reference_mask=reference_mask, floating_mask=floating_mask, **overrides)
 
@@ -124,8 +130,6 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     t_start = time.perf_counter()
     ref = _as_volume(reference, "reference")
     flt = _as_volume(floating, "floating")
-    if ref.array.size + flt.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
-        ops.keep_freed_memory()
     if options is None:
         opts = options_for(preset, **overrides)
     else:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.ndimage as ndi
 
+from . import _checks
 from .errors import CTRegError
 from .masks import lung_mask as _lung_mask
 from .volume import Volume
@@ -436,8 +437,7 @@ def make_breathing_pair(volume: Volume, motion: BreathingMotion = BreathingMotio
         raise TypeError(f"make_breathing_pair: volume must be a ctreg.Volume, got {type(volume).__name__}")
     if not isinstance(motion, BreathingMotion):
         raise TypeError(f"make_breathing_pair: motion must be a BreathingMotion, got {type(motion).__name__}")
-    if isinstance(n_landmarks, bool) or not isinstance(n_landmarks, (int, np.integer)) or n_landmarks < 1:
-        raise ValueError(f"make_breathing_pair: n_landmarks must be a positive integer, got {n_landmarks!r}")
+    n_landmarks = _checks.positive_int("make_breathing_pair: n_landmarks", n_landmarks)
     if floating_grid is not None and not isinstance(floating_grid, Volume):
         raise TypeError("make_breathing_pair: floating_grid must be a ctreg.Volume or None, "
                         f"got {type(floating_grid).__name__}")

@@ -42,9 +42,15 @@ struct Mat4 {
     }
 };
 
-// Thread count used by every OpenMP region of the extension (ctreg.set_num_threads).
-// A process-wide setting rather than omp_set_num_threads, which is per calling thread.
+// Thread count used by every OpenMP region of the extension: the calling thread's own count
+// when set (set_thread_num_threads: ctreg.ops.thread_limit, register(threads=...)), else the
+// process default (set_num_threads: ctreg.set_num_threads), else OpenMP's default.  OpenMP
+// evaluates num_threads(...) on the thread that opens the region, so a thread's own count never
+// affects another thread's kernels.
 int num_threads();
 void set_num_threads(int n);
+// 0 clears the calling thread's own count (the process default applies again).
+void set_thread_num_threads(int n);
+int thread_num_threads();  // the calling thread's own count, 0 when unset
 
 }  // namespace ctreg

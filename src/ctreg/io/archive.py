@@ -81,10 +81,11 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
         if total > max_bytes:
             raise DicomSeriesError(
                 f"archive {path} unpacks to more than {max_bytes} bytes (at member {member!r}); "
-                f"accepted: at most {max_bytes} bytes")
+                f"accepted: at most {max_bytes} bytes", code="InvalidFile.TooLarge")
         if count > max_files:
             raise DicomSeriesError(
-                f"archive {path} holds more than {max_files} files; accepted: at most {max_files}")
+                f"archive {path} holds more than {max_files} files; accepted: at most {max_files}",
+                code="InvalidFile.TooLarge")
 
     try:
         if name.endswith(".zip"):

@@ -27,12 +27,16 @@ _CHUNK = 1 << 20
 
 
 class DownloadError(DicomSeriesError):
-    """A URL could not be fetched; ``code`` is a stable machine-readable reason."""
+    """A URL could not be fetched; ``code`` is a stable machine-readable reason:
+    ``InvalidFile.Download`` (HTTP error, timeout, no such file), ``InvalidFile.URL`` (scheme not
+    accepted, also after a redirect) or ``InvalidFile.TooLarge`` (over the size cap)."""
 
-    def __init__(self, message: str, *, url: str, code: str = "InvalidFile.Download"):
-        super().__init__(message)
+    code = "InvalidFile.Download"
+    codes = ("InvalidFile.Download", "InvalidFile.URL", "InvalidFile.TooLarge")
+
+    def __init__(self, message: str, *, url: str, code: str | None = None):
+        super().__init__(message, code=code)
         self.url = url
-        self.code = code
 
 
 def is_url(text: object) -> bool:

@@ -6,8 +6,6 @@ message a user can act on (it names the list, the file or URL, the value and wha
 """
 from __future__ import annotations
 
-import re
-
 __all__ = ["Status", "ErrorCode", "classify_error"]
 
 
@@ -60,47 +58,27 @@ _CODE_ALIASES = {
     "InvalidFile.Oblique": ErrorCode.NOT_AXIAL,
 }
 
-#: message patterns, tried in order, for DICOM errors that carry no ``.code`` (they follow the
-#: wording of ctreg.io.dicom: "has N frame(s)...; accepted: 8 to 600 frames", "is not axial",
-#: "is not a DICOM file", "cannot be parsed as DICOM", "... truncated").
-_MESSAGE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"holds \d+ series|several series", re.I), ErrorCode.SERIES),
-    (re.compile(r"has \d+ frame|accepted: \d+ to \d+ frames|too (few|many) (frames|slices)",
-                re.I), ErrorCode.FRAME_COUNT),
-    (re.compile(r"not axial|oblique", re.I), ErrorCode.NOT_AXIAL),
-    (re.compile(r"not a DICOM file|cannot be parsed as DICOM|not DICOM|truncated|no Pixel Data",
-                re.I), ErrorCode.NOT_DICOM),
-)
-
 
 def classify_error(exc: BaseException, stage: str) -> str:
     """Error code of a job that failed with ``exc`` during ``stage``.
 
     ``stage`` is ``"download"`` (fetching the URLs), ``"read"`` (reading and validating the
-    DICOM series) or ``"process"`` (registration and writing the outputs).  An exception's
-    ``.code`` attribute wins when it is one we know; otherwise the stage and the message decide.
+    DICOM series) or ``"process"`` (registration and writing the outputs).  The exception's
+    ``code`` attribute (every :class:`~ctreg.errors.CTRegError` has one, see docs/errors.md)
+    wins when it is one of ours; otherwise its class and the stage decide.  The message text is
+    never looked at.
     """
     from ..errors import CTRegError, DicomSeriesError, GeometryError
 
-    code = getattr(exc, "code", None)
+    code = getattr(exc, "code", None) if isinstance(exc, CTRegError) else None
     if isinstance(code, str):
+        code = _CODE_ALIASES.get(code, code)
         if code in _KNOWN_CODES:
             return code
-        if code in _CODE_ALIASES:
-            return _CODE_ALIASES[code]
     if stage == "download":
-        text = str(exc)
-        if re.search(r"exceed|too large|at most \d+ bytes", text, re.I):
-            return ErrorCode.TOO_LARGE
-        if re.search(r"scheme", text, re.I):
-            return ErrorCode.URL
         return ErrorCode.DOWNLOAD
     if stage == "read":
-        if isinstance(exc, (DicomSeriesError, GeometryError, CTRegError)):
-            text = str(exc)
-            for pattern, rule_code in _MESSAGE_RULES:
-                if pattern.search(text):
-                    return rule_code
+        if isinstance(exc, CTRegError):
             return ErrorCode.SERIES
         return ErrorCode.NOT_DICOM if isinstance(exc, (EOFError, OSError)) else ErrorCode.INTERNAL
     if isinstance(exc, DicomSeriesError):

@@ -113,7 +113,7 @@ def execute_job(spec: dict) -> dict:
             return _fail(code, f"{label}: {_user_message(str(exc), names, work / key)}")
     try:
         if spec.get("threads"):
-            from .. import set_num_threads
+            from ..ops import set_num_threads
             set_num_threads(int(spec["threads"]))
         job_fn = resolve_job_fn(spec["job_fn"])
         with atomic_dir(out_dir) as tmp:

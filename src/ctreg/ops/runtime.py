@@ -1,0 +1,270 @@
+"""Process runtime of the kernels: thread count, BLAS threads, garbage collector, malloc, Numba
+cache preloading.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from .. import _checks as ck
+from .. import _native
+
+__all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused",
+           "keep_freed_memory", "preload_kernels"]
+
+
+def _env_threads() -> int:
+    raw = os.environ.get("CTREG_NUM_THREADS", "").strip()
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"CTREG_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"CTREG_NUM_THREADS must be a positive integer, got {raw!r}")
+    return n
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in every native (C++/OpenMP) and Numba kernel.
+
+    The default is the number of cores (or ``CTREG_NUM_THREADS`` when set).  Results do not
+    depend on this setting: reductions are ordered independently of the thread count.
+    """
+    n = ck.positive_int("set_num_threads: n", n)
+    _native.set_num_threads(n)
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_threads() -> int:
+    """The thread count the native kernels called from this thread use now (its
+    ``thread_limit`` when inside one, else the process default)."""
+    return int(_native.get_num_threads())
+
+
+@contextlib.contextmanager
+def thread_limit(n: int | None) -> Iterator[None]:
+    """Run the enclosed code with ``n`` threads in the native and Numba kernels it calls from
+    THIS thread; other threads, and this thread afterwards, are unaffected (the native count is
+    thread-local, ``cpp/src/threads.cpp``, and so is Numba's).  ``None`` changes nothing.
+    ``register(threads=n)`` uses it.  Results do not depend on the count.
+    """
+    if n is None:
+        yield
+        return
+    n = ck.positive_int("threads", n)
+    import numba
+
+    prev_native = int(_native.get_thread_num_threads())
+    prev_numba = numba.get_num_threads()
+    _native.set_thread_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        _native.set_thread_num_threads(prev_native)
+        numba.set_num_threads(prev_numba)
+
+
+class _Shared:
+    """A process-wide setting shared by the threads inside a block: the first one in applies
+    it, the last one out restores exactly what the first one found (a plain save/restore per
+    thread would leave the setting changed when two blocks overlap without nesting)."""
+
+    def __init__(self, apply, restore) -> None:
+        self._apply, self._restore = apply, restore
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = self._apply()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    saved, self._saved = self._saved, None
+                    self._restore(saved)
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """Run the enclosed code with one BLAS thread (OpenBLAS, MKL, BLIS: scipy's and numpy's).
+
+    L-BFGS-B calls BLAS on every iteration.  A threaded BLAS then leaves its worker threads
+    spin-waiting for the next call, and on a machine with few cores they take the CPU from the
+    native kernels' OpenMP threads: on 2 cores that made the kernels 2-14x slower between
+    optimiser steps (``benchmarks/sweep_options.py --kernels --threaded-blas``, see
+    ``benchmarks/README.md``).  ctreg's BLAS work is a few vectors of at most
+    ~10^5 entries, which one thread does in microseconds.  The setting is process-wide while
+    it lasts, as every BLAS thread setting is: with several threads inside, the last one out
+    restores exactly the limits the first one found.
+    """
+    with _serial_blas():
+        yield
+
+
+def _blas_apply():
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _blas_restore(limiter) -> None:
+    limiter.restore_original_limits()
+
+
+_serial_blas = _Shared(_blas_apply, _blas_restore)
+
+
+_controllers: list = []
+
+
+def _blas_controller():
+    """threadpoolctl's view of the loaded thread pools, made once per process (it scans every
+    loaded library: ~5 ms).  The BLAS libraries that matter (numpy's and scipy's, which L-BFGS-B
+    uses) are loaded when ctreg is imported, before this first runs."""
+    if not _controllers:
+        _controllers.append(ThreadpoolController())
+    return _controllers[0]
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Run the enclosed code with Python's cyclic garbage collector paused (its previous state
+    is restored on exit, also after an error).
+
+    A registration allocates few Python objects, and its arrays are freed by reference
+    counting.  But the objects it does allocate count towards the collector's thresholds, and
+    a full collection then walks every object of the process (with SciPy and Numba imported,
+    tens of ms in the middle of a registration).  What this and ``keep_freed_memory`` buy
+    together: ``benchmarks/sweep_options.py --no-warmup --repeat 1 [--default-runtime]``, see
+    ``benchmarks/README.md``.
+    Cycles created meanwhile are collected after the block.  With several threads inside, the
+    collector stays paused until the last one leaves, which restores the state the first one
+    found; the thresholds are never touched.
+    """
+    with _gc_paused():
+        yield
+
+
+def _gc_apply() -> bool:
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    return was
+
+
+def _gc_restore(was: bool) -> None:
+    import gc
+
+    if was:
+        gc.enable()
+
+
+_gc_paused = _Shared(_gc_apply, _gc_restore)
+
+
+#: glibc's own ceiling for its dynamic mmap threshold on 64-bit systems, and the trim threshold
+#: it pairs with it (twice the mmap threshold).
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+
+
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
+
+
+_malloc_state: list = []
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed blocks of up to 32 MiB instead of returning them to the
+    system (once per process; returns whether the setting is in effect).
+
+    By default glibc serves each allocation above 128 KiB with a fresh ``mmap`` and unmaps it
+    when it is freed, so every new array of that size is page-faulted in again: on a 4 mm chest
+    scan a registration allocates many short-lived arrays of 0.5-4 MB, and the first run in a
+    process page-faults each of them in (measured with ``gc_paused``, see there).  glibc
+    raises its threshold by itself after the first large blocks are freed, up to 32 MiB (with a
+    trim threshold of 64 MiB), so only the first registration in a process pays; this sets
+    those steady-state values at once with ``mallopt``.  Up to 64 MiB of freed memory may stay
+    with the process, and holes between live heap blocks are not returned.
+
+    A process-wide setting that cannot be undone (glibc has no way to read the previous
+    values back): ``register()`` never calls it; a program that owns its process may.  The
+    ``ctreg register`` command does, for scans of at most
+    ``pipeline.KEEP_FREED_MEMORY_MAX_VOXELS`` voxels together, where it pays.  Does nothing
+    (returns False) on other C libraries or when ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` are set in the environment (the user's choice wins).
+    """
+    if _malloc_state:
+        return _malloc_state[0]
+    ok = False
+    if not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                         "GLIBC_TUNABLES")):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            libc.gnu_get_libc_version  # glibc only
+            m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+            ok = (libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1
+                  and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES) == 1)
+        except (OSError, AttributeError):
+            ok = False
+    _malloc_state.append(ok)
+    return ok
+
+
+def preload_kernels() -> float:
+    """Load the compiled Numba kernels that ``register()`` uses from Numba's on-disk cache,
+    without running any of them; returns the seconds it took.
+
+    Numba loads a cached kernel on its first call in each process (0.1-0.2 s for the kernels of
+    one registration, a start-up cost like an import).  Call this to pay it ahead of time, e.g.
+    before timing a registration.  Kernels not yet in the cache are compiled, which takes longer
+    the first time.  It also takes threadpoolctl's inventory of thread pools (see
+    ``serial_blas``), ~5 ms once per process.  Loading a parallel kernel starts Numba's OpenMP thread pool, and GNU OpenMP
+    is not fork-safe: do not fork the process afterwards (a fork server must not call this).
+    """
+    import time
+
+    import numba
+
+    from .. import _kernels
+
+    t0 = time.perf_counter()
+    _blas_controller()
+    f3 = np.zeros((2, 2, 2), np.float32)
+    f4 = np.zeros((2, 2, 2, 3), np.float32)
+    b3 = np.zeros((2, 2, 2), np.bool_)
+    m33 = np.zeros((3, 3))
+    x = 1.0
+    # the argument types the façades pass (same dtypes, layouts and Python scalars)
+    signatures = [
+        (_kernels.scale_field_kernel, (f4, x, f4)),
+        (_kernels.jacobian_stats_kernel, (f3, b3, True)),
+        (_kernels.affine_field_kernel, (f4, m33, np.zeros((3, 4)), f4)),
+    ]
+    for kernel, args in signatures:
+        kernel.compile(tuple(numba.typeof(a) for a in args))
+    return time.perf_counter() - t0
+
+
+# CTREG_NUM_THREADS applies when ctreg.ops is first imported.
+_n = _env_threads()
+if _n:
+    set_num_threads(_n)
+del _n

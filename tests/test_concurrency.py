@@ -1,0 +1,133 @@
+"""register() from several Python threads at once: the same results as serial runs, and no
+process-wide setting (kernel threads, BLAS threads, garbage collector) changed afterwards."""
+from __future__ import annotations
+
+import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import ctreg
+from ctreg import _native, ops, samples
+
+KW = dict(preset="fast", ffd={"iterations": (4,)}, demons={"iterations": (6,)},
+          affine={"iterations": (10,)})
+SHIFTS = [(1, 0, 0), (0, 2, 0), (0, 0, -2), (1, -1, 1)]
+THREADS = [1, 2, 1, 2]
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def _process_state():
+    return {"native": ops.get_num_threads(), "native_own": _native.get_thread_num_threads(),
+            "numba": numba.get_num_threads(), "gc": gc.isenabled(),
+            "gc_threshold": gc.get_threshold(), "blas": _blas_threads()}
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    ct64 = samples.ct64_volume()
+    return [(ct64, ct64.with_array(np.ascontiguousarray(np.roll(ct64.array, s, axis=(0, 1, 2)))))
+            for s in SHIFTS]
+
+
+def _run(pair, threads):
+    res = ctreg.register(pair[0], pair[1], threads=threads, **KW)
+    return res.displacement, res.warped.array
+
+
+def test_four_registrations_in_four_threads_match_serial_runs(pairs):
+    import scipy.optimize  # noqa: F401  (scipy's BLAS, which L-BFGS-B uses, is loaded)
+
+    before = _process_state()
+    serial = [_run(p, t) for p, t in zip(pairs, THREADS)]
+    assert _process_state() == before
+    barrier = threading.Barrier(len(pairs))
+
+    def job(i):
+        barrier.wait()  # all four start together
+        return _run(pairs[i], THREADS[i])
+
+    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+        parallel = list(pool.map(job, range(len(pairs))))
+    for (du_s, w_s), (du_p, w_p) in zip(serial, parallel):
+        assert np.array_equal(du_s, du_p)
+        assert np.array_equal(w_s, w_p)
+    assert any(not np.array_equal(serial[0][0], s[0]) for s in serial[1:])  # distinct pairs
+    assert _process_state() == before
+
+
+def test_thread_limit_is_local_to_the_calling_thread():
+    default = ops.get_num_threads()
+    inside, other = [], []
+    entered, checked = threading.Event(), threading.Event()
+
+    def limited():
+        with ops.thread_limit(1):
+            inside.append((ops.get_num_threads(), numba.get_num_threads()))
+            entered.set()
+            checked.wait(10)
+        inside.append((ops.get_num_threads(), _native.get_thread_num_threads()))
+
+    t = threading.Thread(target=limited)
+    t.start()
+    entered.wait(10)
+    other.append(ops.get_num_threads())
+    checked.set()
+    t.join()
+    assert inside[0] == (1, 1)
+    assert other == [default]
+    assert inside[1] == (default, 0)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with ops.thread_limit(0):
+            pass
+
+
+@pytest.mark.parametrize("block", ["gc_paused", "serial_blas"])
+def test_overlapping_blocks_restore_exactly(block):
+    """Thread A enters, B enters, A leaves, B leaves (overlapping, not nested): a per-thread
+    save/restore would leave B's saved "paused" state behind; the shared block restores what A
+    found."""
+    if block == "serial_blas" and not _blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    cm = getattr(ops, block)
+    steps = [threading.Event() for _ in range(3)]
+    seen = {}
+
+    def a():
+        with cm():
+            steps[0].set()
+            steps[1].wait(10)
+            seen["a"] = (gc.isenabled(), _blas_threads())
+        steps[2].set()
+
+    def b():
+        steps[0].wait(10)
+        with cm():
+            steps[1].set()
+            steps[2].wait(10)
+            seen["b"] = (gc.isenabled(), _blas_threads())
+
+    before = _process_state()
+    ta, tb = threading.Thread(target=a), threading.Thread(target=b)
+    ta.start(), tb.start()
+    ta.join(), tb.join()
+    assert _process_state() == before
+    if block == "gc_paused":
+        assert seen["a"][0] is False and seen["b"][0] is False
+    # (serial_blas inside a thread: OpenBLAS 0.3.30 may keep a count the main thread set
+    # explicitly, so only the restoring is asserted here; test_threads checks the limit itself)
+
+
+def test_register_makes_no_process_wide_malloc_setting(monkeypatch, pairs):
+    calls = []
+    monkeypatch.setattr(ops, "keep_freed_memory", lambda: calls.append(1) or True)
+    ctreg.register(*pairs[0], **KW)
+    assert calls == []
