@@ -74,11 +74,11 @@ def test_register_no_report_and_a_failing_report_keep_the_outputs(sample_dir, tm
     from ctreg import report_html
 
     def broken(result, path):
-        raise report_html.ReportError("broken on purpose", code="Report.Test")
+        raise report_html.ReportError("broken on purpose", code="Report.Grid")
 
     monkeypatch.setattr(report_html, "write_report_html", broken)
     out = tmp_path / "broken"
     assert main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
                  "--preset", "fast", "--no-dicom"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz", "report.json"]
-    assert any("Report.Test" in r.getMessage() for r in caplog.records)
+    assert any("Report.Grid" in r.getMessage() for r in caplog.records)

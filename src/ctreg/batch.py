@@ -64,9 +64,9 @@ class BatchError(CTRegError):
     ``Batch.Dask`` (dask.distributed missing or the scheduler unreachable); for one pair,
     ``Batch.MissingInput`` (an input path does not exist)."""
 
-    def __init__(self, message: str, *, code: str):
-        super().__init__(message)
-        self.code = code
+    code = "Batch.PairsFile"
+    codes = ("Batch.PairsFile", "Batch.Name", "Batch.Locked", "Batch.Output", "Batch.Dask",
+             "Batch.MissingInput", "Batch.Arguments")
 
 
 @dataclass(frozen=True)
@@ -207,11 +207,8 @@ def run_pair(pair: PairSpec, out_root, *, preset: str = "default", dicom: bool =
     t0 = time.perf_counter()
     stage = "read"
     try:
-        from . import set_num_threads
         from .io import read_volume
 
-        if threads is not None:
-            set_num_threads(threads)
         for what, src in (("reference", pair.reference), ("floating", pair.floating)):
             if "://" not in src and not Path(src).exists():
                 raise BatchError(f"{what} {src} does not exist (line {pair.row} of the pairs file)",
@@ -221,7 +218,7 @@ def run_pair(pair: PairSpec, out_root, *, preset: str = "default", dicom: bool =
         stage = "process"
         if register_fn is None:
             from .pipeline import register as register_fn
-        result = register_fn(reference, floating, preset=preset)
+        result = register_fn(reference, floating, preset=preset, threads=threads)
         jac = result.report.get("jacobian", {})
         with atomic_dir(folder) as tmp:
             result.save(tmp, dicom=dicom)

@@ -71,10 +71,7 @@ class ReportError(CTRegError):
     """The quality report could not be made from what it was given."""
 
     code = "Report.Input"
-
-    def __init__(self, message: str, *, code: str = "Report.Input"):
-        super().__init__(message)
-        self.code = code
+    codes = ("Report.Input", "Report.NoMatplotlib", "Report.Grid", "Report.Plane")
 
 
 # -- orientation ----------------------------------------------------------------------------
