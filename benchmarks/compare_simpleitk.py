@@ -4,6 +4,8 @@ installed) on the same pairs, in one run.  Not a test.
     python benchmarks/compare_simpleitk.py --quick             # the 64^3 sample only: minutes
     python benchmarks/compare_simpleitk.py                     # cip-ct64, popi, pyradiomics-lung1
     python benchmarks/compare_simpleitk.py --reference REF --floating FLO [--landmarks L.csv]
+    python benchmarks/compare_simpleitk.py --reference REF_DICOM/ --floating FLO.nii.gz \
+        --reference-landmarks ref.csv --floating-landmarks flo.csv [--landmark-space lps|ras|voxel|voxel1]
     python benchmarks/compare_simpleitk.py --quick --methods identity,true-field,ctreg-fast
 
 Every method runs in its own process (a fresh interpreter) with the same thread count
@@ -15,6 +17,15 @@ registration error (TRE) mean / median / 95th percentile / max on the landmark p
 the reference and the warped floating scan inside the reference body, % of body voxels with
 Jacobian determinant <= 0 and the SD of log Jacobian.  All metrics are computed by the same code
 (methods/common.py) from each method's reference -> floating point map and dense displacement.
+
+A user pair (``--reference``/``--floating``: DICOM folders, archives, NIfTI, NRRD; the two grids
+may differ) runs alone: the built-in pairs run too only when ``--pairs`` or ``--quick`` asks for
+them.  Its landmarks: one paired CSV (``--landmarks``) or one CSV per scan
+(``--reference-landmarks``/``--floating-landmarks``), with or without a header and an id column,
+paired by id when both files have ids; world LPS mm, or RAS / voxel indices with
+``--landmark-space`` (methods/landmarks.py lists the layouts).  elastix (``pip install
+itk-elastix``), ANTs (``pip install antspyx``) and DIPY rows run when those packages are
+installed; otherwise the table shows the row as skipped, with the command that installs it.
 
 Verification rows: ``identity`` gives the initial TRE; ``true-field`` (synthetic pairs) the exact
 map, whose TRE must be ~0.
@@ -199,7 +210,7 @@ def markdown(results: dict) -> str:
         lines += [f"**{pair_name}**{extra}", "", head, "|" + "---|" * 11]
         for name, r in rows.items():
             if r.get("status") != "ok":
-                lines.append(f"| {pair_name} | {name} | {r.get('status')} |" + " |" * 9)
+                lines.append(f"| {pair_name} | {name} | {r.get('status')} |" + " |" * 8)
                 continue
             t = r["time_s"]
             lines.append(
@@ -295,11 +306,20 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the 64^3 sample pair (a few minutes)")
-    ap.add_argument("--pairs", default="all", help="standard synthetic pairs: 'all' or names from "
-                    + ", ".join(STANDARD) + "; 'none' for user pairs only")
-    ap.add_argument("--reference", help="a user pair: reference DICOM folder / NIfTI / NRRD")
-    ap.add_argument("--floating", help="a user pair: floating scan")
-    ap.add_argument("--landmarks", help="CSV: reference x,y,z, floating x,y,z (LPS mm), optional")
+    ap.add_argument("--pairs", default=None, help="standard synthetic pairs: 'all' (the default "
+                    "without a user pair) or names from " + ", ".join(STANDARD) + "; 'none' for "
+                    "user pairs only (the default with --reference/--floating)")
+    ap.add_argument("--reference", help="a user pair: reference DICOM folder / archive / NIfTI / NRRD")
+    ap.add_argument("--floating", help="a user pair: floating scan (its grid may differ)")
+    ap.add_argument("--landmarks", help="one CSV for both scans: reference x,y,z, floating x,y,z "
+                    "(header and id column optional)")
+    ap.add_argument("--reference-landmarks", metavar="CSV",
+                    help="the reference scan's landmarks: x,y,z per row (header and id column optional)")
+    ap.add_argument("--floating-landmarks", metavar="CSV",
+                    help="the floating scan's landmarks, paired by id (both files with ids) or by row order")
+    ap.add_argument("--landmark-space", default="lps", choices=["lps", "ras", "voxel", "voxel1"],
+                    help="landmark coordinates: world LPS mm (default), world RAS mm, or voxel "
+                    "indices i,j,k of each file's own scan (0-based; voxel1: 1-based)")
     ap.add_argument("--name", default="user", help="name of the user pair")
     ap.add_argument("--methods", default="all", help="comma-separated, or 'all': " + ", ".join(METHODS))
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
@@ -323,14 +343,16 @@ def main(argv=None) -> int:
         ap.error("--repeat must be at least 1")
     if bool(args.reference) != bool(args.floating):
         ap.error("a user pair needs both --reference and --floating")
+    user = user_pair_spec(args, ap.error)
     specs = []
     if args.quick:
         specs += standard_pairs("quick")
-    elif args.pairs != "none":
+    elif args.pairs is not None and args.pairs != "none":
         specs += standard_pairs(args.pairs)
-    if args.reference:
-        specs.append({"name": args.name, "reference": args.reference, "floating": args.floating,
-                      "landmarks": args.landmarks, "info": None})
+    elif args.pairs is None and user is None:
+        specs += standard_pairs("all")
+    if user is not None:
+        specs.append(user)
     if not specs:
         ap.error("no pairs: give --quick, --pairs or --reference/--floating")
     names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -341,8 +363,9 @@ def main(argv=None) -> int:
     names = [n for n in names if n not in skip]
 
     if not args.no_warmup and any(n.startswith("ctreg-") for n in names):
-        log.info("warm-up: ctreg-fast on %s (untimed; compiles Numba kernels into the cache)", specs[0]["name"])
-        run_in_process("ctreg-fast", specs[0], args.threads, args.timeout)
+        log.info("warm-up: ctreg-fast on the bundled 64^3 sample (untimed; compiles Numba kernels "
+                 "into the cache)")
+        run_in_process("ctreg-fast", warmup_spec(), args.threads, args.timeout)
 
     results = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv),
                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -352,12 +375,15 @@ def main(argv=None) -> int:
         results["pair_info"][spec["name"]] = {k: info.get(k) for k in (
             "source", "n_landmarks", "initial_tre_mean_mm", "motion_options", "reference_shape_zyx",
             "reference_spacing_zyx_mm")}
+        if spec.get("n_landmarks") is not None:
+            results["pair_info"][spec["name"]]["n_landmarks"] = spec["n_landmarks"]
         rows = results["pairs"].setdefault(spec["name"], {})
         for name in names:
             method = METHODS[name]
             why = method.available()
             if why:
                 results["skipped"][name] = why
+                rows[name] = {"status": f"skipped: {why}"}
                 continue
             if method.needs_truth and not info.get("true_map"):
                 continue
@@ -374,6 +400,54 @@ def main(argv=None) -> int:
     return write_outputs(results, Path(args.out))
 
 
+def user_pair_spec(args, error) -> dict | None:
+    """The spec of the user pair from the command line (None without one); the landmark files
+    are read once here so that a bad file fails before any method runs."""
+    if not args.reference:
+        if args.landmarks or args.reference_landmarks or args.floating_landmarks:
+            error("landmark files belong to a user pair: give --reference and --floating too")
+        return None
+    if args.landmarks and (args.reference_landmarks or args.floating_landmarks):
+        error("give either --landmarks (one file for both scans) or --reference-landmarks and "
+              "--floating-landmarks, not both")
+    if bool(args.reference_landmarks) != bool(args.floating_landmarks):
+        error("--reference-landmarks and --floating-landmarks go together")
+    for path in (args.reference, args.floating, args.landmarks, args.reference_landmarks,
+                 args.floating_landmarks):
+        if path and not Path(path).exists():
+            error(f"{path} does not exist")
+    spec = {"name": args.name, "reference": str(args.reference), "floating": str(args.floating),
+            "landmarks": args.landmarks, "reference_landmarks": args.reference_landmarks,
+            "floating_landmarks": args.floating_landmarks, "landmark_space": args.landmark_space,
+            "info": None, "n_landmarks": None}
+    from methods.landmarks import LandmarkError, read_point_file
+
+    try:
+        if args.landmarks:
+            spec["n_landmarks"] = len(read_point_file(args.landmarks, ncoords=6).points)
+        elif args.reference_landmarks:
+            a = read_point_file(args.reference_landmarks)
+            b = read_point_file(args.floating_landmarks)
+            if (a.ids is None or b.ids is None) and len(a.points) != len(b.points):
+                error(f"{args.reference_landmarks} has {len(a.points)} landmarks, "
+                      f"{args.floating_landmarks} {len(b.points)} (rows are paired by order unless "
+                      "both files have an id column)")
+            if a.ids is not None and b.ids is not None and set(a.ids) != set(b.ids):
+                error(f"the landmark ids of {args.reference_landmarks} and {args.floating_landmarks} differ")
+            spec["n_landmarks"] = len(a.points)
+    except LandmarkError as exc:
+        error(f"{exc} [{exc.code}]")
+    return spec
+
+
+def warmup_spec() -> dict:
+    """The bundled 64^3 sample against itself: a registration that loads every kernel."""
+    from ctreg.samples import ct64_dicom_path
+
+    path = str(ct64_dicom_path())
+    return {"name": "warm-up", "reference": path, "floating": path, "info": None}
+
+
 def merge_results(paths: list[Path], argv: list[str]) -> dict:
     """One results dict from several runs; each row keeps a ``run`` field naming its run."""
     merged = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv), "runs": [],
@@ -388,8 +462,12 @@ def merge_results(paths: list[Path], argv: list[str]) -> dict:
         merged["skipped"].update(res.get("skipped", {}))
         for pair_name, rows in res["pairs"].items():
             for name, row in rows.items():
-                merged["pairs"].setdefault(pair_name, {})[name] = {**row, "run": res["date"]}
-                merged["skipped"].pop(name, None)
+                kept = merged["pairs"].setdefault(pair_name, {})
+                if str(row.get("status", "")).startswith("skipped") and name in kept:
+                    continue        # a method not installed in a later run keeps its earlier row
+                kept[name] = {**row, "run": res["date"]}
+                if not str(row.get("status", "")).startswith("skipped"):
+                    merged["skipped"].pop(name, None)
     return merged
 
 

@@ -33,10 +33,12 @@ def test_register_command_writes_all_outputs_and_reduces_tre(sample_dir, tmp_pat
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["outputs"]) == {"nifti", "dicom", "displacement", "report", "itk_transform",
-                                       "index"}
+                                       "index", "report_html"}
     assert sorted(p.name for p in out.iterdir()) == [
-        "displacement.nii.gz", "registered.nii.gz", "registered.tar.gz", "report.json",
-        "result.json", "transform.h5"]
+        "displacement.nii.gz", "registered.nii.gz", "registered.tar.gz", "report.html",
+        "report.json", "result.json", "transform.h5"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("<img ") >= 3 or "matplotlib is not installed" in html
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
     sitk = pytest.importorskip("SimpleITK")
     rows = np.loadtxt(sample_dir / "landmarks.csv", delimiter=",", skiprows=1)
@@ -63,3 +65,22 @@ def test_register_refuses_a_non_empty_output_folder(sample_dir, tmp_path, capsys
     assert rc == 1
     assert (out / "keep.txt").read_text() == "mine"
     assert "not empty" in capsys.readouterr().err
+
+
+def test_register_no_report_and_a_failing_report_keep_the_outputs(sample_dir, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "plain"
+    assert main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
+                 "--preset", "fast", "--no-dicom", "--no-report"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz", "report.json"]
+
+    from ctreg import report_html
+
+    def broken(result, path):
+        raise report_html.ReportError("broken on purpose", code="Report.Grid")
+
+    monkeypatch.setattr(report_html, "write_report_html", broken)
+    out = tmp_path / "broken"
+    assert main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
+                 "--preset", "fast", "--no-dicom"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz", "report.json"]
+    assert any("Report.Grid" in r.getMessage() for r in caplog.records)

@@ -18,10 +18,17 @@ from .common import MethodOutput, Pair
 __all__ = ["Method", "METHODS", "MethodOutput", "Pair"]
 
 
+#: the pip package that provides an importable module
+_PACKAGES = {"SimpleITK": "SimpleITK", "itk": "itk-elastix", "ants": "antspyx", "dipy": "dipy"}
+
+
 def _needs(*modules: str) -> Callable[[], str | None]:
     def check() -> str | None:
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        return f"not installed: {', '.join(missing)}" if missing else None
+        if not missing:
+            return None
+        pkgs = " ".join(_PACKAGES.get(m, m) for m in missing)
+        return f"not installed: {', '.join(missing)} (pip install {pkgs})"
     return check
 
 

@@ -39,26 +39,11 @@ class Pair:
 
 
 def read_landmarks(path) -> tuple[np.ndarray, np.ndarray]:
-    """CSV of six columns: reference x, y, z, floating x, y, z (LPS mm); an optional header row."""
-    rows = []
-    with open(path, newline="") as fh:
-        for n, row in enumerate(csv.reader(fh)):
-            if not row or row[0].lstrip().startswith("#"):
-                continue
-            try:
-                values = [float(v) for v in row]
-            except ValueError:
-                if n == 0:
-                    continue        # header
-                raise ValueError(f"{path}: line {n + 1} is not six numbers: {row}") from None
-            if len(values) != 6:
-                raise ValueError(f"{path}: line {n + 1} has {len(values)} columns; expected 6 "
-                                 "(reference x, y, z, floating x, y, z in LPS mm)")
-            rows.append(values)
-    if not rows:
-        raise ValueError(f"{path}: no landmark rows")
-    arr = np.asarray(rows, dtype=np.float64)
-    return arr[:, :3], arr[:, 3:]
+    """One CSV with both point sets: reference x, y, z, floating x, y, z (LPS mm), with or
+    without a header row and an id column (see methods/landmarks.py for every layout)."""
+    from .landmarks import read_landmark_pairs
+
+    return read_landmark_pairs(landmarks=path)
 
 
 def write_landmarks(path, reference_points: np.ndarray, floating_points: np.ndarray) -> None:
@@ -72,14 +57,22 @@ def write_landmarks(path, reference_points: np.ndarray, floating_points: np.ndar
 
 
 def load_pair(spec: dict) -> Pair:
-    """``spec``: {"name", "reference", "floating", "landmarks" (optional), "info" (optional)}."""
+    """``spec``: {"name", "reference", "floating", "landmarks" (optional: one paired file) or
+    "reference_landmarks" and "floating_landmarks" (optional: one file per scan),
+    "landmark_space" ("lps" default, "ras", "voxel", "voxel1"), "info" (optional)}."""
     from ctreg.io import read_volume
+
+    from .landmarks import read_landmark_pairs
 
     ref = read_volume(spec["reference"])
     flo = read_volume(spec["floating"])
     p = q = None
-    if spec.get("landmarks"):
-        p, q = read_landmarks(spec["landmarks"])
+    if spec.get("landmarks") or spec.get("reference_landmarks") or spec.get("floating_landmarks"):
+        p, q = read_landmark_pairs(landmarks=spec.get("landmarks"),
+                                   reference_landmarks=spec.get("reference_landmarks"),
+                                   floating_landmarks=spec.get("floating_landmarks"),
+                                   space=spec.get("landmark_space") or "lps",
+                                   reference=ref, floating=flo)
     info = None
     if spec.get("info"):
         info = json.loads(Path(spec["info"]).read_text())

@@ -50,7 +50,8 @@ def _add_register(sub) -> None:
     p = sub.add_parser("register", help="register FLOATING onto REFERENCE and write the results",
                        description="Register the floating scan onto the reference scan. Writes "
                        "OUT_DIR/registered.nii.gz, registered.tar.gz (DICOM series), "
-                       "displacement.nii.gz, transform.h5 (ITK), report.json and result.json; "
+                       "displacement.nii.gz, transform.h5 (ITK), report.json, report.html "
+                       "(quality report) and result.json; "
                        "OUT_DIR appears only when complete.")
     p.add_argument("reference", help="reference scan: DICOM folder, archive, or NIfTI file")
     p.add_argument("floating", help="floating scan: DICOM folder, archive, or NIfTI file")
@@ -65,6 +66,8 @@ def _add_register(sub) -> None:
                    help="print wall seconds and peak memory per phase (read, masks, affine, "
                    "bspline, demons, resample, write) on stderr")
     add_register_options(p)  # --save-result, --no-progress (cli_reuse.py)
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html (the quality report with pictures; see docs/report.md)")
     p.set_defaults(func=_cmd_register)
 
 
@@ -113,6 +116,10 @@ def _run_register(args) -> int:
     if out is not None:
         with atomic_dir(out) as tmp:
             written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
+            if not args.no_report:  # report.html; a failed report is a warning, not a failed run
+                from .report_html import report_for_run
+
+                written.update(report_for_run(result, tmp / "report.html"))
         paths = {k: str(out / Path(v).name) for k, v in written.items()}
     if args.save_result is not None:
         paths["result"] = str(save_result_folder(result, args.save_result))
@@ -223,6 +230,16 @@ def _cmd_serve(args) -> int:
 
 
 _SUBCOMMANDS.append(_add_serve)
+
+
+# -- ctreg batch (ctreg/batch.py) -----------------------------------------------------------------
+def _add_batch(sub) -> None:
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub)
+
+
+_SUBCOMMANDS.append(_add_batch)
 
 
 # -- ctreg inspect --------------------------------------------------------------------------------

@@ -1,0 +1,591 @@
+"""Quality report of one registration: ``report.html``, one self-contained file to check a run by eye.
+
+What it holds:
+
+* pictures (PNG, embedded as base64 ``data:`` URIs, so the file can be mailed or archived alone),
+  each in three planes through the centre of the reference grid (axial, coronal, sagittal):
+
+  1. checkerboard of the reference and the floating scan, before registration (the floating scan
+     sampled at the same world points, i.e. in scanner coordinates) and after (the warped scan);
+  2. difference image (warped - reference, HU), before and after;
+  3. Jacobian determinant of the map (log colour scale centred at 1: blue compression,
+     red expansion, black folding, J <= 0);
+
+* the figures of ``report.json``: times, Jacobian statistics, the affine, the stages and levels,
+  and similarity figures computed here (NCC and mean absolute difference in the reference body,
+  before and after).
+
+Orientation: every plane is shown in radiological convention, whatever the scan's storage order:
+the array axes are matched to the nearest patient axes from the affine (``canonical_axes``), so
+in axial and coronal views the patient's right is on the image's left, anterior is up in axial
+views, superior is up in coronal and sagittal views, anterior on the left in sagittal views.
+Pixels are drawn with their true aspect ratio (mm).
+
+The pictures need matplotlib, an optional extra (``pip install "ctreg[report]"``).  Without it
+the report is written all the same, with the tables and a note saying how to get the pictures.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from .errors import CTRegError
+from .volume import Volume
+
+__all__ = ["write_report_html", "report_for_run", "render_report_html", "report_figures", "canonical_axes",
+           "plane_indices", "ReportError", "INSTALL_HINT", "MISSING_MATPLOTLIB_NOTE"]
+
+log = logging.getLogger("ctreg")
+
+INSTALL_HINT = 'pip install "ctreg[report]"'
+MISSING_MATPLOTLIB_NOTE = ("Pictures are not included: matplotlib is not installed. "
+                           f"Install it with {INSTALL_HINT} (or pip install matplotlib) and "
+                           "run the registration again to get the checkerboard, difference and "
+                           "Jacobian pictures.")
+
+#: display window of the CT pictures (HU): lungs and soft tissue both readable
+WINDOW_HU = (-1000.0, 400.0)
+#: range of the difference pictures (HU), symmetric
+DIFF_HU = 500.0
+#: the Jacobian colour scale spans 1/JAC_SPAN .. JAC_SPAN (log scale)
+JAC_SPAN = 2.0
+#: about this many checkerboard tiles across the largest side of a plane
+CHECKER_TILES = 8
+#: at most this many voxels are sampled for the similarity figures
+SAMPLE_VOXELS = 2_000_000
+AIR_HU = -1000.0
+
+PLANES = ("axial", "coronal", "sagittal")
+
+
+class ReportError(CTRegError):
+    """The quality report could not be made from what it was given."""
+
+    code = "Report.Input"
+    codes = ("Report.Input", "Report.NoMatplotlib", "Report.Grid", "Report.Plane")
+
+
+# -- orientation ----------------------------------------------------------------------------
+
+def canonical_axes(affine) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """Which array axis runs along each patient axis, and whether it runs backwards.
+
+    Returns ``(perm, flip)``: canonical axis t (0: inferior -> superior, world +z; 1: anterior ->
+    posterior, world +y; 2: right -> left, world +x; LPS) is array axis ``perm[t]``, reversed when
+    ``flip[t]``.  So ``np.flip(np.transpose(a, perm), [t for t in range(3) if flip[t]])`` is the
+    array in axial LPS order (a view, no copy).  Each array axis goes to the patient axis its
+    direction is closest to (slightly oblique scans: the nearest axis).
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    d = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)[None, :]  # column c: world dir of axis c
+    perm = [-1, -1, -1]
+    flip = [False, False, False]
+    used_axes: set[int] = set()
+    # greedy on |cosine|, largest first: a proper assignment also for 45-degree ties
+    order = sorted(((abs(d[w, c]), w, c) for w in range(3) for c in range(3)), reverse=True)
+    for _, w, c in order:
+        t = 2 - w                      # world x -> canonical 2, y -> 1, z -> 0
+        if perm[t] != -1 or c in used_axes:
+            continue
+        perm[t] = c
+        flip[t] = bool(d[w, c] < 0)
+        used_axes.add(c)
+    return tuple(perm), tuple(flip)  # type: ignore[return-value]
+
+
+def plane_indices(volume: Volume, plane: str, centre_xyz=None) -> np.ndarray:
+    """(3, H, W) float64 array indices (k, j, i) of ``volume`` for the pixels of one picture.
+
+    ``plane``: "axial" (rows anterior -> posterior, columns right -> left), "coronal" (rows
+    superior -> inferior, columns right -> left) or "sagittal" (rows superior -> inferior, columns
+    anterior -> posterior), through the voxel nearest ``centre_xyz`` (world, default: the grid's
+    centre).  Index the volume's array (or any array on its grid) with them to get the picture.
+    """
+    if plane not in PLANES:
+        raise ReportError(f"plane must be one of {PLANES}, got {plane!r}", code="Report.Plane")
+    perm, flip = canonical_axes(volume.affine)
+    shape = volume.shape
+    n = [shape[perm[t]] for t in range(3)]
+    if centre_xyz is None:
+        centre_idx = (np.asarray(shape, float) - 1) / 2
+    else:
+        centre_idx = volume.world_to_index(np.asarray(centre_xyz, float).reshape(1, 3))[0]
+    # canonical position of the centre
+    cpos = []
+    for t in range(3):
+        v = float(centre_idx[perm[t]])
+        v = (n[t] - 1 - v) if flip[t] else v
+        cpos.append(int(np.clip(round(v), 0, n[t] - 1)))
+    # canonical (S, P, L) index grids of the picture: rows, columns, fixed axis
+    if plane == "axial":        # rows P (anterior at top), cols L (patient right at left)
+        rows, cols = np.arange(n[1]), np.arange(n[2])
+        R, C = np.meshgrid(rows, cols, indexing="ij")
+        canon = [np.full_like(R, cpos[0]), R, C]
+    elif plane == "coronal":    # rows S reversed (superior at top), cols L
+        rows, cols = np.arange(n[0])[::-1], np.arange(n[2])
+        R, C = np.meshgrid(rows, cols, indexing="ij")
+        canon = [R, np.full_like(R, cpos[1]), C]
+    else:                       # sagittal: rows S reversed, cols P (anterior at left)
+        rows, cols = np.arange(n[0])[::-1], np.arange(n[1])
+        R, C = np.meshgrid(rows, cols, indexing="ij")
+        canon = [R, C, np.full_like(R, cpos[2])]
+    out = np.empty((3,) + R.shape, np.float64)
+    for t in range(3):
+        c = canon[t]
+        out[perm[t]] = (n[t] - 1 - c) if flip[t] else c
+    return out
+
+
+def _plane_spacing(volume: Volume, plane: str) -> tuple[float, float]:
+    """(row, column) pixel size in mm of a picture."""
+    perm, _ = canonical_axes(volume.affine)
+    sp = volume.spacing
+    s = [float(sp[perm[t]]) for t in range(3)]
+    return {"axial": (s[1], s[2]), "coronal": (s[0], s[2]), "sagittal": (s[0], s[1])}[plane]
+
+
+_SIDES = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"),
+          "sagittal": ("S", "I", "A", "P")}  # top, bottom, left, right
+
+
+def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    k, j, i = (np.rint(idx[a]).astype(np.intp) for a in range(3))
+    return array[k, j, i]
+
+
+def _sample_floating(floating: Volume, reference: Volume, idx_ref: np.ndarray) -> np.ndarray:
+    """The floating scan at the world points of reference indices ``idx_ref`` (3, ...), linear,
+    air outside its grid or data: the scans as they are, before registration."""
+    shape = idx_ref.shape[1:]
+    world = reference.index_to_world(idx_ref.reshape(3, -1).T)
+    fidx = floating.world_to_index(world).T
+    source = floating.array
+    if floating.valid is not None:
+        source = np.where(floating.valid, floating.array, np.float32(AIR_HU))
+    vals = ndi.map_coordinates(source, fidx, order=1, mode="constant", cval=AIR_HU)
+    return vals.reshape(shape).astype(np.float32)
+
+
+# -- pictures ---------------------------------------------------------------------------------
+
+def _planes(result) -> dict[str, dict[str, Any]]:
+    """Per plane: the reference, warped, before (floating at the same world points) pictures and
+    the Jacobian, the warped scan's validity, pixel size and side letters."""
+    ref: Volume = result.reference
+    warped: Volume = result.warped
+    if warped.shape != ref.shape:
+        raise ReportError(f"the warped scan's grid {warped.shape} is not the reference grid "
+                          f"{ref.shape}", code="Report.Grid")
+    jac = result.jacobian_determinant()
+    floating = getattr(result, "floating", None)
+    out = {}
+    for plane in PLANES:
+        idx = plane_indices(ref, plane)
+        p = {"reference": _take(ref.array, idx), "warped": _take(warped.array, idx),
+             "valid": None if warped.valid is None else _take(warped.valid, idx),
+             "jacobian": None if jac is None else _take(np.asarray(jac), idx),
+             "spacing": _plane_spacing(ref, plane), "sides": _SIDES[plane]}
+        p["before"] = None if floating is None else _sample_floating(floating, ref, idx)
+        out[plane] = p
+    return out
+
+
+def _checker(shape, spacing, tile_mm: float) -> np.ndarray:
+    r = (np.arange(shape[0]) * spacing[0] // tile_mm).astype(int)
+    c = (np.arange(shape[1]) * spacing[1] // tile_mm).astype(int)
+    return ((r[:, None] + c[None, :]) % 2).astype(bool)
+
+
+def _import_matplotlib():
+    """matplotlib's Figure (object API: no pyplot, no global backend), or None when absent."""
+    try:
+        from matplotlib.colors import TwoSlopeNorm  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
+def _show(ax, image, spacing, sides, title, **kw):
+    h, w = image.shape
+    extent = (0, w * spacing[1], h * spacing[0], 0)
+    im = ax.imshow(image, extent=extent, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    top, bottom, left, right = sides
+    style = dict(transform=ax.transAxes, fontsize=8, color="yellow", fontweight="bold",
+                 ha="center", va="center",
+                 bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
+    ax.text(0.5, 0.97, top, **style)
+    ax.text(0.5, 0.03, bottom, **style)
+    ax.text(0.03, 0.5, left, **style)
+    ax.text(0.97, 0.5, right, **style)
+    return im
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def report_figures(result) -> dict[str, bytes]:
+    """The report's pictures as PNG bytes: ``{"checkerboard", "difference", "jacobian"}``.
+
+    Raises ``ReportError`` (code ``Report.NoMatplotlib``) when matplotlib is not installed.
+    """
+    Figure = _import_matplotlib()
+    if Figure is None:
+        raise ReportError(MISSING_MATPLOTLIB_NOTE, code="Report.NoMatplotlib")
+    from matplotlib.colors import TwoSlopeNorm
+
+    planes = _planes(result)
+    has_before = all(p["before"] is not None for p in planes.values())
+    rows = [("after", "warped")] if not has_before else [("before", "before"), ("after", "warped")]
+    lo, hi = WINDOW_HU
+    figs: dict[str, bytes] = {}
+
+    # 1. checkerboard
+    fig = Figure(figsize=(12, 4.2 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, (label, key) in enumerate(rows):
+        for c, plane in enumerate(PLANES):
+            p = planes[plane]
+            ext = max(p["reference"].shape[0] * p["spacing"][0], p["reference"].shape[1] * p["spacing"][1])
+            board = _checker(p["reference"].shape, p["spacing"], ext / CHECKER_TILES)
+            img = np.where(board, p["reference"], p[key])
+            _show(axes[r, c], img, p["spacing"], p["sides"],
+                  f"{plane}, {label} registration: reference / "
+                  f"{'floating' if key == 'before' else 'warped'}", cmap="gray", vmin=lo, vmax=hi)
+    fig.suptitle("Checkerboard of the reference and the floating scan (edges should continue "
+                 "across tiles after registration)", fontsize=10)
+    fig.tight_layout()
+    figs["checkerboard"] = _png(fig)
+
+    # 2. difference
+    fig = Figure(figsize=(12, 4.2 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    cmap = _cmap_with_bad("RdBu_r", "0.6")
+    im = None
+    for r, (label, key) in enumerate(rows):
+        for c, plane in enumerate(PLANES):
+            p = planes[plane]
+            diff = p[key].astype(np.float32) - p["reference"].astype(np.float32)
+            if key == "warped" and p["valid"] is not None:
+                diff = np.ma.masked_array(diff, mask=~p["valid"])
+            im = _show(axes[r, c], diff, p["spacing"], p["sides"],
+                       f"{plane}, {label}: {'floating' if key == 'before' else 'warped'} - reference",
+                       cmap=cmap, vmin=-DIFF_HU, vmax=DIFF_HU)
+    fig.tight_layout(rect=(0, 0, 0.93, 0.95))
+    cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
+    fig.colorbar(im, cax=cax, label="HU (grey: no data)")
+    fig.suptitle(f"Difference image, HU (clipped to +-{DIFF_HU:.0f}; should fade after registration)",
+                 fontsize=10)
+    figs["difference"] = _png(fig)
+
+    # 3. Jacobian determinant
+    fig = Figure(figsize=(12, 4.4))
+    axes = fig.subplots(1, 3, squeeze=False)
+    base = _cmap_with_bad("RdBu_r", "black")
+    norm = TwoSlopeNorm(vmin=-math.log(JAC_SPAN), vcenter=0.0, vmax=math.log(JAC_SPAN))
+    im = None
+    n_fold = 0
+    for c, plane in enumerate(PLANES):
+        p = planes[plane]
+        jac = p["jacobian"]
+        if jac is None:
+            axes[0, c].set_axis_off()
+            continue
+        jac = np.asarray(jac, np.float64)
+        fold = ~(jac > 0)
+        n_fold += int(np.count_nonzero(fold))
+        logj = np.ma.masked_array(np.log(np.where(fold, 1.0, jac)), mask=fold)
+        im = _show(axes[0, c], logj, p["spacing"], p["sides"], f"{plane}: Jacobian determinant",
+                   cmap=base, norm=norm)
+    if im is not None:
+        fig.tight_layout(rect=(0, 0, 0.93, 0.92))
+        cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
+        cb = fig.colorbar(im, cax=cax, label="J (log scale)")
+        ticks = [1 / JAC_SPAN, 1 / math.sqrt(JAC_SPAN), 1.0, math.sqrt(JAC_SPAN), JAC_SPAN]
+        cb.set_ticks([math.log(t) for t in ticks])
+        cb.set_ticklabels([f"{t:.2f}" for t in ticks])
+    fig.suptitle("Jacobian determinant of the map (1: volume kept, < 1 compression, > 1 expansion, "
+                 f"black: J <= 0, folding; {n_fold} folded pixels in these planes)", fontsize=10)
+    figs["jacobian"] = _png(fig)
+    return figs
+
+
+def _cmap_with_bad(name: str, bad: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=bad)
+
+
+# -- similarity figures -----------------------------------------------------------------------
+
+def similarity_figures(result) -> dict[str, Any]:
+    """NCC and mean absolute difference (HU) between the reference and the floating scan inside
+    the reference body, before registration (floating at the same world points) and after
+    (warped), over a regular subsample of at most ``SAMPLE_VOXELS`` reference voxels where the
+    floating scan has data."""
+    from .masks import body_mask
+
+    ref: Volume = result.reference
+    warped: Volume = result.warped
+    stride = max(1, int(math.ceil((ref.array.size / SAMPLE_VOXELS) ** (1 / 3))))
+    sl = (slice(None, None, stride),) * 3
+    small = Volume(ref.array[sl], ref.affine @ np.diag([stride, stride, stride, 1.0]),
+                   None if ref.valid is None else ref.valid[sl])
+    body = body_mask(small, resolution_mm=None)
+    out: dict[str, Any] = {"voxels_sampled": int(np.count_nonzero(body)), "stride": stride}
+    r = small.array
+    w = warped.array[sl]
+    ok = body if warped.valid is None else body & warped.valid[sl]
+    out["after"] = _pair_stats(r[ok], w[ok])
+    floating = getattr(result, "floating", None)
+    if floating is not None:
+        k, j, i = np.nonzero(body)
+        idx = np.stack([k, j, i]).astype(np.float64) * stride
+        world = ref.index_to_world(idx.T)
+        fidx = floating.world_to_index(world).T
+        upper = np.asarray(floating.shape, float)[:, None] - 1
+        inside = np.all((fidx >= 0) & (fidx <= upper), axis=0)
+        if floating.valid is not None and inside.any():
+            inside[inside] &= ndi.map_coordinates(floating.valid, fidx[:, inside], order=0)
+        vals = ndi.map_coordinates(floating.array, fidx[:, inside], order=1)
+        out["before"] = _pair_stats(r[k, j, i][inside], vals)
+        out["before"]["overlap_percent"] = float(100.0 * inside.mean()) if inside.size else 0.0
+    return out
+
+
+def _pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.size < 2:
+        return {"ncc": None, "mean_abs_diff_hu": None, "voxels": int(a.size)}
+    x = a - a.mean()
+    y = b - b.mean()
+    den = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return {"ncc": float((x * y).sum() / den) if den > 0 else None,
+            "mean_abs_diff_hu": float(np.abs(a - b).mean()), "voxels": int(a.size)}
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 1.5em auto;
+       max-width: 1150px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+.note { background: #fff4d6; border: 1px solid #e0b84c; padding: 0.7em 1em; }
+.bad { color: #b00020; font-weight: bold; } .good { color: #186a3b; }
+img { max-width: 100%; border: 1px solid #ddd; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+"""
+
+
+def _e(v) -> str:
+    return html.escape(str(v))
+
+
+def _num(v, nd: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            return "–"
+        return f"{float(v):.{nd}g}" if abs(float(v)) >= 1e4 or (v != 0 and abs(float(v)) < 1e-3) \
+            else f"{float(v):.{nd}f}"
+    return _e(v)
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    th = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
+                 for i, h in enumerate(header))
+    body = []
+    for row in rows:
+        tds = "".join(f"<td class='l'>{c if isinstance(c, _Raw) else _num(c)}</td>" if i < left
+                      else f"<td>{c if isinstance(c, _Raw) else _num(c)}</td>"
+                      for i, c in enumerate(row))
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><tr>{th}</tr>{''.join(body)}</table>"
+
+
+class _Raw(str):
+    """Already-escaped HTML in a table cell."""
+
+
+def _geometry_row(name: str, g: dict) -> list:
+    shape = g.get("shape") or []
+    sp = g.get("spacing_mm") or []
+    org = g.get("origin_mm") or []
+    return [name, _Raw(_e(" x ".join(str(s) for s in shape))),
+            _Raw(_e(" x ".join(f"{s:.3f}" for s in sp))),
+            _Raw(_e(", ".join(f"{o:.1f}" for o in org)))]
+
+
+def render_report_html(result, *, title: str | None = None, figures: dict[str, bytes] | None = None,
+                       note: str | None = None, similarity: dict | None = None) -> str:
+    """The report as an HTML string.  ``figures``: PNG bytes by name (None: none, ``note``
+    explains why); ``similarity``: :func:`similarity_figures` (None: computed here)."""
+    rep = result.report or {}
+    if similarity is None:
+        similarity = similarity_figures(result)
+    title = title or "ctreg registration report"
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{_e(title)}</h1>",
+             f"<p>Written {now} by ctreg {_e(rep.get('ctreg_version', '?'))}; preset "
+             f"<code>{_e(rep.get('preset'))}</code>; {_num(rep.get('seconds_total'), 2)} s on "
+             f"{_e(rep.get('threads', '?'))} threads. The tables repeat <code>report.json</code>.</p>"]
+
+    # verdict line
+    jac = rep.get("jacobian") or {}
+    jb = rep.get("jacobian_in_body") or {}
+    fold = jac.get("percent_nonpositive")
+    if fold is not None:
+        cls = "good" if fold == 0 else "bad"
+        parts.append(f"<p class='{cls}'>Folding: {_num(fold, 4)} % of the reference grid has "
+                     f"J &le; 0 (min J {_num(jac.get('min'))}).</p>")
+
+    # similarity
+    parts.append("<h2>Similarity in the reference body</h2>")
+    srows = []
+    for key, label in (("before", "before (scanner coordinates)"), ("after", "after registration")):
+        s = similarity.get(key)
+        if s:
+            srows.append([label, s.get("ncc"), s.get("mean_abs_diff_hu"), s.get("voxels")])
+    parts.append(_table(["", "NCC", "mean |difference| HU", "voxels sampled"], srows))
+    stride = int(similarity.get("stride", 1))
+    every = "Every voxel" if stride == 1 else f"Every {stride}th voxel along each axis"
+    parts.append(f"<p>{every} of the reference body where the floating scan has data; before: the "
+                 "floating scan at the same world points (no registration); NCC 1 is a perfect "
+                 "match. Computed for this report (not in <code>report.json</code>).</p>")
+
+    # pictures
+    parts.append("<h2>Pictures</h2>")
+    if figures:
+        captions = {"checkerboard": "Checkerboard of the reference and the floating scan, three "
+                    "planes through the centre of the reference grid, before and after registration.",
+                    "difference": "Difference image (floating or warped minus reference, HU).",
+                    "jacobian": "Jacobian determinant of the map (log colour scale).",}
+        for name, png in figures.items():
+            b64 = base64.b64encode(png).decode("ascii")
+            parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'>"
+                         f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>")
+    else:
+        parts.append(f"<p class='note'>{_e(note or MISSING_MATPLOTLIB_NOTE)}</p>")
+
+    # Jacobian
+    parts.append("<h2>Jacobian determinant</h2>")
+    jrows = []
+    for label, st in (("whole reference grid", jac), ("reference body", jb)):
+        if st:
+            jrows.append([label, st.get("min"), st.get("max"), st.get("percent_nonpositive"),
+                          st.get("sd_log")])
+    parts.append(_table(["region", "min", "max", "% J ≤ 0", "SD log J"], jrows))
+
+    # geometry
+    parts.append("<h2>Scans</h2>")
+    grows = [_geometry_row(n, rep[k]) for n, k in (("reference", "reference"), ("floating", "floating"))
+             if isinstance(rep.get(k), dict)]
+    parts.append(_table(["scan", "shape (z, y, x)", "spacing (z, y, x) mm", "origin (x, y, z) mm LPS"],
+                        grows, left=4))
+
+    # affine
+    aff = rep.get("affine") or {}
+    if aff.get("matrix") is not None:
+        parts.append("<h2>Affine part (reference world -&gt; floating world)</h2>")
+        m = np.asarray(aff["matrix"], float)
+        t = aff.get("translation_mm") or [None] * 3
+        arows = [[["x", "y", "z"][r], *m[r].tolist(), t[r]] for r in range(3)]
+        parts.append(_table(["", "matrix x", "matrix y", "matrix z", "translation mm"], arows))
+        try:
+            det = float(np.linalg.det(m))
+            parts.append(f"<p>Determinant {_num(det, 4)} (volume change of the affine part).</p>")
+        except (ValueError, np.linalg.LinAlgError):
+            pass
+
+    # times
+    secs = rep.get("seconds") or {}
+    if secs:
+        parts.append("<h2>Times</h2>")
+        parts.append(_table(["step", "seconds"], [[k, v] for k, v in secs.items()]
+                            + [[_Raw("<b>total</b>"), rep.get("seconds_total")]]))
+
+    # levels
+    levels = rep.get("levels") or []
+    if levels:
+        parts.append("<h2>Stages and levels</h2>")
+        lrows = []
+        for lv in levels:
+            sp = lv.get("spacing_mm")
+            sp_s = " x ".join(f"{s:.2f}" for s in sp) if isinstance(sp, (list, tuple)) else _num(sp)
+            lrows.append([lv.get("stage"), lv.get("level"), _Raw(_e(sp_s)), lv.get("iterations"),
+                          lv.get("evaluations"), lv.get("metric"), lv.get("metric_before"),
+                          lv.get("metric_after"), lv.get("seconds")])
+        parts.append(_table(["stage", "level", "spacing mm", "iterations", "evaluations", "metric",
+                             "before", "after", "seconds"], lrows, left=1))
+
+    # options
+    opts = rep.get("options")
+    if opts:
+        import json
+
+        parts.append("<h2>Options</h2><details><summary>all options (as in report.json)</summary>"
+                     f"<pre>{_e(json.dumps(opts, indent=1, default=str))}</pre></details>")
+    versions = rep.get("versions") or {}
+    if versions:
+        parts.append("<p>Versions: " + ", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items())
+                     + "</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report_html(result, path, *, title: str | None = None) -> Path:
+    """Write ``report.html`` for ``result`` (a :class:`ctreg.RegistrationResult`) atomically
+    (temporary name, then rename).  Pictures when matplotlib is installed, else a note saying
+    how to install it (the tables are always there).  Returns the path."""
+    from .io.atomic import atomic_path
+
+    path = Path(path)
+    note = None
+    figures = None
+    if _import_matplotlib() is None:
+        note = MISSING_MATPLOTLIB_NOTE
+        log.warning("report.html without pictures: matplotlib is not installed (%s)", INSTALL_HINT)
+    else:
+        figures = report_figures(result)
+    text = render_report_html(result, title=title, figures=figures, note=note)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def report_for_run(result, path) -> dict[str, Path]:
+    """What ``ctreg register`` calls: :func:`write_report_html`, but a report that cannot be made
+    is logged as a warning and the run's other outputs are kept.  Returns ``{"report_html":
+    path}``, or ``{}`` when nothing was written."""
+    try:
+        return {"report_html": write_report_html(result, path)}
+    except Exception as exc:  # noqa: BLE001 - the registration's outputs matter more
+        code = getattr(exc, "code", type(exc).__name__)
+        log.warning("report.html not written (%s): %s", code, exc)
+        return {}
