@@ -54,6 +54,9 @@ class LungMaskError(CTRegError, ValueError):
     """A lung (or body) mask is unusable.  ``code`` is stable: ``lung_mask_empty``,
     ``lung_mask_absurd`` or ``mask_grid_mismatch``."""
 
+    code = "lung_mask_empty"
+    codes = ("lung_mask_empty", "lung_mask_absurd", "mask_grid_mismatch")
+
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code

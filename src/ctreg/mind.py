@@ -42,6 +42,9 @@ class MindArgumentError(CTRegError, ValueError):
     C-contiguous array of the required dtype), ``"mind.shape"`` (wrong dimensions or shapes
     that do not match) and ``"mind.parameter"`` (a number out of range)."""
 
+    code = "mind.parameter"
+    codes = ("mind.parameter", "mind.dtype", "mind.shape")
+
     def __init__(self, message: str, code: str):
         super().__init__(message)
         self.code = code

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import CTRegError, GeometryError
-from .nifti import NIFTI_SUFFIXES, _save, _set_geometry, affine_from_nifti, affine_to_nifti
+from .nifti import NIFTI_SUFFIXES, _save_streamed, _set_geometry, affine_from_nifti, affine_to_nifti
 
 __all__ = ["read_labels", "write_labels_nifti", "smallest_integer_dtype"]
 
@@ -84,4 +84,5 @@ def write_labels_nifti(array: np.ndarray, affine, path: str | os.PathLike, *,
     _set_geometry(img, aff)
     if description:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
-    return _save(img, Path(path))
+    # the voxels in file order: (x, y, z) Fortran order of arr.T is arr's C order
+    return _save_streamed(img, Path(path), [np.ascontiguousarray(arr)])
