@@ -71,7 +71,8 @@ def test_register_no_report_and_a_failing_report_keep_the_outputs(sample_dir, tm
     out = tmp_path / "plain"
     assert main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
                  "--preset", "fast", "--no-dicom", "--no-report"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz",
+                                                     "report.json", "result.json", "transform.h5"]
 
     from ctreg import report_html
 
@@ -82,5 +83,6 @@ def test_register_no_report_and_a_failing_report_keep_the_outputs(sample_dir, tm
     out = tmp_path / "broken"
     assert main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
                  "--preset", "fast", "--no-dicom"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz",
+                                                     "report.json", "result.json", "transform.h5"]
     assert any("Report.Grid" in r.getMessage() for r in caplog.records)

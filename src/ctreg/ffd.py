@@ -62,6 +62,17 @@ def stop_when_slow(tolerance: float):
     return callback
 
 
+def options_metric(options: FFDOptions, level_number: int) -> str:
+    """The metric of B-spline level ``level_number`` (``FFDOptions.metric`` and
+    ``first_level_metric``)."""
+    if not isinstance(options.metric, str):
+        return options.metric[level_number]
+    if (level_number == 0 and options.first_level_metric is not None
+            and len(options.levels_mm) > 1):
+        return options.first_level_metric
+    return options.metric
+
+
 def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | None, options: FFDOptions,
                   level_number: int) -> tuple[np.ndarray, LevelReport]:
     """Optimise this level's control grid; returns the new dense displacement and the report."""
@@ -81,8 +92,7 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     bound = np.broadcast_to(MAX_COEFFICIENT * t_mm, grid + (3,)).ravel()
     # a Bounds object, not (n, 2) pairs, which scipy converts in a Python loop on every call
     bounds = Bounds(-bound, bound)
-    metric = (options.metric if isinstance(options.metric, str)
-              else options.metric[level_number])
+    metric = options_metric(options, level_number)
     last: list = [None, None]  # the last evaluated x and its dense field
 
     def dense(x: np.ndarray) -> np.ndarray:

@@ -140,6 +140,10 @@ class FFDOptions:
     """Cubic B-spline free-form deformation, one control grid per level, L-BFGS.
 
     metric: one name of ``ctreg.metrics.METRICS`` for every level, or one per level.
+    first_level_metric: with two or more levels and one ``metric`` name, the coarsest level uses
+    this one instead (default global NCC: it follows the lung outline over large motion and
+    ignores a global density change; LNCC then follows vessels and fissures); None: ``metric``
+    on every level.
     iterations: the most L-BFGS iterations per level.  tolerance: from the third iteration
     on, a level also ends when an iteration lowers the cost by less than the fraction
     ``tolerance`` of its magnitude (0: every iteration runs).
@@ -150,6 +154,7 @@ class FFDOptions:
     control_spacing_mm: tuple = (40.0, 20.0)
     iterations: tuple = (20, 15)
     metric: str = "lncc"
+    first_level_metric: str | None = "ncc"
     lncc_radius_mm: float = 8.0
     bending_weight: float = 3.0
     tolerance: float = 0.0
@@ -160,6 +165,8 @@ class FFDOptions:
         _positive_tuple(self, "iterations", integer=True)
         _same_length(self, "levels_mm", "control_spacing_mm", "iterations")
         _metric_per_level(self, "metric", len(self.levels_mm))
+        if self.first_level_metric is not None:
+            _metric(self, "first_level_metric")
         _positive(self, "lncc_radius_mm")
         _positive(self, "bending_weight", allow_zero=True)
         _positive(self, "tolerance", allow_zero=True)
@@ -189,7 +196,7 @@ class DemonsOptions:
     sigma_diffusion_vox: float = 2.5
     max_step_vox: float = 0.5
     forces: str = "symmetric"
-    match_intensities: bool = True
+    match_intensities: bool = False
     tolerance: float = 1e-3
     patience: int = 5
 
