@@ -232,7 +232,7 @@ def _print_tables(rows: list[dict]) -> None:
                      and not q.get("failed")]
         ratio = f"{sitk_rows[0]['wall_s'] / r['wall_s']:.1f}x" if sitk_rows and r["method"].startswith("ctreg") else ""
         tre = r["tre_mm"] or {}
-        f = (lambda k: f"{tre[k]:.2f}" if k in tre else "")
+        f = (lambda k, tre=tre: f"{tre[k]:.2f}" if k in tre else "")
         print(f"| {r['pair']} | {'x'.join(map(str, r['shape']))} | {r['method']} | {r['wall_s']:.1f} | "
               f"{r['peak_rss_gib']:.2f} | {ratio} | {f('mean')} | {f('p95')} |")
     print("\nper phase: seconds (peak RSS GiB when the phase ended)")
