@@ -27,7 +27,6 @@ which cuts the inhale scan to the exhale scan's field of view.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -65,13 +64,9 @@ def evaluate(name, ref, flt_lungs_vol, ref_lungs, disp, seconds):
 def run_ctreg(pair, preset: str, masks: str):
     import ctreg
 
-    params = inspect.signature(ctreg.register).parameters
     kw = {}
-    lung_args = [p for p in params if "lung" in p]
-    if masks == "lungs" and lung_args:
-        ref_arg = next(p for p in lung_args if "ref" in p)
-        flt_arg = next(p for p in lung_args if "flo" in p)
-        kw = {ref_arg: pair.reference_lungs, flt_arg: pair.floating_lungs}
+    if masks == "lungs":  # the expert reference lung mask; "none": ctreg segments the lungs itself
+        kw = {"reference_lungs": pair.reference_lungs}
     t0 = time.perf_counter()
     res = ctreg.register(pair.reference, pair.floating, preset=preset, **kw)
     seconds = time.perf_counter() - t0
@@ -144,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="folder of empire10-01 (default $CTREG_DATA or ~/.cache/ctreg-data)")
     ap.add_argument("--presets", default="default", help="ctreg presets, comma-separated (default: default)")
     ap.add_argument("--masks", choices=("lungs", "none"), default="lungs",
-                    help="pass the expert lung masks to ctreg.register when it takes lung masks (default)")
+                    help="lungs: pass the expert reference lung mask as reference_lungs (default); none: automatic segmentation")
     ap.add_argument("--no-sitk", action="store_true", help="skip SimpleITK")
     ap.add_argument("--sitk-finest-shrink", type=int, default=2, choices=(1, 2, 4),
                     help="finest demons level of the SimpleITK recipe (1: full resolution, slow)")
