@@ -263,9 +263,10 @@ def test_two_series_listed_and_series_uid_selects(tmp_path):
 
 def test_non_dicom_file_named(tmp_path):
     write_series(tmp_path, 8)
-    (tmp_path / "notes.txt").write_text("not an image")
+    # a file of no known stray kind (not README, .txt, .jpg ...: tests/test_io_folder_policy.py)
+    (tmp_path / "notes.dat").write_text("not an image")
     (tmp_path / ".DS_Store").write_bytes(b"\0\1")  # hidden files are skipped
-    with pytest.raises(DicomSeriesError, match=r"notes\.txt is not a DICOM file") as err:
+    with pytest.raises(DicomSeriesError, match=r"notes\.dat is not a DICOM file") as err:
         read_dicom_series(tmp_path)
     assert err.value.code == "InvalidFile.NotDicom"
     assert "force" not in str(err.value)  # pydicom's advice to force-read a non-DICOM file

@@ -116,8 +116,15 @@ def read_dicom_series(source, *, series_uid: str | None = None) -> Volume:
         for every broken input rule, naming the file, the tag and what is accepted.
     """
     with tempfile.TemporaryDirectory(prefix="ctreg-dicom-") as tmp:
-        files, desc = dicom_source_files(source, tmp)
-        return _read_series_files(files, desc, series_uid=series_uid)
+        skipped: list[Path] = []
+        files, desc = dicom_source_files(source, tmp, skipped)
+        volume = _read_series_files(files, desc, series_uid=series_uid)
+    if skipped:  # the folder policy's note: what was left out, by name
+        names = [p.name for p in skipped]
+        volume.meta["skipped_files"] = names
+        log.warning("%s: skipped %d file(s) that are not part of a DICOM series: %s", desc,
+                    len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    return volume
 
 
 def _axis_letter(v: np.ndarray) -> str:
