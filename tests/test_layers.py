@@ -41,6 +41,8 @@ def _is_submodule(name: str) -> bool:
     parts = name.split(".")[1:]
     return (SRC.joinpath(*parts).with_suffix(".py").exists()
             or SRC.joinpath(*parts, "__init__.py").exists()
+            or SRC.joinpath(*parts).with_suffix(".pyi").exists()  # the extension's stub: a
+            # non-editable install builds _native into site-packages, not into src/
             or any(SRC.joinpath(*parts[:-1]).glob(parts[-1] + ".*.so")))
 
 
