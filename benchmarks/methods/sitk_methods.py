@@ -32,9 +32,10 @@ from ctreg.masks import body_mask
 
 from .common import MethodOutput, Pair, to_sitk
 
-SEED = 20240
-SHRINK = [4, 2, 1]
-SIGMAS_MM = [2.0, 1.0, 0.0]
+from .sitk_recipe import SEED, SHRINK, SIGMAS_MM
+from .sitk_recipe import affine as _affine
+from .sitk_recipe import sampling_percentage as _sampling_percentage
+from .sitk_recipe import smooth_and_shrink as _smooth_and_shrink
 
 
 def _setup(pair: Pair, threads: int):
@@ -47,28 +48,8 @@ def _setup(pair: Pair, threads: int):
     return sitk, fixed, moving, mask
 
 
-def _sampling_percentage(image) -> float:
-    n = float(np.prod(image.GetSize()))
-    return float(min(1.0, max(0.01, 50000.0 / n)))
 
 
-def _affine(sitk, fixed, moving, mask):
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
-                                                sitk.CenteredTransformInitializerFilter.GEOMETRY)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMeanSquares()
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(_sampling_percentage(fixed), SEED)
-    reg.SetMetricFixedMask(mask)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=200,
-                                                 gradientMagnitudeTolerance=1e-8)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(SHRINK)
-    reg.SetSmoothingSigmasPerLevel(SIGMAS_MM)
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(initial, inPlace=False)
-    return reg.Execute(fixed, moving)
 
 
 def _points(tx):
@@ -96,12 +77,6 @@ def affine_only(pair: Pair, threads: int) -> MethodOutput:
 
 # -- demons (notebook 66) -------------------------------------------------------------------------
 
-def _smooth_and_shrink(sitk, image, shrink: int, sigma_mm: float):
-    smoothed = sitk.SmoothingRecursiveGaussian(image, [sigma_mm] * 3)
-    size = [max(2, int(n / float(shrink) + 0.5)) for n in image.GetSize()]
-    spacing = [(n - 1) * s / (m - 1) for n, s, m in zip(image.GetSize(), image.GetSpacing(), size)]
-    return sitk.Resample(smoothed, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                         spacing, image.GetDirection(), 0.0, image.GetPixelID())
 
 
 def _same_grid(sitk, fixed, moving):

@@ -69,7 +69,7 @@ __attribute__((target("avx2"))) void forces_row_avx2(const float* R, const float
 
 ForcesRow select_forces_row() {
 #if CTREG_X86_DISPATCH
-    if (simd_dispatch_enabled() && __builtin_cpu_supports("avx2")) return &forces_row_avx2;
+    if (use_avx2()) return &forces_row_avx2;
 #endif
     return &forces_row_generic;
 }

@@ -20,14 +20,6 @@ namespace ctreg {
 
 namespace {
 
-bool use_avx2() {
-#if CTREG_X86_DISPATCH
-    return simd_dispatch_enabled() && __builtin_cpu_supports("avx2");
-#else
-    return false;
-#endif
-}
-
 inline index_t clampi(index_t v, index_t n) { return v < 0 ? 0 : (v >= n ? n - 1 : v); }
 
 // exp(x) for x <= 0 (x is clamped to >= -87.3: exp of less is returned as ~1e-38): Cody-Waite

@@ -106,14 +106,6 @@ __attribute__((target("avx2"))) void line_avx2(const float* cen, float* o, index
 }
 #endif
 
-bool use_avx2() {
-#if CTREG_X86_DISPATCH
-    return simd_dispatch_enabled() && __builtin_cpu_supports("avx2");
-#else
-    return false;
-#endif
-}
-
 BlockFn block_fn() {
 #if CTREG_X86_DISPATCH
     if (use_avx2()) return &block_rows_avx2;
