@@ -227,6 +227,9 @@ class RegistrationOptions:
     lung_focus: the deformable stages measure similarity only in the reference lungs grown by
     ``lung_focus_mm`` (``ctreg.lung_focus``: lungs slide along the chest wall); lungs from
     ``register(reference_lungs=...)`` or found automatically, else the body (reported).
+    lung_images: the deformable stages compare lung-only images (``ctreg.lung_images``: HU
+    inside each scan's lungs, ``lung_outside_hu`` outside); needs the lung focus and the
+    floating lungs (``register(floating_lungs=...)`` or automatic), else plain (reported).
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
@@ -239,6 +242,8 @@ class RegistrationOptions:
     mask_resolution_mm: float = 2.0
     lung_focus: bool = True
     lung_focus_mm: float = 10.0
+    lung_images: bool = False
+    lung_outside_hu: float = 0.0
 
     def __post_init__(self):
         for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
@@ -257,6 +262,8 @@ class RegistrationOptions:
         _positive(self, "lung_focus_mm", allow_zero=True)
         if not isinstance(self.lung_focus, bool):
             _fail("RegistrationOptions", "lung_focus", self.lung_focus, "True or False")
+        if not isinstance(self.lung_images, bool):
+            _fail("RegistrationOptions", "lung_images", self.lung_images, "True or False")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

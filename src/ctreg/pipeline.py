@@ -22,7 +22,8 @@ from .discrete import run_discrete_stage
 from .errors import GeometryError
 from .ffd import run_ffd_level
 from .fullres import full_resolution
-from .lung_focus import focus_mask, focused_level
+from .lung_focus import focus_and_lungs, focused_level
+from .lung_images import floating_lungs as find_floating_lungs, lung_only
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
@@ -109,7 +110,8 @@ def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
 def register(reference, floating, *, preset: str = "default",
              options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
              floating_mask: np.ndarray | None = None, reference_lungs: np.ndarray | None = None,
-             threads: int | None = None, **overrides) -> RegistrationResult:
+             floating_lungs: np.ndarray | None = None, threads: int | None = None,
+             **overrides) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -125,6 +127,8 @@ def register(reference, floating, *, preset: str = "default",
         deformable stages measure similarity (grown by ``lung_focus_mm``; ``ctreg.lung_focus``).
         Default: ``ctreg.lungs.segment_lungs`` when ``lung_focus`` is on (the default); when it
         finds no usable lungs the body is used and ``report["lungs"]`` says why.
+    floating_lungs : (z, y, x) bool lung mask on the floating grid, optional: used with
+        ``lung_images`` (``ctreg.lung_images``); default ``ctreg.lungs.segment_lungs``.
     threads : threads of this call's native and Numba kernels (``ops.thread_limit``: local to
         the calling thread; other threads and later calls are unaffected).  None: the process
         default (``ctreg.set_num_threads``, ``CTREG_NUM_THREADS``, else every core).
@@ -141,11 +145,12 @@ def register(reference, floating, *, preset: str = "default",
     with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
         return _register(reference, floating, preset=preset, options=options,
                          reference_mask=reference_mask, floating_mask=floating_mask,
-                         reference_lungs=reference_lungs, **overrides)
+                         reference_lungs=reference_lungs, floating_lungs=floating_lungs,
+                         **overrides)
 
 
 def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
-              reference_lungs, **overrides) -> RegistrationResult:
+              reference_lungs, floating_lungs, **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
     timer = PhaseTimer()  # report["seconds"] and report["memory"] per phase (ctreg._timing)
     timings = timer.seconds
@@ -182,12 +187,22 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     centre = _centroid_world(ref, ref_body)
     focus = None
     lung_report: dict = {"used": False, "reason": "lung_focus off"}
+    lungs_c = None
     if reference_lungs is not None or opts.lung_focus:
-        lungs_c = None
         if reference_lungs is not None:
             lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
                                                            "reference_lungs")[box])
-        focus, lung_report = focus_mask(ref_c, body_c, lungs_c, opts.lung_focus_mm)
+        focus, lung_report, lungs_c = focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)
+    flt_lungs = None
+    if opts.lung_images:
+        if floating_lungs is not None:
+            floating_lungs = check_mask_grid(floating_lungs, flt, "floating_lungs")
+        if lungs_c is None:
+            lung_report["images"] = {"used": False, "reason": "no reference lungs"}
+        else:
+            flt_lungs, images_info = find_floating_lungs(flt, floating_lungs)
+            images_info["used"] = flt_lungs is not None
+            lung_report["images"] = images_info
     timer.add("masks", time.perf_counter() - t0)
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
@@ -202,14 +217,21 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         return cache[key]
 
     focused: dict[tuple, Level] = {}
+    lung_pair: list = []  # (reference, floating) lung-only images, made after the affine stage
 
     def dlevel(mm: float) -> Level:
-        """The level of the deformable stages: its metric mask restricted to the lung focus."""
+        """The level of the deformable stages: its metric mask restricted to the lung focus
+        (and its images the lung-only ones with ``lung_images``)."""
         if focus is None:
             return level(mm)
         key = level_factors(ref_c.spacing, mm)
         if key not in focused:
-            focused[key] = focused_level(level(mm), focus, key)
+            if lung_pair:
+                base = build_level(len(cache) + len(focused), mm, lung_pair[0], body_c,
+                                   lung_pair[1], frame, clip)
+            else:
+                base = level(mm)
+            focused[key] = focused_level(base, focus, key)
         return focused[key]
 
     def stage_levels(levels_mm, get=level) -> list[tuple[int, float, Level]]:
@@ -243,6 +265,12 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"the scans barely overlap: after alignment only {100 * overlap:.1f} % of the reference "
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
+
+    if flt_lungs is not None:  # the deformable stages compare lung-only images
+        t0 = time.perf_counter()
+        lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
+                        lung_only(flt_p, flt_lungs, opts.lung_outside_hu)]
+        timer.add("masks", time.perf_counter() - t0)
 
     # -- discrete large-motion search (MIND-SSC block matching) --------------------------------
     t0 = time.perf_counter()
@@ -297,6 +325,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     log.info("resampling the floating scan on the reference grid")
     # the pyramid levels and preprocessed copies of both scans are no longer needed
     cache.clear()
+    focused.clear()
+    lung_pair.clear()
     ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
