@@ -114,7 +114,8 @@ def read_pairs(path) -> list[PairSpec]:
     if not body:
         raise BatchError(f"{path}: a header but no pairs", code="Batch.PairsFile")
     base = path.resolve().parent
-    pairs, seen = [], {}
+    pairs: list[PairSpec] = []
+    seen: dict[str, int] = {}
     for n, r in enumerate(body):
         line = first + n
         try:
@@ -217,7 +218,9 @@ def run_pair(pair: PairSpec, out_root, *, preset: str = "default", dicom: bool =
         floating = read_volume(pair.floating)
         stage = "process"
         if register_fn is None:
-            from .pipeline import register as register_fn
+            from .pipeline import register
+
+            register_fn = register
         result = register_fn(reference, floating, preset=preset, threads=threads)
         jac = result.report.get("jacobian", {})
         with atomic_dir(folder) as tmp:
@@ -340,7 +343,7 @@ def run_batch(pairs_csv, out_root, *, preset: str = "default", dicom: bool = Tru
         if on_row is not None:
             on_row(row)
 
-    kw = dict(preset=preset, dicom=dicom, report=report, threads=threads)
+    kw: dict[str, Any] = dict(preset=preset, dicom=dicom, report=report, threads=threads)
     with _locked(out_root):
         todo = []
         for p in pairs:   # finished pairs are skipped before anything is submitted

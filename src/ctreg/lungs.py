@@ -357,7 +357,8 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
 
     lap("vessels")
     # left / right (LPS: +x is the patient's left)
-    left_c = right_c = None
+    left_c: int | None = None
+    right_c: int | None = None
     lab3, n3 = ndi.label(m)
     if n3 >= 2:
         s3 = np.bincount(lab3.ravel())
@@ -400,7 +401,7 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     volume_ml = float(np.count_nonzero(out)) * voxel_ml
     left_ml = right_ml = None
-    if left_c is not None:
+    if left_c is not None and right_c is not None:
         tot = left_c + right_c
         left_ml, right_ml = volume_ml * left_c / tot, volume_ml * right_c / tot
     method = (f"threshold {threshold_hu:.0f} HU in the body on a {coarse_mm:g} mm grid "

@@ -16,7 +16,7 @@ Geometry conventions (the most important lines in ctreg):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -136,7 +136,8 @@ class Volume:
 
     def with_array(self, array: np.ndarray, *, valid: np.ndarray | None | str = "keep", **meta) -> "Volume":
         """A new Volume on the same grid with another array (and, by default, the same mask)."""
-        new_valid = self.valid if isinstance(valid, str) and valid == "keep" else valid
+        keep = isinstance(valid, str) and valid == "keep"
+        new_valid = self.valid if keep else cast("np.ndarray | None", valid)
         return Volume(array, self.affine.copy(), new_valid, {**self.meta, **meta})
 
     def same_grid(self, other: "Volume", *, atol_mm: float = 1e-3) -> bool:
