@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.ndimage as ndi
 
+from ._checks import mask_on_grid
 from .errors import CTRegError
 from .masks import (BODY_THRESHOLD_HU, _IN_PLANE, _fill_holes_in_plane,
                     _largest_component, _open_in_plane, _reconstruct)
@@ -65,14 +66,8 @@ class LungMaskError(CTRegError, ValueError):
 def check_mask_grid(mask, volume: Volume, name: str = "mask") -> np.ndarray:
     """``mask`` as a C-contiguous bool array on ``volume``'s grid, or :class:`LungMaskError`
     with code ``mask_grid_mismatch`` when its shape differs from the image's."""
-    m = np.asarray(mask)
-    if m.shape != volume.shape:
-        raise LungMaskError(f"{name} has shape {m.shape} (z, y, x) but its image has shape "
-                            f"{volume.shape}: a mask must be on its own image's grid (resample it "
-                            "there first)", "mask_grid_mismatch")
-    if m.dtype != bool:
-        m = m != 0
-    return np.ascontiguousarray(m)
+    return mask_on_grid(name, mask, volume.shape, to_bool=True,
+                        mismatch=lambda msg: LungMaskError(msg, "mask_grid_mismatch"))
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
+from ._checks import mask_on_grid
 from ._timing import PhaseTimer
 from ._version import __version__
 from .affine import rotation_search, run_affine_level
@@ -99,12 +100,7 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
 
 
 def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != volume.shape:
-        raise GeometryError(f"{name} must have the scan's shape {volume.shape} (z, y, x), got {m.shape}")
-    if m.dtype != bool:
-        raise TypeError(f"{name} must be a bool array, got {m.dtype}")
-    return np.ascontiguousarray(m)
+    return mask_on_grid(name, mask, volume.shape, mismatch=GeometryError, to_bool=False)
 
 
 def register(reference, floating, *, preset: str = "default",
