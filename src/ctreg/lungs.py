@@ -19,8 +19,8 @@ The method (classical, no training; ~0.5 s for 512x512x300 on 2 cores):
    ``max_hole_cm2`` (vessels, airway walls, nodules) put vessels inside the lung mask, as in
    reference masks; the mediastinum (a larger hole) is never filled.
 6. **Full-resolution boundary.** The coarse mask is expanded to the scan's grid; in a thin band
-   of one coarse voxel (3x3x3) on each side of its boundary each voxel is re-decided at full resolution
-   by the threshold, so the pleural boundary is exact to a voxel, not to a coarse cell.
+   of one coarse voxel (3x3x3) on each side of its boundary each voxel is re-decided at full
+   resolution by the threshold, so the pleural boundary is exact to a voxel, not to a coarse cell.
 
 Checks (``check=True``): an empty result raises :class:`LungMaskError` with code
 ``lung_mask_empty``; a volume outside [``min_ml``, ``max_ml``] (0.3 and 12 L) or a mask that
@@ -417,9 +417,10 @@ def _check_result(res: LungSegmentation, volume: Volume, min_ml: float, max_ml: 
                             "lung_mask_empty")
     if res.volume_ml < min_ml or res.volume_ml > max_ml:
         raise LungMaskError(
-            f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; plausible lungs hold "
-            f"{min_ml / 1000:g} to {max_ml / 1000:g} L (a scan without lungs or with only a sliver "
-            "of them, or not in HU); pass min_ml/max_ml for partial fields of view",
+            f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; "
+            f"plausible lungs hold {min_ml / 1000:g} to {max_ml / 1000:g} L "
+            "(a scan without lungs or with only a sliver of them, or not in HU); "
+            "pass min_ml/max_ml for partial fields of view",
             "lung_mask_absurd")
     border = np.concatenate([m[:, 0, :].ravel(), m[:, -1, :].ravel(), m[:, :, 0].ravel(),
                              m[:, :, -1].ravel()])

@@ -1,4 +1,5 @@
-"""Quality report of one registration: ``report.html``, one self-contained file to check a run by eye.
+"""Quality report of one registration: ``report.html``, one self-contained file to check a run
+by eye.
 
 What it holds:
 

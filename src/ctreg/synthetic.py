@@ -80,7 +80,8 @@ class SyntheticPair:
     true_map: BreathingMap = field(repr=False)
 
     def true_transform_points(self, points) -> np.ndarray:
-        """Exact reference -> floating map: (N, 3) reference world points -> floating world points."""
+        """Exact reference -> floating map: (N, 3) reference world points -> floating world
+        points."""
         p = _as_points("points", points)
         return self.true_map.inverse(p)
 
@@ -95,7 +96,8 @@ class SyntheticPair:
 
     def true_displacement(self, grid: Volume | None = None, *, tol_mm: float = 1e-5) -> np.ndarray:
         """(z, y, x, 3) float32 displacement u (x, y, z mm) on ``grid`` (default: the reference
-        grid): a grid point p maps to p + u(p) in the floating scan (``tol_mm``: solver tolerance)."""
+        grid): a grid point p maps to p + u(p) in the floating scan (``tol_mm``: solver
+        tolerance)."""
         return self.true_map.displacement_on(self.reference if grid is None else grid, tol_mm=tol_mm)
 
 

@@ -225,7 +225,8 @@ class GzipStreamWriter(io.RawIOBase):
 
 
 def write_gzip(data, fh, *, compresslevel: int = GZIP_LEVEL, threads: int | None = None) -> int:
-    """Compress ``data`` (bytes-like) into the open binary file ``fh`` as gzip; return bytes written.
+    """Compress ``data`` (bytes-like) into the open binary file ``fh`` as gzip; return the
+    number of bytes written.
 
     Compression uses ISA-L (package ``isal``) when installed, else zlib.  The data is cut into
     blocks of :data:`GZIP_BLOCK` bytes compressed in parallel threads

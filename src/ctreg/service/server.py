@@ -173,7 +173,8 @@ class Server:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Start (if needed) and block until interrupted (Ctrl-C / SIGTERM via KeyboardInterrupt)."""
+        """Start (if needed) and block until interrupted (Ctrl-C, or SIGTERM via
+        KeyboardInterrupt)."""
         if not self._started:
             self.start()
         try:

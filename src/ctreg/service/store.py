@@ -134,8 +134,8 @@ class JobStore:
         now = time.time() if now_s is None else now_s
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, status, org_id, org_name, request_json, token, created_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job_id, status, org_id, org_name, request_json, token, "
+                "created_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, Status.QUEUING, org_id, org_name, json.dumps(request),
                  secrets.token_urlsafe(18), now))
         job = self.get(job_id)
