@@ -2,7 +2,7 @@
 density change, cropped field of view, 2.5 mm slices, noise): landmark TRE of ctreg against
 SimpleITK's recipe (the one of bench_empire10.py), in one run.  Not a test.
 
-    python benchmarks/bench_lung_synthetic.py                          # cip-ct64 seeds 0, 1 + popi seed 0
+    python benchmarks/bench_lung_synthetic.py         # cip-ct64 seeds 0, 1 + popi seed 0
     python benchmarks/bench_lung_synthetic.py --pairs cip-ct64:0,cip-ct64:1 --presets fast,default
 
 Per pair and method: TRE mean / p95 / max (mm) on the pair's exact landmarks (bright vessel
@@ -61,8 +61,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         pair = make_lung_pair(vol, seed=int(seed), diaphragm_mm=args.diaphragm_mm)
         print(f"{name} seed {seed}: reference {vol.shape}, floating {pair.floating.shape} "
-              f"({pair.floating.spacing.round(2).tolist()} mm), {pair.info['n_landmarks']} landmarks, "
-              f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, made in {time.perf_counter() - t0:.1f} s", flush=True)
+              f"({pair.floating.spacing.round(2).tolist()} mm), "
+              f"{pair.info['n_landmarks']} landmarks, "
+              f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, "
+              f"made in {time.perf_counter() - t0:.1f} s", flush=True)
         p, q = pair.landmarks_ref, pair.landmarks_flt
         rows.append({"pair": item, "method": "unregistered", **tre(p, q), "seconds": None})
         for preset in args.presets.split(","):
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
             rows.append({"pair": item, "method": "SimpleITK", **tre(field_transform_points(pair.reference, disp)(p), q),
                          "seconds": secs})
         for r in rows[-(len(args.presets.split(",")) + 1 + (0 if args.no_sitk else 1)):]:
-            print(f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} max {r['max']:.2f} mm"
+            print(f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} "
+                  f"max {r['max']:.2f} mm"
                   + ("" if r["seconds"] is None else f", {r['seconds']:.1f} s"), flush=True)
     print("\n| pair | method | TRE mean mm | p95 | max | seconds |")
     print("|---|---|---|---|---|---|")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ._checks import known_fields
 from .errors import OptionError, unknown_names
@@ -303,6 +303,6 @@ def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
     for key, value in overrides.items():
         current = getattr(base, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            value = dataclasses.replace(current, **value)
+            value = dataclasses.replace(cast(Any, current), **value)
         merged[key] = value
     return dataclasses.replace(base, **merged)

@@ -10,10 +10,12 @@ import logging
 import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 
 from . import ops
+from ._checks import mask_on_grid
 from ._timing import PhaseTimer
 from ._version import __version__
 from .affine import rotation_search, run_affine_level
@@ -99,12 +101,7 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
 
 
 def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != volume.shape:
-        raise GeometryError(f"{name} must have the scan's shape {volume.shape} (z, y, x), got {m.shape}")
-    if m.dtype != bool:
-        raise TypeError(f"{name} must be a bool array, got {m.dtype}")
-    return np.ascontiguousarray(m)
+    return mask_on_grid(name, mask, volume.shape, mismatch=GeometryError, to_bool=False)
 
 
 def register(reference, floating, *, preset: str = "default",
@@ -179,6 +176,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     _check_body(flt, flt_body, "floating")
     margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
     box = bounding_box(ref_body, margin)
+    assert box is not None  # _check_body: the body mask is not empty
     ref_c = crop(ref, box)
     body_c = np.ascontiguousarray(ref_body[box])
     clip = opts.clip_hu
@@ -266,7 +264,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
 
-    if flt_lungs is not None:  # the deformable stages compare lung-only images
+    if flt_lungs is not None and lungs_c is not None:  # deformable stages: lung-only images
         t0 = time.perf_counter()
         lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
                         lung_only(flt_p, flt_lungs, opts.lung_outside_hu)]
@@ -292,8 +290,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         for li, mm in enumerate(opts.ffd.levels_mm):
             lv = dlevel(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
-            u0 = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
-                                                            tuple(lv.spacing))
+            u0 = None if u is None or u_level is None else ops.resample_field(
+                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
@@ -306,9 +304,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         v_level: Level | None = None
         for li, mm, lv in stage_levels(opts.demons.levels_mm, dlevel):
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
-            outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
-                                                              tuple(lv.spacing))
-            if v is None:
+            outer = None if u is None or u_level is None else ops.resample_field(
+                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            if v is None or v_level is None:
                 v0 = np.zeros(lv.shape + (3,), np.float32)
             else:
                 v0 = ops.resample_field(v, tuple(v_level.spacing), lv.shape, tuple(lv.spacing))
@@ -327,18 +325,19 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     cache.clear()
     focused.clear()
     lung_pair.clear()
-    ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
+    ref_p = flt_p = ref_c = flt_body = None  # type: ignore[assignment]  # noqa: F841 (level() is not called again)
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(
-        ref, flt, frame, transform, u, None if u is None else tuple(u_level.spacing), box,
+        ref, flt, frame, transform, u,
+        None if u is None or u_level is None else tuple(u_level.spacing), box,
         sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
     timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
     import scipy
 
-    report = {
+    report: dict[str, Any] = {
         "ctreg_version": __version__,
         "preset": preset if options is None else None,
         "options": opts.to_dict(),
