@@ -23,7 +23,7 @@ import numpy as np
 
 from .volume import Volume
 
-__all__ = ["floating_lungs", "lung_only"]
+__all__ = ["floating_lungs", "lung_only", "mask_image"]
 
 log = logging.getLogger("ctreg")
 
@@ -56,4 +56,13 @@ def lung_only(volume: Volume, lungs: np.ndarray, outside_hu: float) -> Volume:
     if lungs.shape != volume.shape:
         raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
     arr = np.where(lungs, volume.array, np.float32(outside_hu)).astype(np.float32, copy=False)
+    return volume.with_array(arr)
+
+
+def mask_image(volume: Volume, lungs: np.ndarray, clip_hu: tuple[float, float]) -> Volume:
+    """The lung mask as an image on ``volume``'s grid: the lower clip value (air) in the lungs,
+    0 HU (tissue) elsewhere; ``volume``'s validity is kept."""
+    if lungs.shape != volume.shape:
+        raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
+    arr = np.where(lungs, np.float32(clip_hu[0]), np.float32(0.0))
     return volume.with_array(arr)

@@ -196,7 +196,7 @@ class DemonsOptions:
     sigma_diffusion_vox: float = 2.5
     max_step_vox: float = 0.5
     forces: str = "symmetric"
-    match_intensities: bool = False
+    match_intensities: bool = True
     tolerance: float = 1e-3
     patience: int = 5
 
@@ -230,6 +230,8 @@ class RegistrationOptions:
     lung_images: the deformable stages compare lung-only images (``ctreg.lung_images``: HU
     inside each scan's lungs, ``lung_outside_hu`` outside); needs the lung focus and the
     floating lungs (``register(floating_lungs=...)`` or automatic), else plain (reported).
+    lung_shape: a B-spline stage before ``ffd`` that aligns the two scans' lung masks (their
+    outlines: the diaphragm, the pleura), ``ctreg.lung_images``; needs both lung masks.
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
@@ -242,12 +244,16 @@ class RegistrationOptions:
     mask_resolution_mm: float = 2.0
     lung_focus: bool = True
     lung_focus_mm: float = 10.0
-    lung_images: bool = False
+    lung_images: bool = True
     lung_outside_hu: float = 0.0
+    lung_shape: FFDOptions = field(default_factory=lambda: FFDOptions(
+        levels_mm=(6.0, 4.0, 3.0, 2.0), control_spacing_mm=(24.0, 12.0, 8.0, 6.0),
+        iterations=(20, 15, 10, 10), metric="ncc", first_level_metric=None, bending_weight=3.0))
 
     def __post_init__(self):
         for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
-                          ("ffd", FFDOptions), ("demons", DemonsOptions)):
+                          ("ffd", FFDOptions), ("demons", DemonsOptions),
+                          ("lung_shape", FFDOptions)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls(**value))
@@ -278,6 +284,9 @@ PRESETS: dict[str, RegistrationOptions] = {
         ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,),
                        tolerance=2e-3),
         demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=5e-3, patience=2),
+        lung_shape=FFDOptions(levels_mm=(6.0, 4.0), control_spacing_mm=(24.0, 12.0),
+                              iterations=(20, 10), metric="ncc", first_level_metric=None,
+                              bending_weight=3.0, tolerance=2e-3),
         mask_resolution_mm=8.0,
     ),
     "default": RegistrationOptions(),

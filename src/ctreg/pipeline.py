@@ -25,7 +25,7 @@ from .errors import GeometryError
 from .ffd import run_ffd_level
 from .fullres import full_resolution
 from .lung_focus import focus_and_lungs, focused_level
-from .lung_images import floating_lungs as find_floating_lungs, lung_only
+from .lung_images import floating_lungs as find_floating_lungs, lung_only, mask_image
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
@@ -192,7 +192,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
                                                            "reference_lungs")[box])
         focus, lung_report, lungs_c = focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)
     flt_lungs = None
-    if opts.lung_images:
+    if opts.lung_images or opts.lung_shape.enabled:
         if floating_lungs is not None:
             floating_lungs = check_mask_grid(floating_lungs, flt, "floating_lungs")
         if lungs_c is None:
@@ -216,6 +216,17 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
 
     focused: dict[tuple, Level] = {}
     lung_pair: list = []  # (reference, floating) lung-only images, made after the affine stage
+    shaped: dict[tuple, Level] = {}
+
+    def shape_level(mm: float) -> Level:
+        """A level of the lung-shape stage: the two lung masks as images, in the lung focus."""
+        key = level_factors(ref_c.spacing, mm)
+        assert lungs_c is not None and flt_lungs is not None
+        if key not in shaped:
+            base = build_level(len(cache) + len(shaped), mm, mask_image(ref_p, lungs_c, clip),
+                               body_c, mask_image(flt_p, flt_lungs, clip), frame, clip)
+            shaped[key] = base if focus is None else focused_level(base, focus, key)
+        return shaped[key]
 
     def dlevel(mm: float) -> Level:
         """The level of the deformable stages: its metric mask restricted to the lung focus
@@ -264,7 +275,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
 
-    if flt_lungs is not None and lungs_c is not None:  # deformable stages: lung-only images
+    if opts.lung_images and flt_lungs is not None and lungs_c is not None:  # lung-only images
         t0 = time.perf_counter()
         lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
                         lung_only(flt_p, flt_lungs, opts.lung_outside_hu)]
@@ -282,6 +293,21 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         u_level = lv
         levels_report.append(rep)
     timer.add("discrete", time.perf_counter() - t0)
+
+    # -- lung shape: B-spline on the two lung masks -------------------------------------------
+    t0 = time.perf_counter()
+    if opts.lung_shape.enabled and flt_lungs is not None and lungs_c is not None:
+        for li, mm in enumerate(opts.lung_shape.levels_mm):
+            lv = shape_level(mm)
+            log.info("lung shape: level %d/%d (%.1f mm)", li + 1, len(opts.lung_shape.levels_mm), mm)
+            u0 = None if u is None or u_level is None else ops.resample_field(
+                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            u, rep = run_ffd_level(lv, transform, u0, opts.lung_shape, li)
+            rep.stage = "lung_shape"
+            u_level = lv
+            levels_report.append(rep)
+        shaped.clear()
+    timer.add("lung_shape", time.perf_counter() - t0)
 
     # -- B-spline ----------------------------------------------------------------------------
     t0 = time.perf_counter()
