@@ -25,7 +25,7 @@ __all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "
            "format_profile"]
 
 #: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage).
-PHASES = ("read", "masks", "affine", "discrete", "bspline", "demons", "resample", "write")
+PHASES = ("read", "masks", "affine", "discrete", "bspline", "demons", "sliding", "resample", "write")
 
 _MIB = 1024.0 * 1024.0
 

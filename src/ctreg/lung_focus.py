@@ -53,8 +53,9 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
 
 
 def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
-               focus_mm: float) -> tuple[np.ndarray | None, dict]:
-    """(mask on the cropped reference grid, or None for the body fallback; report entry).
+               focus_mm: float, *, return_lungs: bool = False):
+    """(mask on the cropped reference grid, or None for the body fallback; report entry),
+    and with ``return_lungs`` the lung mask itself (or None) third.
 
     ``lungs``: the user's reference lung mask cropped to the same box, or None to segment them.
     """
@@ -70,7 +71,7 @@ def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | Non
             log.warning("lung focus off: %s [%s]; the deformable stages use the body mask", exc,
                         exc.code)
             info.update(used=False, source="automatic", reason=exc.code, message=str(exc))
-            return None, info
+            return (None, info, None) if return_lungs else (None, info)
         lungs = seg.mask
         info.update(source="automatic", notes=list(seg.notes))
     else:
@@ -83,7 +84,7 @@ def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | Non
     grown = _grow(lungs, spacing, focus_mm) & body
     info.update(used=True, lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
                 focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1))
-    return grown, info
+    return (grown, info, lungs) if return_lungs else (grown, info)
 
 
 def focused_level(level: Level, focus: np.ndarray, factors) -> Level:
