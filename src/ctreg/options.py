@@ -218,11 +218,12 @@ class DemonsOptions:
 @dataclass(frozen=True, kw_only=True)
 class SlidingOptions:
     """Sliding at the pleura (``ctreg.sliding``): after the lung-focused stages, a coarse
-    B-spline field fitted outside the lungs (body minus the lungs eroded by ``erode_mm``, from
-    the affine) replaces the smooth extension there; the two fields meet across the reference
-    lung boundary, tangential components within ``band_mm``, normal components within
-    ``normal_band_mm`` (sliding is tangential).  A blend that folds is widened, else dropped
-    (``report["sliding"]``).  ``register(sliding=True)`` turns it on with these defaults.
+    B-spline field fitted outside the lungs (``metric`` on the body minus the reference lungs
+    eroded by ``erode_mm``, from the affine) replaces the smooth extension there; the two maps
+    meet across the reference lung boundary within ``band_mm`` (a log-domain join, fold-free
+    by construction up to discretisation).  A join that folds is retried with a doubled band,
+    else dropped, and ``report["sliding"]`` says so.  ``register(sliding=True)`` turns it on
+    with these defaults; it implies the lung focus (the inside field).
     """
 
     enabled: bool = False
@@ -231,8 +232,7 @@ class SlidingOptions:
     iterations: tuple = (20, 15)
     metric: str = "lncc"
     erode_mm: float = 3.0
-    band_mm: float = 3.0
-    normal_band_mm: float = 10.0
+    band_mm: float = 6.0
 
     def __post_init__(self):
         if not isinstance(self.enabled, bool):
@@ -244,7 +244,6 @@ class SlidingOptions:
         _metric(self, "metric")
         _positive(self, "erode_mm", allow_zero=True)
         _positive(self, "band_mm")
-        _positive(self, "normal_band_mm")
 
 
 @known_fields
