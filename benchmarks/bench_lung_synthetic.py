@@ -6,7 +6,7 @@ SimpleITK's recipe (the one of bench_empire10.py), in one run.  Not a test.
     python benchmarks/bench_lung_synthetic.py --pairs cip-ct64:0,cip-ct64:1 --presets fast,default
 
 Per pair and method: TRE mean / p95 / max (mm) on the pair's exact landmarks (bright vessel
-points inside the lungs), the same on points outside the lungs (``outside_points``: random
+points inside the lungs), the same on points outside the lungs (``LungPair.outside_points``: random
 reference body voxels 5-40 mm outside the lung boundary whose exact floating position lies
 inside the floating grid: chest wall, mediastinum, upper abdomen), registration wall time and
 folding.  ``--sliding`` adds a row per preset with ``sliding=True`` (``ctreg.sliding``);
@@ -33,28 +33,6 @@ SCANS = {"cip-ct64": "cip-ct64/ct-64.nrrd", "popi": "popi-00-dicom"}
 def tre(pred, truth):
     e = np.linalg.norm(np.asarray(pred) - truth, axis=1)
     return {"mean": float(e.mean()), "p95": float(np.percentile(e, 95)), "max": float(e.max())}
-
-
-def outside_points(pair, n=500, near_mm=5.0, far_mm=40.0, seed=0):
-    """(reference points, exact floating points) of up to ``n`` random reference body voxels
-    ``near_mm``-``far_mm`` outside the reference lungs, kept where the exact inverse converged
-    (residual <= 0.01 mm) inside the floating grid."""
-    import scipy.ndimage as ndi
-    from ctreg.masks import body_mask
-
-    ref = pair.reference
-    body = body_mask(ref)
-    d = ndi.distance_transform_edt(~pair.reference_lungs, sampling=ref.spacing)
-    cand = np.argwhere(body & (d >= near_mm) & (d <= far_mm))
-    rng = np.random.default_rng(seed)
-    cand = cand[rng.choice(cand.shape[0], min(cand.shape[0], 4 * n), replace=False)]
-    p = ref.index_to_world(cand.astype(float))
-    q = pair.true_transform_points(p)
-    resid = np.linalg.norm(pair.motion.forward(q) - p, axis=1)
-    gi = pair.floating.world_to_index(q)
-    inside = np.all((gi >= 1) & (gi <= np.asarray(pair.floating.shape) - 2), axis=1)
-    keep = np.flatnonzero(inside & (resid <= 0.01))[:n]
-    return p[keep], q[keep]
 
 
 def main(argv=None) -> int:
@@ -93,7 +71,7 @@ def main(argv=None) -> int:
               f"({pair.floating.spacing.round(2).tolist()} mm), {pair.info['n_landmarks']} landmarks, "
               f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, made in {time.perf_counter() - t0:.1f} s", flush=True)
         p, q = pair.landmarks_ref, pair.landmarks_flt
-        po, qo = outside_points(pair, seed=int(seed))
+        po, qo = pair.outside_points(seed=int(seed))
         print(f"  {po.shape[0]} outside points (5-40 mm outside the lungs)", flush=True)
         first = len(rows)
 
