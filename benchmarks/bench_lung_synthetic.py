@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         print(f"  {po.shape[0]} outside points (5-40 mm outside the lungs)", flush=True)
         first = len(rows)
 
-        def row(method, fn, secs, fold=None):
+        def row(method, fn, secs, fold=None, item=item, p=p, q=q, po=po, qo=qo):
             out = {"pair": item, "method": method, **tre(fn(p), q), "seconds": secs, "fold": fold}
             out.update({f"out_{k}": v for k, v in tre(fn(po), qo).items()})
             return out

@@ -229,7 +229,7 @@ class SlidingOptions:
     enabled: bool = False
     levels_mm: tuple = (6.0, 4.0)
     control_spacing_mm: tuple = (40.0, 20.0)
-    iterations: tuple = (20, 15)
+    iterations: tuple = (20, 10)
     metric: str = "lncc"
     erode_mm: float = 3.0
     band_mm: float = 6.0

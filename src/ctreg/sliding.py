@@ -39,7 +39,6 @@ import logging
 import time
 
 import numpy as np
-import scipy.ndimage as ndi
 
 from . import ops
 from .ffd import run_ffd_level
@@ -80,8 +79,10 @@ def lungs_on_level(lungs: np.ndarray, factors, shape) -> np.ndarray:
 
 
 def _smoothed(indicator: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
-    sigma = float(sigma_mm) / np.asarray(spacing, float)
-    return ndi.gaussian_filter(indicator, sigma, mode="nearest", truncate=4.0)
+    """``scipy.ndimage.gaussian_filter(indicator, sigma_mm / spacing, mode="nearest",
+    truncate=4)`` by the native kernel (``ops.smooth``)."""
+    return ops.smooth(np.ascontiguousarray(indicator, dtype=np.float32), float(sigma_mm),
+                      tuple(float(s) for s in spacing), truncate=4.0)
 
 
 #: Phi(1): a lung indicator smoothed by a Gaussian of sigma e is above this value exactly where
