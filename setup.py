@@ -21,13 +21,14 @@ elif sys.platform == "win32":
     openmp_compile, openmp_link = ["/openmp"], []
 else:
     openmp_compile, openmp_link = ["-fopenmp"], ["-fopenmp"]
+optimise = ["-O3", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"]
 
 ext = Pybind11Extension(
     "ctreg._native",
     sources,
     include_dirs=[os.path.join("cpp", "include")],
     cxx_std=17,
-    extra_compile_args=(["-O3", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"]) + openmp_compile,
+    extra_compile_args=optimise + openmp_compile,
     extra_link_args=openmp_link,
 )
 

@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="folder of empire10-01 (default $CTREG_DATA or ~/.cache/ctreg-data)")
     ap.add_argument("--presets", default="default", help="ctreg presets, comma-separated (default: default)")
     ap.add_argument("--masks", choices=("lungs", "none"), default="lungs",
-                    help="lungs: pass the expert reference lung mask as reference_lungs (default); none: automatic segmentation")
+                    help="lungs: pass the expert reference lung mask as reference_lungs (default); "
+                         "none: automatic segmentation")
     ap.add_argument("--no-sitk", action="store_true", help="skip SimpleITK")
     ap.add_argument("--sitk-finest-shrink", type=int, default=2, choices=(1, 2, 4),
                     help="finest demons level of the SimpleITK recipe (1: full resolution, slow)")
@@ -171,8 +172,10 @@ def main(argv=None) -> int:
                           np.ascontiguousarray(pair.reference_lungs[sl]),
                           np.ascontiguousarray(pair.floating_lungs[sl]))
     ctreg.set_num_threads(args.threads)
-    log(f"EMPIRE10-01 loaded in {time.perf_counter() - t0:.1f} s: reference {pair.reference.shape}, "
-        f"floating {pair.floating.shape}; lungs {pair.reference_lungs.sum() * np.prod(pair.reference.spacing) / 1e6:.2f} L "
+    log(f"EMPIRE10-01 loaded in {time.perf_counter() - t0:.1f} s: "
+        f"reference {pair.reference.shape}, "
+        f"floating {pair.floating.shape}; "
+        f"lungs {pair.reference_lungs.sum() * np.prod(pair.reference.spacing) / 1e6:.2f} L "
         f"/ {pair.floating_lungs.sum() * np.prod(pair.floating.spacing) / 1e6:.2f} L")
     ref, ref_lungs = pair.reference, pair.reference_lungs
     flt_lungs_vol = Volume(pair.floating_lungs.astype(np.float32), pair.floating.affine)
@@ -197,7 +200,8 @@ def main(argv=None) -> int:
             rows.append(row)
             del disp
     sitk_row = next((r for r in rows if r["method"].startswith("SimpleITK")), None)
-    log("\n| method | lung Dice | HD95 mm | MSD mm | Jac<=0 lungs | Jac<=0 all | seconds | time vs SimpleITK |")
+    log("\n| method | lung Dice | HD95 mm | MSD mm | "
+        "Jac<=0 lungs | Jac<=0 all | seconds | time vs SimpleITK |")
     log("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = (f"{r['seconds'] / sitk_row['seconds']:.2f}x" if sitk_row and r["seconds"] else "")

@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     if not args.series.is_dir():
         print(f"bench_io: no series folder at {args.series}", file=sys.stderr)
         return 2
-    print(f"ctreg {ctreg.__version__}, SimpleITK {sitk.Version_VersionString() if sitk else 'absent'}, "
+    print(f"ctreg {ctreg.__version__}, "
+          f"SimpleITK {sitk.Version_VersionString() if sitk else 'absent'}, "
           f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     vol = read_dicom_series(args.series)  # warm-up (page cache, imports)

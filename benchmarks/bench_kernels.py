@@ -1,7 +1,7 @@
 """Speed of ctreg's native kernels against scipy.ndimage / numpy and SimpleITK (not a test).
 
-    python benchmarks/bench_kernels.py                      # 160x192x192, 2 threads (a few minutes at most)
-    python benchmarks/bench_kernels.py --sizes all          # also 300x512x512 (long: scipy is slow there)
+    python benchmarks/bench_kernels.py               # 160x192x192, 2 threads (minutes at most)
+    python benchmarks/bench_kernels.py --sizes all   # also 300x512x512 (long: scipy is slow)
     python benchmarks/bench_kernels.py --only smooth --threads 1 --repeat 5
 
 Every case is one row of CASES: ``Case(name, ctreg_fn, scipy_fn, sitk_fn)``.  Each function
@@ -588,9 +588,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ["small", "large"] if args.sizes == "all" else [args.sizes]
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"# ctreg {ctreg.__version__}, {args.threads} threads, best of {args.repeat} ({args.clock} clock); "
+    print(f"# ctreg {ctreg.__version__}, {args.threads} threads, best of {args.repeat} "
+          f"({args.clock} clock); "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load avg {os.getloadavg()[0]:.1f}; SimpleITK {sitk.Version.VersionString() if sitk else 'absent'}")
+          f"load avg {os.getloadavg()[0]:.1f}; "
+          f"SimpleITK {sitk.Version.VersionString() if sitk else 'absent'}")
     print("| size (z,y,x) | kernel | ctreg Mvox/s | ctreg ms | scipy/ctreg | SimpleITK/ctreg |")
     print("|---|---|---|---|---|---|")
     run(sizes, args.threads, args.repeat, args.only, set(args.skip))

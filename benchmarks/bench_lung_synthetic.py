@@ -2,7 +2,7 @@
 density change, cropped field of view, 2.5 mm slices, noise): landmark TRE of ctreg against
 SimpleITK's recipe (the one of bench_empire10.py), in one run.  Not a test.
 
-    python benchmarks/bench_lung_synthetic.py                          # cip-ct64 seeds 0, 1 + popi seed 0
+    python benchmarks/bench_lung_synthetic.py         # cip-ct64 seeds 0, 1 + popi seed 0
     python benchmarks/bench_lung_synthetic.py --pairs cip-ct64:0,cip-ct64:1 --presets fast,default
 
 Per pair and method: TRE mean / p95 / max (mm) on the pair's exact landmarks (bright vessel
@@ -68,8 +68,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         pair = make_lung_pair(vol, seed=int(seed), diaphragm_mm=args.diaphragm_mm)
         print(f"{name} seed {seed}: reference {vol.shape}, floating {pair.floating.shape} "
-              f"({pair.floating.spacing.round(2).tolist()} mm), {pair.info['n_landmarks']} landmarks, "
-              f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, made in {time.perf_counter() - t0:.1f} s", flush=True)
+              f"({pair.floating.spacing.round(2).tolist()} mm), "
+              f"{pair.info['n_landmarks']} landmarks, "
+              f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, "
+              f"made in {time.perf_counter() - t0:.1f} s", flush=True)
         p, q = pair.landmarks_ref, pair.landmarks_flt
         po, qo = pair.outside_points(seed=int(seed))
         print(f"  {po.shape[0]} outside points (5-40 mm outside the lungs)", flush=True)

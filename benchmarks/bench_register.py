@@ -12,7 +12,7 @@ process, its peak RSS, the SimpleITK / ctreg time ratio, TRE on the pair's landm
 pairs; read back from displacement.nii.gz through SimpleITK) and ctreg's per-phase table
 (``report.json``: seconds and peak RSS per phase).
 
-    python benchmarks/bench_register.py                                # sample and popi, ctreg default vs SimpleITK
+    python benchmarks/bench_register.py   # sample and popi, ctreg default vs SimpleITK
     python benchmarks/bench_register.py --pairs sample --presets fast default
     python benchmarks/bench_register.py --pairs 512x512x300 600 --no-sitk   # ctreg only
     python benchmarks/bench_register.py --pairs empire10 --sitk-method affine
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
                 made = make_sample(work)
             elif pair_name == "empire10":
                 if not (args.empire / "floating.nii.gz").exists():
-                    print(f"empire10: {args.empire} not found (bash ../shared/data/get-empire10-01.sh); skipped")
+                    print(f"empire10: {args.empire} not found "
+                          "(bash ../shared/data/get-empire10-01.sh); skipped")
                     continue
                 made = make_empire(work, args.empire)
             else:
@@ -184,9 +185,11 @@ def main(argv=None) -> int:
                 frames = {"popi": None, "512x512x300": 300, "600": 600, "source": args.frames}[pair_name]
                 made = make_pair(args.source, work, frames, args.seed)
             ref_pts, flt_pts, ref_dir, flt_dir, shape = made
-            initial = "" if ref_pts is None else \
-                f", {len(ref_pts)} landmarks, initial TRE {np.linalg.norm(ref_pts - flt_pts, axis=1).mean():.2f} mm"
-            print(f"pair {pair_name}: {shape} voxels (z, y, x){initial} (made in {time.perf_counter() - t:.1f} s)",
+            initial = "" if ref_pts is None else (
+                f", {len(ref_pts)} landmarks, "
+                f"initial TRE {np.linalg.norm(ref_pts - flt_pts, axis=1).mean():.2f} mm")
+            print(f"pair {pair_name}: {shape} voxels (z, y, x){initial} "
+                  f"(made in {time.perf_counter() - t:.1f} s)",
                   flush=True)
             methods = [(f"ctreg {p}", ctreg_exe + ["register", str(ref_dir), str(flt_dir), "-o", "{out}",
                                                   "--preset", p, "--threads", str(args.threads)]) for p in args.presets]
@@ -209,7 +212,8 @@ def main(argv=None) -> int:
                 rows.append(row)
                 tre = row["tre_mm"]
                 tre_s = "" if tre is None else f", TRE mean/p95 {tre['mean']:.2f} / {tre['p95']:.2f} mm"
-                print(f"  {label:>22}: {res['wall_s']:6.1f} s wall, peak RSS {res['peak_rss_gib']:.2f} GiB{tre_s}",
+                print(f"  {label:>22}: {res['wall_s']:6.1f} s wall, "
+                      f"peak RSS {res['peak_rss_gib']:.2f} GiB{tre_s}",
                       flush=True)
                 if args.work is None:
                     import shutil
@@ -222,18 +226,21 @@ def main(argv=None) -> int:
 
 
 def _print_tables(rows: list[dict]) -> None:
-    print("\n| pair | voxels (z,y,x) | method | wall s | peak RSS GiB | SimpleITK / ctreg time | TRE mean mm | TRE p95 mm |")
+    print("\n| pair | voxels (z,y,x) | method | wall s | "
+          "peak RSS GiB | SimpleITK / ctreg time | TRE mean mm | TRE p95 mm |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("failed"):
-            print(f"| {r['pair']} | {'x'.join(map(str, r['shape']))} | {r['method']} | failed | | | | |")
+            print(f"| {r['pair']} | {'x'.join(map(str, r['shape']))} | "
+                  f"{r['method']} | failed | | | | |")
             continue
         sitk_rows = [q for q in rows if q["pair"] == r["pair"] and q["method"].startswith("SimpleITK")
                      and not q.get("failed")]
         ratio = f"{sitk_rows[0]['wall_s'] / r['wall_s']:.1f}x" if sitk_rows and r["method"].startswith("ctreg") else ""
         tre = r["tre_mm"] or {}
         f = (lambda k, tre=tre: f"{tre[k]:.2f}" if k in tre else "")
-        print(f"| {r['pair']} | {'x'.join(map(str, r['shape']))} | {r['method']} | {r['wall_s']:.1f} | "
+        print(f"| {r['pair']} | {'x'.join(map(str, r['shape']))} | "
+              f"{r['method']} | {r['wall_s']:.1f} | "
               f"{r['peak_rss_gib']:.2f} | {ratio} | {f('mean')} | {f('p95')} |")
     print("\nper phase: seconds (peak RSS GiB when the phase ended)")
     names = list(PHASES) + ["register"]

@@ -5,7 +5,8 @@ installed) on the same pairs, in one run.  Not a test.
     python benchmarks/compare_simpleitk.py                     # cip-ct64, popi, pyradiomics-lung1
     python benchmarks/compare_simpleitk.py --reference REF --floating FLO [--landmarks L.csv]
     python benchmarks/compare_simpleitk.py --reference REF_DICOM/ --floating FLO.nii.gz \
-        --reference-landmarks ref.csv --floating-landmarks flo.csv [--landmark-space lps|ras|voxel|voxel1]
+        --reference-landmarks ref.csv --floating-landmarks flo.csv \\
+        [--landmark-space lps|ras|voxel|voxel1]
     python benchmarks/compare_simpleitk.py --quick --methods identity,true-field,ctreg-fast
 
 Every method runs in its own process (a fresh interpreter) with the same thread count
@@ -60,7 +61,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "CTREG_NUM_THREADS", "OPE
                "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
-# -- worker: one method on one pair, in its own process ---------------------------------------------
+# -- worker: one method on one pair, in its own process --------------------------------------------
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory.  /proc's VmHWM belongs to the process image, so it
@@ -144,7 +145,7 @@ def repeated(method_name: str, spec: dict, threads: int, timeout_s: float, repea
     return out
 
 
-# -- the run -----------------------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------------------
 
 def machine_info(threads: int) -> dict:
     model = platform.processor() or ""
@@ -214,8 +215,10 @@ def markdown(results: dict) -> str:
                 continue
             t = r["time_s"]
             lines.append(
-                f"| {pair_name} | {name} | {_fmt(t, 2 if t < 10 else 1)} | {_fmt(r['peak_rss_mb'], 0)} | "
-                f"{_fmt(r['tre_mean_mm'])} | {_fmt(r['tre_median_mm'])} | {_fmt(r['tre_p95_mm'])} | "
+                f"| {pair_name} | {name} | {_fmt(t, 2 if t < 10 else 1)} | "
+                f"{_fmt(r['peak_rss_mb'], 0)} | "
+                f"{_fmt(r['tre_mean_mm'])} | {_fmt(r['tre_median_mm'])} | "
+                f"{_fmt(r['tre_p95_mm'])} | "
                 f"{_fmt(r['tre_max_mm'])} | {_fmt(r['ncc_body'], 4)} | "
                 f"{_fmt(r['jacobian_nonpositive_pct'], 3)} | {_fmt(r['log_jacobian_sd'], 3)} |")
         setups = [f"{name} {r['setup_s']:.2f} s" for name, r in rows.items()
@@ -433,7 +436,8 @@ def user_pair_spec(args, error) -> dict | None:
                       f"{args.floating_landmarks} {len(b.points)} (rows are paired by order unless "
                       "both files have an id column)")
             if a.ids is not None and b.ids is not None and set(a.ids) != set(b.ids):
-                error(f"the landmark ids of {args.reference_landmarks} and {args.floating_landmarks} differ")
+                error(f"the landmark ids of {args.reference_landmarks} "
+                      f"and {args.floating_landmarks} differ")
             spec["n_landmarks"] = len(a.points)
     except LandmarkError as exc:
         error(f"{exc} [{exc.code}]")

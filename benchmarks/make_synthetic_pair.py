@@ -1,7 +1,7 @@
 """Write a synthetic benchmark pair: real anatomy deformed by a known breathing-like map.
 
     python benchmarks/make_synthetic_pair.py --standard quick      # cip-ct64 only (seconds)
-    python benchmarks/make_synthetic_pair.py --standard all        # cip-ct64, popi, pyradiomics-lung1
+    python benchmarks/make_synthetic_pair.py --standard all   # cip-ct64, popi, pyradiomics-lung1
     python benchmarks/make_synthetic_pair.py --source path/to/dicom-folder-or.nii.gz --name mine
 
 A pair folder (default under benchmarks/results/pairs/<name>/) holds ``reference.nii.gz`` (the

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     for label, per_op in runs:
         if not per_op:
             continue
-        print(f"\n{label}: ctreg.ops calls of the best run (a kernel called inside another counts in both)")
+        print(f"\n{label}: ctreg.ops calls of the best run "
+              "(a kernel called inside another counts in both)")
         print("| function | calls | ms | ms per call |")
         print("|---|---|---|---|")
         for name, (n, sec) in sorted(per_op.items(), key=lambda kv: -kv[1][1]):

@@ -304,4 +304,18 @@ def body_mask_morphology_ref(tissue: np.ndarray) -> np.ndarray:
     if not core.any():
         core = _largest_component(tissue)
     body = ndi.binary_propagation(core, mask=tissue)
-    return np.stack([ndi.binary_fill_holes(body[k]) for k in range(body.shape[0])])
+    return np.stack([fill_holes_one_side_ref(body[k]) for k in range(body.shape[0])])
+
+
+def fill_holes_one_side_ref(plane: np.ndarray) -> np.ndarray:
+    """One slice, region by region: a 4-connected background region is outside the body when
+    it touches at least two of the four sides of the slice (the air around a patient), else it
+    is filled (a hole, or a lung cut by the field of view)."""
+    labels, n = ndi.label(~plane)
+    out = plane.copy()
+    for lab in range(1, n + 1):
+        region = labels == lab
+        sides = sum(bool(edge.any()) for edge in (region[0], region[-1], region[:, 0], region[:, -1]))
+        if sides < 2:
+            out |= region
+    return out

@@ -138,7 +138,7 @@ def test_voxel_landmarks_use_each_scans_own_affine(tmp_path):
     np.testing.assert_allclose(q[0], [50.0 - 1 * 1.5, 40.0 - 2 * 1.0, 90.0 + 3 * 3.0])
 
 
-# -- a run with a user pair -------------------------------------------------------------------------
+# -- a run with a user pair ------------------------------------------------------------------------
 
 def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
     """A small pair on different grids (NIfTI reference, cropped DICOM floating), landmarks in two

@@ -1,4 +1,5 @@
-"""Folder input policy: stray files in a DICOM folder are skipped with a note; a file list is strict."""
+"""Folder input policy: stray files in a DICOM folder are skipped with a note; a file list is
+strict."""
 import logging
 import shutil
 

@@ -1,4 +1,5 @@
-"""ctreg.lungs.segment_lungs: a synthetic phantom (always), CIP ct-64 and EMPIRE10-01 (when present)."""
+"""ctreg.lungs.segment_lungs: a synthetic phantom (always), CIP ct-64 and EMPIRE10-01 (when
+present)."""
 from __future__ import annotations
 
 import numpy as np

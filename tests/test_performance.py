@@ -109,7 +109,8 @@ def test_registration_imports_no_numba():
         "import ctreg, numpy as np\n"
         "from ctreg.samples import ct64_dicom_path\n"
         "v = ctreg.read_dicom_series(ct64_dicom_path())\n"
-        "r = ctreg.register(v, v, preset='fast', ffd={'enabled': False}, demons={'levels_mm': (4.0,)})\n"
+        "r = ctreg.register(v, v, preset='fast', ffd={'enabled': False}, "
+        "demons={'levels_mm': (4.0,)})\n"
         "r.jacobian_determinant(); ctreg.ops.jacobian_statistics(r.jacobian_determinant())\n"
         "ctreg.ops.invert_field(np.zeros((4, 4, 4, 3), np.float32), (1, 1, 1))\n")
     assert "numba" not in mods

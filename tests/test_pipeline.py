@@ -1,4 +1,5 @@
-"""End-to-end registration on real anatomy with known ground truth (thresholds, never exact floats)."""
+"""End-to-end registration on real anatomy with known ground truth (thresholds, never exact
+floats)."""
 import json
 
 import numpy as np

@@ -110,6 +110,25 @@ def test_body_morphology_equals_the_slow_reference(name):
     assert np.array_equal(body_mask(vol, resolution_mm=None), slow)
 
 
+def test_lung_cut_by_the_field_of_view_is_inside_the_body():
+    """A lung that reaches one side of the slice (a narrow field of view) is inside the body;
+    the air around the patient (two or more sides) is not; a real hole is filled."""
+    from ctreg.masks import _fill_holes_in_plane
+
+    from reference import fill_holes_one_side_ref
+
+    m = np.ones((2, 40, 40), bool)
+    m[:, :3, :] = False            # air above the patient: touches three sides
+    m[:, 15:25, 0:12] = False      # lung cut at the left side: touches one side
+    m[:, 18:22, 25:30] = False     # a hole
+    m[1, :, 35:] = False           # slice 1: air at the right side, joined to the air above
+    filled = _fill_holes_in_plane(m)
+    assert filled[:, 15:25, 0:12].all() and filled[:, 18:22, 25:30].all()
+    assert not filled[:, :3, :].any() and not filled[1, :, 35:].any()
+    want = np.stack([fill_holes_one_side_ref(m[k]) for k in range(2)])
+    np.testing.assert_array_equal(filled, want)
+
+
 @pytest.mark.parametrize("shape", [(9, 31, 27), (3, 5, 7), (1, 1, 4), (2, 1, 1), (4, 2, 2), (2, 3, 1)])
 def test_in_plane_opening_equals_scipy(shape):
     import scipy.ndimage as ndi

@@ -104,7 +104,7 @@ def test_pictures_are_in_radiological_orientation():
     assert c < 0.3 * sag.shape[1]
 
 
-# -- a result ---------------------------------------------------------------------------------------
+# -- a result --------------------------------------------------------------------------------------
 
 def _result(fold: bool = True) -> RegistrationResult:
     ref = _lps_volume()

@@ -152,7 +152,8 @@ def test_pure_diaphragm_and_translation_closed_form(ct64):
 
 
 def test_pure_rotation_about_the_volume_centre(ct64):
-    """Rotation about x, then y, then z (extrinsic), about the volume centre: vs scipy's Rotation."""
+    """Rotation about x, then y, then z (extrinsic), about the volume centre: vs scipy's
+    Rotation."""
     from scipy.spatial.transform import Rotation
 
     motion = BreathingMotion(diaphragm_mm=0.0, ap_expansion=0.0, lateral_expansion=0.0,
@@ -200,7 +201,8 @@ def test_strong_breathing_is_fold_free(ct64):
 
 
 def test_default_displacement_size(pair):
-    """Defaults: 15 mm diaphragm + |t| = 7.1 mm + 3-4 deg rotation + 4 % AP: 10-35 mm at landmarks."""
+    """Defaults: 15 mm diaphragm + |t| = 7.1 mm + 3-4 deg rotation + 4 % AP: 10-35 mm at
+    landmarks."""
     d = np.linalg.norm(pair.reference_points - pair.floating_points, axis=1)
     assert 15.0 < d.max() < 35.0
     assert d.min() > 2.0

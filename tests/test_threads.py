@@ -94,7 +94,8 @@ KERNELS += [
 ]
 
 
-# B-spline FFD and metric kernels (cpp/include/ctreg/{bspline,metrics}.hpp); metric values as 0-d arrays
+# B-spline FFD and metric kernels (cpp/include/ctreg/{bspline,metrics}.hpp); metric values as
+# 0-d arrays
 _T = (3, 4, 5)
 _GRID = ops.bspline_grid_shape(_SHAPE, _T)
 
@@ -207,7 +208,8 @@ def test_register_and_preload_import_no_numba():
     code = ("import sys, ctreg\nfrom ctreg import ops, samples\n"
             "from ctreg.synthetic import BreathingMotion, make_breathing_pair\n"
             "ops.preload_kernels()\n"
-            "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), n_landmarks=10)\n"
+            "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), "
+            "n_landmarks=10)\n"
             "ctreg.set_num_threads(2)\n"
             "r = ctreg.register(pair.reference, pair.floating, preset='fast', ffd={'iterations': (2,)},"
             " demons={'iterations': (2,)}, affine={'iterations': (2,)})\n"
@@ -256,9 +258,12 @@ import ctypes, sys
 import numpy as np
 from ctreg import ops
 
+_MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")
+
+
 class Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
-                                                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [(n, ctypes.c_size_t) for n in _MALLINFO2_FIELDS]
 
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo2
@@ -282,8 +287,8 @@ print(*out)
 
 
 def test_keep_freed_memory_serves_large_arrays_without_mmap():
-    """After ops.keep_freed_memory() (which ``ctreg register`` calls) glibc serves 8-16 MB arrays from
-    its heap, without a fresh mmap each time (and so without page-faulting them in again);
+    """After ops.keep_freed_memory() (which ``ctreg register`` calls) glibc serves 8-16 MB arrays
+    from its heap, without a fresh mmap each time (and so without page-faulting them in again);
     arrays above 32 MiB are still mmap'ed.  Checked in fresh interpreters, with and without."""
     import ctypes
     import os

@@ -79,7 +79,7 @@ def load_pair(spec: dict) -> Pair:
     return Pair(spec["name"], ref, flo, p, q, info)
 
 
-# -- SimpleITK <-> Volume ---------------------------------------------------------------------------
+# -- SimpleITK <-> Volume --------------------------------------------------------------------------
 
 def to_sitk(volume: Volume, array: np.ndarray | None = None):
     """A SimpleITK image with the volume's geometry (ITK index axes are x, y, z: reverse ours)."""
@@ -144,7 +144,7 @@ def field_from_warped_coordinates(reference: Volume, floating: Volume, warp_imag
     return u
 
 
-# -- metrics -----------------------------------------------------------------------------------------
+# -- metrics ---------------------------------------------------------------------------------------
 
 def _slabs(nz: int, ny: int, nx: int):
     step = max(1, CHUNK_VOXELS // (ny * nx))

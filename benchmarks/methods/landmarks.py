@@ -155,7 +155,8 @@ def _from_header(path, header: list[str], ncoords: int) -> tuple[list[int], int 
             if None not in cols:
                 return cols, id_col, space
     raise LandmarkError(
-        f"{path}: the header {header} names no {'x, y, z' if ncoords == 3 else 'reference and floating x, y, z'}"
+        f"{path}: the header {header} names no "
+        f"{'x, y, z' if ncoords == 3 else 'reference and floating x, y, z'}"
         " columns (accepted: x/y/z, r/a/s, l/p/s, with prefixes such as reference_/floating_)",
         code="Landmarks.Header")
 

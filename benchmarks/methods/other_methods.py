@@ -19,7 +19,7 @@ def _output(pair: Pair, warp_image) -> MethodOutput:
     return MethodOutput(field_transform_points(pair.reference, u), u)
 
 
-# -- itk-elastix ------------------------------------------------------------------------------------
+# -- itk-elastix -----------------------------------------------------------------------------------
 
 def _itk_image(itk, volume, array=None):
     img = itk.image_from_array(np.ascontiguousarray(volume.array if array is None else array,
@@ -55,7 +55,7 @@ def elastix(pair: Pair, threads: int) -> MethodOutput:
     return _output(pair, warp_image)
 
 
-# -- ANTsPy -----------------------------------------------------------------------------------------
+# -- ANTsPy ----------------------------------------------------------------------------------------
 
 def _ants_image(ants, volume, array=None):
     arr = np.ascontiguousarray((volume.array if array is None else array).transpose(2, 1, 0), dtype=np.float32)
@@ -82,7 +82,7 @@ def ants_syn(pair: Pair, threads: int) -> MethodOutput:
         return _output(pair, warp_image)
 
 
-# -- DIPY -------------------------------------------------------------------------------------------
+# -- DIPY ------------------------------------------------------------------------------------------
 
 def dipy_syn(pair: Pair, threads: int) -> MethodOutput:
     """DIPY's documented recipe: centre of mass, translation, rigid, affine (MI), then SyN (CC)."""

@@ -129,7 +129,7 @@ def affine_diffeomorphic_demons(pair: Pair, threads: int) -> MethodOutput:
     return _demons(pair, threads, lambda sitk: sitk.DiffeomorphicDemonsRegistrationFilter())
 
 
-# -- B-spline (notebook 65) -------------------------------------------------------------------------
+# -- B-spline (notebook 65) ------------------------------------------------------------------------
 
 def affine_bspline(pair: Pair, threads: int) -> MethodOutput:
     sitk, fixed, moving, mask = _setup(pair, threads)

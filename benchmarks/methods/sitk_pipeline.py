@@ -21,8 +21,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-# The recipe of sitk_methods.py, from the module next to this script (sitk_recipe.py imports only
-# numpy), so that this process imports SimpleITK only (as a user's script would), not ctreg or SciPy.
+# The recipe of sitk_methods.py, from the module next to this script (sitk_recipe.py imports
+# only numpy), so that this process imports SimpleITK only (as a user's script would), not ctreg
+# or SciPy.
 from sitk_recipe import SEED, SHRINK, SIGMAS_MM
 from sitk_recipe import affine as _affine
 from sitk_recipe import sampling_percentage as _sampling_percentage

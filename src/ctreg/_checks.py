@@ -7,13 +7,13 @@ the caller asks for it).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 __all__ = ["f32", "nonempty", "vector_field", "same_grid", "matrix4", "shape3", "ints3",
            "spacing3", "positive", "positive_int", "order_fill", "mask_u8", "gradients3",
-           "known_fields"]
+           "mask_on_grid", "known_fields"]
 
 
 def f32(name: str, a: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -145,6 +145,27 @@ def mask_u8(name: str, mask: Any, shape: tuple | None, *, copy: bool = False,
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"{name} has shape {mask.shape}, {ref_name} has {tuple(shape)}")
     return mask.view(np.uint8)
+
+
+def mask_on_grid(name: str, mask: Any, shape: tuple, *,
+                 mismatch: Callable[[str], Exception], to_bool: bool) -> np.ndarray:
+    """A user's (z, y, x) mask on its image's grid of ``shape``, as a C-contiguous bool array.
+
+    The one check of the body masks (``register(reference_mask=...)``) and the lung masks
+    (:func:`ctreg.lungs.check_mask_grid`).  A shape other than ``shape`` raises
+    ``mismatch(message)``: the caller's error class with its stable code.  A mask that is not
+    bool is converted (``mask != 0``) when ``to_bool``, else ``TypeError``.  A mask that is
+    already a C-contiguous bool array is returned as is (no copy)."""
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise mismatch(f"{name} has shape {m.shape} (z, y, x) but its image has shape "
+                       f"{tuple(shape)}: a mask must be on its own image's grid (resample it "
+                       "there first)")
+    if m.dtype != bool:
+        if not to_bool:
+            raise TypeError(f"{name} must be a bool array, got {m.dtype}")
+        m = m != 0
+    return np.ascontiguousarray(m)
 
 
 def gradients3(name: str, gradients: Any, shape: tuple | None) -> list[np.ndarray]:

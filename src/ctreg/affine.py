@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import numpy as np
 from scipy.optimize import minimize
@@ -145,7 +146,7 @@ class _Objective:
     def _evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         if self.fused:
             cost, grad = self._fused(theta, want_grad=True)
-            return float(cost), grad
+            return float(cost), cast(np.ndarray, grad)  # want_grad: not None
         n = len(theta)
         t = self.transform(theta)
         warped, valid, grad_w = self.level.warp_with_gradient(t)

@@ -210,7 +210,8 @@ def map_points(points, displacement: np.ndarray, grid_affine) -> np.ndarray:
 
 
 def invert_points(points, displacement: np.ndarray, grid_affine, affine=None, *,
-                  max_iterations: int = 100, tol_mm: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+                  max_iterations: int = 100, tol_mm: float = 1e-5
+                  ) -> tuple[np.ndarray, np.ndarray | float]:
     """Floating world points ``q`` -> reference world points ``p`` with ``p + U(p) = q``.
 
     Fixed-point iteration on the displacement, preconditioned by the affine part ``T(p) = A p +

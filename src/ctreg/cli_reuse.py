@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from .errors import CTRegError, GeometryError
 
@@ -92,7 +93,7 @@ def _float_on_disk(path) -> bool:
     """True for a NIfTI stored as floats (kept float32); integers and scaled integers -> int16."""
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img: Any = nib.load(str(path))  # typed FileBasedImage, which has no get_data_dtype
     return img.get_data_dtype().kind == "f"
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def load_empire10(path: str | os.PathLike | None = None) -> Empire10Pair:
     if missing:
         raise DatasetMissingError(f"EMPIRE10 pair 01 not found in {d} (missing {', '.join(missing)}): "
                                   f"{EMPIRE10_DOWNLOAD_HINT}")
-    out = {}
+    out: dict[str, Any] = {}  # Volumes and boolean lung masks
     for side in ("reference", "floating"):
         img = read_nifti(d / f"{side}.nii.gz")
         lab = read_nifti(d / f"{side}_lungs.nii.gz")

@@ -95,7 +95,7 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     metric = options_metric(options, level_number)
     last: list = [None, None]  # the last evaluated x and its dense field
 
-    def dense(x: np.ndarray) -> np.ndarray:
+    def dense(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if last[0] is not None and np.array_equal(x, last[0]):
             return last[1]
         c = np.ascontiguousarray(x.reshape(grid + (3,)), dtype=np.float32)

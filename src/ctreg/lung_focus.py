@@ -26,7 +26,7 @@ from .level import Level
 from .pyramid import level_factors
 from .volume import Volume
 
-__all__ = ["focus_mask", "focused_level", "FOCUS_GRID_MM"]
+__all__ = ["focus_mask", "focus_and_lungs", "focused_level", "FOCUS_GRID_MM"]
 
 log = logging.getLogger("ctreg")
 
@@ -53,12 +53,18 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
 
 
 def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
-               focus_mm: float, *, return_lungs: bool = False):
-    """(mask on the cropped reference grid, or None for the body fallback; report entry),
-    and with ``return_lungs`` the lung mask itself (or None) third.
+               focus_mm: float) -> tuple[np.ndarray | None, dict]:
+    """(mask on the cropped reference grid, or None for the body fallback; report entry).
 
     ``lungs``: the user's reference lung mask cropped to the same box, or None to segment them.
     """
+    grown, info, _ = focus_and_lungs(reference_crop, body, lungs, focus_mm)
+    return grown, info
+
+
+def focus_and_lungs(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
+                    focus_mm: float) -> tuple[np.ndarray | None, dict, np.ndarray | None]:
+    """``focus_mask``'s (focus, report entry) and the reference lungs it grew (None with it)."""
     spacing = reference_crop.spacing
     voxel_ml = float(np.prod(spacing)) / 1000.0
     info: dict = {"focus_mm": float(focus_mm)}
@@ -71,7 +77,7 @@ def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | Non
             log.warning("lung focus off: %s [%s]; the deformable stages use the body mask", exc,
                         exc.code)
             info.update(used=False, source="automatic", reason=exc.code, message=str(exc))
-            return (None, info, None) if return_lungs else (None, info)
+            return None, info, None
         lungs = seg.mask
         info.update(source="automatic", notes=list(seg.notes))
     else:
@@ -84,7 +90,7 @@ def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | Non
     grown = _grow(lungs, spacing, focus_mm) & body
     info.update(used=True, lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
                 focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1))
-    return (grown, info, lungs) if return_lungs else (grown, info)
+    return grown, info, lungs
 
 
 def focused_level(level: Level, focus: np.ndarray, factors) -> Level:

@@ -19,8 +19,8 @@ The method (classical, no training; ~0.5 s for 512x512x300 on 2 cores):
    ``max_hole_cm2`` (vessels, airway walls, nodules) put vessels inside the lung mask, as in
    reference masks; the mediastinum (a larger hole) is never filled.
 6. **Full-resolution boundary.** The coarse mask is expanded to the scan's grid; in a thin band
-   of one coarse voxel (3x3x3) on each side of its boundary each voxel is re-decided at full resolution
-   by the threshold, so the pleural boundary is exact to a voxel, not to a coarse cell.
+   of one coarse voxel (3x3x3) on each side of its boundary each voxel is re-decided at full
+   resolution by the threshold, so the pleural boundary is exact to a voxel, not to a coarse cell.
 
 Checks (``check=True``): an empty result raises :class:`LungMaskError` with code
 ``lung_mask_empty``; a volume outside [``min_ml``, ``max_ml``] (0.3 and 12 L) or a mask that
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.ndimage as ndi
 
+from ._checks import mask_on_grid
 from .errors import CTRegError
 from .masks import (BODY_THRESHOLD_HU, _IN_PLANE, _fill_holes_in_plane,
                     _largest_component, _open_in_plane, _reconstruct)
@@ -65,14 +66,8 @@ class LungMaskError(CTRegError, ValueError):
 def check_mask_grid(mask, volume: Volume, name: str = "mask") -> np.ndarray:
     """``mask`` as a C-contiguous bool array on ``volume``'s grid, or :class:`LungMaskError`
     with code ``mask_grid_mismatch`` when its shape differs from the image's."""
-    m = np.asarray(mask)
-    if m.shape != volume.shape:
-        raise LungMaskError(f"{name} has shape {m.shape} (z, y, x) but its image has shape "
-                            f"{volume.shape}: a mask must be on its own image's grid (resample it "
-                            "there first)", "mask_grid_mismatch")
-    if m.dtype != bool:
-        m = m != 0
-    return np.ascontiguousarray(m)
+    return mask_on_grid(name, mask, volume.shape, to_bool=True,
+                        mismatch=lambda msg: LungMaskError(msg, "mask_grid_mismatch"))
 
 
 @dataclass(eq=False)
@@ -357,7 +352,8 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
 
     lap("vessels")
     # left / right (LPS: +x is the patient's left)
-    left_c = right_c = None
+    left_c: int | None = None
+    right_c: int | None = None
     lab3, n3 = ndi.label(m)
     if n3 >= 2:
         s3 = np.bincount(lab3.ravel())
@@ -400,7 +396,7 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     volume_ml = float(np.count_nonzero(out)) * voxel_ml
     left_ml = right_ml = None
-    if left_c is not None:
+    if left_c is not None and right_c is not None:
         tot = left_c + right_c
         left_ml, right_ml = volume_ml * left_c / tot, volume_ml * right_c / tot
     method = (f"threshold {threshold_hu:.0f} HU in the body on a {coarse_mm:g} mm grid "
@@ -421,9 +417,10 @@ def _check_result(res: LungSegmentation, volume: Volume, min_ml: float, max_ml: 
                             "lung_mask_empty")
     if res.volume_ml < min_ml or res.volume_ml > max_ml:
         raise LungMaskError(
-            f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; plausible lungs hold "
-            f"{min_ml / 1000:g} to {max_ml / 1000:g} L (a scan without lungs or with only a sliver "
-            "of them, or not in HU); pass min_ml/max_ml for partial fields of view",
+            f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; "
+            f"plausible lungs hold {min_ml / 1000:g} to {max_ml / 1000:g} L "
+            "(a scan without lungs or with only a sliver of them, or not in HU); "
+            "pass min_ml/max_ml for partial fields of view",
             "lung_mask_absurd")
     border = np.concatenate([m[:, 0, :].ravel(), m[:, -1, :].ravel(), m[:, :, 0].ravel(),
                              m[:, :, -1].ravel()])

@@ -115,12 +115,21 @@ def _reconstruct(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
-    """``binary_fill_holes`` of every z-slice: background regions (4-connected within the slice)
-    that do not reach the slice's edge become foreground.  One labelling for all slices."""
+    """Hole filling of every z-slice: background regions (4-connected within the slice) that
+    do not reach the slice's edge, or reach only one of its four sides, become foreground.
+    One labelling for all slices.
+
+    The air around a patient reaches at least two sides (it holds a corner of the slice, or
+    wraps around the body); a lung cut by a narrow field of view reaches one side only, between
+    two stretches of chest wall on that side, and is inside the body (plain hole filling would
+    leave such a lung out of the body, and so out of the lung mask)."""
     labels, n = ndi.label(~mask, structure=_IN_PLANE)
-    outside = np.zeros(n + 1, bool)
+    sides = np.zeros(n + 1, np.int8)
     for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        outside[edge] = True
+        touched = np.zeros(n + 1, bool)
+        touched[edge] = True
+        sides += touched
+    outside = sides >= 2
     outside[0] = True  # label 0 is the foreground itself
     return mask | ~outside[labels]
 

@@ -21,6 +21,7 @@ bit for bit, on any thread count (``ctreg.ops.set_num_threads``).  See docs/mind
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def mind_pairs() -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
     """The 12 channels' neighbour pairs ``((az, ay, ax), (bz, by, bx))`` in unit steps (times
     ``distance_vox``), in channel order: neighbours n0..n5 = -z, +z, -y, +y, -x, +x; channel
     pairs (p, q), p < q, lexicographic, without the opposite pairs (n0,n1), (n2,n3), (n4,n5)."""
-    return [tuple(map(tuple, p)) for p in _native.mind_pairs()]
+    return [cast(tuple[tuple[int, int, int], tuple[int, int, int]], tuple(map(tuple, p)))
+            for p in _native.mind_pairs()]
 
 
 def mind_ssc(image, spacing=None, *, radius_vox=1, distance_vox=2, out=None) -> np.ndarray:

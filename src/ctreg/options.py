@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ._checks import known_fields
 from .errors import OptionError, unknown_names
@@ -259,6 +259,9 @@ class RegistrationOptions:
     lung_focus: the deformable stages measure similarity only in the reference lungs grown by
     ``lung_focus_mm`` (``ctreg.lung_focus``: lungs slide along the chest wall); lungs from
     ``register(reference_lungs=...)`` or found automatically, else the body (reported).
+    lung_images: the deformable stages compare lung-only images (``ctreg.lung_images``: HU
+    inside each scan's lungs, ``lung_outside_hu`` outside); needs the lung focus and the
+    floating lungs (``register(floating_lungs=...)`` or automatic), else plain (reported).
     sliding: a separate field outside the lungs (``SlidingOptions``; True / False for its
     defaults on / off).
     """
@@ -274,6 +277,8 @@ class RegistrationOptions:
     mask_resolution_mm: float = 2.0
     lung_focus: bool = True
     lung_focus_mm: float = 10.0
+    lung_images: bool = False
+    lung_outside_hu: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.sliding, bool):
@@ -295,6 +300,8 @@ class RegistrationOptions:
         _positive(self, "lung_focus_mm", allow_zero=True)
         if not isinstance(self.lung_focus, bool):
             _fail("RegistrationOptions", "lung_focus", self.lung_focus, "True or False")
+        if not isinstance(self.lung_images, bool):
+            _fail("RegistrationOptions", "lung_images", self.lung_images, "True or False")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -334,6 +341,6 @@ def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
     for key, value in overrides.items():
         current = getattr(base, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            value = dataclasses.replace(current, **value)
+            value = dataclasses.replace(cast(Any, current), **value)
         merged[key] = value
     return dataclasses.replace(base, **merged)

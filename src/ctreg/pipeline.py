@@ -10,10 +10,12 @@ import logging
 import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 
 from . import ops
+from ._checks import mask_on_grid
 from ._timing import PhaseTimer
 from ._version import __version__
 from .affine import rotation_search, run_affine_level
@@ -22,7 +24,8 @@ from .discrete import run_discrete_stage
 from .errors import GeometryError
 from .ffd import run_ffd_level
 from .fullres import full_resolution
-from .lung_focus import focus_mask, focused_level
+from .lung_focus import focus_and_lungs, focused_level
+from .lung_images import floating_lungs as find_floating_lungs, lung_only
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
@@ -99,18 +102,14 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
 
 
 def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.shape != volume.shape:
-        raise GeometryError(f"{name} must have the scan's shape {volume.shape} (z, y, x), got {m.shape}")
-    if m.dtype != bool:
-        raise TypeError(f"{name} must be a bool array, got {m.dtype}")
-    return np.ascontiguousarray(m)
+    return mask_on_grid(name, mask, volume.shape, mismatch=GeometryError, to_bool=False)
 
 
 def register(reference, floating, *, preset: str = "default",
              options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
              floating_mask: np.ndarray | None = None, reference_lungs: np.ndarray | None = None,
-             threads: int | None = None, **overrides) -> RegistrationResult:
+             floating_lungs: np.ndarray | None = None, threads: int | None = None,
+             **overrides) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -126,6 +125,8 @@ def register(reference, floating, *, preset: str = "default",
         deformable stages measure similarity (grown by ``lung_focus_mm``; ``ctreg.lung_focus``).
         Default: ``ctreg.lungs.segment_lungs`` when ``lung_focus`` is on (the default); when it
         finds no usable lungs the body is used and ``report["lungs"]`` says why.
+    floating_lungs : (z, y, x) bool lung mask on the floating grid, optional: used with
+        ``lung_images`` (``ctreg.lung_images``); default ``ctreg.lungs.segment_lungs``.
     threads : threads of this call's native and Numba kernels (``ops.thread_limit``: local to
         the calling thread; other threads and later calls are unaffected).  None: the process
         default (``ctreg.set_num_threads``, ``CTREG_NUM_THREADS``, else every core).
@@ -142,11 +143,12 @@ def register(reference, floating, *, preset: str = "default",
     with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
         return _register(reference, floating, preset=preset, options=options,
                          reference_mask=reference_mask, floating_mask=floating_mask,
-                         reference_lungs=reference_lungs, **overrides)
+                         reference_lungs=reference_lungs, floating_lungs=floating_lungs,
+                         **overrides)
 
 
 def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
-              reference_lungs, **overrides) -> RegistrationResult:
+              reference_lungs, floating_lungs, **overrides) -> RegistrationResult:
     t_start = time.perf_counter()
     timer = PhaseTimer()  # report["seconds"] and report["memory"] per phase (ctreg._timing)
     timings = timer.seconds
@@ -175,21 +177,31 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     _check_body(flt, flt_body, "floating")
     margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
     box = bounding_box(ref_body, margin)
+    assert box is not None  # _check_body: the body mask is not empty
     ref_c = crop(ref, box)
     body_c = np.ascontiguousarray(ref_body[box])
     clip = opts.clip_hu
     ref_p = preprocess(ref_c, clip, invalid_value=clip[0])
     flt_p = preprocess(flt, clip, invalid_value=clip[0])
     centre = _centroid_world(ref, ref_body)
-    focus = lungs_c = None
+    focus = None
     lung_report: dict = {"used": False, "reason": "lung_focus off"}
+    lungs_c = None
     if reference_lungs is not None or opts.lung_focus or opts.sliding.enabled:
-        lungs_c = None
         if reference_lungs is not None:
             lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
                                                            "reference_lungs")[box])
-        focus, lung_report, lungs_c = focus_mask(ref_c, body_c, lungs_c, opts.lung_focus_mm,
-                                                 return_lungs=True)
+        focus, lung_report, lungs_c = focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)
+    flt_lungs = None
+    if opts.lung_images:
+        if floating_lungs is not None:
+            floating_lungs = check_mask_grid(floating_lungs, flt, "floating_lungs")
+        if lungs_c is None:
+            lung_report["images"] = {"used": False, "reason": "no reference lungs"}
+        else:
+            flt_lungs, images_info = find_floating_lungs(flt, floating_lungs)
+            images_info["used"] = flt_lungs is not None
+            lung_report["images"] = images_info
     timer.add("masks", time.perf_counter() - t0)
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 
@@ -204,14 +216,21 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         return cache[key]
 
     focused: dict[tuple, Level] = {}
+    lung_pair: list = []  # (reference, floating) lung-only images, made after the affine stage
 
     def dlevel(mm: float) -> Level:
-        """The level of the deformable stages: its metric mask restricted to the lung focus."""
+        """The level of the deformable stages: its metric mask restricted to the lung focus
+        (and its images the lung-only ones with ``lung_images``)."""
         if focus is None:
             return level(mm)
         key = level_factors(ref_c.spacing, mm)
         if key not in focused:
-            focused[key] = focused_level(level(mm), focus, key)
+            if lung_pair:
+                base = build_level(len(cache) + len(focused), mm, lung_pair[0], body_c,
+                                   lung_pair[1], frame, clip)
+            else:
+                base = level(mm)
+            focused[key] = focused_level(base, focus, key)
         return focused[key]
 
     def stage_levels(levels_mm, get=level) -> list[tuple[int, float, Level]]:
@@ -246,6 +265,12 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
 
+    if flt_lungs is not None and lungs_c is not None:  # deformable stages: lung-only images
+        t0 = time.perf_counter()
+        lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
+                        lung_only(flt_p, flt_lungs, opts.lung_outside_hu)]
+        timer.add("masks", time.perf_counter() - t0)
+
     # -- discrete large-motion search (MIND-SSC block matching) --------------------------------
     t0 = time.perf_counter()
     u: np.ndarray | None = None
@@ -266,8 +291,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         for li, mm in enumerate(opts.ffd.levels_mm):
             lv = dlevel(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
-            u0 = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
-                                                            tuple(lv.spacing))
+            u0 = None if u is None or u_level is None else ops.resample_field(
+                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
@@ -280,9 +305,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         v_level: Level | None = None
         for li, mm, lv in stage_levels(opts.demons.levels_mm, dlevel):
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
-            outer = None if u is None else ops.resample_field(u, tuple(u_level.spacing), lv.shape,
-                                                              tuple(lv.spacing))
-            if v is None:
+            outer = None if u is None or u_level is None else ops.resample_field(
+                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            if v is None or v_level is None:
                 v0 = np.zeros(lv.shape + (3,), np.float32)
             else:
                 v0 = ops.resample_field(v, tuple(v_level.spacing), lv.shape, tuple(lv.spacing))
@@ -309,11 +334,14 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     log.info("resampling the floating scan on the reference grid")
     # the pyramid levels and preprocessed copies of both scans are no longer needed
     cache.clear()
-    ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
+    focused.clear()
+    lung_pair.clear()
+    ref_p = flt_p = ref_c = flt_body = None  # type: ignore[assignment]  # noqa: F841 (level() is not called again)
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(
-        ref, flt, frame, transform, u, None if u is None else tuple(u_level.spacing), box,
+        ref, flt, frame, transform, u,
+        None if u is None or u_level is None else tuple(u_level.spacing), box,
         sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
     if sliding_report is not None and sliding_report.get("used") and not float(jac.min()) > 0:
         # the join folds at full resolution: redo this step with the lung-focused field
@@ -321,15 +349,15 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
                     "[sliding_folded_full_resolution]")
         sliding_report.update(used=False, reason="sliding_folded_full_resolution")
         warped, displacement, jac = full_resolution(
-            ref, flt, frame, transform, u_inside, None if u_inside is None else tuple(u_level.spacing),
-            box, sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+            ref, flt, frame, transform, u_inside,
+            None if u_inside is None or u_level is None else tuple(u_level.spacing), box, sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
     u_inside = None
     timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
     import scipy
 
-    report = {
+    report: dict[str, Any] = {
         "ctreg_version": __version__,
         "preset": preset if options is None else None,
         "options": opts.to_dict(),

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from typing import SupportsInt, cast
 
 __all__ = ["ProgressBar", "progress_enabled"]
 
@@ -75,7 +76,7 @@ class ProgressBar:
                 frac, text = hi, label
                 args = record.args if isinstance(record.args, tuple) else ()
                 if "level" in prefix and len(args) >= 2 and isinstance(args[0], int) and args[1]:
-                    i, n = int(args[0]), int(args[1])
+                    i, n = int(args[0]), int(cast(SupportsInt, args[1]))
                     frac = lo + (hi - lo) * (i - 1) / n
                     text = f"{label} {i}/{n}"
                 elif prefix != "done in":

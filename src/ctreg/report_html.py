@@ -1,4 +1,5 @@
-"""Quality report of one registration: ``report.html``, one self-contained file to check a run by eye.
+"""Quality report of one registration: ``report.html``, one self-contained file to check a run
+by eye.
 
 What it holds:
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import io
 import logging
 import math
@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
-from .errors import CTRegError
+from .report_blocks import _CSS, _e, _geometry_row, _num, _Raw, _table
+from .report_planes import PLANES, ReportError, _planes, canonical_axes, plane_indices
+from .report_planes import _plane_spacing, _take  # noqa: F401 (tests use them from here)
 from .volume import Volume
 
 __all__ = ["write_report_html", "report_for_run", "render_report_html", "report_figures", "canonical_axes",
@@ -62,142 +64,9 @@ JAC_SPAN = 2.0
 CHECKER_TILES = 8
 #: at most this many voxels are sampled for the similarity figures
 SAMPLE_VOXELS = 2_000_000
-AIR_HU = -1000.0
-
-PLANES = ("axial", "coronal", "sagittal")
-
-
-class ReportError(CTRegError):
-    """The quality report could not be made from what it was given."""
-
-    code = "Report.Input"
-    codes = ("Report.Input", "Report.NoMatplotlib", "Report.Grid", "Report.Plane")
-
-
-# -- orientation ----------------------------------------------------------------------------
-
-def canonical_axes(affine) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
-    """Which array axis runs along each patient axis, and whether it runs backwards.
-
-    Returns ``(perm, flip)``: canonical axis t (0: inferior -> superior, world +z; 1: anterior ->
-    posterior, world +y; 2: right -> left, world +x; LPS) is array axis ``perm[t]``, reversed when
-    ``flip[t]``.  So ``np.flip(np.transpose(a, perm), [t for t in range(3) if flip[t]])`` is the
-    array in axial LPS order (a view, no copy).  Each array axis goes to the patient axis its
-    direction is closest to (slightly oblique scans: the nearest axis).
-    """
-    aff = np.asarray(affine, dtype=np.float64)
-    d = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)[None, :]  # column c: world dir of axis c
-    perm = [-1, -1, -1]
-    flip = [False, False, False]
-    used_axes: set[int] = set()
-    # greedy on |cosine|, largest first: a proper assignment also for 45-degree ties
-    order = sorted(((abs(d[w, c]), w, c) for w in range(3) for c in range(3)), reverse=True)
-    for _, w, c in order:
-        t = 2 - w                      # world x -> canonical 2, y -> 1, z -> 0
-        if perm[t] != -1 or c in used_axes:
-            continue
-        perm[t] = c
-        flip[t] = bool(d[w, c] < 0)
-        used_axes.add(c)
-    return tuple(perm), tuple(flip)  # type: ignore[return-value]
-
-
-def plane_indices(volume: Volume, plane: str, centre_xyz=None) -> np.ndarray:
-    """(3, H, W) float64 array indices (k, j, i) of ``volume`` for the pixels of one picture.
-
-    ``plane``: "axial" (rows anterior -> posterior, columns right -> left), "coronal" (rows
-    superior -> inferior, columns right -> left) or "sagittal" (rows superior -> inferior, columns
-    anterior -> posterior), through the voxel nearest ``centre_xyz`` (world, default: the grid's
-    centre).  Index the volume's array (or any array on its grid) with them to get the picture.
-    """
-    if plane not in PLANES:
-        raise ReportError(f"plane must be one of {PLANES}, got {plane!r}", code="Report.Plane")
-    perm, flip = canonical_axes(volume.affine)
-    shape = volume.shape
-    n = [shape[perm[t]] for t in range(3)]
-    if centre_xyz is None:
-        centre_idx = (np.asarray(shape, float) - 1) / 2
-    else:
-        centre_idx = volume.world_to_index(np.asarray(centre_xyz, float).reshape(1, 3))[0]
-    # canonical position of the centre
-    cpos = []
-    for t in range(3):
-        v = float(centre_idx[perm[t]])
-        v = (n[t] - 1 - v) if flip[t] else v
-        cpos.append(int(np.clip(round(v), 0, n[t] - 1)))
-    # canonical (S, P, L) index grids of the picture: rows, columns, fixed axis
-    if plane == "axial":        # rows P (anterior at top), cols L (patient right at left)
-        rows, cols = np.arange(n[1]), np.arange(n[2])
-        R, C = np.meshgrid(rows, cols, indexing="ij")
-        canon = [np.full_like(R, cpos[0]), R, C]
-    elif plane == "coronal":    # rows S reversed (superior at top), cols L
-        rows, cols = np.arange(n[0])[::-1], np.arange(n[2])
-        R, C = np.meshgrid(rows, cols, indexing="ij")
-        canon = [R, np.full_like(R, cpos[1]), C]
-    else:                       # sagittal: rows S reversed, cols P (anterior at left)
-        rows, cols = np.arange(n[0])[::-1], np.arange(n[1])
-        R, C = np.meshgrid(rows, cols, indexing="ij")
-        canon = [R, C, np.full_like(R, cpos[2])]
-    out = np.empty((3,) + R.shape, np.float64)
-    for t in range(3):
-        c = canon[t]
-        out[perm[t]] = (n[t] - 1 - c) if flip[t] else c
-    return out
-
-
-def _plane_spacing(volume: Volume, plane: str) -> tuple[float, float]:
-    """(row, column) pixel size in mm of a picture."""
-    perm, _ = canonical_axes(volume.affine)
-    sp = volume.spacing
-    s = [float(sp[perm[t]]) for t in range(3)]
-    return {"axial": (s[1], s[2]), "coronal": (s[0], s[2]), "sagittal": (s[0], s[1])}[plane]
-
-
-_SIDES = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"),
-          "sagittal": ("S", "I", "A", "P")}  # top, bottom, left, right
-
-
-def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    k, j, i = (np.rint(idx[a]).astype(np.intp) for a in range(3))
-    return array[k, j, i]
-
-
-def _sample_floating(floating: Volume, reference: Volume, idx_ref: np.ndarray) -> np.ndarray:
-    """The floating scan at the world points of reference indices ``idx_ref`` (3, ...), linear,
-    air outside its grid or data: the scans as they are, before registration."""
-    shape = idx_ref.shape[1:]
-    world = reference.index_to_world(idx_ref.reshape(3, -1).T)
-    fidx = floating.world_to_index(world).T
-    source = floating.array
-    if floating.valid is not None:
-        source = np.where(floating.valid, floating.array, np.float32(AIR_HU))
-    vals = ndi.map_coordinates(source, fidx, order=1, mode="constant", cval=AIR_HU)
-    return vals.reshape(shape).astype(np.float32)
 
 
 # -- pictures ---------------------------------------------------------------------------------
-
-def _planes(result) -> dict[str, dict[str, Any]]:
-    """Per plane: the reference, warped, before (floating at the same world points) pictures and
-    the Jacobian, the warped scan's validity, pixel size and side letters."""
-    ref: Volume = result.reference
-    warped: Volume = result.warped
-    if warped.shape != ref.shape:
-        raise ReportError(f"the warped scan's grid {warped.shape} is not the reference grid "
-                          f"{ref.shape}", code="Report.Grid")
-    jac = result.jacobian_determinant()
-    floating = getattr(result, "floating", None)
-    out = {}
-    for plane in PLANES:
-        idx = plane_indices(ref, plane)
-        p = {"reference": _take(ref.array, idx), "warped": _take(warped.array, idx),
-             "valid": None if warped.valid is None else _take(warped.valid, idx),
-             "jacobian": None if jac is None else _take(np.asarray(jac), idx),
-             "spacing": _plane_spacing(ref, plane), "sides": _SIDES[plane]}
-        p["before"] = None if floating is None else _sample_floating(floating, ref, idx)
-        out[plane] = p
-    return out
-
 
 def _checker(shape, spacing, tile_mm: float) -> np.ndarray:
     r = (np.arange(shape[0]) * spacing[0] // tile_mm).astype(int)
@@ -381,64 +250,6 @@ def _pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 
 # -- HTML ---------------------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 1.5em auto;
-       max-width: 1150px; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
-th { background: #f2f2f2; } td.l, th.l { text-align: left; }
-.note { background: #fff4d6; border: 1px solid #e0b84c; padding: 0.7em 1em; }
-.bad { color: #b00020; font-weight: bold; } .good { color: #186a3b; }
-img { max-width: 100%; border: 1px solid #ddd; }
-code { background: #f4f4f4; padding: 0 0.2em; }
-"""
-
-
-def _e(v) -> str:
-    return html.escape(str(v))
-
-
-def _num(v, nd: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(float(v)):
-            return "–"
-        return f"{float(v):.{nd}g}" if abs(float(v)) >= 1e4 or (v != 0 and abs(float(v)) < 1e-3) \
-            else f"{float(v):.{nd}f}"
-    return _e(v)
-
-
-def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
-    th = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
-                 for i, h in enumerate(header))
-    body = []
-    for row in rows:
-        tds = "".join(f"<td class='l'>{c if isinstance(c, _Raw) else _num(c)}</td>" if i < left
-                      else f"<td>{c if isinstance(c, _Raw) else _num(c)}</td>"
-                      for i, c in enumerate(row))
-        body.append(f"<tr>{tds}</tr>")
-    return f"<table><tr>{th}</tr>{''.join(body)}</table>"
-
-
-class _Raw(str):
-    """Already-escaped HTML in a table cell."""
-
-
-def _geometry_row(name: str, g: dict) -> list:
-    shape = g.get("shape") or []
-    sp = g.get("spacing_mm") or []
-    org = g.get("origin_mm") or []
-    return [name, _Raw(_e(" x ".join(str(s) for s in shape))),
-            _Raw(_e(" x ".join(f"{s:.3f}" for s in sp))),
-            _Raw(_e(", ".join(f"{o:.1f}" for o in org)))]
-
 
 def render_report_html(result, *, title: str | None = None, figures: dict[str, bytes] | None = None,
                        note: str | None = None, similarity: dict | None = None) -> str:

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -85,7 +85,8 @@ class RegistrationResult:
         self.report = report
         self._jacobian = jacobian
         #: (4, 4) affine of the reference grid (the grid of ``displacement`` and ``warped``).
-        self.grid_affine = np.asarray(reference.affine if grid_affine is None else grid_affine, float)
+        self.grid_affine = np.asarray(  # one of reference, grid_affine is given
+            cast(Volume, reference).affine if grid_affine is None else grid_affine, float)
         #: (4, 4) affine and (z, y, x) shape of the floating scan's grid (None if unknown).
         self.floating_affine = (floating.affine if floating is not None and floating_affine is None
                                 else floating_affine)
@@ -193,7 +194,7 @@ class RegistrationResult:
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         paths = {"displacement": out / "displacement.nii.gz", "report": out / "report.json"}
-        jobs = []
+        jobs: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         if images and self.warped is not None:  # None: a loaded result's folder had no image
             paths["nifti"] = out / f"{name}.nii.gz"
             jobs.append((write_nifti, (self.warped, paths["nifti"]), {}))

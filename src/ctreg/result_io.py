@@ -94,7 +94,7 @@ def _matrix(value, shape, path: Path, field: str) -> np.ndarray:
     return a
 
 
-def _affine_transform(data: dict, path: Path):
+def _affine_transform(data: object, path: Path):
     from .transforms import AffineTransform
 
     if not isinstance(data, dict):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ct64_dicom_path", "ct64_volume", "sample_pair", "write_sample_pair", "SAMPLE_MOTION"]
 
@@ -19,7 +20,7 @@ def ct64_dicom_path() -> Path:
 
 #: The known motion of the bundled sample pair: breathing-like (diaphragm 15 mm), a rigid
 #: offset of about 8 mm and 6 degrees.
-SAMPLE_MOTION = dict(diaphragm_mm=15.0, translation_mm=(5.0, -4.0, 4.0), rotation_deg=(2.0, -2.0, 5.0))
+SAMPLE_MOTION: dict[str, Any] = dict(diaphragm_mm=15.0, translation_mm=(5.0, -4.0, 4.0), rotation_deg=(2.0, -2.0, 5.0))
 
 
 def ct64_volume():

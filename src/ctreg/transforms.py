@@ -144,7 +144,8 @@ class ReferenceFrame:
         if not np.allclose(d.T @ d, np.eye(3), atol=1e-4):
             raise GeometryError(
                 "the reference scan's direction cosines are not orthonormal "
-                f"(direction matrix {np.round(d, 5).tolist()}); ctreg accepts orthonormal grids only")
+                f"(direction matrix {np.round(d, 5).tolist()}); "
+                "ctreg accepts orthonormal grids only")
         self.direction = d  # world (x, y, z) per frame axis (z, y, x)
         self.origin = reference.origin
         self.spacing = reference.spacing

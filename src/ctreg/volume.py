@@ -16,7 +16,7 @@ Geometry conventions (the most important lines in ctreg):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -87,7 +87,8 @@ class Volume:
             valid = np.asarray(self.valid)
             if valid.shape != self.array.shape:
                 raise GeometryError(
-                    f"Volume.valid must have the array's shape {self.array.shape}, got {valid.shape}")
+                    f"Volume.valid must have the array's shape {self.array.shape}, "
+                    f"got {valid.shape}")
             self.valid = np.ascontiguousarray(valid, dtype=bool)
 
     # -- geometry -------------------------------------------------------------------------
@@ -136,11 +137,13 @@ class Volume:
 
     def with_array(self, array: np.ndarray, *, valid: np.ndarray | None | str = "keep", **meta) -> "Volume":
         """A new Volume on the same grid with another array (and, by default, the same mask)."""
-        new_valid = self.valid if isinstance(valid, str) and valid == "keep" else valid
+        keep = isinstance(valid, str) and valid == "keep"
+        new_valid = self.valid if keep else cast("np.ndarray | None", valid)
         return Volume(array, self.affine.copy(), new_valid, {**self.meta, **meta})
 
     def same_grid(self, other: "Volume", *, atol_mm: float = 1e-3) -> bool:
-        """True when both volumes have the same shape and, to ``atol_mm``, the same voxel positions."""
+        """True when both volumes have the same shape and, to ``atol_mm``, the same voxel
+        positions."""
         if self.shape != other.shape:
             return False
         return bool(np.allclose(self.affine, other.affine, atol=atol_mm, rtol=0))
@@ -148,4 +151,5 @@ class Volume:
     def __repr__(self) -> str:
         sp = ", ".join(f"{s:.4g}" for s in self.spacing)
         org = ", ".join(f"{o:.4g}" for o in self.origin)
-        return f"Volume(shape(z,y,x)={self.shape}, spacing(z,y,x)=({sp}) mm, origin(x,y,z)=({org}) mm LPS)"
+        return (f"Volume(shape(z,y,x)={self.shape}, spacing(z,y,x)=({sp}) mm, "
+                f"origin(x,y,z)=({org}) mm LPS)")

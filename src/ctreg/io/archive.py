@@ -12,19 +12,21 @@ import os
 import shutil
 import tarfile
 import time
+import types
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-
-try:  # ISA-L deflate: the same gzip format, about five times faster than zlib at level 1
-    from isal import isal_zlib as _deflate
-except ImportError:  # pragma: no cover - isal is a dependency, zlib the fallback
-    _deflate = zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import DicomSeriesError
 from .atomic import atomic_path
+
+_deflate: types.ModuleType
+try:  # ISA-L deflate: the same gzip format, about five times faster than zlib at level 1
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - isal is a dependency, zlib the fallback
+    _deflate = zlib
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
@@ -117,11 +119,11 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
                     budget(member.size, member.name)
                     target = dest.joinpath(*rel.parts)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(member)
-                    if src is None:  # pragma: no cover - isfile() members always have data
+                    member_file = tf.extractfile(member)
+                    if member_file is None:  # pragma: no cover - isfile() members have data
                         continue
-                    with src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    with member_file, open(target, "wb") as dst:
+                        shutil.copyfileobj(member_file, dst, 1 << 20)
         else:
             raise DicomSeriesError(
                 f"{path} is not a supported archive; accepted: {', '.join(ARCHIVE_SUFFIXES)}")
@@ -223,7 +225,8 @@ class GzipStreamWriter(io.RawIOBase):
 
 
 def write_gzip(data, fh, *, compresslevel: int = GZIP_LEVEL, threads: int | None = None) -> int:
-    """Compress ``data`` (bytes-like) into the open binary file ``fh`` as gzip; return bytes written.
+    """Compress ``data`` (bytes-like) into the open binary file ``fh`` as gzip; return the
+    number of bytes written.
 
     Compression uses ISA-L (package ``isal``) when installed, else zlib.  The data is cut into
     blocks of :data:`GZIP_BLOCK` bytes compressed in parallel threads

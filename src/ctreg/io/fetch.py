@@ -17,7 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Lock
-from typing import Sequence
+from typing import Sequence, cast
 
 from ..errors import DicomSeriesError
 
@@ -77,7 +77,7 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
         a missing local file, or the size cap.  Partial files are removed.
     """
     if isinstance(urls, (str, bytes)):
-        urls = [urls]  # type: ignore[list-item]
+        urls = [urls]
     urls = list(urls)
     if not urls:
         raise DownloadError("no URLs given; accepted: a non-empty list of URLs", url="")
@@ -163,5 +163,5 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
             except BaseException as exc:  # keep the first real error, let the others finish
                 error = error or exc
     if error is not None or stopped is not None:
-        raise error or stopped
+        raise cast(BaseException, error or stopped)
     return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -26,7 +27,7 @@ def smallest_integer_dtype(values: np.ndarray) -> np.dtype:
 
 def _read_nifti_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))  # nibabel types it FileBasedImage: no sform, dataobj
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types
         raise CTRegError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
     sform, scode = img.get_sform(coded=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -59,7 +60,7 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     """
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))  # nibabel types it FileBasedImage: no sform, dataobj
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types
         raise CTRegError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc}); accepted: "
                          ".nii or .nii.gz files") from exc
@@ -217,7 +218,7 @@ def read_displacement_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.nda
     :class:`~ctreg.GeometryError` when the file is not a 3-component vector field.
     """
     path = Path(path)
-    img = nib.load(str(path))
+    img: Any = nib.load(str(path))
     shape = img.shape
     if len(shape) != 5 or shape[3] != 1 or shape[4] != 3:
         raise GeometryError(f"{path}: shape {shape}; a displacement field is (x, y, z, 1, 3)")

@@ -53,7 +53,8 @@ def bspline_to_dense(coeffs, spacing_vox, out_shape) -> np.ndarray:
     shp = ck.ints3("out_shape", out_shape, minimum=1)
     need = bspline_grid_shape(shp, t)
     if any(c < g for c, g in zip(coeffs.shape[:3], need)):
-        raise ValueError(f"coeffs grid {coeffs.shape[:3]} is smaller than bspline_grid_shape({shp}, {t}) = {need}")
+        raise ValueError(f"coeffs grid {coeffs.shape[:3]} is smaller than "
+                         f"bspline_grid_shape({shp}, {t}) = {need}")
     return _native.bspline_to_dense(coeffs, list(t), list(shp))
 
 

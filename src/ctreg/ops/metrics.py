@@ -1,4 +1,5 @@
-"""Similarity metrics with their gradients and demons forces (C++: cpp/include/ctreg/metrics.hpp).
+"""Similarity metrics with their gradients and demons forces
+(C++: cpp/include/ctreg/metrics.hpp).
 """
 from __future__ import annotations
 

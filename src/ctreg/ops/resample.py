@@ -193,8 +193,8 @@ def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.
     (whose index 0 is at mm 0) and takes the trilinear value of ``field`` there, the position
     clamped to the input grid (so beyond it the border value continues, as ``np.pad(mode=
     "edge")``).  Components are copied unchanged (they are mm).  C++ (ctreg/warp.hpp): the
-    field's x line is interpolated once per output row, then only along x.  Downsampling does not smooth:
-    the caller smooths first to avoid aliasing.
+    field's x line is interpolated once per output row, then only along x.  Downsampling does
+    not smooth: the caller smooths first to avoid aliasing.
 
     Parameters
     ----------

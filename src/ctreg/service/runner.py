@@ -18,7 +18,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from .codes import ErrorCode
 
@@ -45,7 +45,8 @@ class ProcessRunner:
     def __init__(self, workers: int = 1, *, start_method: str | None = None):
         methods = multiprocessing.get_all_start_methods()
         method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
-        self._ctx = multiprocessing.get_context(method)
+        # typeshed gives a str method BaseContext, which lacks Process
+        self._ctx: Any = multiprocessing.get_context(method)
         if method == "forkserver":
             # modules imported once in the fork server, inherited by every job's process
             self._ctx.set_forkserver_preload(["ctreg.service.worker", "ctreg.io.dicom",
@@ -192,7 +193,8 @@ class DaskRunner:
         self.client.close()
 
 
-def make_runner(*, workers: int | None, dask_scheduler: str | None, start_method: str | None = None):
+def make_runner(*, workers: int | None, dask_scheduler: str | None,
+                start_method: str | None = None) -> ProcessRunner | DaskRunner:
     """The runner the options ask for."""
     if dask_scheduler:
         return DaskRunner(dask_scheduler, workers)

@@ -1,7 +1,8 @@
 """The HTTP server: the RunCTRegistration / GetAsyncJobResult API, result downloads, the
 dispatcher that feeds the runner, and the housekeeping that expires old results.
 
-Standard library only (``http.server.ThreadingHTTPServer``).  Layout of the data folder::
+Standard library only (``http.server.ThreadingHTTPServer``; the request handler is in
+:mod:`ctreg.service.handler`).  Layout of the data folder::
 
     jobs.sqlite3          the job store (WAL)
     server.lock           one server per folder (holds the pid)
@@ -12,6 +13,7 @@ Standard library only (``http.server.ThreadingHTTPServer``).  Layout of the data
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,16 +24,16 @@ import time
 import urllib.parse
 import uuid
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any, Callable, cast
 
 from ..errors import CTRegError
 from ..io.atomic import atomic_path
 from .codes import ErrorCode, Status
-from .params import _LIST_KEY, ApiError, _invalid, _required, _url_list, parse_params
+from .handler import SERVED_FILES, _Handler, _HTTPServer
+from .params import _LIST_KEY, ApiError, _invalid, _required, _url_list
 from .options import ServiceOptions
-from .runner import make_runner
+from .runner import DaskRunner, ProcessRunner, make_runner
 from .store import Job, JobStore
 from .worker import job_fn_name
 
@@ -39,117 +41,8 @@ __all__ = ["Server", "ApiError", "SERVED_FILES"]
 
 log = logging.getLogger("ctreg.service")
 
-#: files of a finished job that can be downloaded (name in the job folder -> content type).
-SERVED_FILES = {
-    "registered.nii.gz": "application/gzip",
-    "registered.tar.gz": "application/gzip",
-    "displacement.nii.gz": "application/gzip",
-    "report.json": "application/json",
-}
-_MAX_BODY_BYTES = 8 * 1024 * 1024
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_HOST_HEADER = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _TOMBSTONE_S = 7 * 24 * 3600.0
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    app: "Server"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    server_version = "ctreg-service"
-    timeout = 60  # seconds a client may take to send its request
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._dispatch(None)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._dispatch(None, head=True)
-
-    def do_POST(self) -> None:  # noqa: N802
-        length_text = self.headers.get("Content-Length")
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        try:
-            if ctype not in ("", "application/x-www-form-urlencoded"):
-                raise _invalid(f"Content-Type {ctype!r} is not supported; accepted: "
-                               "application/x-www-form-urlencoded (or parameters in the query)")
-            if length_text is None or not length_text.isdigit():
-                raise ApiError(HTTPStatus.LENGTH_REQUIRED, ErrorCode.INVALID_PARAMETER,
-                               "a POST needs a Content-Length header")
-            length = int(length_text)
-            if length > _MAX_BODY_BYTES:
-                raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, ErrorCode.INVALID_PARAMETER,
-                               f"the request body is {length} bytes; accepted: at most "
-                               f"{_MAX_BODY_BYTES}")
-            body = self.rfile.read(length)
-        except ApiError as exc:
-            self.close_connection = True
-            self._send_json(exc.status, self.server.app.error_body(exc))
-            return
-        self._dispatch(body)
-
-    def _dispatch(self, body: bytes | None, *, head: bool = False) -> None:
-        app = self.server.app
-        parts = urllib.parse.urlsplit(self.path)
-        try:
-            if parts.path.startswith("/results/"):
-                self._send_result(parts.path, head=head)
-                return
-            if parts.path not in ("", "/"):
-                raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND,
-                               f"no such path {parts.path!r}; the API answers at / and results at "
-                               "the URLs that GetAsyncJobResult gives")
-            status, payload = app.handle_api(parse_params(parts.query, body), self._base_url())
-        except ApiError as exc:
-            status, payload = exc.status, app.error_body(exc)
-        except Exception:  # a bug: answer 500, keep serving
-            log.exception("request %s failed", self.path)
-            status, payload = 500, app.error_body(ApiError(500, ErrorCode.INTERNAL,
-                                                           "internal error; see the server log"))
-        self._send_json(status, payload, head=head)
-
-    def _base_url(self) -> str:
-        app = self.server.app
-        if app.options.public_url:
-            return app.options.public_url.rstrip("/")
-        host = (self.headers.get("Host") or "").strip()
-        if host and _HOST_HEADER.match(host):
-            return f"http://{host}"
-        return app.url
-
-    def _send_json(self, status: int, payload: dict, *, head: bool = False) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(int(status))
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(data)
-
-    def _send_result(self, path: str, *, head: bool) -> None:
-        app = self.server.app
-        file_path, name = app.result_file(path)
-        try:
-            fh = open(file_path, "rb")
-        except OSError:  # e.g. a job function that wrote no report.json, or expiring right now
-            raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND,
-                           f"job result {name} is not available") from None
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", SERVED_FILES[name])
-            self.send_header("Content-Length", str(size))
-            self.send_header("Content-Disposition", f'attachment; filename="{name}"')
-            self.end_headers()
-            if not head:
-                shutil.copyfileobj(fh, self.wfile, 1 << 20)
 
 
 class Server:
@@ -173,10 +66,10 @@ class Server:
         self.results_dir = self.data_dir / "results"
         self.work_dir = self.data_dir / "work"
         self.store: JobStore | None = None
-        self.runner = None
+        self.runner: ProcessRunner | DaskRunner | None = None
         self._http: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
-        self._lock_fh = None
+        self._lock_fh: IO[str] | None = None
         self._running: dict[str, int] = {}  # job id -> attempt now running
         self._running_lock = threading.Lock()
         self._wake = threading.Event()
@@ -186,11 +79,25 @@ class Server:
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
+    def _jobs(self) -> JobStore:
+        """The job table (opened by :meth:`start`)."""
+        if self.store is None:
+            raise CTRegError("the server is not started")
+        return self.store
+
+    @property
+    def _workers(self) -> ProcessRunner | DaskRunner:
+        """The runner (made by :meth:`start`)."""
+        if self.runner is None:
+            raise CTRegError("the server is not started")
+        return self.runner
+
+    @property
     def url(self) -> str:
         """``http://host:port`` the server listens on (the real port when 0 was asked)."""
         if self._http is None:
             raise CTRegError("the server is not started")
-        host, port = self._http.server_address[:2]
+        host, port = cast(tuple[str, int], self._http.server_address[:2])
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         if ":" in str(host):
@@ -247,12 +154,12 @@ class Server:
         self._http.server_close()
         for t in self._threads:
             t.join(30)
-        self.runner.shutdown()
+        self._workers.shutdown()
         with self._running_lock:
             running = dict(self._running)
             self._running.clear()
         for job_id, attempt in running.items():
-            if self.store.requeue(job_id, attempt):
+            if self._jobs.requeue(job_id, attempt):
                 log.info("job %s re-queued (server stopping)", job_id)
         with contextlib.suppress(OSError):
             (self.data_dir / "server.json").unlink()
@@ -266,7 +173,8 @@ class Server:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Start (if needed) and block until interrupted (Ctrl-C / SIGTERM via KeyboardInterrupt)."""
+        """Start (if needed) and block until interrupted (Ctrl-C, or SIGTERM via
+        KeyboardInterrupt)."""
         if not self._started:
             self.start()
         try:
@@ -281,7 +189,7 @@ class Server:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows: no advisory lock, trust the operator
-            fcntl = None
+            fcntl = None  # type: ignore[assignment]
         if fcntl is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -309,7 +217,7 @@ class Server:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         for folder in self.results_dir.iterdir():
-            job = self.store.get(folder.name)
+            job = self._jobs.get(folder.name)
             if job is None or job.expired_s is not None or job.status != Status.PROCESS_SUCCESS:
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -342,7 +250,7 @@ class Server:
         org_id = _required(params, "OrgId")
         org_name = _required(params, "OrgName")
         schemes = self._schemes()
-        kw = dict(schemes=schemes, max_urls=self.options.max_urls)
+        kw: dict[str, Any] = dict(schemes=schemes, max_urls=self.options.max_urls)
         reference = _url_list(params, "ReferenceList", "ReferenceURL", **kw)
         floating = _url_list(params, "FloatingList", "FloatingURL", **kw)
         for key in params:  # e.g. FloatingList.1.ReferenceURL, a typo that would be dropped
@@ -350,7 +258,7 @@ class Server:
             if key.startswith(("ReferenceList.", "FloatingList.")) and not m:
                 raise _invalid(f"parameter {key} is not recognised; accepted: "
                                "ReferenceList.N.ReferenceURL and FloatingList.N.FloatingURL")
-        job = self.store.create(org_id=org_id, org_name=org_name, reference_urls=reference,
+        job = self._jobs.create(org_id=org_id, org_name=org_name, reference_urls=reference,
                                 floating_urls=floating)
         log.info("job %s queued (%s: %d reference, %d floating files)", job.job_id, org_id,
                  len(reference), len(floating))
@@ -365,7 +273,7 @@ class Server:
         if not _JOB_ID.match(job_id):
             raise _invalid("parameter JobId is invalid; accepted: the RequestId that "
                            "RunCTRegistration answered")
-        job = self.store.get(job_id.upper())
+        job = self._jobs.get(job_id.upper())
         if job is None:
             raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.JOB_NOT_FOUND,
                            f"JobId {job_id} is not a job of this server (or its record was "
@@ -392,7 +300,7 @@ class Server:
         parts = url_path.split("/")
         if len(parts) != 4 or parts[0] != "" or parts[1] != "results" or not _JOB_ID.match(parts[2]):
             raise not_found
-        job = self.store.get(parts[2])
+        job = self._jobs.get(parts[2])
         if job is None or job.status != Status.PROCESS_SUCCESS:
             raise not_found
         if job.expired_s is not None:
@@ -421,9 +329,9 @@ class Server:
     def _dispatch(self) -> None:
         while not self._stopping.is_set():
             with self._running_lock:
-                if len(self._running) >= self.runner.capacity:
+                if len(self._running) >= self._workers.capacity:
                     return
-            job = self.store.claim_next()
+            job = self._jobs.claim_next()
             if job is None:
                 return
             with self._running_lock:
@@ -451,12 +359,12 @@ class Server:
                          "schemes": ("http", "https")},
             "max_frames": self.options.max_frames,
             # local jobs share the machine's cores; Dask workers have their own setting
-            "threads": (max(1, (os.cpu_count() or 1) // self.runner.capacity)
-                        if self.runner.kind == "process" else None),
+            "threads": (max(1, (os.cpu_count() or 1) // self._workers.capacity)
+                        if self._workers.kind == "process" else None),
         }
         log.info("job %s: attempt %d started", job.job_id, job.attempts)
-        self.runner.submit(spec, self.options.job_timeout_s,
-                           lambda outcome, job=job: self._on_done(job, outcome))
+        self._workers.submit(spec, self.options.job_timeout_s,
+                             functools.partial(self._on_done, job))
 
     def _on_done(self, job: Job, outcome: dict) -> None:
         """Record an attempt's outcome (called from a runner's watcher thread)."""
@@ -473,14 +381,14 @@ class Server:
                                                 f"({exc}); with Dask, workers must see the data "
                                                 "dir at the same path"}
                 else:
-                    if self.store.finish(job.job_id, attempt, Status.PROCESS_SUCCESS):
+                    if self._jobs.finish(job.job_id, attempt, Status.PROCESS_SUCCESS):
                         log.info("job %s: PROCESS_SUCCESS (%.1f s)", job.job_id,
                                  outcome.get("seconds", float("nan")))
                     else:  # the job moved on meanwhile (re-queued); drop this attempt's result
                         shutil.rmtree(final, ignore_errors=True)
             if not outcome.get("ok"):
                 status = Status.TIMEOUT_FAILED if outcome.get("timed_out") else Status.PROCESS_FAILED
-                self.store.finish(job.job_id, attempt, status, error_code=outcome.get("error_code"),
+                self._jobs.finish(job.job_id, attempt, status, error_code=outcome.get("error_code"),
                                   error_message=outcome.get("error_message"))
                 log.info("job %s: %s %s: %s", job.job_id, status, outcome.get("error_code"),
                          outcome.get("error_message"))
@@ -501,7 +409,7 @@ class Server:
         if not force and now - self._last_housekeeping < interval:
             return
         self._last_housekeeping = now
-        for job_id in self.store.mark_expired(now - self.options.result_ttl_s, now_s=now):
+        for job_id in self._jobs.mark_expired(now - self.options.result_ttl_s, now_s=now):
             shutil.rmtree(self.results_dir / job_id, ignore_errors=True)
             log.info("job %s: results expired and removed", job_id)
-        self.store.purge_expired(now - _TOMBSTONE_S)
+        self._jobs.purge_expired(now - _TOMBSTONE_S)

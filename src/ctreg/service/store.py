@@ -13,6 +13,7 @@ are removed by the server) so that ``GetAsyncJobResult`` can still say what happ
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import secrets
@@ -133,8 +134,8 @@ class JobStore:
         now = time.time() if now_s is None else now_s
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, status, org_id, org_name, request_json, token, created_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job_id, status, org_id, org_name, request_json, token, "
+                "created_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, Status.QUEUING, org_id, org_name, json.dumps(request),
                  secrets.token_urlsafe(18), now))
         job = self.get(job_id)
@@ -201,7 +202,7 @@ class JobStore:
             return cur.rowcount == 1
 
     def recover_interrupted(self, max_attempts: int, now_s: float | None = None
-                            ) -> tuple[list[str], list[str]]:
+                            ) -> tuple[builtins.list[str], builtins.list[str]]:
         """After a crash: re-queue PROCESSING jobs with attempts left; fail the others.
 
         Returns (re-queued ids, failed ids).
@@ -227,7 +228,8 @@ class JobStore:
                     failed.append(row["job_id"])
         return requeued, failed
 
-    def mark_expired(self, older_than_s: float, now_s: float | None = None) -> list[str]:
+    def mark_expired(self, older_than_s: float, now_s: float | None = None
+                     ) -> builtins.list[str]:
         """Mark finished jobs whose ``finished_s`` is before ``older_than_s`` as expired;
         return their ids (the caller removes their files)."""
         now = time.time() if now_s is None else now_s

@@ -98,8 +98,9 @@ def execute_job(spec: dict) -> dict:
         except Exception as exc:
             item = "ReferenceURL" if key == "reference" else "FloatingURL"
             where = label
-            if getattr(exc, "url", None) in urls:
-                where = f"{label}.{list(urls).index(exc.url) + 1}.{item}"
+            url = getattr(exc, "url", None)
+            if url in urls:
+                where = f"{label}.{list(urls).index(url) + 1}.{item}"
             return _fail(classify_error(exc, "download"), f"{where}: {exc}")
         try:
             volumes[key] = read_dicom_series(work / key)

@@ -40,8 +40,8 @@ from __future__ import annotations
 # working): rules (constants, DicomRuleError), sources (folders, archives, URLs), headers
 # (per-file parsing, series grouping), geometry (validation, sorting, affine), pixels (decoding
 # to HU), read (the public readers), write (write_dicom_series).
-from .read import (_read_series_files, describe_volume, inspect_dicom,  # noqa: F401
-                   list_series, read_dicom_series)
+from .read import _read_series_files  # noqa: F401 (re-exported; one name a line for ruff format)
+from .read import describe_volume, inspect_dicom, list_series, read_dicom_series
 from .rules import (AIR_HU, AXIAL_TOLERANCE_DEG, CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE,
                     INPLANE_DRIFT_TOLERANCE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, MAX_FRAMES,
                     MIN_FRAMES, PADDING_HU, SLICE_POSITION_TOLERANCE, DicomRuleError)

@@ -14,7 +14,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from ..._version import __version__
 from ...volume import Volume
@@ -153,7 +153,7 @@ def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tup
         plane = np.rint((arr[k] - intercept) / slope) if slope != 1.0 or intercept != 0.0 \
             else np.rint(arr[k])
         plane = np.clip(plane, -32768, 32767).astype("<i2")
-        if has_pad:
+        if has_pad and valid is not None:  # has_pad implies a mask
             plane[~valid[k]] = pad_stored
         data = encoder.encode(generate_uid(), k + 1, [_ds_fmt(v) for v in ipp],
                               _ds_fmt(float(ipp @ normal)), plane.tobytes())
@@ -194,7 +194,7 @@ class _SliceEncoder:
         write_data_element(fp, elem, self.encodings)
         return fp.getvalue()
 
-    def encode(self, sop_uid: str, instance: int, ipp: list[str], slice_location: str,
+    def encode(self, sop_uid: UID, instance: int, ipp: list[str], slice_location: str,
                pixels: bytes) -> bytes:
         per = Dataset()
         per.SOPInstanceUID = sop_uid

@@ -1,0 +1,59 @@
+"""Lung images: the deformable stages compare the two scans' lungs, not their surroundings.
+
+Between two breaths the lungs slide along the chest wall and the diaphragm moves 20-50 mm,
+while ribs, muscle and the mediastinum move differently (or hardly at all).  With the lung
+focus alone (``ctreg.lung_focus``) the metric still sees the chest wall inside the focus band
+and the lung border competes with the wall's motion.  With lung images each scan is replaced,
+for the deformable stages only, by its lungs: HU inside the scan's own lung mask, a constant
+``outside_hu`` (soft tissue) elsewhere.  The lung border then becomes one strong, unambiguous
+edge that the whole-lung NCC of the coarse B-spline level follows over large motion (as on
+EMPIRE10's lung-only images), the vessels inside stay for the finer levels, and nothing
+outside the lungs pulls the field.
+
+The floating lungs come from ``register(floating_lungs=...)`` or ``ctreg.lungs.segment_lungs``;
+when either scan has no usable lung mask, the deformable stages use the plain images and the
+report says why (``report["lungs"]["images"]``).  The affine stage always uses the plain
+images; the final warped scan is always resampled from the floating scan's original HU.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .volume import Volume
+
+__all__ = ["floating_lungs", "lung_only"]
+
+log = logging.getLogger("ctreg")
+
+
+def floating_lungs(floating: Volume, user_mask: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
+    """(floating lung mask or None; report entry).  ``user_mask`` must be on the floating grid
+    (checked by the caller)."""
+    if user_mask is not None:
+        if not user_mask.any():
+            from .lungs import LungMaskError
+
+            raise LungMaskError("floating_lungs holds no voxel", "lung_mask_empty")
+        return user_mask, {"floating_source": "user"}
+    from .lungs import LungMaskError, segment_lungs
+
+    try:
+        seg = segment_lungs(floating, min_ml=100.0)
+    except LungMaskError as exc:
+        log.warning("lung images off: floating scan: %s [%s]; the deformable stages use the "
+                    "plain images", exc, exc.code)
+        return None, {"floating_source": "automatic", "reason": exc.code, "message": str(exc)}
+    voxel_ml = float(np.prod(floating.spacing)) / 1000.0
+    return seg.mask, {"floating_source": "automatic",
+                      "floating_lung_ml": round(float(np.count_nonzero(seg.mask)) * voxel_ml, 1)}
+
+
+def lung_only(volume: Volume, lungs: np.ndarray, outside_hu: float) -> Volume:
+    """The preprocessed ``volume`` with ``outside_hu`` outside ``lungs`` (same grid, same
+    validity: where the scanner wrote no data stays invalid)."""
+    if lungs.shape != volume.shape:
+        raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
+    arr = np.where(lungs, volume.array, np.float32(outside_hu)).astype(np.float32, copy=False)
+    return volume.with_array(arr)
