@@ -167,7 +167,7 @@ def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_
                           lncc_radius_mm=opts.ffd.lncc_radius_mm,
                           bending_weight=opts.ffd.bending_weight, tolerance=opts.ffd.tolerance)
     reports = []
-    u = None
+    u: np.ndarray | None = None
     prev: Level | None = None
     for li, mm in enumerate(so.levels_mm):
         lv = level_fn(mm)
@@ -182,12 +182,14 @@ def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_
                 info["reason"] = "sliding_no_outside_contrast"
                 return u_in, info, []
         lv = outside_level(lv, ind_l, so.erode_mm)
-        u0 = None if u is None else ops.resample_field(u, tuple(prev.spacing), lv.shape,
-                                                       tuple(lv.spacing))
+        u0: np.ndarray | None = None
+        if u is not None and prev is not None:
+            u0 = ops.resample_field(u, tuple(prev.spacing), lv.shape, tuple(lv.spacing))
         u, rep = run_ffd_level(lv, transform, u0, ffd_opts, li)
         rep.stage = "sliding"
         reports.append(rep)
         prev = lv
+    assert u is not None and prev is not None  # SlidingOptions has at least one level
     sp = tuple(float(s) for s in u_level.spacing)
     u_out = ops.resample_field(u, tuple(prev.spacing), u_level.shape, sp)
     u_factors = np.rint(np.asarray(u_level.spacing) / np.asarray(crop_spacing)).astype(int)
