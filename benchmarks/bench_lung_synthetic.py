@@ -6,7 +6,11 @@ SimpleITK's recipe (the one of bench_empire10.py), in one run.  Not a test.
     python benchmarks/bench_lung_synthetic.py --pairs cip-ct64:0,cip-ct64:1 --presets fast,default
 
 Per pair and method: TRE mean / p95 / max (mm) on the pair's exact landmarks (bright vessel
-points inside the lungs), registration wall time.  The data come from ../shared/data
+points inside the lungs), the same on points outside the lungs (``LungPair.outside_points``: random
+reference body voxels 5-40 mm outside the lung boundary whose exact floating position lies
+inside the floating grid: chest wall, mediastinum, upper abdomen), registration wall time and
+folding.  ``--sliding`` adds a row per preset with ``sliding=True`` (``ctreg.sliding``);
+``--options JSON`` overrides fields for every ctreg row.  The data come from ../shared/data
 (``CTREG_SHARED_DATA``); pairs whose scan is absent are skipped.
 """
 from __future__ import annotations
@@ -41,6 +45,9 @@ def main(argv=None) -> int:
                     help="finest demons level of the SimpleITK recipe (default 1: full resolution)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sliding", action="store_true", help="also run each preset with sliding=True")
+    ap.add_argument("--options", default=None, metavar="JSON",
+                    help='overrides for ctreg.register, e.g. \'{"sliding": {"band_mm": 4}}\'')
     args = ap.parse_args(argv)
     for v in ("OMP_NUM_THREADS", "CTREG_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         os.environ.setdefault(v, str(args.threads))
@@ -66,26 +73,49 @@ def main(argv=None) -> int:
               f"diaphragm {pair.info['diaphragm_mm']:.1f} mm, "
               f"made in {time.perf_counter() - t0:.1f} s", flush=True)
         p, q = pair.landmarks_ref, pair.landmarks_flt
-        rows.append({"pair": item, "method": "unregistered", **tre(p, q), "seconds": None})
+        po, qo = pair.outside_points(seed=int(seed))
+        print(f"  {po.shape[0]} outside points (5-40 mm outside the lungs)", flush=True)
+        first = len(rows)
+
+        def row(method, fn, secs, fold=None, item=item, p=p, q=q, po=po, qo=qo):
+            out = {"pair": item, "method": method, **tre(fn(p), q), "seconds": secs, "fold": fold}
+            out.update({f"out_{k}": v for k, v in tre(fn(po), qo).items()})
+            return out
+
+        row_id = lambda x: x  # noqa: E731
+        rows.append(row("unregistered", row_id, None))
+        overrides = json.loads(args.options) if args.options else {}
         for preset in args.presets.split(","):
-            t0 = time.perf_counter()
-            res = ctreg.register(pair.reference, pair.floating, preset=preset)
-            secs = time.perf_counter() - t0
-            rows.append({"pair": item, "method": f"ctreg {preset}", **tre(res.transform_points(p), q),
-                         "seconds": secs, "fold": int(np.count_nonzero(res.jacobian_determinant() <= 0))})
+            for sliding in ((False, True) if args.sliding else (None,)):
+                kw = dict(overrides)
+                if sliding:
+                    kw["sliding"] = True
+                t0 = time.perf_counter()
+                res = ctreg.register(pair.reference, pair.floating, preset=preset, **kw)
+                secs = time.perf_counter() - t0
+                name = f"ctreg {preset}" + (" sliding" if sliding else "")
+                rows.append(row(name, res.transform_points, secs,
+                                int(np.count_nonzero(res.jacobian_determinant() <= 0))))
+                rows[-1]["sliding"] = res.report.get("sliding")
+                rows[-1]["seconds_phases"] = {k: round(v, 2) for k, v in res.report["seconds"].items()}
         if not args.no_sitk:
             disp, secs, _ = run_sitk(pair, args.threads, args.sitk_finest_shrink, fill_hu=-1000.0)
-            rows.append({"pair": item, "method": "SimpleITK", **tre(field_transform_points(pair.reference, disp)(p), q),
-                         "seconds": secs})
-        for r in rows[-(len(args.presets.split(",")) + 1 + (0 if args.no_sitk else 1)):]:
-            print(f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} "
-                  f"max {r['max']:.2f} mm"
-                  + ("" if r["seconds"] is None else f", {r['seconds']:.1f} s"), flush=True)
-    print("\n| pair | method | TRE mean mm | p95 | max | seconds |")
-    print("|---|---|---|---|---|---|")
+            rows.append(row("SimpleITK", field_transform_points(pair.reference, disp), secs))
+        for r in rows[first:]:
+            print(f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} max {r['max']:.2f} mm; "
+                  f"outside mean {r['out_mean']:.2f} p95 {r['out_p95']:.2f} max {r['out_max']:.2f} mm"
+                  + ("" if r["seconds"] is None else f", {r['seconds']:.1f} s")
+                  + ("" if r.get("fold") is None else f", Jac<=0 {r['fold']}")
+                  + ("" if not r.get("sliding") else f", sliding {r['sliding'].get('reason')}"), flush=True)
+            if r.get("seconds_phases"):
+                print(f"    phases {r['seconds_phases']}", flush=True)
+    print("\n| pair | method | TRE mean mm | p95 | max | outside mean | p95 | max | seconds | Jac<=0 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['pair']} | {r['method']} | {r['mean']:.2f} | {r['p95']:.2f} | {r['max']:.2f} | "
-              f"{'' if r['seconds'] is None else format(r['seconds'], '.1f')} |")
+              f"{r['out_mean']:.2f} | {r['out_p95']:.2f} | {r['out_max']:.2f} | "
+              f"{'' if r['seconds'] is None else format(r['seconds'], '.1f')} | "
+              f"{'' if r.get('fold') is None else r['fold']} |")
     if args.json:
         tmp = Path(args.json).with_suffix(".tmp")
         tmp.write_text(json.dumps(rows, indent=1))

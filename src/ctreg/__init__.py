@@ -24,6 +24,7 @@ _LAZY = {
     "AffineOptions": "options",
     "DemonsOptions": "options",
     "FFDOptions": "options",
+    "SlidingOptions": "options",
     "RegistrationOptions": "options",
     "options_for": "options",
     "register": "pipeline",
@@ -36,7 +37,8 @@ _LAZY = {
 _SUBMODULES = frozenset({
     "affine", "cli", "client", "datasets", "demons", "discrete", "evaluation", "ffd", "fullres",
     "io", "level", "lungs", "masks", "metrics", "mind", "ops", "options", "pipeline", "pyramid",
-    "result", "result_io", "samples", "service", "synthetic", "synthetic_lung", "transforms", "volume"})
+    "result", "result_io", "samples", "service", "sliding", "synthetic", "synthetic_lung", "transforms",
+    "volume"})
 
 
 def __getattr__(name: str):
@@ -76,6 +78,7 @@ __all__ = [
     "AffineOptions",
     "FFDOptions",
     "DemonsOptions",
+    "SlidingOptions",
     "options_for",
     "get_num_threads",
     "set_num_threads",

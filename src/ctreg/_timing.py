@@ -24,8 +24,10 @@ from typing import Iterator
 __all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "record", "snapshot",
            "format_profile"]
 
-#: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage).
-PHASES = ("read", "masks", "affine", "discrete", "bspline", "demons", "resample", "write")
+#: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage,
+#: ``lung_shape`` the B-spline on the two lung masks).
+PHASES = ("read", "masks", "affine", "discrete", "lung_shape", "bspline", "demons", "sliding", "resample",
+          "write")
 
 _MIB = 1024.0 * 1024.0
 

@@ -13,8 +13,8 @@ from ._checks import known_fields
 from .errors import OptionError, unknown_names
 from .metrics import METRICS
 
-__all__ = ["AffineOptions", "DiscreteOptions", "FFDOptions", "DemonsOptions", "RegistrationOptions", "PRESETS",
-           "options_for"]
+__all__ = ["AffineOptions", "DiscreteOptions", "FFDOptions", "DemonsOptions", "SlidingOptions",
+           "RegistrationOptions", "PRESETS", "options_for"]
 
 
 def _fail(cls, name, value, accepted):
@@ -216,6 +216,38 @@ class DemonsOptions:
 
 @known_fields
 @dataclass(frozen=True, kw_only=True)
+class SlidingOptions:
+    """Sliding at the pleura (``ctreg.sliding``): after the lung-focused stages, a coarse
+    B-spline field fitted outside the lungs (``metric`` on the body minus the reference lungs
+    eroded by ``erode_mm``, from the affine) replaces the smooth extension there; the two maps
+    meet across the reference lung boundary within ``band_mm`` (a log-domain join, fold-free
+    by construction up to discretisation).  A join that folds is retried with a doubled band,
+    else dropped, and ``report["sliding"]`` says so.  ``register(sliding=True)`` turns it on
+    with these defaults; it implies the lung focus (the inside field).
+    """
+
+    enabled: bool = False
+    levels_mm: tuple = (6.0, 4.0)
+    control_spacing_mm: tuple = (40.0, 20.0)
+    iterations: tuple = (20, 10)
+    metric: str = "lncc"
+    erode_mm: float = 3.0
+    band_mm: float = 6.0
+
+    def __post_init__(self):
+        if not isinstance(self.enabled, bool):
+            _fail(type(self).__name__, "enabled", self.enabled, "True or False")
+        _positive_tuple(self, "levels_mm")
+        _positive_tuple(self, "control_spacing_mm")
+        _positive_tuple(self, "iterations", integer=True)
+        _same_length(self, "levels_mm", "control_spacing_mm", "iterations")
+        _metric(self, "metric")
+        _positive(self, "erode_mm", allow_zero=True)
+        _positive(self, "band_mm")
+
+
+@known_fields
+@dataclass(frozen=True, kw_only=True)
 class RegistrationOptions:
     """Everything register() does.
 
@@ -232,12 +264,15 @@ class RegistrationOptions:
     floating lungs (``register(floating_lungs=...)`` or automatic), else plain (reported).
     lung_shape: a B-spline stage before ``ffd`` that aligns the two scans' lung masks (their
     outlines: the diaphragm, the pleura), ``ctreg.lung_images``; needs both lung masks.
+    sliding: a separate field outside the lungs (``SlidingOptions``; True / False for its
+    defaults on / off).
     """
 
     affine: AffineOptions = field(default_factory=AffineOptions)
     discrete: DiscreteOptions = field(default_factory=DiscreteOptions)
     ffd: FFDOptions = field(default_factory=FFDOptions)
     demons: DemonsOptions = field(default_factory=DemonsOptions)
+    sliding: SlidingOptions = field(default_factory=SlidingOptions)
     clip_hu: tuple = (-1000.0, 400.0)
     fill_hu: float = -1024.0
     crop_margin_mm: float = 10.0
@@ -251,9 +286,11 @@ class RegistrationOptions:
         iterations=(20, 15, 10, 10), metric="ncc", first_level_metric=None, bending_weight=3.0))
 
     def __post_init__(self):
+        if isinstance(self.sliding, bool):
+            object.__setattr__(self, "sliding", SlidingOptions(enabled=self.sliding))
         for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
                           ("ffd", FFDOptions), ("demons", DemonsOptions),
-                          ("lung_shape", FFDOptions)):
+                          ("lung_shape", FFDOptions), ("sliding", SlidingOptions)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls(**value))

@@ -32,6 +32,7 @@ from .masks import body_mask
 from .options import RegistrationOptions, options_for
 from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
+from .sliding import sliding_stage
 from .transforms import N_AFFINE, AffineTransform, ReferenceFrame
 from .volume import Volume
 
@@ -186,7 +187,7 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     focus = None
     lung_report: dict = {"used": False, "reason": "lung_focus off"}
     lungs_c = None
-    if reference_lungs is not None or opts.lung_focus:
+    if reference_lungs is not None or opts.lung_focus or opts.sliding.enabled:
         if reference_lungs is not None:
             lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
                                                            "reference_lungs")[box])
@@ -344,6 +345,16 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             u_level = v_level
     timer.add("demons", time.perf_counter() - t0)
 
+    # -- sliding: a separate field outside the lungs (ctreg.sliding) -------------------------
+    t0 = time.perf_counter()
+    sliding_report = None
+    u_inside = u
+    if opts.sliding.enabled:
+        u, sliding_report, reps = sliding_stage(level, transform, u, u_level, lungs_c,
+                                                ref_c.spacing, opts)
+        levels_report += reps
+    timer.add("sliding", time.perf_counter() - t0)
+
     # -- full resolution ---------------------------------------------------------------------
     t0 = time.perf_counter()
     log.info("resampling the floating scan on the reference grid")
@@ -358,6 +369,15 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         ref, flt, frame, transform, u,
         None if u is None or u_level is None else tuple(u_level.spacing), box,
         sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+    if sliding_report is not None and sliding_report.get("used") and not float(jac.min()) > 0:
+        # the join folds at full resolution: redo this step with the lung-focused field
+        log.warning("sliding: Jacobian <= 0 at full resolution; keeping the lung-focused field "
+                    "[sliding_folded_full_resolution]")
+        sliding_report.update(used=False, reason="sliding_folded_full_resolution")
+        warped, displacement, jac = full_resolution(
+            ref, flt, frame, transform, u_inside,
+            None if u_inside is None or u_level is None else tuple(u_level.spacing), box, sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+    u_inside = None
     timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
@@ -373,6 +393,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
         "lungs": lung_report,
+        "sliding": sliding_report if sliding_report is not None else {"used": False,
+                                                                      "reason": "sliding off"},
         "memory": timer.memory_report(),
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),

@@ -140,6 +140,28 @@ class LungPair:
         """Reference -> floating (the direction of ``RegistrationResult.transform_points``)."""
         return self.motion.inverse(np.asarray(points, float).reshape(-1, 3))
 
+    def outside_points(self, n: int = 500, *, near_mm: float = 5.0, far_mm: float = 40.0,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(reference points, exact floating points) outside the lungs, for the TRE of the
+        chest wall, mediastinum and upper abdomen: up to ``n`` random reference body voxels
+        (``ctreg.masks.body_mask``) ``near_mm``-``far_mm`` outside the reference lungs, kept
+        where the exact inverse converged (residual <= 0.01 mm: the slab under the dome that
+        the floating scan does not show has none) at least a voxel inside the floating grid."""
+        from .masks import body_mask
+
+        ref = self.reference
+        d = ndi.distance_transform_edt(~self.reference_lungs, sampling=ref.spacing)
+        cand = np.argwhere(body_mask(ref) & (d >= near_mm) & (d <= far_mm))
+        rng = np.random.default_rng(seed)
+        cand = cand[rng.choice(cand.shape[0], min(cand.shape[0], 4 * n), replace=False)]
+        p = ref.index_to_world(cand.astype(float))
+        q = self.true_transform_points(p)
+        resid = np.linalg.norm(self.motion.forward(q) - p, axis=1)
+        gi = self.floating.world_to_index(q)
+        inside = np.all((gi >= 1) & (gi <= np.asarray(self.floating.shape) - 2), axis=1)
+        keep = np.flatnonzero(inside & (resid <= 0.01))[:n]
+        return p[keep], q[keep]
+
 
 def _floating_grid(ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: float,
                    slice_mm: float | None) -> Volume:
