@@ -14,6 +14,7 @@ argument checks are shared with the rest of the package (``ctreg._checks``):
 ``runtime``         thread count, BLAS threads, gc pause, malloc thresholds, kernel preloading
 ``resample``        resampling through affine maps / displacement fields, affine moments
 ``smoothing``       image gradient, Gaussian smoothing
+``prep``            smoothing on a subsampling lattice, clip with no-data fill (pyramid levels)
 ``bspline``         cubic B-spline FFD evaluation, adjoint, bending energy
 ``metrics``         SSD, NCC, LNCC, Mattes MI with gradients; demons forces
 ``fields``          field composition, exponential, Jacobian, inversion, affine maps of fields
@@ -31,6 +32,7 @@ from .resample import (AFFINE_MOMENTS, affine_moments, resample_affine, resample
 from .runtime import (MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES, gc_paused, get_num_threads,
                       keep_freed_memory, preload_kernels, serial_blas, set_num_threads,
                       thread_limit)
+from .prep import clip_fill, smooth_subsample
 from .smoothing import gradient, smooth
 
 __all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused", "keep_freed_memory",
@@ -39,4 +41,5 @@ __all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", 
            "bspline_to_dense", "bspline_adjoint", "bending_energy", "ssd", "ncc", "lncc",
            "mattes_mi", "compose_fields", "demons_forces", "exp_field", "invert_field",
            "jacobian_determinant", "resample_field", "jacobian_statistics", "affine_field",
-           "AFFINE_MOMENTS", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES"]
+           "AFFINE_MOMENTS", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "smooth_subsample",
+           "clip_fill"]
