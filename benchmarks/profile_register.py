@@ -86,7 +86,17 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, default=None, help="write the outputs (npz) here")
     ap.add_argument("--compare", type=Path, default=None, help="max abs difference against a --save file")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep-freed", action="store_true", help="ops.keep_freed_memory() first (as the CLI does for small scans)")
+    ap.add_argument("--thp-off", action="store_true", help="no transparent huge pages for this process (prctl)")
     args = ap.parse_args(argv)
+    if args.thp_off:
+        from ctreg.ops import no_huge_pages
+
+        no_huge_pages()
+    if args.keep_freed:
+        from ctreg.ops import keep_freed_memory
+
+        keep_freed_memory()
     ref, flt = get_pair(args.case, args.cache)
     import ctreg
     from ctreg._timing import format_profile, peak_rss_mib

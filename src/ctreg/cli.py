@@ -86,7 +86,7 @@ def _run_register(args) -> int:
     from . import _timing
     from .io import read_volume
     from .io.atomic import atomic_dir
-    from .ops import keep_freed_memory, set_num_threads
+    from .ops import keep_freed_memory, no_huge_pages, set_num_threads
     from .pipeline import KEEP_FREED_MEMORY_MAX_VOXELS, register
 
     if args.output is None and args.save_result is None:
@@ -101,6 +101,7 @@ def _run_register(args) -> int:
             raise CTRegError(f"--threads must be a positive integer, got {args.threads}")
         set_num_threads(args.threads)
     log = logging.getLogger("ctreg")
+    no_huge_pages()  # process-wide, no effect on values (ops.runtime): the CLI owns its process
     t0 = time.perf_counter()
     log.info("reading reference %s", args.reference)
     reference = read_volume(args.reference)

@@ -297,7 +297,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     log.info("resampling the floating scan on the reference grid")
     # the pyramid levels and preprocessed copies of both scans are no longer needed
     cache.clear()
-    ref_p = flt_p = ref_c = flt_body = None  # noqa: F841 (level() is not called again)
+    focused.clear()
+    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # noqa: F841 (level() is not called again)
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(

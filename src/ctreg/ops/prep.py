@@ -8,7 +8,7 @@ import numpy as np
 from .. import _native
 from .. import _checks as ck
 
-__all__ = ["smooth_subsample", "clip_fill"]
+__all__ = ["smooth_subsample", "clip_fill", "fullres_slab"]
 
 
 def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.ndarray:
@@ -70,3 +70,23 @@ def clip_fill(image, valid, lo: float, hi: float, fill: float) -> np.ndarray:
         if v.strides[2] != 1 or min(v.strides) < 0:
             v = np.ascontiguousarray(v)
     return _native.clip_fill_view(image, v, float(lo), float(hi), float(fill))
+
+
+def fullres_slab(u, step, first, rows, spacing, source, out_to_frame, to_index, *, sentinel, invalid_below,
+                 fill_hu, det_a, vec, idx, uh, jh, warped, valid, displacement, jacobian) -> None:
+    """One z slab of ``register()``'s full-resolution step, in place (``ctreg.fullres_native``;
+    C++: ctreg/fullres.hpp).  ``rows`` = (h0, h1, k0, k1): halo and core slices; ``uh`` /
+    ``jh``: work buffers of at least (h1 - h0) slices; ``warped``, ``valid`` (bool),
+    ``displacement`` (z, y, x, 3) and ``jacobian`` cover the whole reference grid."""
+    ck.vector_field("u", u)
+    for name, a in (("source", source), ("uh", uh), ("jh", jh), ("warped", warped),
+                    ("displacement", displacement), ("jacobian", jacobian)):
+        ck.f32(name, a, (3, 4))
+    if not (isinstance(valid, np.ndarray) and valid.dtype == np.bool_ and valid.flags.c_contiguous):
+        raise TypeError("valid must be a C-contiguous bool array")
+    vec = np.ascontiguousarray(vec, dtype=np.float64)
+    idx = np.ascontiguousarray(np.asarray(idx, dtype=np.float64)[:3])
+    _native.fullres_slab(u, [float(s) for s in step], [float(f) for f in first], [int(r) for r in rows],
+                         list(ck.spacing3("spacing", spacing)), source, ck.matrix4("out_to_frame", out_to_frame),
+                         ck.matrix4("to_index", to_index), float(sentinel), float(invalid_below), float(fill_hu),
+                         float(det_a), vec, idx, uh, jh, warped, valid.view(np.uint8), displacement, jacobian)
