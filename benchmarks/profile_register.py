@@ -77,6 +77,29 @@ def fingerprint(a: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(a)).cast("B")).hexdigest()[:16]
 
 
+def time_writers(res, folder: Path) -> None:
+    """Seconds of each output writer alone (one after the other), then of result.save()."""
+    import shutil
+
+    from ctreg.io.dicom import write_dicom_series
+    from ctreg.io.itk_transform import write_itk_transform
+    from ctreg.io.nifti import write_displacement_nifti, write_nifti
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    jobs = {"registered.nii.gz": lambda p: write_nifti(res.warped, p),
+            "registered.tar.gz": lambda p: write_dicom_series(res.warped, p),
+            "displacement.nii.gz": lambda p: write_displacement_nifti(res.displacement, res.grid_affine, p),
+            "transform.h5": lambda p: write_itk_transform(p, res.displacement, res.grid_affine, res.affine)}
+    for name, fn in jobs.items():
+        t = time.perf_counter()
+        fn(folder / name)
+        print(f"  write {name}: {time.perf_counter() - t:.2f} s, {(folder / name).stat().st_size / 2**20:.0f} MiB")
+    t = time.perf_counter()
+    res.save(folder / "save")
+    print(f"  result.save(): {time.perf_counter() - t:.2f} s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="empire10", choices=["empire10", "512x512x300", "600", "popi"])
@@ -86,6 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, default=None, help="write the outputs (npz) here")
     ap.add_argument("--compare", type=Path, default=None, help="max abs difference against a --save file")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--write", type=Path, default=None,
+                    help="time each output writer alone into this folder, then result.save() into DIR/save")
     ap.add_argument("--keep-freed", action="store_true", help="ops.keep_freed_memory() first (as the CLI does for small scans)")
     ap.add_argument("--thp-off", action="store_true", help="no transparent huge pages for this process (prctl)")
     args = ap.parse_args(argv)
@@ -111,6 +136,8 @@ def main(argv=None) -> int:
     sums = {k: fingerprint(v) for k, v in outs.items()}
     print(f"register() {wall:.2f} s, peak RSS {peak_rss_mib() / 1024:.2f} GiB; sha256 " +
           " ".join(f"{k}={v}" for k, v in sums.items()))
+    if args.write:
+        time_writers(res, args.write)
     if args.save:
         np.savez(args.save, **outs)
     if args.compare:
