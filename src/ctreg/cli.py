@@ -101,7 +101,6 @@ def _run_register(args) -> int:
             raise CTRegError(f"--threads must be a positive integer, got {args.threads}")
         set_num_threads(args.threads)
     log = logging.getLogger("ctreg")
-    no_huge_pages()  # process-wide, no effect on values (ops.runtime): the CLI owns its process
     t0 = time.perf_counter()
     log.info("reading reference %s", args.reference)
     reference = read_volume(args.reference)
@@ -110,7 +109,10 @@ def _run_register(args) -> int:
     t_read, read_memory = time.perf_counter() - t0, _timing.snapshot()
     if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
         keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
+    thp_off = no_huge_pages()  # for register() only (ops.runtime): the CLI owns its process
     result = register(reference, floating, preset=args.preset)
+    if thp_off:
+        no_huge_pages(False)  # writing was faster with huge pages (docs/performance.md)
     _timing.record(result.report, "read", t_read, read_memory)
     log.info("writing outputs")
     paths = {}
