@@ -77,3 +77,25 @@ def test_preprocess_fast_path_equals_numpy(dtype):
                     want = np.where(v.valid, want, np.float32(inv)).astype(np.float32)
                 assert got.dtype == np.float32 and got.flags.c_contiguous
                 assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_no_huge_pages_toggles_the_process_setting():
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl(PR_SET_THP_DISABLE) is Linux only")
+    code = ("from ctreg import ops\n"
+            "def thp():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('THP_enabled'):\n"
+            "            return line.split()[1]\n"
+            "print(ops.no_huge_pages(), thp(), ops.no_huge_pages(False), thp())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "CTREG_HUGE_PAGES": ""}).stdout.split()
+    if out[1] == "None":
+        pytest.skip("this kernel does not report THP_enabled")
+    assert out == ["True", "0", "True", "1"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "CTREG_HUGE_PAGES": "1"}).stdout.split()
+    assert out[0] == "False" and out[2] == "False"
