@@ -6,8 +6,8 @@ Pairs (``--pairs``): ``sample`` (the bundled 64x64x79 pair, ``ctreg sample``), `
 (popi-00-dicom, 512x512x141, under a known breathing-like motion), ``512x512x300`` and ``600``
 (the same anatomy resampled to 300 and 600 slices), ``empire10`` (EMPIRE10 pair 01, a real
 exhale/inhale pair, ~100 M voxels per scan, when ``../shared/data/get-empire10-01.sh`` has
-fetched it: values converted to HU = v - 1000, the 0 outside the lungs marked as no data, and
-written as DICOM series with padding).  Reported per pair and method: wall time of the whole
+fetched it: converted to chest-like HU by ``ctreg.datasets.load_empire10``, v - 1000 inside
+the lungs and 0 HU outside, as bench_empire10.py registers it, and written as DICOM series).  Reported per pair and method: wall time of the whole
 process, its peak RSS, the SimpleITK / ctreg time ratio, TRE on the pair's landmarks (synthetic
 pairs; read back from displacement.nii.gz through SimpleITK) and ctreg's per-phase table
 (``report.json``: seconds and peak RSS per phase).
@@ -17,6 +17,7 @@ pairs; read back from displacement.nii.gz through SimpleITK) and ctreg's per-pha
     python benchmarks/bench_register.py --pairs 512x512x300 600 --no-sitk   # ctreg only
     python benchmarks/bench_register.py --pairs empire10 --sitk-method affine
     python benchmarks/bench_register.py --source path/to/dicom_folder --frames 200
+    python benchmarks/bench_register.py --pairs empire10 --no-sitk --work /tmp/b --reuse  # pairs made once
 
 SimpleITK's recipe (benchmarks/methods/sitk_pipeline.py): affine (mean squares, regular-step
 gradient descent, 3 levels) then multi-resolution fast symmetric forces demons (notebook 66),
@@ -96,15 +97,15 @@ def make_sample(work: Path):
 
 
 def make_empire(work: Path, data: Path):
-    """EMPIRE10-01 as two DICOM series in HU, the 0 outside the lungs as padding (no data)."""
+    """EMPIRE10-01 as two DICOM series in chest-like HU (``ctreg.datasets.load_empire10``: the
+    lung-only values v -> v - 1000 HU inside the lungs, 0 HU outside), as bench_empire10.py
+    registers it."""
     import ctreg
+    from ctreg.datasets import load_empire10
 
+    pair = load_empire10(data)
     out = []
-    for name in ("reference", "floating"):
-        vol = ctreg.read_nifti(data / f"{name}.nii.gz")
-        valid = vol.array != 0
-        arr = np.where(valid, vol.array - np.float32(1000.0), np.float32(-1024.0)).astype(np.float32)
-        vol = ctreg.Volume(arr, vol.affine, valid, {"series_description": f"empire10-01 {name}"})
+    for name, vol in (("reference", pair.reference), ("floating", pair.floating)):
         d = work / name
         ctreg.write_dicom_series(vol, d, series_description=f"empire10-01 {name}")
         out.append((d, vol.shape))
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep pairs and outputs here (default: a temporary folder)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --work: reuse the pairs a previous run wrote there instead of making them again")
     args = ap.parse_args(argv)
     if "source" in args.pairs and args.frames is None:
         args.frames = None
@@ -170,7 +173,13 @@ def main(argv=None) -> int:
             work = root / pair_name
             work.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
-            if pair_name == "sample":
+            saved = work / "pair.json"
+            if args.reuse and saved.exists():
+                s = json.loads(saved.read_text())
+                made = (None if s["ref_pts"] is None else np.array(s["ref_pts"]),
+                        None if s["flt_pts"] is None else np.array(s["flt_pts"]),
+                        Path(s["ref_dir"]), Path(s["flt_dir"]), tuple(s["shape"]))
+            elif pair_name == "sample":
                 made = make_sample(work)
             elif pair_name == "empire10":
                 if not (args.empire / "floating.nii.gz").exists():
@@ -185,6 +194,11 @@ def main(argv=None) -> int:
                 frames = {"popi": None, "512x512x300": 300, "600": 600, "source": args.frames}[pair_name]
                 made = make_pair(args.source, work, frames, args.seed)
             ref_pts, flt_pts, ref_dir, flt_dir, shape = made
+            if args.work is not None and not saved.exists():
+                saved.write_text(json.dumps({
+                    "ref_pts": None if ref_pts is None else np.asarray(ref_pts).tolist(),
+                    "flt_pts": None if flt_pts is None else np.asarray(flt_pts).tolist(),
+                    "ref_dir": str(ref_dir), "flt_dir": str(flt_dir), "shape": [int(n) for n in shape]}))
             initial = "" if ref_pts is None else (
                 f", {len(ref_pts)} landmarks, "
                 f"initial TRE {np.linalg.norm(ref_pts - flt_pts, axis=1).mean():.2f} mm")
@@ -199,6 +213,10 @@ def main(argv=None) -> int:
                                             "--method", args.sitk_method]))
             for label, cmd in methods:
                 out = work / ("out-" + label.replace(" ", "-"))
+                if out.exists():  # a previous run's outputs (--work)
+                    import shutil
+
+                    shutil.rmtree(out)
                 res = _run([c.replace("{out}", str(out)) for c in cmd], args.threads)
                 row = {"pair": pair_name, "method": label, "shape": list(shape), "threads": args.threads}
                 if res["rc"] != 0:

@@ -5,6 +5,7 @@
 
 #include "common.hpp"
 #include "ctreg/smooth.hpp"
+#include "ctreg/prep.hpp"
 
 namespace ctreg::bind {
 
@@ -51,6 +52,68 @@ void bind_smooth(py::module_& m) {
         "Separable Gaussian (scipy.ndimage.gaussian_filter, mode='nearest'); scalar (z,y,x) or "
         "vector (z,y,x,3) array; sigma in voxels per axis (z, y, x); optional addend: smooths "
         "array + addend.");
+    m.def(
+        "smooth_subsample",
+        [](const farray& array, const py::sequence& sigma_vox, double truncate, const py::sequence& factors) {
+            const Shape3 s = shape3(array, "array");
+            if (py::len(sigma_vox) != 3 || py::len(factors) != 3)
+                throw py::value_error("sigma_vox and factors must be (z, y, x)");
+            double sig[3];
+            index_t f[3];
+            for (int a = 0; a < 3; ++a) {
+                sig[a] = sigma_vox[a].cast<double>();
+                f[a] = factors[a].cast<index_t>();
+                if (!(sig[a] >= 0.0) || !std::isfinite(sig[a]))
+                    throw py::value_error("sigma_vox must be finite and >= 0");
+                if (f[a] < 1) throw py::value_error("factors must be >= 1");
+            }
+            if (!(truncate > 0.0) || !std::isfinite(truncate))
+                throw py::value_error("truncate must be finite and > 0");
+            farray out({(s.nz + f[0] - 1) / f[0], (s.ny + f[1] - 1) / f[1], (s.nx + f[2] - 1) / f[2]});
+            const float* src = array.data();
+            float* dst = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                smooth_subsample(src, s, sig, truncate, f, dst);
+            }
+            return out;
+        },
+        py::arg("array").noconvert(), py::arg("sigma_vox"), py::arg("truncate"), py::arg("factors"),
+        "smooth(array)[::fz, ::fy, ::fx] of a scalar (z,y,x) float32 image, bit-identical, computed "
+        "only on the kept lattice.");
+    m.def(
+        "clip_fill_view",
+        [](const py::array_t<float>& image, const std::optional<py::array_t<std::uint8_t>>& valid, float lo,
+           float hi, float fill) {
+            const Shape3 s = shape3(image, "image");
+            auto strides = [](const py::array& a, std::size_t item, const char* name, index_t& sz, index_t& sy) {
+                if (a.ndim() != 3 || a.strides(2) != py::ssize_t(item) || a.strides(0) % py::ssize_t(item) ||
+                    a.strides(1) % py::ssize_t(item) || a.strides(0) < 0 || a.strides(1) < 0)
+                    throw py::type_error(std::string(name) + " must be a 3-D view with contiguous rows");
+                sz = a.strides(0) / py::ssize_t(item);
+                sy = a.strides(1) / py::ssize_t(item);
+            };
+            index_t isz, isy, vsz = 0, vsy = 0;
+            strides(image, sizeof(float), "image", isz, isy);
+            const std::uint8_t* v = nullptr;
+            if (valid) {
+                same_shape(s, shape3(*valid, "valid"), "clip_fill_view: image and valid");
+                strides(*valid, 1, "valid", vsz, vsy);
+                v = valid->data();
+            }
+            farray out({s.nz, s.ny, s.nx});
+            const float* p = image.data();
+            float* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                clip_fill_view(p, isz, isy, v, vsz, vsy, s, lo, hi, fill, o);
+            }
+            return out;
+        },
+        py::arg("image").noconvert(), py::arg("valid").noconvert(), py::arg("lo"), py::arg("hi"),
+        py::arg("fill"),
+        "valid ? clip(image, lo, hi) : fill into a new contiguous float32 array, from a 3-D view "
+        "with contiguous rows (a crop).");
 }
 
 }  // namespace ctreg::bind

@@ -64,5 +64,6 @@ void bind_metrics(py::module_& m);
 void bind_demons(py::module_& m);
 void bind_fields(py::module_& m);
 void bind_mind(py::module_& m);
+void bind_prep(py::module_& m);
 
 }  // namespace ctreg::bind

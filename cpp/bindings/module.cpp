@@ -11,4 +11,5 @@ PYBIND11_MODULE(_native, m) {
     ctreg::bind::bind_demons(m);
     ctreg::bind::bind_fields(m);
     ctreg::bind::bind_mind(m);
+    ctreg::bind::bind_prep(m);
 }

@@ -86,7 +86,7 @@ def _run_register(args) -> int:
     from . import _timing
     from .io import read_volume
     from .io.atomic import atomic_dir
-    from .ops import keep_freed_memory, set_num_threads
+    from .ops import keep_freed_memory, no_huge_pages, set_num_threads
     from .pipeline import KEEP_FREED_MEMORY_MAX_VOXELS, register
 
     if args.output is None and args.save_result is None:
@@ -109,7 +109,10 @@ def _run_register(args) -> int:
     t_read, read_memory = time.perf_counter() - t0, _timing.snapshot()
     if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
         keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
+    thp_off = no_huge_pages()  # for register() only (ops.runtime): the CLI owns its process
     result = register(reference, floating, preset=args.preset)
+    if thp_off:
+        no_huge_pages(False)  # writing was faster with huge pages (docs/performance.md)
     _timing.record(result.report, "read", t_read, read_memory)
     log.info("writing outputs")
     paths = {}

@@ -41,7 +41,7 @@ def _world_matrices(frame: ReferenceFrame, transform: AffineTransform) -> tuple[
 
 def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: AffineTransform,
                     u: np.ndarray | None, u_spacing, box, *, sentinel: float, invalid_below: float,
-                    fill_hu: float, slab: int = SLAB):
+                    fill_hu: float, slab: int = SLAB, native: bool = True):
     """Warped floating scan, world displacement and Jacobian on the reference grid.
 
     Parameters
@@ -69,6 +69,14 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
     warped = np.empty(ref.shape, np.float32)
     displacement = np.empty(ref.shape + (3,), np.float32)
     jac = np.empty(ref.shape, np.float32)
+    if u is not None and native:  # the same kernels, one native call per slab, into the outputs
+        from .fullres_native import slabs_native
+
+        valid = slabs_native(source, u, u_spacing, ref.shape, sp, start_mm, to_index, vec, idx, det_a,
+                             warped, displacement, jac, slab=slab, sentinel=sentinel,
+                             invalid_below=invalid_below, fill_hu=fill_hu)
+        del source
+        return _volume(warped, ref, valid), displacement, jac
     zero = None
     for k0 in range(0, nz, slab):
         k1 = min(nz, k0 + slab)
@@ -95,6 +103,9 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
     del source
     valid = warped > np.float32(invalid_below)
     np.copyto(warped, np.float32(fill_hu), where=~valid)
-    warped_vol = Volume(warped, ref.affine.copy(), valid, {
+    return _volume(warped, ref, valid), displacement, jac
+
+
+def _volume(warped: np.ndarray, ref: Volume, valid: np.ndarray) -> Volume:
+    return Volume(warped, ref.affine.copy(), valid, {
         "source": "ctreg.register", "series_description": "registered by ctreg"})
-    return warped_vol, displacement, jac

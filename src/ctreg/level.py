@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics, ops
+from .prep import clip_fill as _clip_fill
 from .pyramid import downsample
 from .transforms import AffineTransform, ReferenceFrame
 from .volume import Volume
@@ -121,6 +122,9 @@ class Level:
 def preprocess(volume: Volume, clip_hu: tuple[float, float], *, invalid_value: float | None) -> Volume:
     """Clip HU to ``clip_hu``; where the scanner wrote no data put ``invalid_value``
     (None: the lower clip value)."""
+    fast = _clip_fill(volume, clip_hu, invalid_value)  # one pass, same values (ctreg.prep)
+    if fast is not None:
+        return volume.with_array(fast)
     arr = np.clip(volume.array, clip_hu[0], clip_hu[1]).astype(np.float32, copy=False)
     if volume.valid is not None and invalid_value is not None:
         arr = np.where(volume.valid, arr, np.float32(invalid_value)).astype(np.float32)

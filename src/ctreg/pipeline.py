@@ -362,7 +362,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     cache.clear()
     focused.clear()
     lung_pair.clear()
-    ref_p = flt_p = ref_c = flt_body = None  # type: ignore[assignment]  # noqa: F841 (level() is not called again)
+    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
+    lungs_c = flt_lungs = None  # (level() and the lung stages are not called again)
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(

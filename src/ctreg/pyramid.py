@@ -33,9 +33,12 @@ def downsample(volume: Volume, target_mm: float, *, smooth: bool = True) -> Volu
         return volume
     level_spacing = volume.spacing * f
     sigma = np.where(f > 1, ANTIALIAS_SIGMA * level_spacing, 0.0)
-    arr = ops.smooth(volume.array, tuple(sigma), tuple(volume.spacing)) if smooth else volume.array
     sl = tuple(slice(None, None, int(x)) for x in f)
-    sub = np.ascontiguousarray(arr[sl])
+    if smooth and volume.array.ndim == 3:  # smoothed only where kept: the same values
+        sub = ops.smooth_subsample(volume.array, tuple(sigma), tuple(volume.spacing), tuple(f))
+    else:
+        arr = ops.smooth(volume.array, tuple(sigma), tuple(volume.spacing)) if smooth else volume.array
+        sub = np.ascontiguousarray(arr[sl])
     valid = None if volume.valid is None else np.ascontiguousarray(volume.valid[sl])
     affine = volume.affine @ np.diag([f[0], f[1], f[2], 1.0])
     return Volume(sub, affine, valid, dict(volume.meta))

@@ -229,6 +229,32 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+def no_huge_pages(off: bool = True) -> bool:
+    """Turn transparent huge pages off (``off=True``) or back on for this process (Linux
+    ``prctl(PR_SET_THP_DISABLE)``, inherited by child processes; returns whether the call took
+    effect).  The values computed are the same either way.
+
+    With THP set to ``always`` (many servers), every fresh array above glibc's mmap threshold
+    is faulted in as 2 MiB pages, each zeroed (and compacted for) by the kernel; a registration
+    allocates many short-lived arrays of tens of MiB (fields on the finest levels, the slabs
+    of the full-resolution step): on EMPIRE10-01 ``register()`` took 23.5 s with THP and 15.4 s
+    without on 2 cores, the kernel's share falling from 17.4 to 7.7 s.  Writing the outputs
+    (many 4 MiB compression buffers) was faster with THP on (docs/performance.md), so the
+    ``ctreg`` command turns THP off for ``register()`` only.  A process-wide setting:
+    ``register()`` itself never calls it.  Set ``CTREG_HUGE_PAGES=1`` to keep the system's
+    choice (the call then does nothing and returns False).
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("CTREG_HUGE_PAGES", "") == "1":
+        return False
+    try:
+        import ctypes
+
+        pr_set_thp_disable = 41  # <linux/prctl.h>
+        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_thp_disable, 1 if off else 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def preload_kernels() -> float:
     """Start-up work ahead of a timed registration; returns the seconds it took.
 

@@ -1,0 +1,78 @@
+// Bindings of the full-resolution slab kernel (ctreg/fullres.hpp).
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+
+#include "common.hpp"
+#include "ctreg/fullres.hpp"
+
+namespace ctreg::bind {
+
+namespace {
+template <class A>
+void need(const A& a, py::ssize_t count, const char* name) {
+    if (a.size() < count) throw py::value_error(std::string(name) + " is too small");
+}
+}  // namespace
+
+void bind_prep(py::module_& m) {
+    m.def(
+        "fullres_slab",
+        [](const farray& u, const std::vector<double>& step, const std::vector<double>& first,
+           const std::vector<index_t>& rows, const py::sequence& spacing, const farray& source,
+           const darray& out_to_frame, const darray& to_index, float sentinel, float invalid_below,
+           float fill_hu, float det_a, const darray& vec, const darray& idx, farray& uh, farray& jh,
+           farray& warped, u8array& valid, farray& displacement, farray& jacobian) {
+            FullresSlab a;
+            a.u = u.data();
+            a.fs = field_shape(u, "u");
+            if (step.size() != 3 || first.size() != 3 || rows.size() != 4)
+                throw py::value_error("step, first: (z, y, x); rows: (h0, h1, k0, k1)");
+            for (int i = 0; i < 3; ++i) {
+                a.step[i] = step[i];
+                a.first[i] = first[i];
+            }
+            const Shape3 out = shape3(warped, "warped");
+            same_shape(out, shape3(valid, "valid"), "warped and valid");
+            same_shape(out, shape3(jacobian, "jacobian"), "warped and jacobian");
+            same_shape(out, field_shape(displacement, "displacement"), "warped and displacement");
+            a.h0 = rows[0]; a.h1 = rows[1]; a.k0 = rows[2]; a.k1 = rows[3];
+            if (!(0 <= a.h0 && a.h0 <= a.k0 && a.k0 < a.k1 && a.k1 <= a.h1 && a.h1 <= out.nz))
+                throw py::value_error("rows must satisfy 0 <= h0 <= k0 < k1 <= h1 <= nz");
+            a.ny = out.ny;
+            a.nx = out.nx;
+            a.spacing = spacing3(spacing, "spacing");
+            a.source = source.data();
+            a.source_shape = shape3(source, "source");
+            if (a.source_shape.size() >= (index_t(1) << 31)) throw py::value_error("source too large");
+            a.out_to_frame = mat4(out_to_frame, "out_to_frame");
+            a.to_index = mat4(to_index, "to_index");
+            a.sentinel = sentinel; a.invalid_below = invalid_below; a.fill_hu = fill_hu; a.det_a = det_a;
+            if (vec.size() != 9 || idx.size() != 12) throw py::value_error("vec 3x3, idx 3x4");
+            std::memcpy(a.vec, vec.data(), sizeof(a.vec));
+            std::memcpy(a.idx, idx.data(), sizeof(a.idx));
+            const py::ssize_t halo = (a.h1 - a.h0) * a.ny * a.nx;
+            need(uh, 3 * halo, "uh");
+            need(jh, halo, "jh");
+            a.uh = uh.mutable_data();
+            a.jh = jh.mutable_data();
+            a.warped = warped.mutable_data();
+            a.valid = valid.mutable_data();
+            a.displacement = displacement.mutable_data();
+            a.jacobian = jacobian.mutable_data();
+            {
+                py::gil_scoped_release release;
+                fullres_slab(a);
+            }
+        },
+        py::arg("u").noconvert(), py::arg("step"), py::arg("first"), py::arg("rows"), py::arg("spacing"),
+        py::arg("source").noconvert(), py::arg("out_to_frame").noconvert(), py::arg("to_index").noconvert(),
+        py::arg("sentinel"), py::arg("invalid_below"), py::arg("fill_hu"), py::arg("det_a"),
+        py::arg("vec").noconvert(), py::arg("idx").noconvert(), py::arg("uh").noconvert(),
+        py::arg("jh").noconvert(), py::arg("warped").noconvert(), py::arg("valid").noconvert(),
+        py::arg("displacement").noconvert(), py::arg("jacobian").noconvert(),
+        "One z slab of register()'s full-resolution step into the outputs (see ctreg/fullres.hpp).");
+}
+
+}  // namespace ctreg::bind

@@ -1,0 +1,102 @@
+// Gaussian smoothing on a subsampling lattice (see ctreg/prep.hpp).
+//
+// Each kept value is the same sequence of float operations as in smooth.cpp's filter_run:
+// acc = w0 c[m]; acc += w_q (c[m + q] + c[m - q]) for q = 1..r, the neighbours clamped to the
+// volume (replicated edges), the passes in the order z, y, x.  Compiled without FMA
+// contraction (no -march, no -ffast-math), like smooth.cpp.  One output slice per task: every
+// value is a fixed function of the input, identical on any thread count.
+#include "ctreg/prep.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "ctreg/smooth.hpp"
+
+namespace ctreg {
+
+namespace {
+std::vector<float> kernel_f(double sigma, double truncate) {
+    const std::vector<double> w = gaussian_kernel(sigma, truncate);
+    return std::vector<float>(w.begin(), w.end());
+}
+}  // namespace
+
+void smooth_subsample(const float* array, const Shape3& s, const double sigma_vox[3], double truncate,
+                      const index_t factors[3], float* out) {
+    const std::vector<float> wz = kernel_f(sigma_vox[0], truncate);
+    const std::vector<float> wy = kernel_f(sigma_vox[1], truncate);
+    const std::vector<float> wx = kernel_f(sigma_vox[2], truncate);
+    const index_t rz = index_t(wz.size() / 2), ry = index_t(wy.size() / 2), rx = index_t(wx.size() / 2);
+    const float* wzc = wz.data() + rz;
+    const float* wyc = wy.data() + ry;
+    const float* wxc = wx.data() + rx;
+    const index_t fz = factors[0], fy = factors[1], fx = factors[2];
+    const index_t nzo = (s.nz + fz - 1) / fz, nyo = (s.ny + fy - 1) / fy, nxo = (s.nx + fx - 1) / fx;
+    const index_t plane = s.ny * s.nx;
+#pragma omp parallel num_threads(ctreg::num_threads())
+    {
+        std::vector<float> zbuf(rz > 0 ? std::size_t(plane) : 0);
+        std::vector<float> ybuf(ry > 0 ? std::size_t(s.nx) : 0);
+#pragma omp for schedule(dynamic, 1)
+        for (index_t ko = 0; ko < nzo; ++ko) {
+            const index_t k = ko * fz;
+            const float* zs = array + k * plane;
+            if (rz > 0) {
+                float* __restrict zb = zbuf.data();
+                const float w0 = wzc[0];
+                for (index_t m = 0; m < plane; ++m) zb[m] = w0 * zs[m];
+                for (index_t q = 1; q <= rz; ++q) {
+                    const float wq = wzc[q];
+                    const float* __restrict a = array + std::min(k + q, s.nz - 1) * plane;
+                    const float* __restrict z = array + std::max<index_t>(k - q, 0) * plane;
+                    for (index_t m = 0; m < plane; ++m) zb[m] += wq * (a[m] + z[m]);
+                }
+                zs = zb;
+            }
+            float* orow = out + ko * nyo * nxo;
+            for (index_t jo = 0; jo < nyo; ++jo, orow += nxo) {
+                const index_t j = jo * fy;
+                const float* ys = zs + j * s.nx;
+                if (ry > 0) {
+                    float* __restrict yb = ybuf.data();
+                    const float w0 = wyc[0];
+                    for (index_t i = 0; i < s.nx; ++i) yb[i] = w0 * ys[i];
+                    for (index_t q = 1; q <= ry; ++q) {
+                        const float wq = wyc[q];
+                        const float* __restrict a = zs + std::min(j + q, s.ny - 1) * s.nx;
+                        const float* __restrict z = zs + std::max<index_t>(j - q, 0) * s.nx;
+                        for (index_t i = 0; i < s.nx; ++i) yb[i] += wq * (a[i] + z[i]);
+                    }
+                    ys = yb;
+                }
+                for (index_t io = 0; io < nxo; ++io) {
+                    const index_t i = io * fx;
+                    float acc = wxc[0] * ys[i];
+                    for (index_t q = 1; q <= rx; ++q)
+                        acc += wxc[q] * (ys[std::min(i + q, s.nx - 1)] + ys[std::max<index_t>(i - q, 0)]);
+                    orow[io] = acc;
+                }
+            }
+        }
+    }
+}
+
+void clip_fill_view(const float* image, index_t isz, index_t isy, const std::uint8_t* valid, index_t vsz,
+                    index_t vsy, const Shape3& s, float lo, float hi, float fill, float* out) {
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < s.nz; ++k) {
+        for (index_t j = 0; j < s.ny; ++j) {
+            const float* p = image + k * isz + j * isy;
+            float* o = out + (k * s.ny + j) * s.nx;
+            const std::uint8_t* v = valid ? valid + k * vsz + j * vsy : nullptr;
+            for (index_t i = 0; i < s.nx; ++i) {
+                float x = p[i];
+                if (x < lo) x = lo;
+                if (x > hi) x = hi;
+                o[i] = (v && !v[i]) ? fill : x;
+            }
+        }
+    }
+}
+
+}  // namespace ctreg
