@@ -307,15 +307,31 @@ def body_mask_morphology_ref(tissue: np.ndarray) -> np.ndarray:
     return np.stack([fill_holes_one_side_ref(body[k]) for k in range(body.shape[0])])
 
 
-def fill_holes_one_side_ref(plane: np.ndarray) -> np.ndarray:
+def fill_holes_one_side_ref(plane: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """One slice, region by region: a 4-connected background region is outside the body when
     it touches at least two of the four sides of the slice (the air around a patient), else it
-    is filled (a hole, or a lung cut by the field of view)."""
-    labels, n = ndi.label(~plane)
+    is filled (a hole, or a lung cut by the field of view).  With ``valid``, a region pixel next
+    to an invalid pixel touches the side in its direction from the centre of the valid pixels
+    (pixel by pixel, the larger of the row and column offsets); invalid pixels stay as they are."""
+    if valid is None:
+        valid = np.ones_like(plane)
+    labels, n = ndi.label(~plane & valid)
     out = plane.copy()
+    rows, cols = np.nonzero(valid)
+    cy, cx = rows.mean(), cols.mean()
+    h, w = plane.shape
     for lab in range(1, n + 1):
         region = labels == lab
-        sides = sum(bool(edge.any()) for edge in (region[0], region[-1], region[:, 0], region[:, -1]))
-        if sides < 2:
+        touched = {side for side, edge in enumerate((region[0], region[-1], region[:, 0], region[:, -1]))
+                   if edge.any()}
+        for y, x in zip(*np.nonzero(region)):
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and not valid[ny, nx]:
+                    dy, dx = y - cy, x - cx
+                    if abs(dy) >= abs(dx):
+                        touched.add(0 if dy < 0 else 1)
+                    else:
+                        touched.add(2 if dx < 0 else 3)
+        if len(touched) < 2:
             out |= region
     return out

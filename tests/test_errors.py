@@ -19,6 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE = re.compile(r"^[A-Z][A-Za-z]*(\.[A-Z][A-Za-z]*)*$")
 
 
+def _import_every_module():
+    """Error classes live next to the code that raises them: import every ctreg module so that
+    the list below holds them all, not only those imported so far."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(ctreg.__path__, "ctreg."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
+
+
+_import_every_module()
+
+
 def _subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub
@@ -36,6 +50,18 @@ def test_every_error_class_has_a_documented_code(cls):
     doc = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     assert f"`{cls.__name__}`" in doc or f".{cls.__name__}`" in doc, cls.__name__
     assert f"`{cls.code}`" in doc
+    if cls.__name__ == "ServiceError":
+        return  # its instances carry whatever code the service answered
+    assert "codes" in vars(cls), f"{cls.__name__} must list the codes its instances may carry"
+    assert cls.code == cls.codes[0], "the class's own code comes first in codes"
+    for code in cls.codes:
+        assert CODE.match(code), code
+        assert f"`{code}`" in doc, f"{cls.__name__}: {code} is not in docs/errors.md"
+
+
+def test_the_list_holds_the_error_classes_of_modules_nobody_imported_yet():
+    names = {c.__name__ for c in PUBLIC}
+    assert {"LungMaskError", "MindArgumentError", "EvaluationError", "SyntheticLungError"} <= names
 
 
 def test_instance_codes_are_checked():

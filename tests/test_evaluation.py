@@ -60,10 +60,10 @@ def test_errors_and_folding():
     a = np.zeros((4, 4, 4), bool)
     with pytest.raises(EvaluationError) as exc:
         surface_distances(a, a, (1, 1, 1))
-    assert exc.value.code == "empty_mask"
+    assert exc.value.code == "Evaluation.EmptyMask"
     with pytest.raises(EvaluationError) as exc:
         dice(a, np.zeros((4, 4, 5), bool))
-    assert exc.value.code == "mask_shape_mismatch"
+    assert exc.value.code == "Evaluation.MaskShape"
     j = np.ones((4, 4, 4))
     j[0, 0, 0] = -0.1
     j[1, 1, 1] = 0.0

@@ -87,7 +87,7 @@ def test_user_body_mask_and_valid_respected():
     # air around the patient is inside the given body: it touches the border -> absurd
     with pytest.raises(LungMaskError) as exc:
         segment_lungs(vol, body=body)
-    assert exc.value.code in ("lung_mask_absurd",)
+    assert exc.value.code in ("LungMask.Absurd",)
     assert res.mask.any()
     valid = np.ones(vol.shape, bool)
     valid[:, :, : vol.shape[2] // 2] = False
@@ -99,19 +99,19 @@ def test_errors_have_codes():
     vol, _, _ = phantom()
     with pytest.raises(LungMaskError) as exc:
         segment_lungs(vol.with_array(np.full(vol.shape, 40.0, np.float32)))
-    assert exc.value.code == "lung_mask_empty" and isinstance(exc.value, CTRegError)
+    assert exc.value.code == "LungMask.Empty" and isinstance(exc.value, CTRegError)
     with pytest.raises(LungMaskError) as exc:  # all air: no body
         segment_lungs(vol.with_array(np.full(vol.shape, -1000.0, np.float32)))
-    assert exc.value.code == "lung_mask_empty"
+    assert exc.value.code == "LungMask.Empty"
     with pytest.raises(LungMaskError) as exc:  # too small to be lungs
         segment_lungs(vol, min_ml=1e5)
-    assert exc.value.code == "lung_mask_absurd" and "L" in str(exc.value)
+    assert exc.value.code == "LungMask.Absurd" and "L" in str(exc.value)
     with pytest.raises(LungMaskError) as exc:
         segment_lungs(vol, body=np.ones((3, 4, 5), bool))
-    assert exc.value.code == "mask_grid_mismatch" and "(3, 4, 5)" in str(exc.value)
+    assert exc.value.code == "LungMask.GridMismatch" and "(3, 4, 5)" in str(exc.value)
     with pytest.raises(LungMaskError) as exc:
         check_mask_grid(np.ones((2, 2, 2)), vol, "reference_mask")
-    assert exc.value.code == "mask_grid_mismatch" and "reference_mask" in str(exc.value)
+    assert exc.value.code == "LungMask.GridMismatch" and "reference_mask" in str(exc.value)
     assert check_mask_grid(np.ones(vol.shape, np.uint8), vol).dtype == bool
     with pytest.raises(TypeError):
         segment_lungs(np.zeros((4, 4, 4)))

@@ -60,7 +60,7 @@ def test_both_callers_keep_their_error_classes_and_codes():
     assert body_err.value.code == "InvalidFile.Geometry" and "reference_mask" in str(body_err.value)
     with pytest.raises(LungMaskError) as lung_err:
         check_mask_grid(bad, vol, "reference_lungs")
-    assert lung_err.value.code == "mask_grid_mismatch" and isinstance(lung_err.value, CTRegError)
+    assert lung_err.value.code == "LungMask.GridMismatch" and isinstance(lung_err.value, CTRegError)
     assert "reference_lungs" in str(lung_err.value) and "(4, 5, 7)" in str(lung_err.value)
     # the same message text from both (one check), only the class and code differ
     assert str(body_err.value).replace("reference_mask", "X") == \

@@ -112,16 +112,16 @@ def test_mind_ssc_threads_and_out(threads):
 def test_mind_ssc_errors():
     with pytest.raises(mind.MindArgumentError) as e:
         mind.mind_ssc(np.zeros((3, 3, 3)))
-    assert e.value.code == "mind.dtype"
+    assert e.value.code == "Mind.Dtype"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.mind_ssc(np.zeros((3, 3), np.float32))
-    assert e.value.code == "mind.shape"
+    assert e.value.code == "Mind.Shape"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.mind_ssc(np.zeros((3, 3, 3), np.float32), distance_vox=0)
-    assert e.value.code == "mind.parameter"
+    assert e.value.code == "Mind.Parameter"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.mind_ssc(np.zeros((3, 3, 3), np.float32), out=np.zeros((3, 3, 3, 11), np.float32))
-    assert e.value.code == "mind.shape"
+    assert e.value.code == "Mind.Shape"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,14 +216,14 @@ def test_block_match_errors():
     ref, flt = _feats((5, 5, 5), 2, 0)
     with pytest.raises(mind.MindArgumentError) as e:
         mind.block_match_cost(ref, flt[..., :1].copy(), grid_step_vox=2, block_radius_vox=1, search_radius_vox=1)
-    assert e.value.code == "mind.shape"
+    assert e.value.code == "Mind.Shape"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.block_match_cost(ref, flt, grid_step_vox=0, block_radius_vox=1, search_radius_vox=1)
-    assert e.value.code == "mind.parameter"
+    assert e.value.code == "Mind.Parameter"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.block_match_cost(ref, flt, grid_step_vox=2, block_radius_vox=1, search_radius_vox=1,
                               mask=np.ones((5, 5, 5), np.float32))
-    assert e.value.code == "mind.dtype"
+    assert e.value.code == "Mind.Dtype"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,6 +129,36 @@ def test_lung_cut_by_the_field_of_view_is_inside_the_body():
     np.testing.assert_array_equal(filled, want)
 
 
+def test_lung_next_to_padding_is_inside_the_body_and_a_circular_field_of_view_is_not():
+    """Invalid voxels end the data like the slice's edge: a lung cut by padding columns is
+    filled, the air inside a circular field of view (invalid ring all around) is not; the
+    vectorised version equals the slow region-by-region reference, random masks included."""
+    from ctreg.masks import _fill_holes_in_plane
+
+    from reference import fill_holes_one_side_ref
+
+    m = np.ones((3, 40, 40), bool)
+    valid = np.ones_like(m)
+    valid[0, :, :5] = False                  # padding columns at the left
+    m[0, :, :5] = False
+    m[0, 15:25, 5:14] = False                # a lung reaching the padding
+    m[0, :3, :] = False                      # air above the patient
+    yy, xx = np.mgrid[:40, :40]
+    circle = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 19 ** 2
+    valid[1] = circle                        # circular field of view
+    m[1] = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 14 ** 2   # body: air between it and the ring
+    m[1, 17:23, 6:12] = False                # a lung cut by the body's edge joins that air
+    rng = np.random.default_rng(3)
+    m[2] = rng.random((40, 40)) < 0.55
+    valid[2] = rng.random((40, 40)) < 0.9
+    filled = _fill_holes_in_plane(m, valid)
+    assert filled[0, 15:25, 5:14].all() and not filled[0, :3, :].any()
+    assert not filled[0][~valid[0]].any()
+    assert not filled[1][circle & ~m[1]].any()
+    want = np.stack([fill_holes_one_side_ref(m[k], valid[k]) for k in range(3)])
+    np.testing.assert_array_equal(filled, want)
+
+
 @pytest.mark.parametrize("shape", [(9, 31, 27), (3, 5, 7), (1, 1, 4), (2, 1, 1), (4, 2, 2), (2, 3, 1)])
 def test_in_plane_opening_equals_scipy(shape):
     import scipy.ndimage as ndi

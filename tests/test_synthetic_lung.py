@@ -87,6 +87,6 @@ def test_phantom_and_errors():
     assert pr.landmarks_ref.shape == pr.landmarks_flt.shape and pr.info["max_inverse_residual_mm"] <= 0.01
     with pytest.raises(SyntheticLungError) as exc:
         make_lung_pair(vol, lungs=np.zeros(vol.shape, bool))
-    assert exc.value.code == "no_lungs"
+    assert exc.value.code == "SyntheticLung.NoLungs"
     with pytest.raises(ValueError):
         make_lung_pair(vol, density="wrong")

@@ -244,7 +244,7 @@ def test_register_pauses_the_garbage_collector_and_restores_it(monkeypatch):
             (gc.enable if state else gc.disable)()
             seen.clear()
             ctreg.register(ct64, ct64, **kw)
-            assert seen == [False]
+            assert seen and not any(seen)  # every B-spline level (lung shape, then ffd)
             assert gc.isenabled() is state
             with pytest.raises(GeometryError):
                 ctreg.register(ct64, ct64.with_array(np.full(ct64.shape, -1000, np.float32)), **kw)

@@ -36,7 +36,8 @@ _FILES = ("reference.nii.gz", "floating.nii.gz", "reference_lungs.nii.gz", "floa
 class DatasetMissingError(CTRegError, FileNotFoundError):
     """A downloadable dataset is not on this machine; the message says how to fetch it."""
 
-    code = "dataset_missing"
+    code = "Dataset.Missing"
+    codes = ("Dataset.Missing",)
 
 
 def empire10_dir(path: str | os.PathLike | None = None) -> Path:
@@ -75,7 +76,7 @@ def lung_only_to_hu(values: np.ndarray, lungs: np.ndarray) -> np.ndarray:
 def load_empire10(path: str | os.PathLike | None = None) -> Empire10Pair:
     """Read EMPIRE10 pair 01 (see the module docstring) as two HU Volumes and two lung masks.
 
-    Raises :class:`DatasetMissingError` (code ``dataset_missing``) when a file is absent.
+    Raises :class:`DatasetMissingError` (code ``Dataset.Missing``) when a file is absent.
     """
     from .io.nifti import read_nifti
 

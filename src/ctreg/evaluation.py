@@ -24,11 +24,13 @@ __all__ = ["EvaluationError", "SurfaceDistances", "dice", "surface", "surface_di
 
 
 class EvaluationError(CTRegError, ValueError):
-    """Masks that cannot be compared; ``code``: ``empty_mask`` or ``mask_shape_mismatch``."""
+    """Masks that cannot be compared; ``code``: ``Evaluation.EmptyMask`` or ``Evaluation.MaskShape``."""
+
+    code = "Evaluation.EmptyMask"
+    codes = ("Evaluation.EmptyMask", "Evaluation.MaskShape")
 
     def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +38,7 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     b = np.asarray(b, bool)
     if a.shape != b.shape:
         raise EvaluationError(f"masks must have one shape, got {a.shape} and {b.shape}",
-                              "mask_shape_mismatch")
+                              "Evaluation.MaskShape")
     return a, b
 
 
@@ -74,7 +76,7 @@ def surface_distances(a, b, spacing_zyx) -> SurfaceDistances:
     """Surface distances between bool masks ``a`` and ``b`` on one grid of ``spacing_zyx`` mm."""
     a, b = _pair(a, b)
     if not a.any() or not b.any():
-        raise EvaluationError("surface distances need two non-empty masks", "empty_mask")
+        raise EvaluationError("surface distances need two non-empty masks", "Evaluation.EmptyMask")
     spacing = np.asarray(spacing_zyx, float).reshape(3)
     both = a | b
     lo = [max(0, int(np.flatnonzero(both.any(axis=tuple(x for x in range(3) if x != ax)))[0]) - 1)

@@ -86,7 +86,7 @@ def focus_and_lungs(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray 
             from .lungs import LungMaskError
 
             raise LungMaskError("reference_lungs holds no voxel inside the reference body's box",
-                                "lung_mask_empty")
+                                "LungMask.Empty")
     grown = _grow(lungs, spacing, focus_mm) & body
     info.update(used=True, lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
                 focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1))

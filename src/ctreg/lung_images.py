@@ -35,7 +35,7 @@ def floating_lungs(floating: Volume, user_mask: np.ndarray | None) -> tuple[np.n
         if not user_mask.any():
             from .lungs import LungMaskError
 
-            raise LungMaskError("floating_lungs holds no voxel", "lung_mask_empty")
+            raise LungMaskError("floating_lungs holds no voxel", "LungMask.Empty")
         return user_mask, {"floating_source": "user"}
     from .lungs import LungMaskError, segment_lungs
 

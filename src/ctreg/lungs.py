@@ -23,9 +23,9 @@ The method (classical, no training; ~0.5 s for 512x512x300 on 2 cores):
    resolution by the threshold, so the pleural boundary is exact to a voxel, not to a coarse cell.
 
 Checks (``check=True``): an empty result raises :class:`LungMaskError` with code
-``lung_mask_empty``; a volume outside [``min_ml``, ``max_ml``] (0.3 and 12 L) or a mask that
+``LungMask.Empty``; a volume outside [``min_ml``, ``max_ml``] (0.3 and 12 L) or a mask that
 covers most of the scan's side border (air around the patient, no body) raises code
-``lung_mask_absurd``; a ``body`` mask on another grid raises code ``mask_grid_mismatch``.
+``LungMask.Absurd``; a ``body`` mask on another grid raises code ``LungMask.GridMismatch``.
 """
 from __future__ import annotations
 
@@ -52,22 +52,21 @@ LUNG_AIR_THRESHOLD_HU = -320.0
 
 
 class LungMaskError(CTRegError, ValueError):
-    """A lung (or body) mask is unusable.  ``code`` is stable: ``lung_mask_empty``,
-    ``lung_mask_absurd`` or ``mask_grid_mismatch``."""
+    """A lung (or body) mask is unusable.  ``code`` is stable: ``LungMask.Empty``,
+    ``LungMask.Absurd`` or ``LungMask.GridMismatch``."""
 
-    code = "lung_mask_empty"
-    codes = ("lung_mask_empty", "lung_mask_absurd", "mask_grid_mismatch")
+    code = "LungMask.Empty"
+    codes = ("LungMask.Empty", "LungMask.Absurd", "LungMask.GridMismatch")
 
     def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def check_mask_grid(mask, volume: Volume, name: str = "mask") -> np.ndarray:
     """``mask`` as a C-contiguous bool array on ``volume``'s grid, or :class:`LungMaskError`
-    with code ``mask_grid_mismatch`` when its shape differs from the image's."""
+    with code ``LungMask.GridMismatch`` when its shape differs from the image's."""
     return mask_on_grid(name, mask, volume.shape, to_bool=True,
-                        mismatch=lambda msg: LungMaskError(msg, "mask_grid_mismatch"))
+                        mismatch=lambda msg: LungMaskError(msg, "LungMask.GridMismatch"))
 
 
 @dataclass(eq=False)
@@ -169,7 +168,7 @@ def _coarse_body(small: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     core = _largest_component(_open_in_plane(tissue))
     if not core.any():
         core = _largest_component(tissue)
-    body = _fill_holes_in_plane(_reconstruct(core, tissue))
+    body = _fill_holes_in_plane(_reconstruct(core, tissue), valid)
     if valid is not None:
         body &= valid
     return body
@@ -284,7 +283,7 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     if not body_small.any():
         if check:
             raise LungMaskError(f"segment_lungs: no body found (no tissue above "
-                                f"{BODY_THRESHOLD_HU:.0f} HU); is the image in HU?", "lung_mask_empty")
+                                f"{BODY_THRESHOLD_HU:.0f} HU); is the image in HU?", "LungMask.Empty")
         return LungSegmentation(np.zeros(volume.shape, bool), 0.0, method="none",
                                 notes=["no body found"], seconds=time.perf_counter() - t0)
 
@@ -296,7 +295,7 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     if n == 0:
         if check:
             raise LungMaskError(f"segment_lungs: no air-like voxels (< {threshold_hu:.0f} HU) inside "
-                                "the body: no lungs in the field of view", "lung_mask_empty")
+                                "the body: no lungs in the field of view", "LungMask.Empty")
         return LungSegmentation(np.zeros(volume.shape, bool), 0.0, method="none",
                                 notes=["no air inside the body"], seconds=time.perf_counter() - t0)
     sizes = np.bincount(labels.ravel())
@@ -414,17 +413,17 @@ def _check_result(res: LungSegmentation, volume: Volume, min_ml: float, max_ml: 
     m = res.mask
     if not m.any():
         raise LungMaskError("segment_lungs: the lung mask is empty: no lungs in the field of view",
-                            "lung_mask_empty")
+                            "LungMask.Empty")
     if res.volume_ml < min_ml or res.volume_ml > max_ml:
         raise LungMaskError(
             f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; "
             f"plausible lungs hold {min_ml / 1000:g} to {max_ml / 1000:g} L "
             "(a scan without lungs or with only a sliver of them, or not in HU); "
             "pass min_ml/max_ml for partial fields of view",
-            "lung_mask_absurd")
+            "LungMask.Absurd")
     border = np.concatenate([m[:, 0, :].ravel(), m[:, -1, :].ravel(), m[:, :, 0].ravel(),
                              m[:, :, -1].ravel()])
     if border.mean() > 0.5:
         raise LungMaskError(
             f"segment_lungs: the lung mask covers {100 * border.mean():.0f} % of the scan's side "
-            "border: that is air around the patient, not lungs", "lung_mask_absurd")
+            "border: that is air around the patient, not lungs", "LungMask.Absurd")

@@ -72,7 +72,7 @@ def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
     if not core.any():
         core = _largest_component(tissue)
     body = _reconstruct(core, tissue)
-    filled = _fill_holes_in_plane(body)
+    filled = _fill_holes_in_plane(body, volume.valid)
     # A lung cut by the top or bottom slice is open in 3-D but closed in-plane: slice-wise filling
     # handles it.  Airways that reach the edge of a slice stay open; that is harmless.
     if volume.valid is not None:
@@ -114,7 +114,7 @@ def _reconstruct(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
+def _fill_holes_in_plane(mask: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Hole filling of every z-slice: background regions (4-connected within the slice) that
     do not reach the slice's edge, or reach only one of its four sides, become foreground.
     One labelling for all slices.
@@ -122,16 +122,47 @@ def _fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
     The air around a patient reaches at least two sides (it holds a corner of the slice, or
     wraps around the body); a lung cut by a narrow field of view reaches one side only, between
     two stretches of chest wall on that side, and is inside the body (plain hole filling would
-    leave such a lung out of the body, and so out of the lung mask)."""
-    labels, n = ndi.label(~mask, structure=_IN_PLANE)
-    sides = np.zeros(n + 1, np.int8)
-    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        touched = np.zeros(n + 1, bool)
-        touched[edge] = True
-        sides += touched
-    outside = sides >= 2
-    outside[0] = True  # label 0 is the foreground itself
+    leave such a lung out of the body, and so out of the lung mask).
+
+    ``valid`` (same shape; False where the scanner wrote no data: padding, a circular field of
+    view, a cropped grid) ends the data like the slice's edge does: a background region that
+    touches invalid voxels reaches the side of the slice that lies in that direction from the
+    centre of the slice's valid data (up, down, left or right, whichever is largest), so a
+    lung cut by padding on one side is filled and the air inside a circular field of view,
+    which meets the invalid ring all around, is not.  Invalid voxels are never filled."""
+    background = ~mask if valid is None else ~mask & valid
+    labels, n = ndi.label(background, structure=_IN_PLANE)
+    sides = np.zeros(n + 1, np.uint8)  # one bit per side: up, down, left, right
+    for bit, edge in enumerate((labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1])):
+        sides[np.unique(edge)] |= np.uint8(1 << bit)
+    if valid is not None and n and not valid.all():
+        _add_invalid_sides(sides, labels, valid)
+    counts = np.array([bin(b).count("1") for b in range(16)], np.int8)[sides]
+    outside = counts >= 2
+    outside[0] = True  # label 0 is the foreground itself (and the invalid voxels)
     return mask | ~outside[labels]
+
+
+def _add_invalid_sides(sides: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> None:
+    """In place: set, per background label, the bit of each side of the slice toward which it
+    touches invalid voxels (see ``_fill_holes_in_plane``)."""
+    invalid = ~valid
+    near = np.zeros_like(invalid)  # in-plane 4-neighbours of an invalid voxel
+    near[:, 1:, :] |= invalid[:, :-1, :]
+    near[:, :-1, :] |= invalid[:, 1:, :]
+    near[:, :, 1:] |= invalid[:, :, :-1]
+    near[:, :, :-1] |= invalid[:, :, 1:]
+    near &= labels > 0
+    z, y, x = np.nonzero(near)
+    if z.size == 0:
+        return
+    count = np.maximum(valid.sum(axis=(1, 2)), 1).astype(np.float64)
+    cy = (valid.sum(axis=2) * np.arange(valid.shape[1])).sum(axis=1) / count
+    cx = (valid.sum(axis=1) * np.arange(valid.shape[2])).sum(axis=1) / count
+    dy, dx = y - cy[z], x - cx[z]
+    vertical = np.abs(dy) >= np.abs(dx)
+    bit = np.where(vertical, np.where(dy < 0, 0, 1), np.where(dx < 0, 2, 3))
+    np.bitwise_or.at(sides, labels[z, y, x], (1 << bit).astype(np.uint8))
 
 
 def lung_mask(volume: Volume, *, body: np.ndarray | None = None,

@@ -39,31 +39,30 @@ DEFAULT_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 class MindArgumentError(CTRegError, ValueError):
-    """A bad argument to a ctreg.mind function.  ``code`` is one of ``"mind.dtype"`` (not a
-    C-contiguous array of the required dtype), ``"mind.shape"`` (wrong dimensions or shapes
-    that do not match) and ``"mind.parameter"`` (a number out of range)."""
+    """A bad argument to a ctreg.mind function.  ``code`` is one of ``"Mind.Dtype"`` (not a
+    C-contiguous array of the required dtype), ``"Mind.Shape"`` (wrong dimensions or shapes
+    that do not match) and ``"Mind.Parameter"`` (a number out of range)."""
 
-    code = "mind.parameter"
-    codes = ("mind.parameter", "mind.dtype", "mind.shape")
+    code = "Mind.Parameter"
+    codes = ("Mind.Parameter", "Mind.Dtype", "Mind.Shape")
 
     def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def _f32(name, a, ndim):
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
-        raise MindArgumentError(f"{name} must be a C-contiguous float32 numpy array", "mind.dtype")
+        raise MindArgumentError(f"{name} must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if a.ndim != ndim:
-        raise MindArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}", "mind.shape")
+        raise MindArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}", "Mind.Shape")
     if a.size == 0:
-        raise MindArgumentError(f"{name} must not be empty, got shape {a.shape}", "mind.shape")
+        raise MindArgumentError(f"{name} must not be empty, got shape {a.shape}", "Mind.Shape")
     return a
 
 
 def _int(name, v, lo):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
-        raise MindArgumentError(f"{name} must be an integer >= {lo}, got {v!r}", "mind.parameter")
+        raise MindArgumentError(f"{name} must be an integer >= {lo}, got {v!r}", "Mind.Parameter")
     return int(v)
 
 
@@ -73,7 +72,7 @@ def _vec3(name, v):
         a = np.repeat(a, 3)
     if a.shape != (3,) or not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise MindArgumentError(f"{name} must be a positive number or (z, y, x) positive numbers, got {v!r}",
-                                "mind.parameter")
+                                "Mind.Parameter")
     return a
 
 
@@ -125,9 +124,9 @@ def mind_ssc(image, spacing=None, *, radius_vox=1, distance_vox=2, out=None) -> 
         _f32("out", out, 4)
         if out.shape != image.shape + (MIND_CHANNELS,):
             raise MindArgumentError(f"out must have shape {image.shape + (MIND_CHANNELS,)}, got {out.shape}",
-                                    "mind.shape")
+                                    "Mind.Shape")
         if np.shares_memory(out, image):
-            raise MindArgumentError("out must not overlap image", "mind.shape")
+            raise MindArgumentError("out must not overlap image", "Mind.Shape")
     return _native.mind_ssc(image, r, d, out)
 
 
@@ -176,7 +175,7 @@ def block_match_cost(ref_feat, flt_feat, *, grid_step_vox, block_radius_vox, sea
     ref_feat = _f32("ref_feat", ref_feat, 4)
     flt_feat = _f32("flt_feat", flt_feat, 4)
     if ref_feat.shape != flt_feat.shape:
-        raise MindArgumentError(f"ref_feat {ref_feat.shape} and flt_feat {flt_feat.shape} differ", "mind.shape")
+        raise MindArgumentError(f"ref_feat {ref_feat.shape} and flt_feat {flt_feat.shape} differ", "Mind.Shape")
     step = _int("grid_step_vox", grid_step_vox, 1)
     B = _int("block_radius_vox", block_radius_vox, 0)
     bs = _int("block_step_vox", block_step_vox, 1)
@@ -185,13 +184,13 @@ def block_match_cost(ref_feat, flt_feat, *, grid_step_vox, block_radius_vox, sea
     m8 = None
     if mask is not None:
         if not isinstance(mask, np.ndarray) or mask.shape != ref_feat.shape[:3]:
-            raise MindArgumentError(f"mask must be a {ref_feat.shape[:3]} array", "mind.shape")
+            raise MindArgumentError(f"mask must be a {ref_feat.shape[:3]} array", "Mind.Shape")
         if mask.dtype == np.bool_:
             m8 = np.ascontiguousarray(mask).view(np.uint8)
         elif mask.dtype == np.uint8:
             m8 = np.ascontiguousarray(mask)
         else:
-            raise MindArgumentError(f"mask must be bool or uint8, got {mask.dtype}", "mind.dtype")
+            raise MindArgumentError(f"mask must be bool or uint8, got {mask.dtype}", "Mind.Dtype")
     cost, active = _native.block_match_cost(ref_feat, flt_feat, step, B, bs, R, ss, m8)
     offsets = search_offsets(R, ss)
     if mask is None:
@@ -219,19 +218,19 @@ def coupled_argmin(cost, disp_mm, v_mm, theta):
     ``(idx, u)``: idx (...) int32, u (..., 3) float32.
     """
     if not isinstance(cost, np.ndarray) or cost.dtype != np.float32 or not cost.flags.c_contiguous:
-        raise MindArgumentError("cost must be a C-contiguous float32 numpy array", "mind.dtype")
+        raise MindArgumentError("cost must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if cost.ndim < 1 or cost.size == 0:
-        raise MindArgumentError(f"cost must be a non-empty (..., L) array, got {cost.shape}", "mind.shape")
+        raise MindArgumentError(f"cost must be a non-empty (..., L) array, got {cost.shape}", "Mind.Shape")
     disp_mm = _f32("disp_mm", disp_mm, 2)
     lead = cost.shape[:-1]
     if not isinstance(v_mm, np.ndarray) or v_mm.dtype != np.float32 or not v_mm.flags.c_contiguous:
-        raise MindArgumentError("v_mm must be a C-contiguous float32 numpy array", "mind.dtype")
+        raise MindArgumentError("v_mm must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if disp_mm.shape != (cost.shape[-1], 3) or v_mm.shape != lead + (3,):
         raise MindArgumentError(f"cost {cost.shape}, disp_mm {disp_mm.shape} and v_mm {v_mm.shape} do not "
-                                "match (..., L), (L, 3), (..., 3)", "mind.shape")
+                                "match (..., L), (L, 3), (..., 3)", "Mind.Shape")
     theta = float(theta)
     if not (math.isfinite(theta) and theta >= 0):
-        raise MindArgumentError(f"theta must be finite and >= 0, got {theta!r}", "mind.parameter")
+        raise MindArgumentError(f"theta must be finite and >= 0, got {theta!r}", "Mind.Parameter")
     n = int(np.prod(lead)) if lead else 1
     idx, u = _native.coupled_argmin(cost.reshape(n, cost.shape[-1]), disp_mm, v_mm.reshape(n, 3), theta)
     return idx.reshape(lead), u.reshape(lead + (3,))
@@ -284,24 +283,24 @@ def regularise_cost(cost, offsets, active=None, *, grid_spacing_mm, voxel_mm, al
     offsets = np.asarray(offsets)
     if offsets.ndim != 2 or offsets.shape != (cost.shape[3], 3) or not np.issubdtype(offsets.dtype, np.integer):
         raise MindArgumentError(f"offsets must be ({cost.shape[3]}, 3) integers, got {offsets.shape} "
-                                f"{offsets.dtype}", "mind.shape")
+                                f"{offsets.dtype}", "Mind.Shape")
     grid = cost.shape[:3]
     if active is None:
         w = np.ones(grid, np.float64)
     else:
         active = np.asarray(active)
         if active.shape != grid:
-            raise MindArgumentError(f"active must have shape {grid}, got {active.shape}", "mind.shape")
+            raise MindArgumentError(f"active must have shape {grid}, got {active.shape}", "Mind.Shape")
         w = active.astype(bool).astype(np.float64)
     gs = _vec3("grid_spacing_mm", grid_spacing_mm)
     vox = _vec3("voxel_mm", voxel_mm)
     sigma_grid = float(sigma_grid)
     if not (math.isfinite(sigma_grid) and sigma_grid > 0):
-        raise MindArgumentError(f"sigma_grid must be > 0, got {sigma_grid!r}", "mind.parameter")
+        raise MindArgumentError(f"sigma_grid must be > 0, got {sigma_grid!r}", "Mind.Parameter")
     alphas = [float(a) for a in alphas]
     if not alphas or not all(math.isfinite(a) and a >= 0 for a in alphas):
         raise MindArgumentError(f"alphas must be a non-empty sequence of numbers >= 0, got {alphas!r}",
-                                "mind.parameter")
+                                "Mind.Parameter")
     h = float(np.mean(vox))
     sigma = sigma_grid * float(np.mean(gs)) / gs
     disp = np.ascontiguousarray(offsets.astype(np.float64) * vox, dtype=np.float32)

@@ -46,12 +46,14 @@ _CHUNK = 1 << 21
 
 
 class SyntheticLungError(CTRegError, ValueError):
-    """A realistic lung pair cannot be made; ``code``: ``no_lungs``, ``no_landmarks`` or
-    ``inverse_failed``."""
+    """A realistic lung pair cannot be made; ``code``: ``SyntheticLung.NoLungs``, ``SyntheticLung.NoLandmarks`` or
+    ``SyntheticLung.InverseFailed``."""
+
+    code = "SyntheticLung.NoLungs"
+    codes = ("SyntheticLung.NoLungs", "SyntheticLung.NoLandmarks", "SyntheticLung.InverseFailed")
 
     def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 class LungMotion:
@@ -175,7 +177,7 @@ def _floating_grid(ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: fl
     k0, k1 = (ck, nz) if sup_first else (0, nz - ck)
     j0, j1, i0, i1 = cj, ny - cj, ci, nx - ci
     if min(k1 - k0, j1 - j0, i1 - i0) < 4:
-        raise SyntheticLungError("make_lung_pair: the crop leaves no floating grid", "no_lungs")
+        raise SyntheticLungError("make_lung_pair: the crop leaves no floating grid", "SyntheticLung.NoLungs")
     aff = ref.affine.copy()
     aff[:3, 3] = ref.index_to_world(np.array([[k0, j0, i0]], float))[0]
     shape = [k1 - k0, j1 - j0, i1 - i0]
@@ -210,7 +212,7 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
         lungs = segment_lungs(volume, check=False).mask
     lungs = np.asarray(lungs, bool)
     if lungs.shape != volume.shape or not lungs.any():
-        raise SyntheticLungError("make_lung_pair: no lungs on the reference grid", "no_lungs")
+        raise SyntheticLungError("make_lung_pair: no lungs on the reference grid", "SyntheticLung.NoLungs")
     jit = rng.uniform(0.9, 1.1, size=3)
     d, ap, lat = diaphragm_mm * jit[0], ap_expansion * jit[1], lateral_expansion * jit[2]
     idx = np.argwhere(lungs)
@@ -218,7 +220,7 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
     lo, hi = w.min(0), w.max(0)
     if abs(d) * math.pi / (2.0 * (hi[2] - lo[2] + abs(d))) >= 0.5:
         raise SyntheticLungError(f"make_lung_pair: lungs of {hi[2] - lo[2]:.0f} mm in z are too short "
-                                 f"for diaphragm_mm={diaphragm_mm}", "no_lungs")
+                                 f"for diaphragm_mm={diaphragm_mm}", "SyntheticLung.NoLungs")
     sigma_vox = pleura_sigma_mm / volume.spacing
     smooth = Volume(ndi.gaussian_filter(lungs.astype(np.float32), sigma_vox), volume.affine)
     motion = LungMotion(diaphragm_mm=d, ap=ap, lateral=lat, z_base=lo[2] - d, z_apex=hi[2],
@@ -267,7 +269,7 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
         cand = c[is_max]
     if cand.shape[0] == 0:
         raise SyntheticLungError("make_lung_pair: no bright vessel point deep inside the lungs",
-                                 "no_landmarks")
+                                 "SyntheticLung.NoLandmarks")
     if cand.shape[0] > 20000:
         cand = cand[rng.choice(cand.shape[0], 20000, replace=False)]
     from .synthetic import _farthest_points
@@ -283,7 +285,7 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
     p, q, resid = p[keep][:n_landmarks], q[keep][:n_landmarks], resid[keep][:n_landmarks]
     if p.shape[0] == 0:
         raise SyntheticLungError("make_lung_pair: no landmark's floating position could be solved "
-                                 "inside the floating grid", "inverse_failed")
+                                 "inside the floating grid", "SyntheticLung.InverseFailed")
     info = {"diaphragm_mm": d, "ap_expansion": ap, "lateral_expansion": lat, "density": density,
             "crop_mm": crop_mm, "crop_z_mm": crop_z_mm, "slice_mm": slice_mm, "noise_hu": noise_hu,
             "pleura_sigma_mm": pleura_sigma_mm, "seed": seed, "n_landmarks": int(p.shape[0]),
