@@ -25,7 +25,8 @@ from .errors import GeometryError
 from .ffd import run_ffd_level
 from .fullres import full_resolution
 from .lung_focus import focus_and_lungs, focused_level
-from .lung_images import floating_lungs as find_floating_lungs, lung_only, mask_image
+from .lung_images import (MIN_AFFINE_LUNG_DICE, affine_lung_dice, floating_lungs as find_floating_lungs,
+                          lung_only, mask_image)
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
@@ -276,6 +277,20 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient")
 
+    if flt_lungs is not None and lungs_c is not None:  # do the two masks show the same lungs?
+        info = lung_report["images"]
+        agree = affine_lung_dice(ref_c, lungs_c, flt, flt_lungs, transform.apply)
+        info["affine_dice"] = round(agree, 3)
+        if agree < MIN_AFFINE_LUNG_DICE:
+            if info.get("floating_source") == "user":
+                log.warning("the floating_lungs mask and the reference lungs agree poorly after "
+                            "the affine stage (Dice %.2f): check the mask", agree)
+            else:
+                log.warning("lung images off: the floating scan's automatic lungs and the "
+                            "reference lungs disagree after the affine stage (Dice %.2f < %.2f); "
+                            "the deformable stages use the plain images", agree, MIN_AFFINE_LUNG_DICE)
+                info.update(used=False, reason="LungMask.Disagree")
+                flt_lungs = None
     if opts.lung_images and flt_lungs is not None and lungs_c is not None:  # lung-only images
         t0 = time.perf_counter()
         lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
