@@ -86,3 +86,34 @@ def test_register_no_report_and_a_failing_report_keep_the_outputs(sample_dir, tm
     assert sorted(p.name for p in out.iterdir()) == ["displacement.nii.gz", "registered.nii.gz",
                                                      "report.json", "result.json", "transform.h5"]
     assert any("Report.Grid" in r.getMessage() for r in caplog.records)
+
+
+def test_register_takes_lung_and_body_masks_as_files(sample_dir, tmp_path, capsys):
+    """--reference-lungs / --floating-lungs / --reference-mask FILE reach register() (the report
+    says the masks came from the user); a mask on another grid fails with its code and no output."""
+    from ctreg.io.labels import write_labels_nifti
+    from ctreg.lungs import segment_lungs
+    from ctreg.masks import body_mask
+
+    ref = ctreg.read_dicom_series(sample_dir / "reference")
+    flt = ctreg.read_dicom_series(sample_dir / "floating")
+    write_labels_nifti(segment_lungs(ref).mask.astype(np.uint8), ref.affine, tmp_path / "rl.nii.gz")
+    write_labels_nifti(segment_lungs(flt).mask.astype(np.uint8), flt.affine, tmp_path / "fl.nii.gz")
+    write_labels_nifti(body_mask(ref).astype(np.uint8), ref.affine, tmp_path / "rb.nii.gz")
+    out = tmp_path / "out"
+    rc = main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
+               "--preset", "fast", "--no-dicom", "--no-report", "--json",
+               "--reference-lungs", str(tmp_path / "rl.nii.gz"),
+               "--floating-lungs", str(tmp_path / "fl.nii.gz"),
+               "--reference-mask", str(tmp_path / "rb.nii.gz")])
+    assert rc == 0
+    lungs = json.loads(capsys.readouterr().out)["report"]["lungs"]
+    assert lungs["source"] == "user" and lungs["images"]["floating_source"] == "user"
+    shifted = ref.affine.copy()
+    shifted[:3, 3] += 5.0  # the same shape, another place: not the reference's grid
+    write_labels_nifti(segment_lungs(ref).mask.astype(np.uint8), shifted, tmp_path / "bad.nii.gz")
+    bad = tmp_path / "bad_out"
+    rc = main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(bad),
+               "--preset", "fast", "--reference-lungs", str(tmp_path / "bad.nii.gz")])
+    assert rc == 1 and not bad.exists()
+    assert "[LungMask.GridMismatch]" in capsys.readouterr().err

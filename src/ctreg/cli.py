@@ -10,7 +10,7 @@ import logging
 import sys
 
 from ._version import __version__
-from .cli_reuse import add_apply, add_register_options, save_result_folder
+from .cli_reuse import add_apply, add_mask_options, add_register_options, read_mask_files, save_result_folder
 from .errors import CTRegError
 
 
@@ -66,6 +66,7 @@ def _add_register(sub) -> None:
                    help="print wall seconds and peak memory per phase (read, masks, affine, "
                    "bspline, demons, resample, write) on stderr")
     add_register_options(p)  # --save-result, --no-progress (cli_reuse.py)
+    add_mask_options(p)  # --reference-lungs, --floating-lungs, --*-mask, --sliding (cli_reuse.py)
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (the quality report with pictures; see docs/report.md)")
     p.set_defaults(func=_cmd_register)
@@ -106,11 +107,13 @@ def _run_register(args) -> int:
     reference = read_volume(args.reference)
     log.info("reading floating %s", args.floating)
     floating = read_volume(args.floating)
+    masks = read_mask_files(args, reference, floating)
     t_read, read_memory = time.perf_counter() - t0, _timing.snapshot()
     if reference.array.size + floating.array.size <= KEEP_FREED_MEMORY_MAX_VOXELS:
         keep_freed_memory()  # process-wide malloc setting: the CLI owns its process
     thp_off = no_huge_pages()  # for register() only (ops.runtime): the CLI owns its process
-    result = register(reference, floating, preset=args.preset)
+    extra = {} if args.sliding is None else {"sliding": args.sliding}
+    result = register(reference, floating, preset=args.preset, **masks, **extra)
     if thp_off:
         no_huge_pages(False)  # writing was faster with huge pages (docs/performance.md)
     _timing.record(result.report, "read", t_read, read_memory)

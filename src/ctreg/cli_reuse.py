@@ -1,7 +1,9 @@
-"""``ctreg apply`` and ``ctreg register --save-result``: reuse a saved registration from the
-command line (kept out of cli.py so that each command stays a small hook there)."""
+"""``ctreg apply``, ``ctreg register --save-result`` (reuse a saved registration from the
+command line) and ``ctreg register``'s mask-file options (kept out of cli.py so that each
+command stays a small hook there)."""
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,53 @@ def add_register_options(p) -> None:
                    "ctreg.load_result")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal)")
+
+
+MASK_OPTIONS = (("reference_lungs", "reference"), ("floating_lungs", "floating"),
+                ("reference_mask", "reference"), ("floating_mask", "floating"))
+
+
+def add_mask_options(p) -> None:
+    """--reference-lungs / --floating-lungs / --reference-mask / --floating-mask FILE and
+    --[no-]sliding."""
+    p.add_argument("--reference-lungs", default=None, metavar="FILE",
+                   help="lung mask of the reference (NIfTI or DICOM label image on the reference's "
+                   "grid, non-zero = lung); default: found automatically")
+    p.add_argument("--floating-lungs", default=None, metavar="FILE",
+                   help="lung mask of the floating scan, on its grid (default: automatic)")
+    p.add_argument("--reference-mask", default=None, metavar="FILE",
+                   help="body mask of the reference, on its grid (default: automatic)")
+    p.add_argument("--floating-mask", default=None, metavar="FILE",
+                   help="body mask of the floating scan, on its grid (default: automatic)")
+    p.add_argument("--sliding", action=argparse.BooleanOptionalAction, default=None,
+                   help="estimate the motion outside the lungs separately (docs/sliding.md; "
+                   "default: on, off with --preset fast)")
+
+
+def read_mask_files(args, reference, floating) -> dict:
+    """The register() keyword arguments of the mask options: each file read as a label map
+    and checked to lie on its scan's grid (same shape, affine within 1e-3 mm), else
+    ``LungMaskError`` with code ``LungMask.GridMismatch``."""
+    import numpy as np
+
+    from .io.labels import read_labels
+    from .lungs import LungMaskError
+
+    out = {}
+    for key, which in MASK_OPTIONS:
+        path = getattr(args, key, None)
+        if path is None:
+            continue
+        image = reference if which == "reference" else floating
+        arr, aff = read_labels(path)
+        flag = "--" + key.replace("_", "-")
+        if arr.shape != image.shape or not np.allclose(aff, image.affine, atol=1e-3):
+            raise LungMaskError(
+                f"{flag} {path}: grid {arr.shape} does not match the {which} scan's {image.shape} "
+                "(shape and affine must be equal: segment the scan itself, or resample the mask "
+                "onto its grid first)", "LungMask.GridMismatch")
+        out[key] = arr != 0
+    return out
 
 
 def save_result_folder(result, folder) -> Path:
