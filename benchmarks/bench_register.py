@@ -134,7 +134,9 @@ def _run(cmd: list[str], threads: int) -> dict:
                                      capture_output=True, text=True, check=True).stdout)
 
 
-PHASES = ("read", "masks", "affine", "bspline", "demons", "resample", "write")
+# ctreg._timing.PHASES (tests/test_performance.py keeps the two equal)
+PHASES = ("read", "masks", "affine", "discrete", "lung_shape", "bspline", "demons", "sliding",
+          "resample", "write")
 
 
 def main(argv=None) -> int:

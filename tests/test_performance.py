@@ -124,3 +124,17 @@ def test_lazy_names_resolve():
     assert ctreg.ops.get_num_threads() >= 1
     with pytest.raises(AttributeError):
         ctreg.no_such_name  # noqa: B018
+
+
+def test_bench_register_lists_every_phase_of_the_report():
+    """benchmarks/bench_register.py prints a column per phase: the same names as ctreg._timing."""
+    import ast
+    from pathlib import Path
+
+    from ctreg import _timing
+
+    src = (Path(__file__).resolve().parents[1] / "benchmarks" / "bench_register.py").read_text()
+    tree = ast.parse(src)
+    found = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id == "PHASES" for t in n.targets)]
+    assert found == [tuple(_timing.PHASES)]

@@ -60,8 +60,13 @@ def lung_only(volume: Volume, lungs: np.ndarray, outside_hu: float) -> Volume:
     validity: where the scanner wrote no data stays invalid)."""
     if lungs.shape != volume.shape:
         raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
-    arr = np.where(lungs, volume.array, np.float32(outside_hu)).astype(np.float32, copy=False)
-    return volume.with_array(arr)
+    from . import ops
+
+    arr = volume.array
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    # np.where(lungs, arr, outside_hu) in one native pass (the bounds clip nothing)
+    return volume.with_array(ops.clip_fill(arr, lungs, -np.inf, np.inf, outside_hu))
 
 
 def mask_image(volume: Volume, lungs: np.ndarray, clip_hu: tuple[float, float]) -> Volume:
@@ -69,7 +74,8 @@ def mask_image(volume: Volume, lungs: np.ndarray, clip_hu: tuple[float, float]) 
     0 HU (tissue) elsewhere; ``volume``'s validity is kept."""
     if lungs.shape != volume.shape:
         raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
-    arr = np.where(lungs, np.float32(clip_hu[0]), np.float32(0.0))
+    arr = np.zeros(volume.shape, np.float32)
+    np.copyto(arr, np.float32(clip_hu[0]), where=lungs)
     return volume.with_array(arr)
 
 

@@ -284,7 +284,9 @@ class RegistrationOptions:
     lung_images: bool = True
     lung_outside_hu: float = 0.0
     lung_shape: FFDOptions = field(default_factory=lambda: FFDOptions(
-        levels_mm=(6.0, 4.0, 3.0, 2.0), control_spacing_mm=(24.0, 12.0, 8.0, 6.0),
+        # the finest control grid (6 mm) on the 3 mm images: on EMPIRE10-01 a 2 mm image level
+        # cost 5 s for Dice 0.9747 instead of 0.9735 (docs/lungs.md)
+        levels_mm=(6.0, 4.0, 3.0, 3.0), control_spacing_mm=(24.0, 12.0, 8.0, 6.0),
         iterations=(20, 15, 10, 10), metric="ncc", first_level_metric=None, bending_weight=3.0))
 
     def __post_init__(self):

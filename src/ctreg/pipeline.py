@@ -220,15 +220,21 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     lung_pair: list = []  # (reference, floating) lung-only images, made after the affine stage
     shaped: dict[tuple, Level] = {}
 
-    def shape_level(mm: float) -> Level:
-        """A level of the lung-shape stage: the two lung masks as images, in the lung focus."""
-        key = level_factors(ref_c.spacing, mm)
+    def shape_levels(levels_mm) -> list[Level]:
+        """The levels of the lung-shape stage: the two lung masks as images, in the lung focus.
+        The full-resolution mask images are made once for all levels and freed after."""
         assert lungs_c is not None and flt_lungs is not None
-        if key not in shaped:
-            base = build_level(len(cache) + len(shaped), mm, mask_image(ref_p, lungs_c, clip),
-                               body_c, mask_image(flt_p, flt_lungs, clip), frame, clip)
-            shaped[key] = base if focus is None else focused_level(base, focus, key)
-        return shaped[key]
+        images = [mask_image(ref_p, lungs_c, clip), mask_image(flt_p, flt_lungs, clip)]
+        out = []
+        for mm in levels_mm:
+            key = level_factors(ref_c.spacing, mm)
+            if key not in shaped:
+                base = build_level(len(cache) + len(shaped), mm, images[0], body_c, images[1],
+                                   frame, clip)
+                shaped[key] = base if focus is None else focused_level(base, focus, key)
+            out.append(shaped[key])
+        del images
+        return out
 
     def dlevel(mm: float) -> Level:
         """The level of the deformable stages: its metric mask restricted to the lung focus
@@ -313,8 +319,8 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     # -- lung shape: B-spline on the two lung masks -------------------------------------------
     t0 = time.perf_counter()
     if opts.lung_shape.enabled and flt_lungs is not None and lungs_c is not None:
-        for li, mm in enumerate(opts.lung_shape.levels_mm):
-            lv = shape_level(mm)
+        for li, (mm, lv) in enumerate(zip(opts.lung_shape.levels_mm,
+                                          shape_levels(opts.lung_shape.levels_mm))):
             log.info("lung shape: level %d/%d (%.1f mm)", li + 1, len(opts.lung_shape.levels_mm), mm)
             u0 = None if u is None or u_level is None else ops.resample_field(
                 u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
