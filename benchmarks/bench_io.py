@@ -15,6 +15,7 @@ Timed, best wall time of ``--repeat`` runs (files are in the page cache after th
 
 Ratios are SimpleITK time / ctreg time (> 1: ctreg is faster).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,17 +77,23 @@ def sitk_write_series_tgz(img, out_tgz: Path, work: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--series", type=Path, default=ROOT.parent / "shared" / "data" / "popi-00-dicom")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--series", type=Path, default=ROOT.parent / "shared" / "data" / "popi-00-dicom"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
     if not args.series.is_dir():
         print(f"bench_io: no series folder at {args.series}", file=sys.stderr)
         return 2
-    print(f"ctreg {ctreg.__version__}, "
-          f"SimpleITK {sitk.Version_VersionString() if sitk else 'absent'}, "
-          f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"ctreg {ctreg.__version__}, "
+        f"SimpleITK {sitk.Version_VersionString() if sitk else 'absent'}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     vol = read_dicom_series(args.series)  # warm-up (page cache, imports)
     nz, ny, nx = vol.shape
     print(f"series: {args.series} ({vol.meta['n_files']} files, {nx}x{ny}x{nz} voxels)")
@@ -100,8 +107,10 @@ def main(argv=None) -> int:
 
         t_read = best(lambda: read_dicom_series(args.series), args.repeat)
         t_nii = best(lambda: write_nifti(vol, fresh("out.nii.gz")), args.repeat)
-        t_tgz = best(lambda: write_dicom_series(vol, fresh("out.tar.gz"), reference=vol,
-                                                floating=vol), args.repeat)
+        t_tgz = best(
+            lambda: write_dicom_series(vol, fresh("out.tar.gz"), reference=vol, floating=vol),
+            args.repeat,
+        )
 
         def both():
             write_nifti(vol, fresh("registered.nii.gz"))
@@ -113,19 +122,30 @@ def main(argv=None) -> int:
             img = sitk_read(args.series)
             img16 = sitk.Cast(img, sitk.sitkInt16)
             s_read = best(lambda: sitk_read(args.series), args.repeat)
-            s_nii = best(lambda: sitk.WriteImage(img16, str(fresh("sitk.nii.gz")), True), args.repeat)
-            s_tgz = best(lambda: sitk_write_series_tgz(img16, fresh("sitk.tar.gz"), work), args.repeat)
-        rows = [("read DICOM series", t_read, s_read),
-                ("write .nii.gz (int16)", t_nii, s_nii),
-                ("write DICOM .tar.gz", t_tgz, s_tgz),
-                ("write .nii.gz + .tar.gz", t_both,
-                 (s_nii + s_tgz) if s_nii is not None and s_tgz is not None else None)]
+            s_nii = best(
+                lambda: sitk.WriteImage(img16, str(fresh("sitk.nii.gz")), True), args.repeat
+            )
+            s_tgz = best(
+                lambda: sitk_write_series_tgz(img16, fresh("sitk.tar.gz"), work), args.repeat
+            )
+        rows = [
+            ("read DICOM series", t_read, s_read),
+            ("write .nii.gz (int16)", t_nii, s_nii),
+            ("write DICOM .tar.gz", t_tgz, s_tgz),
+            (
+                "write .nii.gz + .tar.gz",
+                t_both,
+                (s_nii + s_tgz) if s_nii is not None and s_tgz is not None else None,
+            ),
+        ]
     print(f"{'operation':28s} {'ctreg s':>9s} {'SimpleITK s':>12s} {'ratio':>7s}")
     for name, t, s in rows:
         ratio = f"{s / t:7.2f}" if s is not None else "      -"
         s_txt = f"{s:12.3f}" if s is not None else "           -"
         print(f"{name:28s} {t:9.3f} {s_txt} {ratio}")
-    print(f"target: both outputs <= 3 s -> {'met' if t_both <= 3.0 else 'NOT met'} ({t_both:.2f} s)")
+    print(
+        f"target: both outputs <= 3 s -> {'met' if t_both <= 3.0 else 'NOT met'} ({t_both:.2f} s)"
+    )
     return 0
 
 

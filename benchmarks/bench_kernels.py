@@ -14,6 +14,7 @@ Reported: Mvox/s = output voxels / best wall time of ``--repeat`` runs, and each
 time divided by ctreg's (x > 1: ctreg is faster).  All libraries use the same thread count
 (ctreg.set_num_threads, SimpleITK's global default, numba); scipy.ndimage is single-threaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,41 +61,54 @@ class Data:
 
     @property
     def affine(self) -> np.ndarray:
-        return self.get("affine", lambda d: ctreg.volume.affine_from_geometry((-160.0, -160.0, -160.0), d.spacing))
+        return self.get(
+            "affine",
+            lambda d: ctreg.volume.affine_from_geometry((-160.0, -160.0, -160.0), d.spacing),
+        )
 
     @property
     def image(self) -> np.ndarray:
         """CT-like float32 texture in HU (smoothed noise)."""
+
         def make(d):
             img = d.rng.standard_normal(d.shape, dtype=np.float32)
             img = ops.smooth(img, 2.0, d.spacing)
             img *= 400.0 / max(float(np.abs(img).max()), 1e-6)
             img -= 500.0
             return img
+
         return self.get("image", make)
 
     @property
     def displacement(self) -> np.ndarray:
         """Smooth (z, y, x, 3) displacement, world (x, y, z) mm, up to ~8 mm."""
+
         def make(d):
             coarse = d.rng.standard_normal((8, 8, 8, 3)).astype(np.float32)
-            f2o = np.diag([7.0 / (d.shape[0] - 1), 7.0 / (d.shape[1] - 1), 7.0 / (d.shape[2] - 1), 1.0])
+            f2o = np.diag(
+                [7.0 / (d.shape[0] - 1), 7.0 / (d.shape[1] - 1), 7.0 / (d.shape[2] - 1), 1.0]
+            )
             u = np.empty(d.shape + (3,), np.float32)
             for c in range(3):  # trilinear upsampling of a coarse random field
-                u[..., c] = ops.resample_affine(np.ascontiguousarray(coarse[..., c]), f2o, d.shape, order=1)
+                u[..., c] = ops.resample_affine(
+                    np.ascontiguousarray(coarse[..., c]), f2o, d.shape, order=1
+                )
             u *= 8.0 / max(float(np.abs(u).max()), 1e-6)
             return u
+
         return self.get("displacement", make)
 
     @property
     def world_matrix(self) -> np.ndarray:
         """A small rigid motion in world mm (rotation about z by 3 deg, shift 2.5 mm)."""
+
         def make(d):
             t = np.deg2rad(3.0)
             m = np.eye(4)
             m[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
             m[:3, 3] = (2.5, -1.5, 1.0)
             return m
+
         return self.get("world_matrix", make)
 
     # --- SimpleITK views of the inputs ---------------------------------------------------------
@@ -105,6 +119,7 @@ class Data:
             img.SetSpacing([float(s) for s in d.spacing[::-1]])
             img.SetOrigin([float(o) for o in d.affine[:3, 3]])
             return img
+
         return self.get("sitk_" + key, make)
 
 
@@ -120,6 +135,7 @@ def _sitk_affine(d: Data):
         t.SetMatrix([float(v) for v in d.world_matrix[:3, :3].ravel()])
         t.SetTranslation([float(v) for v in d.world_matrix[:3, 3]])
         return t
+
     return d.get("sitk_affine", make)
 
 
@@ -128,21 +144,33 @@ def _sitk_displacement(d: Data):
         f = sitk.GetImageFromArray(d.displacement.astype(np.float64), isVector=True)
         f.CopyInformation(d.sitk_image())
         return sitk.DisplacementFieldTransform(f)
+
     return d.get("sitk_disp_transform", make)
 
 
 def _disp_coords(d: Data) -> np.ndarray:
     """(3, N) input indices for map_coordinates (built untimed: favours scipy)."""
+
     def make(d):
         w2i = np.linalg.inv(d.affine)
         coords = np.empty((3,) + d.shape, np.float64)
-        k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in d.shape], indexing="ij", sparse=True)
+        k, j, i = np.meshgrid(
+            *[np.arange(n, dtype=np.float64) for n in d.shape], indexing="ij", sparse=True
+        )
         u = d.displacement
         for r in range(3):
             a = w2i @ d.affine  # identity up to round-off; keeps the general form
-            coords[r] = (a[r, 0] * k + a[r, 1] * j + a[r, 2] * i + a[r, 3]
-                         + w2i[r, 0] * u[..., 0] + w2i[r, 1] * u[..., 1] + w2i[r, 2] * u[..., 2])
+            coords[r] = (
+                a[r, 0] * k
+                + a[r, 1] * j
+                + a[r, 2] * i
+                + a[r, 3]
+                + w2i[r, 0] * u[..., 0]
+                + w2i[r, 1] * u[..., 1]
+                + w2i[r, 2] * u[..., 2]
+            )
         return coords
+
     return d.get("disp_coords", make)
 
 
@@ -152,7 +180,9 @@ def _ct_resample_affine(d):
 
 def _sp_resample_affine(d):
     m = _affine_index_matrix(d)
-    return ndi.affine_transform(d.image, m, output_shape=d.shape, order=1, mode="constant", cval=-1000.0)
+    return ndi.affine_transform(
+        d.image, m, output_shape=d.shape, order=1, mode="constant", cval=-1000.0
+    )
 
 
 def _sk_resample_affine(d):
@@ -161,8 +191,13 @@ def _sk_resample_affine(d):
 
 
 def _ct_resample_displacement(d):
-    return ops.resample_displacement(d.image, d.displacement, out_to_world=d.affine,
-                                     world_to_image=np.linalg.inv(d.affine), fill=-1000.0)
+    return ops.resample_displacement(
+        d.image,
+        d.displacement,
+        out_to_world=d.affine,
+        world_to_image=np.linalg.inv(d.affine),
+        fill=-1000.0,
+    )
 
 
 def _sp_resample_displacement(d):
@@ -171,25 +206,40 @@ def _sp_resample_displacement(d):
 
 def _sk_resample_displacement(d):
     img = d.sitk_image()
-    return sitk.Resample(img, img, _sitk_displacement(d), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    return sitk.Resample(
+        img, img, _sitk_displacement(d), sitk.sitkLinear, -1000.0, sitk.sitkFloat32
+    )
 
 
 def _ct_resample_coarse_field(d):
     """Field on a 4x coarser grid, interpolated on the fly (field_from_out)."""
+
     def make(d):
         fs = tuple((n + 3) // 4 for n in d.shape)
         return np.ascontiguousarray(d.displacement[::4, ::4, ::4])[: fs[0], : fs[1], : fs[2]].copy()
+
     coarse = d.get("coarse_field", make)
-    return ops.resample_displacement(d.image, coarse, out_to_world=d.affine,
-                                     world_to_image=np.linalg.inv(d.affine),
-                                     field_from_out=np.diag([0.25, 0.25, 0.25, 1.0]), out_shape=d.shape,
-                                     fill=-1000.0)
+    return ops.resample_displacement(
+        d.image,
+        coarse,
+        out_to_world=d.affine,
+        world_to_image=np.linalg.inv(d.affine),
+        field_from_out=np.diag([0.25, 0.25, 0.25, 1.0]),
+        out_shape=d.shape,
+        fill=-1000.0,
+    )
 
 
 def _ct_resample_labels(d):
     labels = d.get("labels", lambda d: np.round(d.image / 300.0).astype(np.float32))
-    return ops.resample_displacement(labels, d.displacement, out_to_world=d.affine,
-                                     world_to_image=np.linalg.inv(d.affine), order=0, fill=0.0)
+    return ops.resample_displacement(
+        labels,
+        d.displacement,
+        out_to_world=d.affine,
+        world_to_image=np.linalg.inv(d.affine),
+        order=0,
+        fill=0.0,
+    )
 
 
 def _sp_resample_labels(d):
@@ -198,8 +248,12 @@ def _sp_resample_labels(d):
 
 
 def _sk_resample_labels(d):
-    labels = d.sitk_image("labels", lambda d: d.get("labels", lambda d: np.round(d.image / 300.0).astype(np.float32)))
-    return sitk.Resample(labels, labels, _sitk_displacement(d), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32)
+    labels = d.sitk_image(
+        "labels", lambda d: d.get("labels", lambda d: np.round(d.image / 300.0).astype(np.float32))
+    )
+    return sitk.Resample(
+        labels, labels, _sitk_displacement(d), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32
+    )
 
 
 # --- gradient and smoothing -------------------------------------------------------------------
@@ -235,7 +289,9 @@ def _ct_smooth_field(d):
 
 
 def _sp_smooth_field(d):
-    return ndi.gaussian_filter(d.displacement, tuple(SIGMA_MM / d.spacing) + (0.0,), mode="nearest", truncate=3.0)
+    return ndi.gaussian_filter(
+        d.displacement, tuple(SIGMA_MM / d.spacing) + (0.0,), mode="nearest", truncate=3.0
+    )
 
 
 def _sk_smooth_field(d):
@@ -250,10 +306,21 @@ class Case(NamedTuple):
 
 
 CASES: list[Case] = [
-    Case("resample_affine (trilinear)", _ct_resample_affine, _sp_resample_affine, _sk_resample_affine),
-    Case("resample_displacement (trilinear)", _ct_resample_displacement, _sp_resample_displacement,
-         _sk_resample_displacement),
-    Case("resample_displacement (nearest, labels)", _ct_resample_labels, _sp_resample_labels, _sk_resample_labels),
+    Case(
+        "resample_affine (trilinear)", _ct_resample_affine, _sp_resample_affine, _sk_resample_affine
+    ),
+    Case(
+        "resample_displacement (trilinear)",
+        _ct_resample_displacement,
+        _sp_resample_displacement,
+        _sk_resample_displacement,
+    ),
+    Case(
+        "resample_displacement (nearest, labels)",
+        _ct_resample_labels,
+        _sp_resample_labels,
+        _sk_resample_labels,
+    ),
     Case("resample_displacement (field 4x coarser)", _ct_resample_coarse_field, None, None),
     Case("gradient", _ct_gradient, _np_gradient, _sk_gradient),
     Case("smooth scalar (2 mm)", _ct_smooth, _sp_smooth, _sk_smooth),
@@ -271,11 +338,15 @@ def _field_zyx(d):
 
 def _field_zyx_2(d):
     """A second, different smooth field (the first one shifted by a few voxels)."""
-    return d.get("field_zyx_2", lambda d: np.ascontiguousarray(np.roll(_field_zyx(d), (5, -7, 9), (0, 1, 2))))
+    return d.get(
+        "field_zyx_2", lambda d: np.ascontiguousarray(np.roll(_field_zyx(d), (5, -7, 9), (0, 1, 2)))
+    )
 
 
 def _sp_interp_field(field, coords):
-    return np.stack([ndi.map_coordinates(field[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
+    return np.stack(
+        [ndi.map_coordinates(field[..., c], coords, order=1, mode="nearest") for c in range(3)], -1
+    )
 
 
 def _ct_compose(d):
@@ -284,19 +355,27 @@ def _ct_compose(d):
 
 def _sp_compose(d):
     inner = _field_zyx_2(d)
-    coords = np.indices(d.shape, dtype=np.float32) + np.moveaxis(inner, -1, 0) / \
-        d.spacing.astype(np.float32).reshape(3, 1, 1, 1)
+    coords = np.indices(d.shape, dtype=np.float32) + np.moveaxis(inner, -1, 0) / d.spacing.astype(
+        np.float32
+    ).reshape(3, 1, 1, 1)
     return inner + _sp_interp_field(_field_zyx(d), coords)
 
 
 def _sk_compose(d):
     def make(d):  # the transform takes the image over: give it its own copy (untimed)
-        f = sitk.GetImageFromArray(np.ascontiguousarray(_field_zyx_2(d)[..., ::-1], dtype=np.float64), isVector=True)
+        f = sitk.GetImageFromArray(
+            np.ascontiguousarray(_field_zyx_2(d)[..., ::-1], dtype=np.float64), isVector=True
+        )
         f.CopyInformation(d.sitk_image())
         return sitk.DisplacementFieldTransform(f)
+
     inner_t = d.get("sitk_inner_transform", make)
-    outer = d.sitk_image("field_outer_xyz", lambda d: np.ascontiguousarray(_field_zyx(d)[..., ::-1]))
-    inner = d.sitk_image("field_inner_xyz", lambda d: np.ascontiguousarray(_field_zyx_2(d)[..., ::-1]))
+    outer = d.sitk_image(
+        "field_outer_xyz", lambda d: np.ascontiguousarray(_field_zyx(d)[..., ::-1])
+    )
+    inner = d.sitk_image(
+        "field_inner_xyz", lambda d: np.ascontiguousarray(_field_zyx_2(d)[..., ::-1])
+    )
     return sitk.Resample(outer, outer, inner_t, sitk.sitkLinear, 0.0) + inner
 
 
@@ -353,10 +432,21 @@ def _sp_resample_field(d):
 
 def _demons_inputs(d):
     def make(d):
-        warped = ops.resample_displacement(d.image, d.displacement, out_to_world=d.affine,
-                                           world_to_image=np.linalg.inv(d.affine), fill=-1000.0)
-        return (d.image, warped, ops.gradient(d.image, d.spacing), ops.gradient(warped, d.spacing),
-                d.image > -600.0)
+        warped = ops.resample_displacement(
+            d.image,
+            d.displacement,
+            out_to_world=d.affine,
+            world_to_image=np.linalg.inv(d.affine),
+            fill=-1000.0,
+        )
+        return (
+            d.image,
+            warped,
+            ops.gradient(d.image, d.spacing),
+            ops.gradient(warped, d.spacing),
+            d.image > -600.0,
+        )
+
     return d.get("demons_inputs", make)
 
 
@@ -369,7 +459,7 @@ def _np_demons(d):
     r, w, gr, gw, mask = _demons_inputs(d)
     diff = w - r
     j = 0.5 * (gr + gw)
-    den = (j * j).sum(-1) + diff * diff / float(np.mean(d.spacing ** 2))
+    den = (j * j).sum(-1) + diff * diff / float(np.mean(d.spacing**2))
     with np.errstate(divide="ignore", invalid="ignore"):
         du = np.where((den > 1e-12)[..., None], (-diff / den)[..., None] * j, 0.0)
     length = np.sqrt((du * du).sum(-1))
@@ -386,7 +476,6 @@ CASES += [
     Case("resample_field (x2 up)", _ct_resample_field, _sp_resample_field, None),
     Case("demons_forces (symmetric, masked)", _ct_demons, _np_demons, None),
 ]
-
 
 
 # --- B-spline FFD and similarity metrics (cpp/include/ctreg/{bspline,metrics}.hpp) -------------
@@ -444,7 +533,9 @@ def _sp_lncc(d):
 
 
 def _ct_mi(d):
-    return ops.mattes_mi(*_metric_images(d), bins=MI_BINS, ref_range=MI_RANGE, warped_range=MI_RANGE)
+    return ops.mattes_mi(
+        *_metric_images(d), bins=MI_BINS, ref_range=MI_RANGE, warped_range=MI_RANGE
+    )
 
 
 def _np_mi(d):
@@ -454,13 +545,21 @@ def _np_mi(d):
     x = (1.0 + (np.clip(w, lo, hi) - lo) * ((nb - 3) / (hi - lo))).ravel()
     i0 = np.minimum(x.astype(np.int64), nb - 3)
     f = x - i0
-    wts = [(1 - f) ** 3 / 6, (3 * f ** 3 - 6 * f ** 2 + 4) / 6, (-3 * f ** 3 + 3 * f ** 2 + 3 * f + 1) / 6, f ** 3 / 6]
-    joint = sum(np.bincount(a * nb + i0 - 1 + l, wts[l], nb * nb) for l in range(4)).reshape(nb, nb) / a.size
+    wts = [
+        (1 - f) ** 3 / 6,
+        (3 * f**3 - 6 * f**2 + 4) / 6,
+        (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6,
+        f**3 / 6,
+    ]
+    joint = (
+        sum(np.bincount(a * nb + i0 - 1 + l, wts[l], nb * nb) for l in range(4)).reshape(nb, nb)
+        / a.size
+    )
     pr, pw = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         mi = float(np.nansum(joint * np.log(joint / (pr * pw))))
         dlog = np.where(joint > 0, np.log(joint / pw), 0.0).ravel()
-    dw = [-0.5 * (1 - f) ** 2, 1.5 * f ** 2 - 2 * f, -1.5 * f ** 2 + f + 0.5, 0.5 * f ** 2]
+    dw = [-0.5 * (1 - f) ** 2, 1.5 * f**2 - 2 * f, -1.5 * f**2 + f + 0.5, 0.5 * f**2]
     g = sum(dlog[a * nb + i0 - 1 + l] * dw[l] for l in range(4)) * (-(nb - 3) / (hi - lo) / a.size)
     inside = ((w > lo) & (w < hi)).ravel()
     return -mi, np.where(inside, g, 0.0).reshape(r.shape).astype(np.float32)
@@ -477,6 +576,7 @@ def _sk_metric(setter):
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetInitialTransform(sitk.TranslationTransform(3))
         return reg.MetricEvaluate(fixed, moving)
+
     return run
 
 
@@ -484,6 +584,7 @@ def _bspline_coeffs(d):
     def make(d):
         grid = ops.bspline_grid_shape(d.shape, BSPLINE_T)
         return (d.rng.standard_normal(grid + (3,)) * 3.0).astype(np.float32)
+
     return d.get("bspline_coeffs", make)
 
 
@@ -498,14 +599,23 @@ def _sk_bspline_dense(d):
         tr = sitk.BSplineTransform(3, 3)
         tr.SetTransformDomainOrigin(img.GetOrigin())
         tr.SetTransformDomainDirection(img.GetDirection())
-        tr.SetTransformDomainPhysicalDimensions([(n - 1) * s for n, s in zip(img.GetSize(), img.GetSpacing())])
+        tr.SetTransformDomainPhysicalDimensions(
+            [(n - 1) * s for n, s in zip(img.GetSize(), img.GetSpacing())]
+        )
         tr.SetTransformDomainMeshSize([g - 3 for g in c.shape[:3][::-1]])
         tr.SetParameters(tuple(np.concatenate([c[..., comp].ravel() for comp in range(3)])))
         return tr
+
     tr = d.get("sitk_bspline", make)
     img = d.sitk_image()
-    return sitk.TransformToDisplacementField(tr, sitk.sitkVectorFloat32, img.GetSize(), img.GetOrigin(),
-                                             img.GetSpacing(), img.GetDirection())
+    return sitk.TransformToDisplacementField(
+        tr,
+        sitk.sitkVectorFloat32,
+        img.GetSize(),
+        img.GetOrigin(),
+        img.GetSpacing(),
+        img.GetDirection(),
+    )
 
 
 def _ct_bspline_adjoint(d):
@@ -515,10 +625,18 @@ def _ct_bspline_adjoint(d):
 CASES += [
     Case("ssd value+gradient", _ct_ssd, _np_ssd, _sk_metric(lambda m: m.SetMetricAsMeanSquares())),
     Case("ncc value+gradient", _ct_ncc, _np_ncc, _sk_metric(lambda m: m.SetMetricAsCorrelation())),
-    Case("lncc value+gradient (r=2)", _ct_lncc, _sp_lncc,
-         _sk_metric(lambda m: m.SetMetricAsANTSNeighborhoodCorrelation(2))),
-    Case("mattes_mi value+gradient (32 bins)", _ct_mi, _np_mi,
-         _sk_metric(lambda m: m.SetMetricAsMattesMutualInformation(MI_BINS))),
+    Case(
+        "lncc value+gradient (r=2)",
+        _ct_lncc,
+        _sp_lncc,
+        _sk_metric(lambda m: m.SetMetricAsANTSNeighborhoodCorrelation(2)),
+    ),
+    Case(
+        "mattes_mi value+gradient (32 bins)",
+        _ct_mi,
+        _np_mi,
+        _sk_metric(lambda m: m.SetMetricAsMattesMutualInformation(MI_BINS)),
+    ),
     Case("bspline_to_dense (t=5)", _ct_bspline_dense, None, _sk_bspline_dense),
     Case("bspline_adjoint (t=5)", _ct_bspline_adjoint, None, None),
 ]
@@ -541,7 +659,9 @@ def _best_time(fn: Callable[[Data], Any], d: Data, repeat: int) -> float:
     return best
 
 
-def run(sizes: list[str], threads: int, repeat: int, only: list[str] | None, skip: set[str]) -> list[dict]:
+def run(
+    sizes: list[str], threads: int, repeat: int, only: list[str] | None, skip: set[str]
+) -> list[dict]:
     ctreg.set_num_threads(threads)
     if sitk is not None:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
@@ -570,29 +690,44 @@ def run(sizes: list[str], threads: int, repeat: int, only: list[str] | None, ski
 def _fmt(row: dict) -> str:
     def ratio(v):
         return "-" if v is None else f"{v:.1f}x"
-    return (f"| {row['size']} | {row['case']} | {row['mvox_s']:.0f} | {row['ctreg_s'] * 1e3:.0f} | "
-            f"{ratio(row['scipy'])} | {ratio(row['sitk'])} |")
+
+    return (
+        f"| {row['size']} | {row['case']} | {row['mvox_s']:.0f} | {row['ctreg_s'] * 1e3:.0f} | "
+        f"{ratio(row['scipy'])} | {ratio(row['sitk'])} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=["small", "large", "all"], default="small",
-                   help="small: 160x192x192 (default, <= 3 min on 2 cores); large: 300x512x512; all: both")
+    p.add_argument(
+        "--sizes",
+        choices=["small", "large", "all"],
+        default="small",
+        help="small: 160x192x192 (default, <= 3 min on 2 cores); large: 300x512x512; all: both",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="best of N timed runs after a warm-up")
     p.add_argument("--only", nargs="*", help="run the cases whose name starts with any of these")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="cpu: process CPU time (use with --threads 1 on a busy machine)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["scipy", "sitk"], help="competitors to leave out")
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: process CPU time (use with --threads 1 on a busy machine)",
+    )
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["scipy", "sitk"], help="competitors to leave out"
+    )
     args = p.parse_args(argv)
     sizes = ["small", "large"] if args.sizes == "all" else [args.sizes]
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"# ctreg {ctreg.__version__}, {args.threads} threads, best of {args.repeat} "
-          f"({args.clock} clock); "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load avg {os.getloadavg()[0]:.1f}; "
-          f"SimpleITK {sitk.Version.VersionString() if sitk else 'absent'}")
+    print(
+        f"# ctreg {ctreg.__version__}, {args.threads} threads, best of {args.repeat} "
+        f"({args.clock} clock); "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load avg {os.getloadavg()[0]:.1f}; "
+        f"SimpleITK {sitk.Version.VersionString() if sitk else 'absent'}"
+    )
     print("| size (z,y,x) | kernel | ctreg Mvox/s | ctreg ms | scipy/ctreg | SimpleITK/ctreg |")
     print("|---|---|---|---|---|---|")
     run(sizes, args.threads, args.repeat, args.only, set(args.skip))

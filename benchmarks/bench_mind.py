@@ -13,6 +13,7 @@ Cases (random data; the kernels' cost does not depend on the values):
 
 Prints every wall time (seconds) and the median.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,10 @@ def timed(label, fn, repeat):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    print(f"{label}: median {statistics.median(ts):.3f} s  ({', '.join(f'{x:.3f}' for x in ts)})", flush=True)
+    print(
+        f"{label}: median {statistics.median(ts):.3f} s  ({', '.join(f'{x:.3f}' for x in ts)})",
+        flush=True,
+    )
 
 
 def main():
@@ -54,12 +58,17 @@ def main():
     res = {}
 
     def bm():
-        res["c"] = mind.block_match_cost(f, g, grid_step_vox=4, block_radius_vox=2, search_radius_vox=6)
+        res["c"] = mind.block_match_cost(
+            f, g, grid_step_vox=4, block_radius_vox=2, search_radius_vox=6
+        )
 
     timed("block_match_cost 100^3 C=12 step 4 B=2/2 R=6 (L=2197)", bm, args.repeat)
     cost, offs = res["c"]
-    timed("regularise_cost 25^3 x 2197, 6 alphas",
-          lambda: mind.regularise_cost(cost, offs, grid_spacing_mm=6.0, voxel_mm=1.5), args.repeat)
+    timed(
+        "regularise_cost 25^3 x 2197, 6 alphas",
+        lambda: mind.regularise_cost(cost, offs, grid_spacing_mm=6.0, voxel_mm=1.5),
+        args.repeat,
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ map, whose TRE must be ~0.
 Writes ``<out>/<stamp>/results.json``, ``results.md`` and ``tre_vs_time.png`` and copies them to
 ``<out>/latest/``.  Synthetic pairs are made by make_synthetic_pair.py (cached).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,11 +58,18 @@ sys.path.insert(0, str(HERE))
 DEFAULT_OUT = HERE / "results"
 log = logging.getLogger("compare_simpleitk")
 
-THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "CTREG_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "CTREG_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+)
 
 
 # -- worker: one method on one pair, in its own process --------------------------------------------
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory.  /proc's VmHWM belongs to the process image, so it
@@ -90,8 +98,13 @@ def worker(method_name: str, spec: dict, threads: int, out_path: Path) -> int:
     out = method.run(pair, threads)
     seconds = time.perf_counter() - t0
     rss_peak = peak_rss_mb()
-    row = {"time_s": seconds, "setup_s": setup_s, "peak_rss_mb": rss_peak, "rss_after_loading_mb": rss_before,
-           "notes": out.notes}
+    row = {
+        "time_s": seconds,
+        "setup_s": setup_s,
+        "peak_rss_mb": rss_peak,
+        "rss_after_loading_mb": rss_before,
+        "notes": out.notes,
+    }
     t1 = time.perf_counter()
     row.update(evaluate(pair, out))
     row["evaluation_s"] = time.perf_counter() - t1
@@ -105,8 +118,19 @@ def run_in_process(method_name: str, spec: dict, threads: int, timeout_s: float)
         env[var] = str(threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", "--method", method_name,
-               "--spec", json.dumps(spec), "--threads", str(threads), "--row", str(out)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_worker",
+            "--method",
+            method_name,
+            "--spec",
+            json.dumps(spec),
+            "--threads",
+            str(threads),
+            "--row",
+            str(out),
+        ]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -147,6 +171,7 @@ def repeated(method_name: str, spec: dict, threads: int, timeout_s: float, repea
 
 # -- the run ---------------------------------------------------------------------------------------
 
+
 def machine_info(threads: int) -> dict:
     model = platform.processor() or ""
     try:
@@ -160,17 +185,26 @@ def machine_info(threads: int) -> dict:
     for mod in ("ctreg", "SimpleITK", "numpy", "scipy", "numba", "itk", "ants", "dipy"):
         try:
             m = __import__(mod)
-            versions[mod] = getattr(m, "__version__", None) or (m.Version_VersionString()
-                                                                if mod == "SimpleITK" else "?")
+            versions[mod] = getattr(m, "__version__", None) or (
+                m.Version_VersionString() if mod == "SimpleITK" else "?"
+            )
         except Exception:  # noqa: BLE001 - optional packages
             continue
     git = ""
     try:
         root = HERE.parent
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         git = head + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -178,9 +212,16 @@ def machine_info(threads: int) -> dict:
         load = os.getloadavg()[0]
     except OSError:
         load = None
-    return {"cpu": model, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions, "ctreg_git": git,
-            "load_average_at_start": load}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "ctreg_git": git,
+        "load_average_at_start": load,
+    }
 
 
 def _fmt(v, nd=2):
@@ -195,16 +236,32 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     load = m.get("load_average_at_start")
     runs = results.get("runs")
-    lines = [f"Merged from {len(runs)} runs: " + "; ".join(f"`{r['command']}` ({r['date']}, ctreg "
-                                                             f"{r['machine'].get('ctreg_git') or '?'})"
-                                                             for r in runs) + ".", ""] if runs else []
-    lines += [f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method"
-             + (f"; load average {load:.1f} at start" if load is not None else "") + ". "
-             f"ctreg {m['versions'].get('ctreg', '?')} ({m.get('ctreg_git') or 'no git'}), "
-             f"SimpleITK {m['versions'].get('SimpleITK', '?')}. "
-             f"Command: `{results['command']}` ({results['date']}).", ""]
-    head = ("| pair | method | time s | peak RSS MB | TRE mean | median | p95 | max mm | NCC body "
-            "| % J≤0 | SD log J |")
+    lines = (
+        [
+            f"Merged from {len(runs)} runs: "
+            + "; ".join(
+                f"`{r['command']}` ({r['date']}, ctreg {r['machine'].get('ctreg_git') or '?'})"
+                for r in runs
+            )
+            + ".",
+            "",
+        ]
+        if runs
+        else []
+    )
+    lines += [
+        f"Machine: {m['cpu']}, {m['cores']} cores; {m['threads']} threads per method"
+        + (f"; load average {load:.1f} at start" if load is not None else "")
+        + ". "
+        f"ctreg {m['versions'].get('ctreg', '?')} ({m.get('ctreg_git') or 'no git'}), "
+        f"SimpleITK {m['versions'].get('SimpleITK', '?')}. "
+        f"Command: `{results['command']}` ({results['date']}).",
+        "",
+    ]
+    head = (
+        "| pair | method | time s | peak RSS MB | TRE mean | median | p95 | max mm | NCC body "
+        "| % J≤0 | SD log J |"
+    )
     for pair_name, rows in results["pairs"].items():
         info = results["pair_info"].get(pair_name, {})
         extra = f" — {info['n_landmarks']} landmarks" if info.get("n_landmarks") else ""
@@ -220,19 +277,29 @@ def markdown(results: dict) -> str:
                 f"{_fmt(r['tre_mean_mm'])} | {_fmt(r['tre_median_mm'])} | "
                 f"{_fmt(r['tre_p95_mm'])} | "
                 f"{_fmt(r['tre_max_mm'])} | {_fmt(r['ncc_body'], 4)} | "
-                f"{_fmt(r['jacobian_nonpositive_pct'], 3)} | {_fmt(r['log_jacobian_sd'], 3)} |")
-        setups = [f"{name} {r['setup_s']:.2f} s" for name, r in rows.items()
-                  if r.get("status") == "ok" and r.get("setup_s") is not None]
-        spreads = [f"{name} {min(r['time_runs_s']):.2f}-{max(r['time_runs_s']):.2f} s"
-                   for name, r in rows.items()
-                   if r.get("status") == "ok" and len(r.get("time_runs_s") or []) > 1]
+                f"{_fmt(r['jacobian_nonpositive_pct'], 3)} | {_fmt(r['log_jacobian_sd'], 3)} |"
+            )
+        setups = [
+            f"{name} {r['setup_s']:.2f} s"
+            for name, r in rows.items()
+            if r.get("status") == "ok" and r.get("setup_s") is not None
+        ]
+        spreads = [
+            f"{name} {min(r['time_runs_s']):.2f}-{max(r['time_runs_s']):.2f} s"
+            for name, r in rows.items()
+            if r.get("status") == "ok" and len(r.get("time_runs_s") or []) > 1
+        ]
         lines += [""] + [f"- {v}" for v in verdict(rows)]
         if spreads:
             n = max(len(r.get("time_runs_s") or []) for r in rows.values())
-            lines.append(f"- time: median of {n} runs, each in a fresh process; range " + ", ".join(spreads))
+            lines.append(
+                f"- time: median of {n} runs, each in a fresh process; range " + ", ".join(spreads)
+            )
         if setups:
-            lines.append("- untimed start-up, like an import (ctreg: Numba kernels loaded from its cache): "
-                         + ", ".join(setups))
+            lines.append(
+                "- untimed start-up, like an import (ctreg: Numba kernels loaded from its cache): "
+                + ", ".join(setups)
+            )
         lines += [""]
     return "\n".join(lines)
 
@@ -240,22 +307,30 @@ def markdown(results: dict) -> str:
 def verdict(rows: dict) -> list[str]:
     """The issue's target, checked honestly: lower TRE than every SimpleITK recipe, >= 10x faster
     than the SimpleITK recipe with the best TRE, no folding."""
-    ok = {k: r for k, r in rows.items() if r.get("status") == "ok" and r.get("tre_mean_mm") is not None}
+    ok = {
+        k: r
+        for k, r in rows.items()
+        if r.get("status") == "ok" and r.get("tre_mean_mm") is not None
+    }
     ours = {k: r for k, r in ok.items() if k.startswith("ctreg-")}
     theirs = {k: r for k, r in ok.items() if k.startswith("sitk-")}
     if not ours or not theirs:
         return ["target not checked (needs a ctreg and a SimpleITK row with landmarks)"]
     best_sitk = min(theirs, key=lambda k: theirs[k]["tre_mean_mm"])
-    out = [f"best SimpleITK recipe: {best_sitk} (TRE {theirs[best_sitk]['tre_mean_mm']:.2f} mm, "
-           f"{theirs[best_sitk]['time_s']:.1f} s)"]
+    out = [
+        f"best SimpleITK recipe: {best_sitk} (TRE {theirs[best_sitk]['tre_mean_mm']:.2f} mm, "
+        f"{theirs[best_sitk]['time_s']:.1f} s)"
+    ]
     for k, r in ours.items():
         lower = all(r["tre_mean_mm"] < t["tre_mean_mm"] for t in theirs.values())
         speed = theirs[best_sitk]["time_s"] / max(r["time_s"], 1e-9)
         folds = r["jacobian_nonpositive_pct"] > 0
         met = lower and speed >= 10 and not folds
-        out.append(f"{k}: TRE {r['tre_mean_mm']:.2f} mm ({'lower' if lower else 'NOT lower'} than every "
-                   f"SimpleITK recipe), {speed:.1f}x the speed of {best_sitk}, "
-                   f"{'folding' if folds else 'no folding'} -> target {'met' if met else 'NOT met'}")
+        out.append(
+            f"{k}: TRE {r['tre_mean_mm']:.2f} mm ({'lower' if lower else 'NOT lower'} than every "
+            f"SimpleITK recipe), {speed:.1f}x the speed of {best_sitk}, "
+            f"{'folding' if folds else 'no folding'} -> target {'met' if met else 'NOT met'}"
+        )
     return out
 
 
@@ -263,6 +338,7 @@ def plot(results: dict, path: Path) -> bool:
     try:
         import matplotlib
         import matplotlib.ticker
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -272,12 +348,21 @@ def plot(results: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
     for ax, pair_name in zip(axes[0], pairs):
         for name, r in results["pairs"][pair_name].items():
-            if r.get("status") != "ok" or r.get("tre_mean_mm") is None or name in ("true-field", "identity"):
+            if (
+                r.get("status") != "ok"
+                or r.get("tre_mean_mm") is None
+                or name in ("true-field", "identity")
+            ):
                 continue
             style = "o" if name.startswith("ctreg") else "s" if name.startswith("sitk") else "^"
             ax.scatter(max(r["time_s"], 1e-2), r["tre_mean_mm"], marker=style, s=50)
-            ax.annotate(name, (max(r["time_s"], 1e-2), r["tre_mean_mm"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                name,
+                (max(r["time_s"], 1e-2), r["tre_mean_mm"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -285,7 +370,9 @@ def plot(results: dict, path: Path) -> bool:
         ax.set_xlabel(f"wall time, s ({results['machine']['threads']} threads)")
         ax.set_ylabel("mean TRE, mm")
         initial = results["pairs"][pair_name].get("identity", {}).get("tre_mean_mm")
-        ax.set_title(pair_name + (f" (initial TRE {initial:.1f} mm)" if initial is not None else ""))
+        ax.set_title(
+            pair_name + (f" (initial TRE {initial:.1f} mm)" if initial is not None else "")
+        )
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -307,36 +394,72 @@ def main(argv=None) -> int:
     from make_synthetic_pair import STANDARD, standard_pairs
     from methods import METHODS
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="only the 64^3 sample pair (a few minutes)")
-    ap.add_argument("--pairs", default=None, help="standard synthetic pairs: 'all' (the default "
-                    "without a user pair) or names from " + ", ".join(STANDARD) + "; 'none' for "
-                    "user pairs only (the default with --reference/--floating)")
-    ap.add_argument("--reference", help="a user pair: reference DICOM folder / archive / NIfTI / NRRD")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="only the 64^3 sample pair (a few minutes)"
+    )
+    ap.add_argument(
+        "--pairs",
+        default=None,
+        help="standard synthetic pairs: 'all' (the default "
+        "without a user pair) or names from " + ", ".join(STANDARD) + "; 'none' for "
+        "user pairs only (the default with --reference/--floating)",
+    )
+    ap.add_argument(
+        "--reference", help="a user pair: reference DICOM folder / archive / NIfTI / NRRD"
+    )
     ap.add_argument("--floating", help="a user pair: floating scan (its grid may differ)")
-    ap.add_argument("--landmarks", help="one CSV for both scans: reference x,y,z, floating x,y,z "
-                    "(header and id column optional)")
-    ap.add_argument("--reference-landmarks", metavar="CSV",
-                    help="the reference scan's landmarks: x,y,z per row (header and id column optional)")
-    ap.add_argument("--floating-landmarks", metavar="CSV",
-                    help="the floating scan's landmarks, paired by id (both files with ids) or by row order")
-    ap.add_argument("--landmark-space", default="lps", choices=["lps", "ras", "voxel", "voxel1"],
-                    help="landmark coordinates: world LPS mm (default), world RAS mm, or voxel "
-                    "indices i,j,k of each file's own scan (0-based; voxel1: 1-based)")
+    ap.add_argument(
+        "--landmarks",
+        help="one CSV for both scans: reference x,y,z, floating x,y,z "
+        "(header and id column optional)",
+    )
+    ap.add_argument(
+        "--reference-landmarks",
+        metavar="CSV",
+        help="the reference scan's landmarks: x,y,z per row (header and id column optional)",
+    )
+    ap.add_argument(
+        "--floating-landmarks",
+        metavar="CSV",
+        help="the floating scan's landmarks, paired by id (both files with ids) or by row order",
+    )
+    ap.add_argument(
+        "--landmark-space",
+        default="lps",
+        choices=["lps", "ras", "voxel", "voxel1"],
+        help="landmark coordinates: world LPS mm (default), world RAS mm, or voxel "
+        "indices i,j,k of each file's own scan (0-based; voxel1: 1-based)",
+    )
     ap.add_argument("--name", default="user", help="name of the user pair")
-    ap.add_argument("--methods", default="all", help="comma-separated, or 'all': " + ", ".join(METHODS))
+    ap.add_argument(
+        "--methods", default="all", help="comma-separated, or 'all': " + ", ".join(METHODS)
+    )
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per method and pair")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="run every method this many times, each in a fresh process, and report "
-                         "the median time (and the spread); accuracy comes from the first run")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every method this many times, each in a fresh process, and report "
+        "the median time (and the spread); accuracy comes from the first run",
+    )
     ap.add_argument("--out", default=str(DEFAULT_OUT))
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="do not run ctreg once untimed first (fills Numba's on-disk cache)")
-    ap.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
-                    help="run nothing: merge earlier results.json files (later files' rows win), "
-                         "e.g. to re-run only ctreg after a change and keep the slow SimpleITK rows")
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="do not run ctreg once untimed first (fills Numba's on-disk cache)",
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="run nothing: merge earlier results.json files (later files' rows win), "
+        "e.g. to re-run only ctreg after a change and keep the slow SimpleITK rows",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.merge:
@@ -358,7 +481,11 @@ def main(argv=None) -> int:
         specs.append(user)
     if not specs:
         ap.error("no pairs: give --quick, --pairs or --reference/--floating")
-    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = (
+        list(METHODS)
+        if args.methods == "all"
+        else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -366,18 +493,33 @@ def main(argv=None) -> int:
     names = [n for n in names if n not in skip]
 
     if not args.no_warmup and any(n.startswith("ctreg-") for n in names):
-        log.info("warm-up: ctreg-fast on the bundled 64^3 sample (untimed; compiles Numba kernels "
-                 "into the cache)")
+        log.info(
+            "warm-up: ctreg-fast on the bundled 64^3 sample (untimed; compiles Numba kernels "
+            "into the cache)"
+        )
         run_in_process("ctreg-fast", warmup_spec(), args.threads, args.timeout)
 
-    results = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv),
-               "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "machine": machine_info(args.threads), "pairs": {}, "pair_info": {}, "skipped": {}}
+    results = {
+        "command": "python benchmarks/compare_simpleitk.py " + " ".join(argv),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(args.threads),
+        "pairs": {},
+        "pair_info": {},
+        "skipped": {},
+    }
     for spec in specs:
         info = json.loads(Path(spec["info"]).read_text()) if spec.get("info") else {}
-        results["pair_info"][spec["name"]] = {k: info.get(k) for k in (
-            "source", "n_landmarks", "initial_tre_mean_mm", "motion_options", "reference_shape_zyx",
-            "reference_spacing_zyx_mm")}
+        results["pair_info"][spec["name"]] = {
+            k: info.get(k)
+            for k in (
+                "source",
+                "n_landmarks",
+                "initial_tre_mean_mm",
+                "motion_options",
+                "reference_shape_zyx",
+                "reference_spacing_zyx_mm",
+            )
+        }
         if spec.get("n_landmarks") is not None:
             results["pair_info"][spec["name"]]["n_landmarks"] = spec["n_landmarks"]
         rows = results["pairs"].setdefault(spec["name"], {})
@@ -394,9 +536,16 @@ def main(argv=None) -> int:
             row = repeated(name, spec, args.threads, args.timeout, args.repeat)
             rows[name] = row
             if row["status"] == "ok":
-                log.info("%s: %s: %.1f s, %.0f MB, TRE mean %s mm, NCC %.4f, %% J<=0 %.3f", spec["name"], name,
-                         row["time_s"], row["peak_rss_mb"], _fmt(row.get("tre_mean_mm")), row["ncc_body"],
-                         row["jacobian_nonpositive_pct"])
+                log.info(
+                    "%s: %s: %.1f s, %.0f MB, TRE mean %s mm, NCC %.4f, %% J<=0 %.3f",
+                    spec["name"],
+                    name,
+                    row["time_s"],
+                    row["peak_rss_mb"],
+                    _fmt(row.get("tre_mean_mm")),
+                    row["ncc_body"],
+                    row["jacobian_nonpositive_pct"],
+                )
             else:
                 log.warning("%s: %s: %s", spec["name"], name, row["status"])
 
@@ -411,18 +560,32 @@ def user_pair_spec(args, error) -> dict | None:
             error("landmark files belong to a user pair: give --reference and --floating too")
         return None
     if args.landmarks and (args.reference_landmarks or args.floating_landmarks):
-        error("give either --landmarks (one file for both scans) or --reference-landmarks and "
-              "--floating-landmarks, not both")
+        error(
+            "give either --landmarks (one file for both scans) or --reference-landmarks and "
+            "--floating-landmarks, not both"
+        )
     if bool(args.reference_landmarks) != bool(args.floating_landmarks):
         error("--reference-landmarks and --floating-landmarks go together")
-    for path in (args.reference, args.floating, args.landmarks, args.reference_landmarks,
-                 args.floating_landmarks):
+    for path in (
+        args.reference,
+        args.floating,
+        args.landmarks,
+        args.reference_landmarks,
+        args.floating_landmarks,
+    ):
         if path and not Path(path).exists():
             error(f"{path} does not exist")
-    spec = {"name": args.name, "reference": str(args.reference), "floating": str(args.floating),
-            "landmarks": args.landmarks, "reference_landmarks": args.reference_landmarks,
-            "floating_landmarks": args.floating_landmarks, "landmark_space": args.landmark_space,
-            "info": None, "n_landmarks": None}
+    spec = {
+        "name": args.name,
+        "reference": str(args.reference),
+        "floating": str(args.floating),
+        "landmarks": args.landmarks,
+        "reference_landmarks": args.reference_landmarks,
+        "floating_landmarks": args.floating_landmarks,
+        "landmark_space": args.landmark_space,
+        "info": None,
+        "n_landmarks": None,
+    }
     from methods.landmarks import LandmarkError, read_point_file
 
     try:
@@ -432,12 +595,16 @@ def user_pair_spec(args, error) -> dict | None:
             a = read_point_file(args.reference_landmarks)
             b = read_point_file(args.floating_landmarks)
             if (a.ids is None or b.ids is None) and len(a.points) != len(b.points):
-                error(f"{args.reference_landmarks} has {len(a.points)} landmarks, "
-                      f"{args.floating_landmarks} {len(b.points)} (rows are paired by order unless "
-                      "both files have an id column)")
+                error(
+                    f"{args.reference_landmarks} has {len(a.points)} landmarks, "
+                    f"{args.floating_landmarks} {len(b.points)} (rows are paired by order unless "
+                    "both files have an id column)"
+                )
             if a.ids is not None and b.ids is not None and set(a.ids) != set(b.ids):
-                error(f"the landmark ids of {args.reference_landmarks} "
-                      f"and {args.floating_landmarks} differ")
+                error(
+                    f"the landmark ids of {args.reference_landmarks} "
+                    f"and {args.floating_landmarks} differ"
+                )
             spec["n_landmarks"] = len(a.points)
     except LandmarkError as exc:
         error(f"{exc} [{exc.code}]")
@@ -454,13 +621,24 @@ def warmup_spec() -> dict:
 
 def merge_results(paths: list[Path], argv: list[str]) -> dict:
     """One results dict from several runs; each row keeps a ``run`` field naming its run."""
-    merged = {"command": "python benchmarks/compare_simpleitk.py " + " ".join(argv), "runs": [],
-              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "pairs": {}, "pair_info": {}, "skipped": {}}
+    merged = {
+        "command": "python benchmarks/compare_simpleitk.py " + " ".join(argv),
+        "runs": [],
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "pairs": {},
+        "pair_info": {},
+        "skipped": {},
+    }
     for path in paths:
         res = json.loads(path.read_text())
-        merged["runs"].append({"file": str(path), "command": res["command"], "date": res["date"],
-                               "machine": res["machine"]})
+        merged["runs"].append(
+            {
+                "file": str(path),
+                "command": res["command"],
+                "date": res["date"],
+                "machine": res["machine"],
+            }
+        )
         merged["machine"] = res["machine"]
         merged["pair_info"].update(res["pair_info"])
         merged["skipped"].update(res.get("skipped", {}))
@@ -468,7 +646,7 @@ def merge_results(paths: list[Path], argv: list[str]) -> dict:
             for name, row in rows.items():
                 kept = merged["pairs"].setdefault(pair_name, {})
                 if str(row.get("status", "")).startswith("skipped") and name in kept:
-                    continue        # a method not installed in a later run keeps its earlier row
+                    continue  # a method not installed in a later run keeps its earlier row
                 kept[name] = {**row, "run": res["date"]}
                 if not str(row.get("status", "")).startswith("skipped"):
                     merged["skipped"].pop(name, None)

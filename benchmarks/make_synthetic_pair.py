@@ -10,6 +10,7 @@ y, z, floating x, y, z in LPS mm; points inside the lungs, preferably on vessels
 (the options, the exact map for ``BreathingMap.from_dict`` and summary numbers).  An existing
 pair made with the same options is reused unless ``--force``.  See ctreg.synthetic for the map.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ DEFAULT_MOTION = {"diaphragm_mm": 20.0}
 log = logging.getLogger("make_synthetic_pair")
 
 
-def make_pair(source, out_root=DEFAULT_OUT, *, name: str, motion: dict | None = None,
-              n_landmarks: int = 300, force: bool = False) -> dict:
+def make_pair(
+    source,
+    out_root=DEFAULT_OUT,
+    *,
+    name: str,
+    motion: dict | None = None,
+    n_landmarks: int = 300,
+    force: bool = False,
+) -> dict:
     """Build (or reuse) the pair folder; return its spec for compare_simpleitk.py."""
     import numpy as np
 
@@ -53,10 +61,18 @@ def make_pair(source, out_root=DEFAULT_OUT, *, name: str, motion: dict | None = 
     motion = dict(DEFAULT_MOTION if motion is None else motion)
     opts = BreathingMotion(**motion)
     folder = Path(out_root) / name
-    spec = {"name": name, "reference": str(folder / "reference.nii.gz"),
-            "floating": str(folder / "floating.nii.gz"), "landmarks": str(folder / "landmarks.csv"),
-            "info": str(folder / "pair.json")}
-    wanted = {"source": str(source), "motion_options": motion, "n_landmarks_requested": int(n_landmarks)}
+    spec = {
+        "name": name,
+        "reference": str(folder / "reference.nii.gz"),
+        "floating": str(folder / "floating.nii.gz"),
+        "landmarks": str(folder / "landmarks.csv"),
+        "info": str(folder / "pair.json"),
+    }
+    wanted = {
+        "source": str(source),
+        "motion_options": motion,
+        "n_landmarks_requested": int(n_landmarks),
+    }
     info_path = folder / "pair.json"
     if info_path.exists() and not force:
         old = json.loads(info_path.read_text())
@@ -67,14 +83,19 @@ def make_pair(source, out_root=DEFAULT_OUT, *, name: str, motion: dict | None = 
     volume = read_volume(source)
     pair = make_breathing_pair(volume, opts, n_landmarks=n_landmarks)
     d0 = np.linalg.norm(pair.floating_points - pair.reference_points, axis=1)
-    info = {**wanted, "name": name, "ctreg_version": ctreg.__version__,
-            "true_map": pair.true_map.to_dict(),
-            "n_landmarks": int(pair.reference_points.shape[0]),
-            "initial_tre_mean_mm": float(d0.mean()), "initial_tre_max_mm": float(d0.max()),
-            "reference_shape_zyx": list(volume.shape),
-            "reference_spacing_zyx_mm": [float(s) for s in volume.spacing],
-            "seconds_to_make": None}
-    if folder.exists():                 # --force, or made with other options
+    info = {
+        **wanted,
+        "name": name,
+        "ctreg_version": ctreg.__version__,
+        "true_map": pair.true_map.to_dict(),
+        "n_landmarks": int(pair.reference_points.shape[0]),
+        "initial_tre_mean_mm": float(d0.mean()),
+        "initial_tre_max_mm": float(d0.max()),
+        "reference_shape_zyx": list(volume.shape),
+        "reference_spacing_zyx_mm": [float(s) for s in volume.spacing],
+        "seconds_to_make": None,
+    }
+    if folder.exists():  # --force, or made with other options
         shutil.rmtree(folder)
     with atomic_dir(folder) as tmp:
         write_nifti(pair.reference, tmp / "reference.nii.gz")
@@ -83,15 +104,27 @@ def make_pair(source, out_root=DEFAULT_OUT, *, name: str, motion: dict | None = 
         info["seconds_to_make"] = round(time.perf_counter() - t0, 1)
         with atomic_path(tmp / "pair.json") as p:
             p.write_text(json.dumps(info, indent=2))
-    log.info("%s: %d landmarks, initial TRE %.1f mm (max %.1f), %.0f s -> %s", name,
-             info["n_landmarks"], info["initial_tre_mean_mm"], info["initial_tre_max_mm"],
-             info["seconds_to_make"], folder)
+    log.info(
+        "%s: %d landmarks, initial TRE %.1f mm (max %.1f), %.0f s -> %s",
+        name,
+        info["n_landmarks"],
+        info["initial_tre_mean_mm"],
+        info["initial_tre_max_mm"],
+        info["seconds_to_make"],
+        folder,
+    )
     return spec
 
 
 def standard_pairs(which: str, out_root=DEFAULT_OUT, *, force: bool = False) -> list[dict]:
     """``which``: "quick" (cip-ct64), "all", or comma-separated names of STANDARD."""
-    names = QUICK if which == "quick" else tuple(STANDARD) if which == "all" else tuple(which.split(","))
+    names = (
+        QUICK
+        if which == "quick"
+        else tuple(STANDARD)
+        if which == "all"
+        else tuple(which.split(","))
+    )
     specs = []
     for name in names:
         if name not in STANDARD:
@@ -105,7 +138,9 @@ def standard_pairs(which: str, out_root=DEFAULT_OUT, *, force: bool = False) -> 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--standard", help='"quick", "all" or names from: ' + ", ".join(STANDARD))
     g.add_argument("--source", help="a DICOM folder / NIfTI / NRRD file with a chest CT")
@@ -122,8 +157,16 @@ def main(argv=None) -> int:
     else:
         name = args.name or Path(args.source.rstrip("/")).name.split(".")[0]
         motion = {"diaphragm_mm": args.diaphragm_mm, "seed": args.seed}
-        specs = [make_pair(args.source, args.out, name=name, motion=motion,
-                           n_landmarks=args.n_landmarks, force=args.force)]
+        specs = [
+            make_pair(
+                args.source,
+                args.out,
+                name=name,
+                motion=motion,
+                n_landmarks=args.n_landmarks,
+                force=args.force,
+            )
+        ]
     for s in specs:
         print(json.dumps(s))
     return 0

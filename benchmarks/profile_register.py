@@ -14,6 +14,7 @@ Printed: the wall time of ``register()``, the process's peak RSS (inputs include
 per-phase table of ``report["seconds"]`` / ``report["memory"]`` and a SHA-256 per output.
 Never run as a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ def _load(stem: Path):
     from ctreg import Volume
 
     valid = stem.with_name(stem.name + "_valid.npy")
-    return Volume(np.load(stem.with_suffix(".npy")), np.load(stem.with_name(stem.name + "_affine.npy")),
-                  np.load(valid) if valid.exists() else None, {})
+    return Volume(
+        np.load(stem.with_suffix(".npy")),
+        np.load(stem.with_name(stem.name + "_affine.npy")),
+        np.load(valid) if valid.exists() else None,
+        {},
+    )
 
 
 def get_pair(case: str, cache: Path):
@@ -64,8 +69,12 @@ def get_pair(case: str, cache: Path):
             frames = {"512x512x300": 300, "600": 600, "popi": vol.shape[0]}[case]
             if frames != vol.shape[0]:
                 vol = _resample_frames(vol, frames)
-            motion = BreathingMotion(diaphragm_mm=20.0, translation_mm=(6.0, -5.0, 5.0),
-                                     rotation_deg=(3.0, -3.0, 9.0), seed=0)
+            motion = BreathingMotion(
+                diaphragm_mm=20.0,
+                translation_mm=(6.0, -5.0, 5.0),
+                rotation_deg=(3.0, -3.0, 9.0),
+                seed=0,
+            )
             p = make_breathing_pair(vol, motion, n_landmarks=300)
             ref, flt = p.reference, p.floating
         _save(ref, d / "reference")
@@ -87,32 +96,56 @@ def time_writers(res, folder: Path) -> None:
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    jobs = {"registered.nii.gz": lambda p: write_nifti(res.warped, p),
-            "registered.tar.gz": lambda p: write_dicom_series(res.warped, p),
-            "displacement.nii.gz": lambda p: write_displacement_nifti(res.displacement, res.grid_affine, p),
-            "transform.h5": lambda p: write_itk_transform(p, res.displacement, res.grid_affine, res.affine)}
+    jobs = {
+        "registered.nii.gz": lambda p: write_nifti(res.warped, p),
+        "registered.tar.gz": lambda p: write_dicom_series(res.warped, p),
+        "displacement.nii.gz": lambda p: write_displacement_nifti(
+            res.displacement, res.grid_affine, p
+        ),
+        "transform.h5": lambda p: write_itk_transform(
+            p, res.displacement, res.grid_affine, res.affine
+        ),
+    }
     for name, fn in jobs.items():
         t = time.perf_counter()
         fn(folder / name)
-        print(f"  write {name}: {time.perf_counter() - t:.2f} s, {(folder / name).stat().st_size / 2**20:.0f} MiB")
+        print(
+            f"  write {name}: {time.perf_counter() - t:.2f} s, {(folder / name).stat().st_size / 2**20:.0f} MiB"
+        )
     t = time.perf_counter()
     res.save(folder / "save")
     print(f"  result.save(): {time.perf_counter() - t:.2f} s")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", default="empire10", choices=["empire10", "512x512x300", "600", "popi"])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--case", default="empire10", choices=["empire10", "512x512x300", "600", "popi"]
+    )
     ap.add_argument("--preset", default="default")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--save", type=Path, default=None, help="write the outputs (npz) here")
-    ap.add_argument("--compare", type=Path, default=None, help="max abs difference against a --save file")
+    ap.add_argument(
+        "--compare", type=Path, default=None, help="max abs difference against a --save file"
+    )
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--write", type=Path, default=None,
-                    help="time each output writer alone into this folder, then result.save() into DIR/save")
-    ap.add_argument("--keep-freed", action="store_true", help="ops.keep_freed_memory() first (as the CLI does for small scans)")
-    ap.add_argument("--thp-off", action="store_true", help="no transparent huge pages for this process (prctl)")
+    ap.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        help="time each output writer alone into this folder, then result.save() into DIR/save",
+    )
+    ap.add_argument(
+        "--keep-freed",
+        action="store_true",
+        help="ops.keep_freed_memory() first (as the CLI does for small scans)",
+    )
+    ap.add_argument(
+        "--thp-off", action="store_true", help="no transparent huge pages for this process (prctl)"
+    )
     args = ap.parse_args(argv)
     if args.thp_off:
         from ctreg.ops import no_huge_pages
@@ -126,16 +159,25 @@ def main(argv=None) -> int:
     import ctreg
     from ctreg._timing import format_profile, peak_rss_mib
 
-    print(f"{args.case}: reference {ref.shape}, floating {flt.shape}; inputs loaded, peak RSS "
-          f"{peak_rss_mib() / 1024:.2f} GiB", flush=True)
+    print(
+        f"{args.case}: reference {ref.shape}, floating {flt.shape}; inputs loaded, peak RSS "
+        f"{peak_rss_mib() / 1024:.2f} GiB",
+        flush=True,
+    )
     t = time.perf_counter()
     res = ctreg.register(ref, flt, preset=args.preset, threads=args.threads)
     wall = time.perf_counter() - t
     print(format_profile(res.report, wall_s=wall))
-    outs = {"warped": res.warped.array, "displacement": res.displacement, "jacobian": res.jacobian_determinant()}
+    outs = {
+        "warped": res.warped.array,
+        "displacement": res.displacement,
+        "jacobian": res.jacobian_determinant(),
+    }
     sums = {k: fingerprint(v) for k, v in outs.items()}
-    print(f"register() {wall:.2f} s, peak RSS {peak_rss_mib() / 1024:.2f} GiB; sha256 " +
-          " ".join(f"{k}={v}" for k, v in sums.items()))
+    print(
+        f"register() {wall:.2f} s, peak RSS {peak_rss_mib() / 1024:.2f} GiB; sha256 "
+        + " ".join(f"{k}={v}" for k, v in sums.items())
+    )
     if args.write:
         time_writers(res, args.write)
     if args.save:
@@ -143,13 +185,24 @@ def main(argv=None) -> int:
     if args.compare:
         with np.load(args.compare) as old:
             for k, v in outs.items():
-                print(f"  {k}: max |new - old| = {float(np.max(np.abs(v - old[k]))):.3g}, "
-                      f"identical={bool(np.array_equal(v, old[k]))}")
+                print(
+                    f"  {k}: max |new - old| = {float(np.max(np.abs(v - old[k]))):.3g}, "
+                    f"identical={bool(np.array_equal(v, old[k]))}"
+                )
     if args.json:
-        args.json.write_text(json.dumps({"case": args.case, "wall_s": wall, "sha256": sums,
-                                         "peak_rss_gib": peak_rss_mib() / 1024,
-                                         "seconds": res.report["seconds"],
-                                         "memory": res.report["memory"]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "case": args.case,
+                    "wall_s": wall,
+                    "sha256": sums,
+                    "peak_rss_gib": peak_rss_mib() / 1024,
+                    "seconds": res.report["seconds"],
+                    "memory": res.report["memory"],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ compare_simpleitk.py times).
 
 Pairs are made (and cached) by make_synthetic_pair.py.  Never run as a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def parse_config(text: str) -> tuple[str, str, dict]:
     try:
         overrides = json.loads(js) if js.strip() else {}
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--config {label}: overrides are not JSON ({exc})") from None
+        raise argparse.ArgumentTypeError(
+            f"--config {label}: overrides are not JSON ({exc})"
+        ) from None
     if not isinstance(overrides, dict):
         raise argparse.ArgumentTypeError(f"--config {label}: overrides must be a JSON object")
     return label, preset, overrides
@@ -51,20 +54,37 @@ def parse_config(text: str) -> tuple[str, str, dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pair", default="cip-ct64", help="a standard pair of make_synthetic_pair.py")
-    ap.add_argument("--config", action="append", type=parse_config, required=True,
-                    help="label=preset[:json overrides]; repeat for several")
+    ap.add_argument(
+        "--config",
+        action="append",
+        type=parse_config,
+        required=True,
+        help="label=preset[:json overrides]; repeat for several",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kernels", action="store_true",
-                    help="time every ctreg.ops call of the best run of each configuration")
-    ap.add_argument("--threaded-blas", action="store_true",
-                    help="do not hold BLAS to one thread inside register() (ops.serial_blas)")
-    ap.add_argument("--no-warmup", action="store_true",
-                    help="no untimed run first: the first timed run is the process's first "
-                         "registration (what compare_simpleitk.py times)")
-    ap.add_argument("--default-runtime", action="store_true",
-                    help="leave Python's garbage collector on and glibc's malloc thresholds at "
-                         "their defaults inside register() (ops.gc_paused, ops.keep_freed_memory)")
+    ap.add_argument(
+        "--kernels",
+        action="store_true",
+        help="time every ctreg.ops call of the best run of each configuration",
+    )
+    ap.add_argument(
+        "--threaded-blas",
+        action="store_true",
+        help="do not hold BLAS to one thread inside register() (ops.serial_blas)",
+    )
+    ap.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="no untimed run first: the first timed run is the process's first "
+        "registration (what compare_simpleitk.py times)",
+    )
+    ap.add_argument(
+        "--default-runtime",
+        action="store_true",
+        help="leave Python's garbage collector on and glibc's malloc thresholds at "
+        "their defaults inside register() (ops.gc_paused, ops.keep_freed_memory)",
+    )
     args = ap.parse_args(argv)
 
     import ctreg
@@ -83,11 +103,17 @@ def main(argv=None) -> int:
         ctreg.ops.gc_paused = contextlib.nullcontext
         ctreg.ops.keep_freed_memory = lambda: False
     calls = _time_ops(ctreg.ops) if args.kernels else None
-    print(f"{args.pair}: {pair.reference.shape} voxels, {len(pair.reference_points)} landmarks, "
-          f"{args.threads} threads, best of {args.repeat}"
-          + (", BLAS threads left on (no serial_blas)" if args.threaded_blas else "")
-          + (", default GC and malloc (no gc_paused / keep_freed_memory)" if args.default_runtime else "")
-          + (", no warm-up run" if args.no_warmup else ""))
+    print(
+        f"{args.pair}: {pair.reference.shape} voxels, {len(pair.reference_points)} landmarks, "
+        f"{args.threads} threads, best of {args.repeat}"
+        + (", BLAS threads left on (no serial_blas)" if args.threaded_blas else "")
+        + (
+            ", default GC and malloc (no gc_paused / keep_freed_memory)"
+            if args.default_runtime
+            else ""
+        )
+        + (", no warm-up run" if args.no_warmup else "")
+    )
     runs = []
     print("| config | best s | TRE mean / p95 / max mm | Jacobian min | seconds per stage |")
     print("|---|---|---|---|---|")
@@ -104,15 +130,21 @@ def main(argv=None) -> int:
             if dt < best:
                 best, result, best_calls = dt, r, dict(calls or {})
         runs.append((label, best_calls))
-        tre = np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+        tre = np.linalg.norm(
+            result.transform_points(pair.reference_points) - pair.floating_points, axis=1
+        )
         stages = ", ".join(f"{k} {v:.3f}" for k, v in result.report["seconds"].items())
-        print(f"| {label} | {best:.3f} | {tre.mean():.3f} / {np.percentile(tre, 95):.3f} / "
-              f"{tre.max():.2f} | {result.report['jacobian']['min']:.2f} | {stages} |")
+        print(
+            f"| {label} | {best:.3f} | {tre.mean():.3f} / {np.percentile(tre, 95):.3f} / "
+            f"{tre.max():.2f} | {result.report['jacobian']['min']:.2f} | {stages} |"
+        )
     for label, per_op in runs:
         if not per_op:
             continue
-        print(f"\n{label}: ctreg.ops calls of the best run "
-              "(a kernel called inside another counts in both)")
+        print(
+            f"\n{label}: ctreg.ops calls of the best run "
+            "(a kernel called inside another counts in both)"
+        )
         print("| function | calls | ms | ms per call |")
         print("|---|---|---|---|")
         for name, (n, sec) in sorted(per_op.items(), key=lambda kv: -kv[1][1]):
@@ -126,8 +158,14 @@ def _time_ops(ops) -> dict:
     import functools
 
     calls: dict = {}
-    skip = {"serial_blas", "gc_paused", "keep_freed_memory", "preload_kernels", "set_num_threads",
-            "get_num_threads"}
+    skip = {
+        "serial_blas",
+        "gc_paused",
+        "keep_freed_memory",
+        "preload_kernels",
+        "set_num_threads",
+        "get_num_threads",
+    }
     for name in ops.__all__:
         fn = getattr(ops, name)
         if name in skip or not callable(fn):
@@ -142,6 +180,7 @@ def _time_ops(ops) -> dict:
                 entry = calls.setdefault(_name, [0, 0.0])
                 entry[0] += 1
                 entry[1] += time.perf_counter() - t0
+
         setattr(ops, name, timed)
     return calls
 

@@ -1,5 +1,6 @@
 """Shared fixtures.  Real CT data lives in ../shared/data beside the checkout; tests that need it
 skip cleanly where it is absent (as on a user's machine)."""
+
 from __future__ import annotations
 
 import os

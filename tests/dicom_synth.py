@@ -1,4 +1,5 @@
 """Small synthetic CT series written with pydicom, for the I/O tests (no ctreg code involved)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,12 +18,26 @@ def slice_values(k: int, rows: int, cols: int) -> np.ndarray:
     return (100 * k + 3 * j + i - 300).astype(np.int16)
 
 
-def write_series(folder, n: int, *, rows: int = 8, cols: int = 8, step: float = 2.5,
-                 pixel_spacing=(0.7, 0.8), origin=(-10.0, 20.0, 30.0),
-                 iop=(1, 0, 0, 0, 1, 0), positions=None, series_uid: str | None = None,
-                 description: str = "synthetic", modality: str | None = "CT",
-                 slope: float = 1.0, intercept: float = -1024.0, names=None,
-                 values=None, padding_value: int | None = None) -> dict:
+def write_series(
+    folder,
+    n: int,
+    *,
+    rows: int = 8,
+    cols: int = 8,
+    step: float = 2.5,
+    pixel_spacing=(0.7, 0.8),
+    origin=(-10.0, 20.0, 30.0),
+    iop=(1, 0, 0, 0, 1, 0),
+    positions=None,
+    series_uid: str | None = None,
+    description: str = "synthetic",
+    modality: str | None = "CT",
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    names=None,
+    values=None,
+    padding_value: int | None = None,
+) -> dict:
     """Write ``n`` single-frame CT files into ``folder``; return geometry facts.
 
     Slices lie at ``origin + k * step * normal`` unless ``positions`` (n x 3) is given.  Files
@@ -76,13 +91,26 @@ def write_series(folder, n: int, *, rows: int = 8, cols: int = 8, step: float = 
         path = folder / name
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
-    return {"paths": paths, "series_uid": series_uid, "normal": normal,
-            "positions": np.asarray(positions, dtype=float)}
+    return {
+        "paths": paths,
+        "series_uid": series_uid,
+        "normal": normal,
+        "positions": np.asarray(positions, dtype=float),
+    }
 
 
-def write_enhanced(path, n: int, *, rows: int = 4, cols: int = 4, step: float = 1.5,
-                   origin=(5.0, -7.0, 11.0), pixel_spacing=(0.6, 0.9),
-                   iop=(1, 0, 0, 0, 1, 0), intercept: float = -1024.0) -> dict:
+def write_enhanced(
+    path,
+    n: int,
+    *,
+    rows: int = 4,
+    cols: int = 4,
+    step: float = 1.5,
+    origin=(5.0, -7.0, 11.0),
+    pixel_spacing=(0.6, 0.9),
+    iop=(1, 0, 0, 0, 1, 0),
+    intercept: float = -1024.0,
+) -> dict:
     """One Enhanced CT file with ``n`` frames (per-frame positions, shared orientation,
     spacing and rescale), frames stored in *reverse* position order."""
     path = Path(path)

@@ -1,5 +1,6 @@
 """Slow, obvious reference readers for the I/O tests that must run without SimpleITK:
 pydicom for DICOM series, nibabel for NIfTI, both written independently of ctreg.io."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,13 @@ def pydicom_series(files) -> tuple[np.ndarray, np.ndarray]:
     row_cos, col_cos = iop[:3], iop[3:]  # directions of increasing column (i) and row (j)
     normal = np.cross(row_cos, col_cos)
     dss.sort(key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), normal)))
-    hu = np.stack([d.pixel_array.astype(np.float64) * float(getattr(d, "RescaleSlope", 1))
-                   + float(getattr(d, "RescaleIntercept", 0)) for d in dss]).astype(np.float32)
+    hu = np.stack(
+        [
+            d.pixel_array.astype(np.float64) * float(getattr(d, "RescaleSlope", 1))
+            + float(getattr(d, "RescaleIntercept", 0))
+            for d in dss
+        ]
+    ).astype(np.float32)
     ipp = np.array([d.ImagePositionPatient for d in dss], dtype=np.float64)
     dr, dc = (float(v) for v in dss[0].PixelSpacing)  # between rows, between columns
     aff = np.eye(4)
@@ -31,8 +37,13 @@ def pydicom_series(files) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pydicom_folder(folder) -> tuple[np.ndarray, np.ndarray]:
-    return pydicom_series([p for p in Path(folder).rglob("*")
-                           if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"])
+    return pydicom_series(
+        [
+            p
+            for p in Path(folder).rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
+        ]
+    )
 
 
 def nibabel_lps(path) -> tuple[np.ndarray, np.ndarray]:

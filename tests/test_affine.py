@@ -1,4 +1,5 @@
 """The affine stage's fused value-and-gradient pass (ops.affine_moments) against slow references."""
+
 import dataclasses
 
 import numpy as np
@@ -20,7 +21,8 @@ def _random_matrix(rng, shape_in, shape_out):
     the output grid outside the input."""
     a = np.eye(4)
     a[:3, :3] = np.diag(np.asarray(shape_in, float) / np.asarray(shape_out, float)) @ (
-        np.eye(3) + rng.normal(0, 0.08, (3, 3)))
+        np.eye(3) + rng.normal(0, 0.08, (3, 3))
+    )
     a[:3, 3] = rng.uniform(-3, 3, 3)
     return a
 
@@ -61,8 +63,9 @@ def test_cost_from_moments_matches_the_metric_kernels(metric):
     kernel = ops.ssd if metric == "ssd" else ops.ncc  # tested against slow references elsewhere
     want, grad = kernel(r.astype(np.float32)[None, None], w.astype(np.float32)[None, None])
     assert cost == pytest.approx(float(want), rel=1e-5)
-    np.testing.assert_allclose(a * r + b * w + c, np.ravel(grad), rtol=1e-4,
-                               atol=1e-6 * np.abs(np.ravel(grad)).max())
+    np.testing.assert_allclose(
+        a * r + b * w + c, np.ravel(grad), rtol=1e-4, atol=1e-6 * np.abs(np.ravel(grad)).max()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +128,20 @@ def test_level_reports_hold_the_costs_of_the_start_and_of_the_returned_result(le
     assert reports[0].metric_after < reports[0].metric_before
 
     transform = AffineTransform.from_params(params, centre)
-    fopts = FFDOptions(levels_mm=(8.0,), control_spacing_mm=(40.0,), iterations=(6,),
-                       bending_weight=0.0)
+    fopts = FFDOptions(
+        levels_mm=(8.0,), control_spacing_mm=(40.0,), iterations=(6,), bending_weight=0.0
+    )
     u, rep = run_ffd_level(lv, transform, None, fopts, 0)
 
     flv = interior_level(lv, transform)  # the level's metric region (from its start)
 
     def lncc_cost(field):
         warped, valid = flv.warp(transform, field)
-        return float(flv.metric("lncc", warped, flv.metric_mask(valid),
-                                lncc_radius_mm=fopts.lncc_radius_mm)[0])
+        return float(
+            flv.metric("lncc", warped, flv.metric_mask(valid), lncc_radius_mm=fopts.lncc_radius_mm)[
+                0
+            ]
+        )
 
     assert rep.metric_before == pytest.approx(lncc_cost(np.zeros_like(u)), rel=1e-6)
     assert rep.metric_after == pytest.approx(lncc_cost(u), rel=1e-6)

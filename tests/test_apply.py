@@ -1,5 +1,6 @@
 """RegistrationResult.warp and the point mappings (ctreg.apply), against slow numpy references,
 SimpleITK's resampler (skipped without it) and fields whose inverse is known."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,11 @@ def make_result(*, amplitude_mm=1.5, seed=0):
     rng = np.random.default_rng(seed)
     ref_aff = _grid_affine(REF_SHAPE, (2.5, 1.2, 1.0), (0.05, -0.03, 0.1), (10.0, -20.0, 30.0))
     flt_aff = _grid_affine(FLT_SHAPE, (2.0, 1.1, 0.9), (-0.04, 0.02, -0.06), (12.0, -19.0, 31.0))
-    transform = AffineTransform(rotation_matrix(0.03, -0.02, 0.05) * 1.02,
-                                np.array([1.5, -1.0, 0.8]), np.array([10.0, -20.0, 30.0]))
+    transform = AffineTransform(
+        rotation_matrix(0.03, -0.02, 0.05) * 1.02,
+        np.array([1.5, -1.0, 0.8]),
+        np.array([10.0, -20.0, 30.0]),
+    )
     p = _world(ref_aff, REF_SHAPE)
     w = np.stack([ndi.gaussian_filter(rng.normal(size=REF_SHAPE), 3.0) for _ in range(3)], -1)
     w *= amplitude_mm / np.abs(w).max()
@@ -47,8 +51,15 @@ def make_result(*, amplitude_mm=1.5, seed=0):
     image = (1000 * image / np.abs(image).max()).astype(np.float32)
     reference = Volume(np.zeros(REF_SHAPE, np.float32), ref_aff)
     floating = Volume(image, flt_aff)
-    return RegistrationResult(reference=reference, floating=floating, warped=None, displacement=u,
-                              affine=transform, jacobian=None, report={})
+    return RegistrationResult(
+        reference=reference,
+        floating=floating,
+        warped=None,
+        displacement=u,
+        affine=transform,
+        jacobian=None,
+        report={},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +96,11 @@ def trilinear_ref(image, coords, default):
     for dz in (0, 1):
         for dy in (0, 1):
             for dx in (0, 1):
-                wgt = ((f[:, 0] if dz else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
-                       * (f[:, 2] if dx else 1 - f[:, 2]))
+                wgt = (
+                    (f[:, 0] if dz else 1 - f[:, 0])
+                    * (f[:, 1] if dy else 1 - f[:, 1])
+                    * (f[:, 2] if dx else 1 - f[:, 2])
+                )
                 acc += wgt * img[base[:, 0] + dz, base[:, 1] + dy, base[:, 2] + dx]
     out[ok] = acc
     return out
@@ -124,10 +138,19 @@ def bspline_ref(image, coords, default):
         for b in range(4):
             for e in range(4):
                 iz, iy, ix = first[:, 0] + a, first[:, 1] + b, first[:, 2] + e
-                wgt = (_cubic_bspline(c[:, 0] - iz) * _cubic_bspline(c[:, 1] - iy)
-                       * _cubic_bspline(c[:, 2] - ix))
-                acc += wgt * coeffs[mirror(iz, image.shape[0]), mirror(iy, image.shape[1]),
-                                    mirror(ix, image.shape[2])]
+                wgt = (
+                    _cubic_bspline(c[:, 0] - iz)
+                    * _cubic_bspline(c[:, 1] - iy)
+                    * _cubic_bspline(c[:, 2] - ix)
+                )
+                acc += (
+                    wgt
+                    * coeffs[
+                        mirror(iz, image.shape[0]),
+                        mirror(iy, image.shape[1]),
+                        mirror(ix, image.shape[2]),
+                    ]
+                )
     out[ok] = acc
     return out
 
@@ -156,8 +179,13 @@ def test_warp_ndarray_defaults_to_the_floating_grid_and_needs_an_affine_elsewher
 def test_nearest_keeps_label_values_and_dtype_exactly(result, dtype):
     rng = np.random.default_rng(1)
     base = rng.integers(0, 7, size=FLT_SHAPE)
-    offset = {np.uint8: 0, np.int16: -300, np.int32: 100_000_007, np.uint32: 4_000_000_001,
-              np.int64: 2**40 + 3}[dtype]
+    offset = {
+        np.uint8: 0,
+        np.int16: -300,
+        np.int32: 100_000_007,
+        np.uint32: 4_000_000_001,
+        np.int64: 2**40 + 3,
+    }[dtype]
     labels = (base * (1 if np.dtype(dtype).itemsize == 1 else 1001) + offset).astype(dtype)
     coords = _sample_coords(result, result.floating.affine)
     out = result.warp(labels, interpolation="nearest", default=offset)
@@ -235,10 +263,14 @@ def test_warp_matches_simpleitk_resampler(result, interp):
     field = _sitk_image(result.displacement.astype(np.float64), result.grid_affine)
     tx = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
     ref_img = _sitk_image(np.zeros(REF_SHAPE, np.float32), result.grid_affine)
-    kind = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
-            "bspline": sitk.sitkBSpline}[interp]
-    expected = sitk.GetArrayFromImage(sitk.Resample(_sitk_image(image, result.floating.affine),
-                                                    ref_img, tx, kind, -7.0))
+    kind = {
+        "linear": sitk.sitkLinear,
+        "nearest": sitk.sitkNearestNeighbor,
+        "bspline": sitk.sitkBSpline,
+    }[interp]
+    expected = sitk.GetArrayFromImage(
+        sitk.Resample(_sitk_image(image, result.floating.affine), ref_img, tx, kind, -7.0)
+    )
     got = result.warp(image, interpolation=interp, default=-7)
     coords = _sample_coords(result, result.floating.affine)
     inner = _inside(coords, FLT_SHAPE, margin=0.51)  # ITK also samples the half voxel beyond
@@ -258,7 +290,9 @@ def test_warp_matches_simpleitk_resampler(result, interp):
 def test_transform_points_single_point_and_batch(result):
     pts = _world(result.grid_affine, REF_SHAPE)[3:5, 4:6, 5].reshape(-1, 3)
     batch = result.transform_points(pts)
-    np.testing.assert_allclose(batch, pts + result.displacement[3:5, 4:6, 5].reshape(-1, 3), atol=1e-9)
+    np.testing.assert_allclose(
+        batch, pts + result.displacement[3:5, 4:6, 5].reshape(-1, 3), atol=1e-9
+    )
     one = result.transform_points(pts[0])
     assert one.shape == (3,)
     np.testing.assert_allclose(one, batch[0])
@@ -270,13 +304,23 @@ def _result_from_field(u, affine_transform=None):
     aff = _grid_affine(REF_SHAPE, (2.0, 1.5, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
     transform = affine_transform or AffineTransform.identity()
     ref = Volume(np.zeros(REF_SHAPE, np.float32), aff)
-    return RegistrationResult(reference=ref, floating=ref, warped=None, displacement=u,
-                              affine=transform, jacobian=None, report={}), aff
+    return RegistrationResult(
+        reference=ref,
+        floating=ref,
+        warped=None,
+        displacement=u,
+        affine=transform,
+        jacobian=None,
+        report={},
+    ), aff
 
 
 def test_inverse_of_a_pure_affine_is_exact():
-    transform = AffineTransform(rotation_matrix(0.1, -0.05, 0.2) * 1.05, np.array([4.0, -3.0, 2.0]),
-                                np.array([1.0, 2.0, 3.0]))
+    transform = AffineTransform(
+        rotation_matrix(0.1, -0.05, 0.2) * 1.05,
+        np.array([4.0, -3.0, 2.0]),
+        np.array([1.0, 2.0, 3.0]),
+    )
     aff = _grid_affine(REF_SHAPE, (2.0, 1.5, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
     p = _world(aff, REF_SHAPE)
     u = (transform.apply(p.reshape(-1, 3)).reshape(p.shape) - p).astype(np.float32)

@@ -1,4 +1,5 @@
 """ctreg register --save-result, ctreg apply (images and --labels), the progress bar."""
+
 from __future__ import annotations
 
 import io
@@ -21,16 +22,31 @@ def run(tmp_path_factory):
     """The sample pair registered once (fast preset): -o and --save-result folders."""
     root = tmp_path_factory.mktemp("apply")
     assert main(["sample", str(root / "demo")]) == 0
-    rc = main(["register", str(root / "demo" / "reference"), str(root / "demo" / "floating"),
-               "-o", str(root / "out"), "--save-result", str(root / "saved"), "--preset", "fast",
-               "--no-dicom"])
+    rc = main(
+        [
+            "register",
+            str(root / "demo" / "reference"),
+            str(root / "demo" / "floating"),
+            "-o",
+            str(root / "out"),
+            "--save-result",
+            str(root / "saved"),
+            "--preset",
+            "fast",
+            "--no-dicom",
+        ]
+    )
     assert rc == 0
     return root
 
 
 def test_save_result_folder_holds_the_reusable_files(run):
     assert sorted(p.name for p in (run / "saved").iterdir()) == [
-        "displacement.nii.gz", "report.json", "result.json", "transform.h5"]
+        "displacement.nii.gz",
+        "report.json",
+        "result.json",
+        "transform.h5",
+    ]
     a, b = ctreg.load_result(run / "saved"), ctreg.load_result(run / "out")
     np.testing.assert_array_equal(a.displacement, b.displacement)
     assert a.warped is None and b.warped is not None
@@ -72,16 +88,49 @@ def test_apply_labels_keeps_values_and_dtype(run, tmp_path, dtype, offset):
 
 
 def test_apply_errors_have_clear_messages(run, tmp_path, capsys):
-    assert main(["apply", str(tmp_path / "none"), str(run / "demo" / "floating"),
-                 "-o", str(tmp_path / "x.nii.gz")]) == 1
+    assert (
+        main(
+            [
+                "apply",
+                str(tmp_path / "none"),
+                str(run / "demo" / "floating"),
+                "-o",
+                str(tmp_path / "x.nii.gz"),
+            ]
+        )
+        == 1
+    )
     assert "no such result folder" in capsys.readouterr().err
     flt = ctreg.read_volume(run / "demo" / "floating")
-    ctreg.write_nifti(flt.with_array(flt.array * 0 + 0.5), tmp_path / "half.nii.gz", dtype="float32")
-    assert main(["apply", str(run / "saved"), str(tmp_path / "half.nii.gz"),
-                 "-o", str(tmp_path / "x.nii.gz"), "--labels"]) == 1
+    ctreg.write_nifti(
+        flt.with_array(flt.array * 0 + 0.5), tmp_path / "half.nii.gz", dtype="float32"
+    )
+    assert (
+        main(
+            [
+                "apply",
+                str(run / "saved"),
+                str(tmp_path / "half.nii.gz"),
+                "-o",
+                str(tmp_path / "x.nii.gz"),
+                "--labels",
+            ]
+        )
+        == 1
+    )
     assert "non-integer" in capsys.readouterr().err
-    assert main(["apply", str(run / "saved"), str(run / "demo" / "floating"),
-                 "-o", str(tmp_path / "x.mha")]) == 1
+    assert (
+        main(
+            [
+                "apply",
+                str(run / "saved"),
+                str(run / "demo" / "floating"),
+                "-o",
+                str(tmp_path / "x.mha"),
+            ]
+        )
+        == 1
+    )
     assert ".nii.gz" in capsys.readouterr().err
     assert not (tmp_path / "x.nii.gz").exists()
 
@@ -142,10 +191,26 @@ def test_progress_bar_follows_stage_records_and_hides_them():
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(run, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "ctreg", "register", str(run / "demo" / "reference"),
-                           str(run / "demo" / "floating"), "--save-result", str(tmp_path / "r"),
-                           "--preset", "fast", "--threads", "1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctreg",
+            "register",
+            str(run / "demo" / "reference"),
+            str(run / "demo" / "floating"),
+            "--save-result",
+            str(tmp_path / "r"),
+            "--preset",
+            "fast",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "affine: level 1/" in proc.stderr
     assert (tmp_path / "r" / "transform.h5").is_file()

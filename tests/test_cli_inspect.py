@@ -1,4 +1,5 @@
 """`ctreg inspect`: what a source holds and the verdict against the input rules."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """benchmarks/compare_simpleitk.py with a user pair: landmark files as users have them, and a run
 that does only the pair it was given."""
+
 import json
 import sys
 from pathlib import Path
@@ -27,9 +28,22 @@ def _csv(rows, sep=","):
     return "\n".join(sep.join(str(v) for v in r) for r in rows) + "\n"
 
 
-@pytest.mark.parametrize("layout", ["plain", "header", "id-header", "id-first", "id-last-text",
-                                    "text-id-no-header", "semicolon", "whitespace", "prefixed",
-                                    "units", "comments"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "plain",
+        "header",
+        "id-header",
+        "id-first",
+        "id-last-text",
+        "text-id-no-header",
+        "semicolon",
+        "whitespace",
+        "prefixed",
+        "units",
+        "comments",
+    ],
+)
 def test_one_scan_files_in_every_layout(tmp_path, layout):
     ids = [f"L{i}" for i in range(len(P))]
     rows = {
@@ -40,29 +54,41 @@ def test_one_scan_files_in_every_layout(tmp_path, layout):
         "id-last-text": "x,y,z,name\n" + _csv([[*p, i] for i, p in zip(ids, P.tolist())]),
         "text-id-no-header": _csv([[i, *p] for i, p in zip(ids, P.tolist())]),
         "semicolon": "id;x;y;z\n" + _csv([[i, *p] for i, p in zip(ids, P.tolist())], ";"),
-        "whitespace": "# my points\nid x y z\n" + _csv([[i, *p] for i, p in zip(ids, P.tolist())], "  "),
+        "whitespace": "# my points\nid x y z\n"
+        + _csv([[i, *p] for i, p in zip(ids, P.tolist())], "  "),
         "prefixed": "landmark,reference_x,reference_y,reference_z,comment\n"
-                    + _csv([[i, *p, "ok"] for i, p in zip(ids, P.tolist())]),
-        "units": "Point, X (mm), Y (mm), Z (mm)\n" + _csv([[i, *p] for i, p in zip(ids, P.tolist())], ", "),
+        + _csv([[i, *p, "ok"] for i, p in zip(ids, P.tolist())]),
+        "units": "Point, X (mm), Y (mm), Z (mm)\n"
+        + _csv([[i, *p] for i, p in zip(ids, P.tolist())], ", "),
         "comments": "# exported\n\n" + _csv(P.tolist()) + "# end\n",
     }[layout]
     ps = lm.read_point_file(_write(tmp_path / "p.csv", rows))
     np.testing.assert_array_equal(ps.points, P)
     with_ids = layout not in ("plain", "header", "comments")
     assert (ps.ids is not None) == with_ids
-    if layout in ("id-header", "text-id-no-header", "semicolon", "whitespace", "prefixed", "units",
-                  "id-last-text"):
+    if layout in (
+        "id-header",
+        "text-id-no-header",
+        "semicolon",
+        "whitespace",
+        "prefixed",
+        "units",
+        "id-last-text",
+    ):
         assert ps.ids == ids
 
 
 def test_paired_file_with_and_without_header_and_id(tmp_path):
     six = np.hstack([P, Q])
-    for text in (_csv(six.tolist()),
-                 "reference_x,reference_y,reference_z,floating_x,floating_y,floating_z\n" + _csv(six.tolist()),
-                 "id,fixed_x,fixed_y,fixed_z,moving_x,moving_y,moving_z\n"
-                 + _csv([[n, *r] for n, r in enumerate(six.tolist())]),
-                 "x1 y1 z1 x2 y2 z2\n" + _csv(six.tolist(), " "),
-                 _csv([[n, *r] for n, r in enumerate(six.tolist())])):
+    for text in (
+        _csv(six.tolist()),
+        "reference_x,reference_y,reference_z,floating_x,floating_y,floating_z\n"
+        + _csv(six.tolist()),
+        "id,fixed_x,fixed_y,fixed_z,moving_x,moving_y,moving_z\n"
+        + _csv([[n, *r] for n, r in enumerate(six.tolist())]),
+        "x1 y1 z1 x2 y2 z2\n" + _csv(six.tolist(), " "),
+        _csv([[n, *r] for n, r in enumerate(six.tolist())]),
+    ):
         p, q = lm.read_landmark_pairs(landmarks=_write(tmp_path / "pairs.csv", text))
         np.testing.assert_array_equal(p, P)
         np.testing.assert_array_equal(q, Q)
@@ -74,9 +100,11 @@ def test_paired_file_with_and_without_header_and_id(tmp_path):
 
 
 def test_two_files_are_paired_by_id_in_any_order(tmp_path):
-    ref = _write(tmp_path / "ref.csv", "id,x,y,z\n" + _csv([[f"P{n}", *p] for n, p in enumerate(P.tolist())]))
+    ref = _write(
+        tmp_path / "ref.csv", "id,x,y,z\n" + _csv([[f"P{n}", *p] for n, p in enumerate(P.tolist())])
+    )
     order = [2, 0, 3, 1]
-    flo = _write(tmp_path / "flo.csv", _csv([[f"P{n}", *Q[n]] for n in order]))   # no header
+    flo = _write(tmp_path / "flo.csv", _csv([[f"P{n}", *Q[n]] for n in order]))  # no header
     p, q = lm.read_landmark_pairs(reference_landmarks=ref, floating_landmarks=flo)
     np.testing.assert_array_equal(p, P)
     np.testing.assert_array_equal(q, Q)
@@ -92,9 +120,13 @@ def test_two_files_are_paired_by_id_in_any_order(tmp_path):
 
 
 def test_bad_files_name_what_is_wrong(tmp_path):
-    cases = {"Landmarks.Columns": _csv([[1, 2]] * 3), "Landmarks.Empty": "# nothing\n",
-             "Landmarks.Header": "a,b,c\n1,2,3\n", "Landmarks.Value": "x,y,z\n1,2,3\n4,five,6\n",
-             "Landmarks.Ids": "id,x,y,z\nA,1,2,3\nA,4,5,6\n"}
+    cases = {
+        "Landmarks.Columns": _csv([[1, 2]] * 3),
+        "Landmarks.Empty": "# nothing\n",
+        "Landmarks.Header": "a,b,c\n1,2,3\n",
+        "Landmarks.Value": "x,y,z\n1,2,3\n4,five,6\n",
+        "Landmarks.Ids": "id,x,y,z\nA,1,2,3\nA,4,5,6\n",
+    }
     for code, text in cases.items():
         with pytest.raises(lm.LandmarkError) as info:
             lm.read_point_file(_write(tmp_path / "bad.csv", text))
@@ -102,15 +134,20 @@ def test_bad_files_name_what_is_wrong(tmp_path):
 
 
 def test_slicer_fcsv_in_ras_and_markups_csv_in_lps(tmp_path):
-    fcsv = ("# Markups fiducial file version = 4.11\n# CoordinateSystem = RAS\n"
-            "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
-            + "".join(f"vtkMRMLMarkupsFiducialNode_{n},{-p[0]},{-p[1]},{p[2]},0,0,0,1,1,1,0,F-{n},,\n"
-                      for n, p in enumerate(P)))
+    fcsv = (
+        "# Markups fiducial file version = 4.11\n# CoordinateSystem = RAS\n"
+        "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n"
+        + "".join(
+            f"vtkMRMLMarkupsFiducialNode_{n},{-p[0]},{-p[1]},{p[2]},0,0,0,1,1,1,0,F-{n},,\n"
+            for n, p in enumerate(P)
+        )
+    )
     ps = lm.read_point_file(_write(tmp_path / "a.fcsv", fcsv))
     assert ps.space == "ras" and ps.ids == [f"vtkMRMLMarkupsFiducialNode_{n}" for n in range(4)]
     np.testing.assert_allclose(lm.to_world(ps.points, ps.space), P)
     markups = "label,l,p,s,defined,selected,visible,locked,description\n" + "".join(
-        f"F-{n},{p[0]},{p[1]},{p[2]},true,true,true,false,\n" for n, p in enumerate(P))
+        f"F-{n},{p[0]},{p[1]},{p[2]},true,true,true,false,\n" for n, p in enumerate(P)
+    )
     ps = lm.read_point_file(_write(tmp_path / "b.csv", markups))
     assert ps.space == "lps" and ps.ids == [f"F-{n}" for n in range(4)]
     np.testing.assert_array_equal(lm.to_world(ps.points, ps.space), P)
@@ -120,25 +157,35 @@ def test_slicer_fcsv_in_ras_and_markups_csv_in_lps(tmp_path):
 
 
 def test_voxel_landmarks_use_each_scans_own_affine(tmp_path):
-    ref = Volume(np.zeros((10, 12, 14), np.float32), affine_from_geometry((-5.0, 3.0, 100.0), (2.5, 0.7, 0.8)))
-    direction = np.array([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])[:, ::-1]   # z, y, x axes: x and y flipped
-    flo = Volume(np.zeros((8, 9, 10), np.float32), affine_from_geometry((50.0, 40.0, 90.0), (3.0, 1.0, 1.5),
-                                                                          direction))
+    ref = Volume(
+        np.zeros((10, 12, 14), np.float32),
+        affine_from_geometry((-5.0, 3.0, 100.0), (2.5, 0.7, 0.8)),
+    )
+    direction = np.array([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])[
+        :, ::-1
+    ]  # z, y, x axes: x and y flipped
+    flo = Volume(
+        np.zeros((8, 9, 10), np.float32),
+        affine_from_geometry((50.0, 40.0, 90.0), (3.0, 1.0, 1.5), direction),
+    )
     ijk_ref = np.array([[0, 0, 0], [13, 11, 9], [2.5, 3.0, 4.0]])
     ijk_flo = np.array([[1, 2, 3], [9, 8, 7], [0.5, 0.5, 0.5]])
     a = _write(tmp_path / "r.csv", _csv(ijk_ref.tolist()))
     b = _write(tmp_path / "f.csv", _csv((ijk_flo + 1).tolist()))
-    p, _ = lm.read_landmark_pairs(reference_landmarks=a, floating_landmarks=a, space="voxel",
-                                  reference=ref, floating=ref)
+    p, _ = lm.read_landmark_pairs(
+        reference_landmarks=a, floating_landmarks=a, space="voxel", reference=ref, floating=ref
+    )
     expected = ref.index_to_world(ijk_ref[:, ::-1])
     np.testing.assert_allclose(p, expected)
     np.testing.assert_allclose(p[1], [-5.0 + 13 * 0.8, 3.0 + 11 * 0.7, 100.0 + 9 * 2.5])
-    _, q = lm.read_landmark_pairs(reference_landmarks=a, floating_landmarks=b, space="voxel1",
-                                  reference=ref, floating=flo)
+    _, q = lm.read_landmark_pairs(
+        reference_landmarks=a, floating_landmarks=b, space="voxel1", reference=ref, floating=flo
+    )
     np.testing.assert_allclose(q[0], [50.0 - 1 * 1.5, 40.0 - 2 * 1.0, 90.0 + 3 * 3.0])
 
 
 # -- a run with a user pair ------------------------------------------------------------------------
+
 
 def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
     """A small pair on different grids (NIfTI reference, cropped DICOM floating), landmarks in two
@@ -162,8 +209,13 @@ def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
     import methods
 
     for name, module in (("elastix-affine+bspline", "itk"), ("ants-syn", "ants")):
-        monkeypatch.setitem(methods.METHODS, name, dataclasses.replace(
-            methods.METHODS[name], available=_missing(monkeypatch, methods, module)))
+        monkeypatch.setitem(
+            methods.METHODS,
+            name,
+            dataclasses.replace(
+                methods.METHODS[name], available=_missing(monkeypatch, methods, module)
+            ),
+        )
 
     pair = sample_pair(n_landmarks=40)
     ref_path = tmp_path / "ref.nii.gz"
@@ -186,11 +238,29 @@ def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
     _write(tmp_path / "flo.csv", _csv([[ids[n], *q[n].tolist()] for n in order], ";"))
 
     out = tmp_path / "results"
-    rc = compare_simpleitk.main([
-        "--reference", str(ref_path), "--floating", str(tmp_path / "flo_dicom"),
-        "--reference-landmarks", str(tmp_path / "ref.csv"), "--floating-landmarks", str(tmp_path / "flo.csv"),
-        "--name", "mine", "--methods", "identity,ctreg-fast,sitk-affine+fsf-demons,elastix-affine+bspline,ants-syn",
-        "--no-warmup", "--threads", "1", "--timeout", "300", "--out", str(out)])
+    rc = compare_simpleitk.main(
+        [
+            "--reference",
+            str(ref_path),
+            "--floating",
+            str(tmp_path / "flo_dicom"),
+            "--reference-landmarks",
+            str(tmp_path / "ref.csv"),
+            "--floating-landmarks",
+            str(tmp_path / "flo.csv"),
+            "--name",
+            "mine",
+            "--methods",
+            "identity,ctreg-fast,sitk-affine+fsf-demons,elastix-affine+bspline,ants-syn",
+            "--no-warmup",
+            "--threads",
+            "1",
+            "--timeout",
+            "300",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "latest" / "results.json").read_text())
     assert list(res["pairs"]) == ["mine"]
@@ -205,7 +275,7 @@ def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
     md = (out / "latest" / "results.md").read_text()
     import importlib.util
 
-    if importlib.util.find_spec("SimpleITK") is not None:   # its demons need one grid: resampled
+    if importlib.util.find_spec("SimpleITK") is not None:  # its demons need one grid: resampled
         assert rows["sitk-affine+fsf-demons"]["status"] == "ok", rows["sitk-affine+fsf-demons"]
         assert rows["sitk-affine+fsf-demons"]["tre_mean_mm"] < 0.5 * initial.mean()
 
@@ -213,7 +283,12 @@ def test_user_pair_runs_alone_with_skipped_rows_noted(tmp_path, monkeypatch):
         assert rows[name]["status"].startswith("skipped: not installed")
         assert f"pip install {package}" in rows[name]["status"]
         assert f"| mine | {name} | skipped" in md
-        assert md.splitlines()[[n for n, ln in enumerate(md.splitlines()) if f"| {name} |" in ln][0]].count("|") == 12
+        assert (
+            md.splitlines()[
+                [n for n, ln in enumerate(md.splitlines()) if f"| {name} |" in ln][0]
+            ].count("|")
+            == 12
+        )
 
 
 def _missing(monkeypatch, methods, module):
@@ -230,6 +305,7 @@ def _missing(monkeypatch, methods, module):
         with monkeypatch.context() as m:
             m.setattr(importlib.util, "find_spec", find_spec)
             return check()
+
     return available
 
 
@@ -241,11 +317,21 @@ def test_user_pair_arguments_are_checked_before_anything_runs(tmp_path, capsys):
     scan = _write(tmp_path / "scan.nii", "")
     base = ["--reference", str(scan), "--floating", str(scan), "--out", str(tmp_path / "o")]
     for extra, message in (
-            (["--reference-landmarks", str(ref), "--floating-landmarks", str(flo)], "paired by order"),
-            (["--reference-landmarks", str(ref)], "go together"),
-            (["--landmarks", str(ref), "--reference-landmarks", str(ref), "--floating-landmarks", str(ref)],
-             "not both"),
-            (["--landmarks", str(ref)], "Landmarks.Columns")):
+        (["--reference-landmarks", str(ref), "--floating-landmarks", str(flo)], "paired by order"),
+        (["--reference-landmarks", str(ref)], "go together"),
+        (
+            [
+                "--landmarks",
+                str(ref),
+                "--reference-landmarks",
+                str(ref),
+                "--floating-landmarks",
+                str(ref),
+            ],
+            "not both",
+        ),
+        (["--landmarks", str(ref)], "Landmarks.Columns"),
+    ):
         with pytest.raises(SystemExit) as info:
             compare_simpleitk.main(base + extra)
         assert info.value.code == 2

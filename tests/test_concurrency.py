@@ -1,5 +1,6 @@
 """register() from several Python threads at once: the same results as serial runs, and no
 process-wide setting (kernel threads, BLAS threads, garbage collector) changed afterwards."""
+
 from __future__ import annotations
 
 import gc
@@ -13,8 +14,12 @@ import pytest
 import ctreg
 from ctreg import _native, ops, samples
 
-KW = dict(preset="fast", ffd={"iterations": (4,)}, demons={"iterations": (6,)},
-          affine={"iterations": (10,)})
+KW = dict(
+    preset="fast",
+    ffd={"iterations": (4,)},
+    demons={"iterations": (6,)},
+    affine={"iterations": (10,)},
+)
 SHIFTS = [(1, 0, 0), (0, 2, 0), (0, 0, -2), (1, -1, 1)]
 THREADS = [1, 2, 1, 2]
 
@@ -26,15 +31,22 @@ def _blas_threads():
 
 
 def _process_state():
-    return {"native": ops.get_num_threads(), "native_own": _native.get_thread_num_threads(),
-            "numba": numba.get_num_threads(), "gc": gc.isenabled(),
-            "gc_threshold": gc.get_threshold(), "blas": _blas_threads()}
+    return {
+        "native": ops.get_num_threads(),
+        "native_own": _native.get_thread_num_threads(),
+        "numba": numba.get_num_threads(),
+        "gc": gc.isenabled(),
+        "gc_threshold": gc.get_threshold(),
+        "blas": _blas_threads(),
+    }
 
 
 def _pairs():
     ct64 = samples.ct64_volume()
-    return [(ct64, ct64.with_array(np.ascontiguousarray(np.roll(ct64.array, s, axis=(0, 1, 2)))))
-            for s in SHIFTS]
+    return [
+        (ct64, ct64.with_array(np.ascontiguousarray(np.roll(ct64.array, s, axis=(0, 1, 2)))))
+        for s in SHIFTS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +101,17 @@ def test_four_registrations_in_four_threads_match_serial_runs_bit_for_bit():
     from pathlib import Path
 
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_concurrency as t; "
-            "t._exact_in_this_process()")
-    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_concurrency as t; "
+        "t._exact_in_this_process()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "bit-identical" in out.stdout, out.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """Every CTRegError class carries a stable, documented code; codes never come from messages."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,15 @@ def _subclasses(cls):
         yield from _subclasses(sub)
 
 
-PUBLIC = sorted({c for c in _subclasses(CTRegError) if not c.__name__.startswith("_")
-                 and c.__module__.startswith("ctreg")} | {CTRegError}, key=lambda c: c.__name__)
+PUBLIC = sorted(
+    {
+        c
+        for c in _subclasses(CTRegError)
+        if not c.__name__.startswith("_") and c.__module__.startswith("ctreg")
+    }
+    | {CTRegError},
+    key=lambda c: c.__name__,
+)
 
 
 @pytest.mark.parametrize("cls", PUBLIC, ids=lambda c: c.__name__)
@@ -80,17 +88,20 @@ def test_no_message_matching_for_codes():
         assert not re.search(r"\bre\.(search|match|compile|fullmatch)\(", text), rel
 
 
-@pytest.mark.parametrize("make, valid", [
-    (lambda: AffineOptions(levels=(4.0,)), "levels_mm"),
-    (lambda: FFDOptions(metrc="ncc"), "metric"),
-    (lambda: DemonsOptions(iters=(3,)), "iterations"),
-    (lambda: RegistrationOptions(afine={}), "affine"),
-    (lambda: RegistrationOptions(ffd={"bending": 1.0}), "bending_weight"),
-    (lambda: options_for("fast", demon={"enabled": False}), "demons"),
-    (lambda: options_for("fast", ffd={"metrc": "ncc"}), "metric"),
-    (lambda: options_for("fastest"), "accurate"),
-    (lambda: dataclasses.replace(AffineOptions(), bogus=1), "rotation_search_deg"),
-])
+@pytest.mark.parametrize(
+    "make, valid",
+    [
+        (lambda: AffineOptions(levels=(4.0,)), "levels_mm"),
+        (lambda: FFDOptions(metrc="ncc"), "metric"),
+        (lambda: DemonsOptions(iters=(3,)), "iterations"),
+        (lambda: RegistrationOptions(afine={}), "affine"),
+        (lambda: RegistrationOptions(ffd={"bending": 1.0}), "bending_weight"),
+        (lambda: options_for("fast", demon={"enabled": False}), "demons"),
+        (lambda: options_for("fast", ffd={"metrc": "ncc"}), "metric"),
+        (lambda: options_for("fastest"), "accurate"),
+        (lambda: dataclasses.replace(AffineOptions(), bogus=1), "rotation_search_deg"),
+    ],
+)
 def test_unknown_option_names_list_the_valid_ones(make, valid):
     with pytest.raises(OptionError, match="unknown") as err:
         make()

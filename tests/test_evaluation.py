@@ -1,4 +1,5 @@
 """ctreg.evaluation against brute-force references on small masks."""
+
 from __future__ import annotations
 
 import numpy as np

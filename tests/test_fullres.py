@@ -1,30 +1,50 @@
 """The slab-by-slab full-resolution step (ctreg.fullres) against the whole-grid computation it
 replaced, on 1, 2 and 4 threads."""
+
 import numpy as np
 import pytest
 
 import ctreg
 from ctreg import fullres, ops
 from ctreg.level import SENTINEL
-from ctreg.transforms import AffineTransform, ReferenceFrame, frame_to_image_matrix, world_displacement
+from ctreg.transforms import (
+    AffineTransform,
+    ReferenceFrame,
+    frame_to_image_matrix,
+    world_displacement,
+)
 from ctreg.volume import Volume
 
 
 def _whole_grid(ref, flt, frame, transform, u, u_spacing, box, fill_hu):
     """The former pipeline code: everything on the whole reference grid at once."""
     start_mm = -np.array([s.start for s in box], float) * ref.spacing
-    u_full = (np.zeros(ref.shape + (3,), np.float32) if u is None else
-              ops.resample_field(u, tuple(u_spacing), ref.shape, tuple(ref.spacing), origin_mm=start_mm))
+    u_full = (
+        np.zeros(ref.shape + (3,), np.float32)
+        if u is None
+        else ops.resample_field(
+            u, tuple(u_spacing), ref.shape, tuple(ref.spacing), origin_mm=start_mm
+        )
+    )
     out_to_frame = np.diag(list(ref.spacing) + [1.0])
     to_index = frame_to_image_matrix(frame, transform, flt)
-    source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
-    warped = ops.resample_displacement(np.ascontiguousarray(source, dtype=np.float32), u_full,
-                                       out_to_world=out_to_frame, world_to_image=to_index, order=1,
-                                       fill=SENTINEL)
+    source = (
+        flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(SENTINEL))
+    )
+    warped = ops.resample_displacement(
+        np.ascontiguousarray(source, dtype=np.float32),
+        u_full,
+        out_to_world=out_to_frame,
+        world_to_image=to_index,
+        order=1,
+        fill=SENTINEL,
+    )
     valid = warped > -2000.0
     np.copyto(warped, np.float32(fill_hu), where=~valid)
     disp = world_displacement(frame, transform, u_full)
-    jac = ops.jacobian_determinant(u_full, tuple(ref.spacing)) * np.float32(np.linalg.det(transform.matrix))
+    jac = ops.jacobian_determinant(u_full, tuple(ref.spacing)) * np.float32(
+        np.linalg.det(transform.matrix)
+    )
     return warped, valid, disp, jac
 
 
@@ -54,9 +74,19 @@ def test_slabs_match_the_whole_grid(with_field, slab):
     if not with_field:
         u = None
     w0, v0, d0, j0 = _whole_grid(ref, flt, frame, transform, u, u_spacing, box, -1024.0)
-    warped, disp, jac = fullres.full_resolution(ref, flt, frame, transform, u, u_spacing, box,
-                                                sentinel=SENTINEL, invalid_below=-2000.0, fill_hu=-1024.0,
-                                                slab=slab)
+    warped, disp, jac = fullres.full_resolution(
+        ref,
+        flt,
+        frame,
+        transform,
+        u,
+        u_spacing,
+        box,
+        sentinel=SENTINEL,
+        invalid_below=-2000.0,
+        fill_hu=-1024.0,
+        slab=slab,
+    )
     np.testing.assert_allclose(warped.array, w0, atol=2e-3)  # HU: float rounding of the positions
     assert np.mean(warped.valid != v0) < 1e-3
     np.testing.assert_allclose(disp, d0, atol=2e-5)
@@ -72,8 +102,18 @@ def test_slabs_are_the_same_on_1_2_and_4_threads():
     try:
         for t in (1, 2, 4):
             ctreg.set_num_threads(t)
-            w, d, j = fullres.full_resolution(ref, flt, frame, transform, u, u_spacing, box,
-                                              sentinel=SENTINEL, invalid_below=-2000.0, fill_hu=-1024.0)
+            w, d, j = fullres.full_resolution(
+                ref,
+                flt,
+                frame,
+                transform,
+                u,
+                u_spacing,
+                box,
+                sentinel=SENTINEL,
+                invalid_below=-2000.0,
+                fill_hu=-1024.0,
+            )
             outs.append((w.array, w.valid, d, j))
     finally:
         ctreg.set_num_threads(n)

@@ -1,5 +1,6 @@
 """The native slab loop of the full-resolution step (ctreg.fullres_native) against the loop of
 NumPy-level kernel calls it replaces: bit-identical outputs, on 1, 2 and 4 threads."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,9 @@ from ctreg.volume import Volume
 
 def _case(seed=0, with_valid=True):
     rng = np.random.default_rng(seed)
-    ref_aff = np.array([[0.0, 0.0, 0.8, -40.0], [0.0, 0.7, 0.0, -30.0], [1.5, 0.0, 0.0, 10.0], [0, 0, 0, 1.0]])
+    ref_aff = np.array(
+        [[0.0, 0.0, 0.8, -40.0], [0.0, 0.7, 0.0, -30.0], [1.5, 0.0, 0.0, 10.0], [0, 0, 0, 1.0]]
+    )
     ref = Volume(np.zeros((37, 29, 31), np.float32), ref_aff, None, {})
     flt_arr = (rng.standard_normal((33, 27, 30)) * 400).astype(np.float32)
     flt_aff = ref_aff.copy()
@@ -52,7 +55,7 @@ def test_smooth_subsample_equals_smooth_then_slice():
         sp = tuple(float(x) for x in rng.uniform(0.5, 3, 3))
         f = tuple(int(x) for x in rng.integers(1, 7, 3))
         sig = tuple(0.4 * s * q if q > 1 else 0.0 for s, q in zip(sp, f))
-        want = ops.smooth(a, sig, sp)[::f[0], ::f[1], ::f[2]]
+        want = ops.smooth(a, sig, sp)[:: f[0], :: f[1], :: f[2]]
         for threads in (1, 2, 4):
             with ops.thread_limit(threads):
                 assert np.array_equal(ops.smooth_subsample(a, sig, sp, f), want)
@@ -85,17 +88,29 @@ def test_no_huge_pages_toggles_the_process_setting():
 
     if not sys.platform.startswith("linux"):
         pytest.skip("prctl(PR_SET_THP_DISABLE) is Linux only")
-    code = ("from ctreg import ops\n"
-            "def thp():\n"
-            "    for line in open('/proc/self/status'):\n"
-            "        if line.startswith('THP_enabled'):\n"
-            "            return line.split()[1]\n"
-            "print(ops.no_huge_pages(), thp(), ops.no_huge_pages(False), thp())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "CTREG_HUGE_PAGES": ""}).stdout.split()
+    code = (
+        "from ctreg import ops\n"
+        "def thp():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('THP_enabled'):\n"
+        "            return line.split()[1]\n"
+        "print(ops.no_huge_pages(), thp(), ops.no_huge_pages(False), thp())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "CTREG_HUGE_PAGES": ""},
+    ).stdout.split()
     if out[1] == "None":
         pytest.skip("this kernel does not report THP_enabled")
     assert out == ["True", "0", "True", "1"]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "CTREG_HUGE_PAGES": "1"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "CTREG_HUGE_PAGES": "1"},
+    ).stdout.split()
     assert out[0] == "False" and out[2] == "False"

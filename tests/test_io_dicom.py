@@ -1,4 +1,5 @@
 """Reading DICOM series by the service's input rules (ctreg.io.dicom, archive, fetch)."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,13 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from ctreg import DicomSeriesError, read_dicom_series, read_volume
-from ctreg.io.dicom import (AXIAL_TOLERANCE_DEG, MAX_FRAMES, MIN_FRAMES, _read_series_files,
-                            list_series)
+from ctreg.io.dicom import (
+    AXIAL_TOLERANCE_DEG,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    _read_series_files,
+    list_series,
+)
 from ctreg.io.fetch import DownloadError, download_urls
 from ctreg.samples import ct64_dicom_path
 from dicom_synth import slice_values, write_enhanced, write_series
@@ -25,7 +31,9 @@ try:  # SimpleITK cross-checks are extra tests; the pydicom / nibabel references
     import SimpleITK as sitk
 except ImportError:
     sitk = None
-needs_sitk = pytest.mark.skipif(sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)")
+needs_sitk = pytest.mark.skipif(
+    sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)"
+)
 
 
 def _sitk_affine(img) -> np.ndarray:
@@ -48,12 +56,15 @@ def _sitk_series(folder) -> "sitk.Image":
 
 # -- real data -------------------------------------------------------------------------------
 
+
 def test_ct64_dicom_equals_pydicom_reference():
     vol = read_dicom_series(ct64_dicom_path())
     hu, aff = pydicom_folder(ct64_dicom_path())
     assert vol.shape == hu.shape == (79, 64, 64)
-    assert np.array_equal(vol.array[vol.valid] if vol.valid is not None else vol.array,
-                          hu[vol.valid] if vol.valid is not None else hu)
+    assert np.array_equal(
+        vol.array[vol.valid] if vol.valid is not None else vol.array,
+        hu[vol.valid] if vol.valid is not None else hu,
+    )
     np.testing.assert_allclose(vol.affine, aff, atol=1e-4)
 
 
@@ -138,16 +149,24 @@ def test_enhanced_ct_per_frame_geometry(shared_data):
     ds = pydicom.dcmread(path)
     # by hand: IOP (-1, 0, 0, 0, 1, 0) -> columns run to -x, rows to +y, normal -z; frames at
     # z = -159 and -149: sorted along the normal the one at z = -149 comes first
-    sp = [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
-    zs = [float(f.PlanePositionSequence[0].ImagePositionPatient[2])
-          for f in ds.PerFrameFunctionalGroupsSequence]
+    sp = [
+        float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    ]
+    zs = [
+        float(f.PlanePositionSequence[0].ImagePositionPatient[2])
+        for f in ds.PerFrameFunctionalGroupsSequence
+    ]
     first = int(np.argmax(zs))
     expected = np.eye(4)
     expected[:3, 0] = [0, 0, -abs(zs[0] - zs[1])]
     expected[:3, 1] = [0, sp[0], 0]
     expected[:3, 2] = [-sp[1], 0, 0]
-    expected[:3, 3] = [float(v) for v in
-                       ds.PerFrameFunctionalGroupsSequence[first].PlanePositionSequence[0].ImagePositionPatient]
+    expected[:3, 3] = [
+        float(v)
+        for v in ds.PerFrameFunctionalGroupsSequence[first]
+        .PlanePositionSequence[0]
+        .ImagePositionPatient
+    ]
     np.testing.assert_allclose(vol.affine, expected, atol=1e-6)
     frames = ds.pixel_array.astype(np.float32) - 1024.0  # slope 1, intercept -1024 (shared)
     assert np.array_equal(vol.array[0], np.maximum(frames[first], -1024))
@@ -157,20 +176,28 @@ def test_enhanced_ct_per_frame_geometry(shared_data):
 
 # -- every bad input in the shared edge cases gets its own error -----------------------------
 
-@pytest.mark.parametrize("parts, pattern", [
-    (("edge-cases", "oblique-synthetic"), r"not axial.*26\.\d degrees.*within 5 degrees"),
-    (("edge-cases", "minimal-header"), r"0\.dcm: Modality \(0008,0060\) = '\(missing\)'.*'CT'"),
-    (("cip-simple-dicom",), r"has 2 frame\(s\).*accepted: 8 to 600"),
-    (("edge-cases", "pydicom-data", "explicit_VR-UN.dcm"), r"has 1 frame\(s\)"),
-    (("edge-cases", "pydicom-data", "bad_sequence.dcm"), r"has 1 frame\(s\)"),
-    (("edge-cases", "pydicom-data"), r"(?s)holds 4 series(?=.*'Pancreas')(?=.*'5/5mm Plain', modality CT, 3 frame)"),
-])
+
+@pytest.mark.parametrize(
+    "parts, pattern",
+    [
+        (("edge-cases", "oblique-synthetic"), r"not axial.*26\.\d degrees.*within 5 degrees"),
+        (("edge-cases", "minimal-header"), r"0\.dcm: Modality \(0008,0060\) = '\(missing\)'.*'CT'"),
+        (("cip-simple-dicom",), r"has 2 frame\(s\).*accepted: 8 to 600"),
+        (("edge-cases", "pydicom-data", "explicit_VR-UN.dcm"), r"has 1 frame\(s\)"),
+        (("edge-cases", "pydicom-data", "bad_sequence.dcm"), r"has 1 frame\(s\)"),
+        (
+            ("edge-cases", "pydicom-data"),
+            r"(?s)holds 4 series(?=.*'Pancreas')(?=.*'5/5mm Plain', modality CT, 3 frame)",
+        ),
+    ],
+)
 def test_shared_edge_cases_are_refused(shared_data, parts, pattern):
     with pytest.raises(DicomSeriesError, match=pattern):
         read_dicom_series(shared_data(*parts))
 
 
 # -- generated series ------------------------------------------------------------------------
+
 
 def test_synthetic_series_geometry_order_and_hu(tmp_path):
     names = [f"z{(k * 7) % 10}_{k}" for k in range(10)]  # file names unrelated to position
@@ -181,8 +208,9 @@ def test_synthetic_series_geometry_order_and_hu(tmp_path):
         expected = slice_values(k, 8, 8).astype(np.float32) * (1 + (k % 2)) - 400
         assert np.array_equal(vol.array[k], expected)
     # column index i runs along +x (0.8 mm), row index j along +y (0.7 mm), slices +z (2.5 mm)
-    np.testing.assert_allclose(vol.index_to_world([[3, 2, 5]]),
-                               [[-10 + 5 * 0.8, 20 + 2 * 0.7, 30 + 3 * 2.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        vol.index_to_world([[3, 2, 5]]), [[-10 + 5 * 0.8, 20 + 2 * 0.7, 30 + 3 * 2.5]], atol=1e-9
+    )
     assert vol.meta["series_uid"] == info["series_uid"]
     assert vol.meta["series_description"] == "synthetic"
     from_list = read_dicom_series([str(p) for p in info["paths"][::-1]])  # a list of files
@@ -194,8 +222,9 @@ def test_flipped_and_rotated_in_plane_axes(tmp_path):
     write_series(tmp_path, 8, iop=iop, pixel_spacing=(0.5, 0.9))
     vol = read_dicom_series(tmp_path)
     # voxel (k, j, i) = origin + i * 0.9 * (0,-1,0) + j * 0.5 * (1,0,0) + k * 2.5 * (0,0,1)
-    np.testing.assert_allclose(vol.index_to_world([[1, 4, 2]]),
-                               [[-10 + 4 * 0.5, 20 - 2 * 0.9, 30 + 2.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        vol.index_to_world([[1, 4, 2]]), [[-10 + 4 * 0.5, 20 - 2 * 0.9, 30 + 2.5]], atol=1e-9
+    )
 
 
 def test_jitter_accepted_and_step_averaged(tmp_path):
@@ -206,10 +235,13 @@ def test_jitter_accepted_and_step_averaged(tmp_path):
     assert abs(vol.spacing[0] - 2.5) < 1e-3
 
 
-@pytest.mark.parametrize("shift, pattern", [
-    (lambda k: (0.0, 0.3 * k, 2.5 * k), r"drifts .* sideways.*gantry tilt"),
-    (lambda k: (0.0, 0.0, 2.5 * k + (0.6 if k == 5 else 0.0)), r"uneven slice spacing"),
-])
+@pytest.mark.parametrize(
+    "shift, pattern",
+    [
+        (lambda k: (0.0, 0.3 * k, 2.5 * k), r"drifts .* sideways.*gantry tilt"),
+        (lambda k: (0.0, 0.0, 2.5 * k + (0.6 if k == 5 else 0.0)), r"uneven slice spacing"),
+    ],
+)
 def test_tilted_or_uneven_stacks_refused(tmp_path, shift, pattern):
     pos = [np.array([-10.0, 20.0, 30.0]) + shift(k) for k in range(10)]
     write_series(tmp_path, 10, positions=pos)
@@ -220,9 +252,10 @@ def test_tilted_or_uneven_stacks_refused(tmp_path, shift, pattern):
 def test_padding_value_and_low_hu_are_invalid(tmp_path):
     def values(k):
         v = slice_values(k, 8, 8)
-        v[0, :] = -2000          # PixelPaddingValue
+        v[0, :] = -2000  # PixelPaddingValue
         v[1, :3] = -3024 + 1024  # HU -3024 via intercept -1024
         return v
+
     write_series(tmp_path, 8, values=values, padding_value=-2000)
     vol = read_dicom_series(tmp_path)
     assert vol.valid is not None
@@ -235,25 +268,32 @@ def test_padding_value_and_low_hu_are_invalid(tmp_path):
 def test_missing_slice_refused(tmp_path):
     info = write_series(tmp_path, 10)
     info["paths"][4].unlink()
-    with pytest.raises(DicomSeriesError, match=r"missing slice.*gap of 5\.000 mm.*s003\.dcm.*s005\.dcm"):
+    with pytest.raises(
+        DicomSeriesError, match=r"missing slice.*gap of 5\.000 mm.*s003\.dcm.*s005\.dcm"
+    ):
         read_dicom_series(tmp_path)
 
 
 def test_duplicated_slice_refused(tmp_path):
     info = write_series(tmp_path / "a", 10)
     shutil.copy(info["paths"][6], tmp_path / "a" / "copy_of_6.dcm")
-    with pytest.raises(DicomSeriesError, match=r"duplicated slice.*(s006\.dcm|copy_of_6\.dcm).*45\.000"):
+    with pytest.raises(
+        DicomSeriesError, match=r"duplicated slice.*(s006\.dcm|copy_of_6\.dcm).*45\.000"
+    ):
         read_dicom_series(tmp_path / "a")
 
 
 def test_two_series_listed_and_series_uid_selects(tmp_path):
     a = write_series(tmp_path, 9, description="first", names=[f"a{k}" for k in range(9)])
-    b = write_series(tmp_path, 8, description="second", names=[f"b{k}" for k in range(8)],
-                     origin=(0, 0, 100))
+    b = write_series(
+        tmp_path, 8, description="second", names=[f"b{k}" for k in range(8)], origin=(0, 0, 100)
+    )
     with pytest.raises(DicomSeriesError, match=r"holds 2 series") as err:
         read_dicom_series(tmp_path)
     msg = str(err.value)
-    assert a["series_uid"] in msg and b["series_uid"] in msg and "'second'" in msg and "9 frame" in msg
+    assert (
+        a["series_uid"] in msg and b["series_uid"] in msg and "'second'" in msg and "9 frame" in msg
+    )
     vol = read_dicom_series(tmp_path, series_uid=b["series_uid"])
     assert vol.shape == (8, 8, 8) and vol.origin[2] == pytest.approx(100)
     with pytest.raises(DicomSeriesError, match=r"no series with SeriesInstanceUID '1\.2\.3'"):
@@ -285,6 +325,7 @@ def test_oblique_generated_refused_slight_tilt_accepted(tmp_path):
     def tilted(deg):
         t = np.radians(deg)  # rotate the column direction about x
         return (1, 0, 0, 0, np.cos(t), np.sin(t))
+
     write_series(tmp_path / "ok", 8, iop=tilted(AXIAL_TOLERANCE_DEG - 1))
     assert read_dicom_series(tmp_path / "ok").shape == (8, 8, 8)
     write_series(tmp_path / "bad", 8, iop=tilted(AXIAL_TOLERANCE_DEG + 1))
@@ -310,8 +351,9 @@ def test_enhanced_ct_multiframe_reads_and_601_frames_refused(tmp_path):
     assert vol.shape == (9, 4, 4) and vol.meta["n_files"] == 1
     for k in range(9):  # frames are stored in reverse position order
         assert np.array_equal(vol.array[k], slice_values(k, 4, 4) - 1024.0)
-    np.testing.assert_allclose(vol.index_to_world([[2, 1, 3]]),
-                               [[5.0 + 3 * 0.9, -7.0 + 0.6, 11.0 + 2 * 1.5]], atol=1e-9)
+    np.testing.assert_allclose(
+        vol.index_to_world([[2, 1, 3]]), [[5.0 + 3 * 0.9, -7.0 + 0.6, 11.0 + 2 * 1.5]], atol=1e-9
+    )
     assert info["normal"].tolist() == [0, 0, 1]
     write_enhanced(tmp_path / "b" / "enh.dcm", MAX_FRAMES + 1, rows=2, cols=2, step=0.5)
     with pytest.raises(DicomSeriesError, match=r"has 601 frame\(s\).*8 to 600 frames") as err:
@@ -335,7 +377,9 @@ def test_missing_decoder_names_transfer_syntax(tmp_path):
     ds.PixelData = encapsulate([b"\x00" * 64])
     ds["PixelData"].VR = "OB"
     ds.save_as(info["paths"][0], enforce_file_format=True)
-    with pytest.raises(DicomSeriesError, match=r"cannot decode.*MPEG2.*1\.2\.840\.10008\.1\.2\.4\.100"):
+    with pytest.raises(
+        DicomSeriesError, match=r"cannot decode.*MPEG2.*1\.2\.840\.10008\.1\.2\.4\.100"
+    ):
         _read_series_files(info["paths"], "t", min_frames=1)
 
 
@@ -346,6 +390,7 @@ def test_not_ct_refused(tmp_path):
 
 
 # -- archives and URLs -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_series(tmp_path_factory):

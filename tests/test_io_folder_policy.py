@@ -1,5 +1,6 @@
 """Folder input policy: stray files in a DICOM folder are skipped with a note; a file list is
 strict."""
+
 import logging
 import shutil
 
@@ -35,7 +36,9 @@ def test_a_folder_with_stray_files_is_read_with_a_note(folder_with_strays, caplo
 
 
 def test_an_explicit_file_list_stays_strict(folder_with_strays):
-    files = sorted(p for p in folder_with_strays.iterdir() if p.suffix == ".dcm" or p.name == "notes.txt")
+    files = sorted(
+        p for p in folder_with_strays.iterdir() if p.suffix == ".dcm" or p.name == "notes.txt"
+    )
     assert any(p.name == "notes.txt" for p in files)
     with pytest.raises(DicomSeriesError) as err:
         ctreg.read_dicom_series(files)

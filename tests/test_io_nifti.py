@@ -1,4 +1,5 @@
 """NIfTI read/write (ctreg.io.nifti): RAS <-> LPS, sform/qform, int16 and vector fields."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,7 +16,9 @@ try:  # SimpleITK cross-checks are extra tests; the pydicom / nibabel references
     import SimpleITK as sitk
 except ImportError:
     sitk = None
-needs_sitk = pytest.mark.skipif(sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)")
+needs_sitk = pytest.mark.skipif(
+    sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)"
+)
 
 
 def _rotation(deg_z: float, deg_x: float) -> np.ndarray:
@@ -69,8 +72,9 @@ def test_simpleitk_and_nibabel_agree_on_every_voxel(tmp_path, oblique_volume):
 
 
 def test_int16_rounds_and_clips(tmp_path):
-    arr = np.array([1.4, 1.6, -2.5, -40000.0, 40000.0, -1024.0, 0.49, 7.0],
-                   dtype=np.float32).reshape(2, 2, 2)
+    arr = np.array(
+        [1.4, 1.6, -2.5, -40000.0, 40000.0, -1024.0, 0.49, 7.0], dtype=np.float32
+    ).reshape(2, 2, 2)
     vol = Volume(arr, np.diag([3.0, 1.0, 1.0, 1.0]))
     p = write_nifti(vol, tmp_path / "i.nii.gz")
     n = nib.load(str(p))
@@ -94,8 +98,13 @@ def test_nibabel_reference_reads_what_we_write(tmp_path, oblique_volume):
     arr, aff = nibabel_lps(write_nifti(oblique_volume, tmp_path / "v.nii.gz", dtype="float32"))
     assert np.array_equal(arr, oblique_volume.array)
     np.testing.assert_allclose(aff, oblique_volume.affine, atol=1e-5)
-    arr16, _ = nibabel_lps(write_nifti(oblique_volume.with_array(np.round(oblique_volume.array)),
-                                       tmp_path / "i.nii.gz", dtype="int16"))
+    arr16, _ = nibabel_lps(
+        write_nifti(
+            oblique_volume.with_array(np.round(oblique_volume.array)),
+            tmp_path / "i.nii.gz",
+            dtype="int16",
+        )
+    )
     assert np.array_equal(arr16, np.round(oblique_volume.array))
 
 

@@ -1,4 +1,5 @@
 """Writing DICOM series and archives; round trips; atomic (kill-safe) outputs."""
+
 from __future__ import annotations
 
 import tarfile
@@ -17,7 +18,9 @@ try:  # SimpleITK cross-checks are extra tests; the pydicom / nibabel references
     import SimpleITK as sitk
 except ImportError:
     sitk = None
-needs_sitk = pytest.mark.skipif(sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)")
+needs_sitk = pytest.mark.skipif(
+    sitk is None, reason="SimpleITK cross-check (pip install SimpleITK)"
+)
 
 
 def _sitk_affine(img) -> np.ndarray:
@@ -52,7 +55,10 @@ def test_round_trip_folder_keeps_hu_geometry_and_tags(tmp_path, ct64):
     assert h.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
     assert list(h.ImageType[:2]) == ["DERIVED", "SECONDARY"]
     assert h.SeriesInstanceUID != src.SeriesInstanceUID
-    assert len({x.SOPInstanceUID for x in hdrs}) == 79 and len({x.SeriesInstanceUID for x in hdrs}) == 1
+    assert (
+        len({x.SOPInstanceUID for x in hdrs}) == 79
+        and len({x.SeriesInstanceUID for x in hdrs}) == 1
+    )
     assert h.StudyInstanceUID == src.StudyInstanceUID and h.PatientID == src.PatientID
     assert h.FrameOfReferenceUID == src.FrameOfReferenceUID
     assert h.SeriesDescription.startswith("ctreg: ") and "registered to" in h.SeriesDescription
@@ -190,8 +196,10 @@ def test_failed_compression_midway_leaves_nothing(tmp_path, ct64, monkeypatch):
 
     monkeypatch.setattr(archive, "GZIP_BLOCK", 64 * 1024)  # many blocks: fail after the first
     monkeypatch.setattr(archive._deflate, "compress", flaky)
-    for writer, target in ((lambda p: write_nifti(ct64, p), tmp_path / "v.nii.gz"),
-                           (lambda p: write_dicom_series(ct64, p), tmp_path / "s.tar.gz")):
+    for writer, target in (
+        (lambda p: write_nifti(ct64, p), tmp_path / "v.nii.gz"),
+        (lambda p: write_dicom_series(ct64, p), tmp_path / "s.tar.gz"),
+    ):
         calls["n"] = 0
         with pytest.raises(MemoryError):
             writer(target)

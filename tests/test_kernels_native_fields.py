@@ -1,5 +1,6 @@
 """The C++ field kernels (cpp/src/fields.cpp) against the Numba kernels they replaced
 (ctreg/_kernels.py, kept only as this reference): bit for bit, on 1, 2 and 4 threads."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,7 +69,9 @@ def test_jacobian_stats_equals_numba(threads, use_mask):
     jac = (rng.standard_normal((13, 17, 19)) * 0.5 + 1.0).astype(np.float32)
     jac[1, 2, 3] = np.nan
     mask = rng.random(jac.shape) > 0.3
-    ref = _kernels.jacobian_stats_kernel(jac, mask if use_mask else np.zeros((1, 1, 1), np.bool_), use_mask)
+    ref = _kernels.jacobian_stats_kernel(
+        jac, mask if use_mask else np.zeros((1, 1, 1), np.bool_), use_mask
+    )
     got = _native.jacobian_stats(jac, mask.view(np.uint8) if use_mask else None)
     assert tuple(ref) == got
 
@@ -96,7 +99,9 @@ def test_clip_fill_equals_numpy(threads, with_valid):
     expect = np.clip(img, -1000.0, 400.0)
     if with_valid:
         expect = np.where(valid, expect, np.float32(-1000.0))
-    got = _native.clip_fill(img, valid.view(np.uint8) if with_valid else None, -1000.0, 400.0, -1000.0)
+    got = _native.clip_fill(
+        img, valid.view(np.uint8) if with_valid else None, -1000.0, 400.0, -1000.0
+    )
     np.testing.assert_array_equal(got, expect)
     assert got.dtype == np.float32
 

@@ -1,6 +1,7 @@
 """Pointwise field kernels (Numba, and C++ for the demons forces and compositions, through the
 ctreg.ops façades) against the slow references in tests/reference.py, plus the properties the
 registration engine relies on."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,10 @@ SHAPE = (9, 12, 11)
 def smooth_field(shape, amplitude_mm, seed, sigma=2.5):
     """Random smooth (z, y, x, 3) float32 field whose largest component is ``amplitude_mm``."""
     rng = np.random.default_rng(seed)
-    f = np.stack([ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="nearest")
-                  for _ in range(3)], axis=-1)
+    f = np.stack(
+        [ndi.gaussian_filter(rng.standard_normal(shape), sigma, mode="nearest") for _ in range(3)],
+        axis=-1,
+    )
     f *= amplitude_mm / np.abs(f).max()
     return np.ascontiguousarray(f, dtype=np.float32)
 
@@ -44,6 +47,7 @@ def interior(a, margin=2):
 
 
 # --- against the references --------------------------------------------------------------------
+
 
 def test_compose_matches_reference_including_outside_the_grid():
     outer = smooth_field(SHAPE, 2.0, 1)
@@ -73,8 +77,9 @@ def test_jacobian_matches_numpy_gradient():
     np.testing.assert_allclose(got, jacobian_determinant_ref(u, SPACING), atol=1e-5)
     # a two-point axis is all border
     u2 = smooth_field((2, 5, 4), 1.0, 5, sigma=1.0)
-    np.testing.assert_allclose(ops.jacobian_determinant(u2, SPACING),
-                               jacobian_determinant_ref(u2, SPACING), atol=1e-5)
+    np.testing.assert_allclose(
+        ops.jacobian_determinant(u2, SPACING), jacobian_determinant_ref(u2, SPACING), atol=1e-5
+    )
 
 
 def test_invert_matches_reference():
@@ -84,14 +89,21 @@ def test_invert_matches_reference():
         np.testing.assert_allclose(got, invert_field_ref(u, SPACING, iterations), atol=5e-5)
 
 
-@pytest.mark.parametrize("out_shape, out_spacing", [((5, 6, 6), (4.0, 2.0, 3.0)),     # down
-                                                     ((17, 23, 21), (1.0, 0.5, 0.75)),  # up
-                                                     ((7, 9, 13), (2.7, 1.3, 1.1))])  # odd
+@pytest.mark.parametrize(
+    "out_shape, out_spacing",
+    [
+        ((5, 6, 6), (4.0, 2.0, 3.0)),  # down
+        ((17, 23, 21), (1.0, 0.5, 0.75)),  # up
+        ((7, 9, 13), (2.7, 1.3, 1.1)),
+    ],
+)  # odd
 def test_resample_matches_reference(out_shape, out_spacing):
     f = smooth_field(SHAPE, 3.0, 7)
     got = ops.resample_field(f, SPACING, out_shape, out_spacing)
     assert got.shape == out_shape + (3,) and got.dtype == np.float32
-    np.testing.assert_allclose(got, resample_field_ref(f, SPACING, out_shape, out_spacing), atol=1e-5)
+    np.testing.assert_allclose(
+        got, resample_field_ref(f, SPACING, out_shape, out_spacing), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "floating"])
@@ -106,8 +118,13 @@ def test_demons_forces_match_reference(kind):
     g_warped[1, 1, :2] = 0.0
     warped[1, 1, :2] = reference[1, 1, :2]
     mask = rng.random(SHAPE) > 0.3
-    for kwargs in ({}, {"mask": mask}, {"mask": mask.astype(np.uint8), "spacing": SPACING},
-                   {"max_step_mm": 0.05, "spacing": SPACING}, {"max_step_mm": math.inf}):
+    for kwargs in (
+        {},
+        {"mask": mask},
+        {"mask": mask.astype(np.uint8), "spacing": SPACING},
+        {"max_step_mm": 0.05, "spacing": SPACING},
+        {"max_step_mm": math.inf},
+    ):
         du, mse = ops.demons_forces(reference, warped, g_ref, g_warped, kind=kind, **kwargs)
         du_ref, mse_ref = demons_forces_ref(reference, warped, g_ref, g_warped, kind=kind, **kwargs)
         assert du.dtype == np.float32 and du.shape == SHAPE + (3,)
@@ -120,21 +137,26 @@ def test_demons_forces_match_reference(kind):
     assert not du[1, 1, :2].any()
     # without warped_gradient the kernel takes gradient(warped) row by row: the same bits
     for kwargs in ({"spacing": SPACING}, {"mask": mask, "spacing": SPACING, "max_step_mm": 0.05}):
-        want = ops.demons_forces(reference, warped, g_ref, ops.gradient(warped, SPACING), kind=kind,
-                                 **kwargs)
+        want = ops.demons_forces(
+            reference, warped, g_ref, ops.gradient(warped, SPACING), kind=kind, **kwargs
+        )
         got = ops.demons_forces(reference, warped, g_ref, None, kind=kind, **kwargs)
         np.testing.assert_array_equal(got[0], want[0])
         assert got[1] == want[1]
     with pytest.raises(ValueError, match="spacing"):
         ops.demons_forces(reference, warped, g_ref, None, kind=kind)
     # the normaliser bounds the step by sqrt(K) / 2
-    du, _ = ops.demons_forces(reference, warped, g_ref, g_warped, kind=kind, spacing=SPACING,
-                              max_step_mm=math.inf)
+    du, _ = ops.demons_forces(
+        reference, warped, g_ref, g_warped, kind=kind, spacing=SPACING, max_step_mm=math.inf
+    )
     k_mm2 = np.mean(np.square(SPACING))
-    assert np.sqrt((du.astype(np.float64) ** 2).sum(-1)).max() <= 0.5 * math.sqrt(k_mm2) * (1 + 1e-5)
+    assert np.sqrt((du.astype(np.float64) ** 2).sum(-1)).max() <= 0.5 * math.sqrt(k_mm2) * (
+        1 + 1e-5
+    )
 
 
 # --- properties --------------------------------------------------------------------------------
+
 
 def test_compose_with_zero_is_identity():
     u = smooth_field(SHAPE, 3.0, 11)
@@ -181,7 +203,7 @@ def test_invert_gives_identity_both_ways_inside():
 
     def error_mm(outer, inner):
         w = interior(ops.compose_fields(outer, inner, SPACING), 3).astype(np.float64)
-        return np.sqrt((w ** 2).sum(-1)).max()
+        return np.sqrt((w**2).sum(-1)).max()
 
     assert error_mm(u, v) < 1e-4  # the fixed point itself: u(p + v(p)) = -v(p)
     assert error_mm(v, u) < 0.03  # the other way round, up to interpolation error
@@ -204,11 +226,13 @@ def test_resample_down_then_up_reproduces_a_linear_field():
     fine_shape, fine_spacing = (9, 13, 11), (1.5, 1.0, 0.8)
     coarse_shape, coarse_spacing = (5, 7, 6), (3.0, 2.0, 1.6)  # same mm extent
     b = np.array([[0.1, -0.2, 0.05], [0.02, 0.1, -0.1], [-0.03, 0.04, 0.2]])
-    f = np.ascontiguousarray(mm_positions(fine_shape, fine_spacing) @ b.T + [1.0, -2.0, 0.5],
-                             dtype=np.float32)
+    f = np.ascontiguousarray(
+        mm_positions(fine_shape, fine_spacing) @ b.T + [1.0, -2.0, 0.5], dtype=np.float32
+    )
     coarse = ops.resample_field(f, fine_spacing, coarse_shape, coarse_spacing)
-    np.testing.assert_allclose(coarse, mm_positions(coarse_shape, coarse_spacing) @ b.T + [1.0, -2.0, 0.5],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        coarse, mm_positions(coarse_shape, coarse_spacing) @ b.T + [1.0, -2.0, 0.5], atol=1e-5
+    )
     back = ops.resample_field(coarse, coarse_spacing, fine_shape, fine_spacing)
     np.testing.assert_allclose(back, f, atol=1e-5)
     # beyond the input grid the border value is kept (clamp), not extrapolated
@@ -218,9 +242,12 @@ def test_resample_down_then_up_reproduces_a_linear_field():
 
 def _warp(image, displacement, spacing):
     """W(p) = image(p + u(p)), trilinear, border clamp."""
-    coords = grid_index(image.shape) + np.moveaxis(displacement.astype(np.float64), -1, 0) / \
-        np.reshape(spacing, (3, 1, 1, 1))
-    return ndi.map_coordinates(image.astype(np.float64), coords, order=1, mode="nearest").astype(np.float32)
+    coords = grid_index(image.shape) + np.moveaxis(
+        displacement.astype(np.float64), -1, 0
+    ) / np.reshape(spacing, (3, 1, 1, 1))
+    return ndi.map_coordinates(image.astype(np.float64), coords, order=1, mode="nearest").astype(
+        np.float32
+    )
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "floating"])
@@ -229,26 +256,31 @@ def test_demons_update_moves_a_shifted_blob_back(kind):
     p = mm_positions(shape, spacing)
     centre = np.array([13.0, 8.0, 12.5])
     shift = np.array([1.0, -0.8, 1.5])  # mm; F(p + shift) = R(p)
-    blob = lambda c: (1000.0 * np.exp(-((p - c) ** 2).sum(-1) / (2 * 3.5 ** 2))).astype(np.float32)
+    blob = lambda c: (1000.0 * np.exp(-((p - c) ** 2).sum(-1) / (2 * 3.5**2))).astype(np.float32)
     reference, floating = blob(centre), blob(centre + shift)
 
     def grad(img):
-        return np.ascontiguousarray(np.stack(np.gradient(img.astype(np.float64), *spacing), -1),
-                                    dtype=np.float32)
+        return np.ascontiguousarray(
+            np.stack(np.gradient(img.astype(np.float64), *spacing), -1), dtype=np.float32
+        )
 
     u = np.zeros(shape + (3,), np.float32)
     ssd = [float(np.mean((floating.astype(np.float64) - reference) ** 2))]
     g_ref = grad(reference)
     for it in range(6):
         warped = _warp(floating, u, spacing)
-        du, mse = ops.demons_forces(reference, warped, g_ref, grad(warped), kind=kind, spacing=spacing)
+        du, mse = ops.demons_forces(
+            reference, warped, g_ref, grad(warped), kind=kind, spacing=spacing
+        )
         assert mse == pytest.approx(np.mean((warped.astype(np.float64) - reference) ** 2), rel=1e-6)
         if it == 0:  # the first update points along the shift where the blob has signal
             strong = np.linalg.norm(g_ref, axis=-1) > 0.2 * np.linalg.norm(g_ref, axis=-1).max()
             mean_du = du[strong].astype(np.float64).mean(0)
             assert mean_du @ shift > 0.5 * np.linalg.norm(mean_du) * np.linalg.norm(shift)
         u = ops.compose_fields(u, du, spacing)  # u <- u ∘ (id + du)
-        ssd.append(float(np.mean((_warp(floating, u, spacing).astype(np.float64) - reference) ** 2)))
+        ssd.append(
+            float(np.mean((_warp(floating, u, spacing).astype(np.float64) - reference) ** 2))
+        )
     assert ssd[1] < 0.8 * ssd[0]
     assert ssd[-1] < 0.2 * ssd[0]
     assert all(b < a for a, b in zip(ssd, ssd[1:]))
@@ -264,6 +296,7 @@ def test_demons_update_moves_a_shifted_blob_back(kind):
 
 
 # --- argument checks ---------------------------------------------------------------------------
+
 
 def test_bad_arguments_raise_clear_errors():
     u = smooth_field((4, 5, 6), 1.0, 19)
@@ -324,6 +357,7 @@ def test_bad_arguments_raise_clear_errors():
 
 # -- affine_field, jacobian_statistics ---------------------------------------------------------
 
+
 def test_affine_field_matches_numpy():
     rng = np.random.default_rng(3)
     u = smooth_field(SHAPE, 4.0, seed=3)
@@ -351,7 +385,9 @@ def test_jacobian_statistics_match_numpy(use_mask):
     sel = jac[mask] if use_mask else jac.ravel()
     pos = sel[sel > 0].astype(np.float64)
     assert got["min"] == float(sel.min()) and got["max"] == float(sel.max())
-    assert got["percent_nonpositive"] == pytest.approx(100.0 * np.count_nonzero(sel <= 0) / sel.size)
+    assert got["percent_nonpositive"] == pytest.approx(
+        100.0 * np.count_nonzero(sel <= 0) / sel.size
+    )
     assert 0 < got["percent_nonpositive"] < 50
     assert got["sd_log"] == pytest.approx(float(np.log(pos).std()), rel=1e-9)
     assert ops.jacobian_statistics(jac, np.zeros(SHAPE, bool)) == {}
@@ -375,7 +411,9 @@ def test_resample_field_with_origin_equals_crop_then_edge_padding():
     expected = np.pad(on_box, pads, mode="edge")
     got = ops.resample_field(f, coarse, whole, fine, origin_mm=-start * np.array(fine))
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert np.array_equal(ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0, 0)), on_box)
+    assert np.array_equal(
+        ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0, 0)), on_box
+    )
     with pytest.raises(ValueError, match="origin_mm"):
         ops.resample_field(f, coarse, box_shape, fine, origin_mm=(0, 0))
 
@@ -388,5 +426,6 @@ def test_exp_without_copy_returns_the_velocity_only_when_no_squaring_is_needed()
     assert copied is not small
     np.testing.assert_array_equal(copied, small)
     large = smooth_field(SHAPE, 4.0, 22)
-    np.testing.assert_array_equal(ops.exp_field(large, SPACING, copy=False),
-                                  ops.exp_field(large, SPACING))
+    np.testing.assert_array_equal(
+        ops.exp_field(large, SPACING, copy=False), ops.exp_field(large, SPACING)
+    )

@@ -1,4 +1,5 @@
 """The package's layering and size rules, checked on the source files (no import needed)."""
+
 from __future__ import annotations
 
 import ast
@@ -39,16 +40,21 @@ def _imports(path: Path):
 
 def _is_submodule(name: str) -> bool:
     parts = name.split(".")[1:]
-    return (SRC.joinpath(*parts).with_suffix(".py").exists()
-            or SRC.joinpath(*parts, "__init__.py").exists()
-            or SRC.joinpath(*parts).with_suffix(".pyi").exists()  # the extension's stub: a
-            # non-editable install builds _native into site-packages, not into src/
-            or any(SRC.joinpath(*parts[:-1]).glob(parts[-1] + ".*.so")))
+    return (
+        SRC.joinpath(*parts).with_suffix(".py").exists()
+        or SRC.joinpath(*parts, "__init__.py").exists()
+        or SRC.joinpath(*parts).with_suffix(".pyi").exists()  # the extension's stub: a
+        # non-editable install builds _native into site-packages, not into src/
+        or any(SRC.joinpath(*parts[:-1]).glob(parts[-1] + ".*.so"))
+    )
 
 
 def test_files_are_at_most_600_lines():
-    long = {str(p.relative_to(SRC)): n for p in FILES
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in FILES
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not long, f"split these by topic (at most {MAX_LINES} lines each): {long}"
 
 
@@ -58,25 +64,43 @@ def test_no_module_imports_the_package_root(path):
     the submodule that defines a name (e.g. ``ctreg._version``), never the package root."""
     if path == SRC / "__init__.py":
         return
-    bad = [f"from {t} import {n}" if n else f"import {t}" for t, n in _imports(path)
-           if t == "ctreg" and (n is None or not _is_submodule(f"ctreg.{n}"))]
+    bad = [
+        f"from {t} import {n}" if n else f"import {t}"
+        for t, n in _imports(path)
+        if t == "ctreg" and (n is None or not _is_submodule(f"ctreg.{n}"))
+    ]
     assert not bad, f"{path.relative_to(SRC)} imports from the package root: {bad}"
 
 
 def test_only_ops_imports_native():
-    users = {_module(p) for p in FILES for t, n in _imports(p)
-             if t == "ctreg._native" or (t == "ctreg" and n == "_native")}
+    users = {
+        _module(p)
+        for p in FILES
+        for t, n in _imports(p)
+        if t == "ctreg._native" or (t == "ctreg" and n == "_native")
+    }
     # ctreg.mind is the checked facade of the MIND / block-matching kernels, as ops is of the rest
-    assert users and all(u in ("ctreg.ops", "ctreg.mind") or u.startswith("ctreg.ops.")
-                         for u in users), users
+    assert users and all(
+        u in ("ctreg.ops", "ctreg.mind") or u.startswith("ctreg.ops.") for u in users
+    ), users
 
 
 def test_lower_layers_do_not_import_higher_ones():
     """errors / _checks / _version / volume / io import nothing above them (no ops, no engine,
     no pipeline, cli or service)."""
     low = ("ctreg.errors", "ctreg._checks", "ctreg._version", "ctreg.volume", "ctreg.io")
-    high = ("ctreg.ops", "ctreg.pipeline", "ctreg.cli", "ctreg.service", "ctreg.result",
-            "ctreg.affine", "ctreg.ffd", "ctreg.demons", "ctreg.level", "ctreg.options")
+    high = (
+        "ctreg.ops",
+        "ctreg.pipeline",
+        "ctreg.cli",
+        "ctreg.service",
+        "ctreg.result",
+        "ctreg.affine",
+        "ctreg.ffd",
+        "ctreg.demons",
+        "ctreg.level",
+        "ctreg.options",
+    )
     bad = []
     for p in FILES:
         mod = _module(p)

@@ -1,5 +1,6 @@
 """Lung images and the lung-shape stage (ctreg.lung_images): what the deformable stages see,
 the floating lungs' checks, and the fallbacks the report names."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,12 @@ from ctreg.lungs import LungMaskError, segment_lungs
 from ctreg.synthetic import BreathingMotion, make_breathing_pair
 from ctreg.transforms import AffineTransform
 
-FAST = dict(preset="fast", demons={"iterations": (4,)}, ffd={"iterations": (4,)},
-            lung_shape={"iterations": (6, 4)})
+FAST = dict(
+    preset="fast",
+    demons={"iterations": (4,)},
+    ffd={"iterations": (4,)},
+    lung_shape={"iterations": (6, 4)},
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,9 @@ def test_affine_lung_dice_is_one_for_the_same_lungs_and_low_for_a_lost_lung(ct64
 
 
 def test_default_uses_lung_images_and_the_shape_stage_and_recovers_breathing(ct64):
-    motion = BreathingMotion(diaphragm_mm=12.0, translation_mm=(3.0, -2.0, 4.0),
-                             rotation_deg=(1.0, -1.0, 4.0), seed=11)
+    motion = BreathingMotion(
+        diaphragm_mm=12.0, translation_mm=(3.0, -2.0, 4.0), rotation_deg=(1.0, -1.0, 4.0), seed=11
+    )
     pair = make_breathing_pair(ct64, motion, n_landmarks=120)
     res = ctreg.register(pair.reference, pair.floating, **FAST)
     info = res.report["lungs"]["images"]
@@ -123,7 +129,7 @@ def test_two_crops_of_one_scan_stay_still(ct64, lungs64):
     ref = crop(ct64, (slice(8, nz), slice(0, ny), slice(0, nx)))
     flt = crop(ct64, (slice(0, nz - 10), slice(0, ny), slice(6, nx)))
     inner = lungs64.copy()
-    inner[:10], inner[nz - 12:], inner[:, :, :8] = False, False, False
+    inner[:10], inner[nz - 12 :], inner[:, :, :8] = False, False, False
     pts = ct64.index_to_world(np.argwhere(inner)[::7])
     res = ctreg.register(ref, flt)
     err = np.linalg.norm(res.transform_points(pts) - pts, axis=1)

@@ -1,5 +1,6 @@
 """ctreg.lungs.segment_lungs: a synthetic phantom (always), CIP ct-64 and EMPIRE10-01 (when
 present)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def phantom(shape=(90, 120, 140), spacing=(2.0, 1.5, 1.5), seed=0):
     body = ((y - cy) / 80) ** 2 + ((x - cx) / 100) ** 2 <= 1
     lungs = np.zeros(shape, bool)
     for side in (-1, 1):
-        lungs |= (((z - cz - 15) / 70) ** 2 + ((y - cy) / 55) ** 2 + ((x - cx - side * 45) / 35) ** 2) <= 1
+        lungs |= (
+            ((z - cz - 15) / 70) ** 2 + ((y - cy) / 55) ** 2 + ((x - cx - side * 45) / 35) ** 2
+        ) <= 1
     trachea = (((y - cy) / 8) ** 2 + ((x - cx) / 8) ** 2 <= 1) & (z < cz - 36) & ~lungs
     bronchi = (np.abs(y - cy) < 5) & (np.abs(z - cz + 33) < 3) & (np.abs(x - cx) < 50) & ~lungs
     img = np.full(shape, -1000.0, np.float32)
@@ -37,7 +40,7 @@ def phantom(shape=(90, 120, 140), spacing=(2.0, 1.5, 1.5), seed=0):
     # vessels: bright tubes along z inside the lungs
     for _ in range(12):
         vy, vx = rng.uniform(-30, 30) + cy, rng.choice([-1, 1]) * rng.uniform(35, 55) + cx
-        img[lungs & (((y - vy) ** 2 + (x - vx) ** 2) <= 2.5 ** 2)] = 30.0
+        img[lungs & (((y - vy) ** 2 + (x - vx) ** 2) <= 2.5**2)] = 30.0
     img += rng.normal(0, 15, shape).astype(np.float32)
     direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     direction[2, 0] = -1.0  # index 0 superior
@@ -139,7 +142,10 @@ def empire():
 
 @pytest.mark.slow
 def test_empire10_lung_dice(empire):
-    for vol, ref in ((empire.reference, empire.reference_lungs), (empire.floating, empire.floating_lungs)):
+    for vol, ref in (
+        (empire.reference, empire.reference_lungs),
+        (empire.floating, empire.floating_lungs),
+    ):
         res = segment_lungs(vol)
         assert dice(res.mask, ref) >= 0.95
         assert res.volume_ml == pytest.approx(ref.sum() * np.prod(vol.spacing) / 1000, rel=0.05)

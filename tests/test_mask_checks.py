@@ -1,5 +1,6 @@
 """The one mask check (ctreg._checks.mask_on_grid) behind register()'s body masks and the lung
 masks: same shape rule, each caller's error class and stable code."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,10 @@ def test_mask_on_grid_shape_and_dtype():
     with pytest.raises(TypeError, match="m must be a bool array"):
         mask_on_grid("m", labels, shape, mismatch=GeometryError, to_bool=False)
     # a list of lists is an array too
-    assert mask_on_grid("m", ok.tolist(), shape, mismatch=GeometryError,
-                        to_bool=False).tolist() == ok.tolist()
+    assert (
+        mask_on_grid("m", ok.tolist(), shape, mismatch=GeometryError, to_bool=False).tolist()
+        == ok.tolist()
+    )
 
 
 def test_mask_on_grid_mismatch_raises_the_callers_error():
@@ -63,8 +66,9 @@ def test_both_callers_keep_their_error_classes_and_codes():
     assert lung_err.value.code == "LungMask.GridMismatch" and isinstance(lung_err.value, CTRegError)
     assert "reference_lungs" in str(lung_err.value) and "(4, 5, 7)" in str(lung_err.value)
     # the same message text from both (one check), only the class and code differ
-    assert str(body_err.value).replace("reference_mask", "X") == \
-        str(lung_err.value).replace("reference_lungs", "X")
+    assert str(body_err.value).replace("reference_mask", "X") == str(lung_err.value).replace(
+        "reference_lungs", "X"
+    )
     # dtype policy: body masks must be bool, lung masks may be labels
     u8 = np.ones(vol.shape, np.uint8)
     with pytest.raises(TypeError):

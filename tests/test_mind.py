@@ -1,6 +1,7 @@
 """ctreg.mind: MIND-SSC, block-matching cost and coupled-convex regularisation against slow,
 literal numpy references, hand-checkable cases, thread independence and a synthetic
 registration with known shifts."""
+
 from __future__ import annotations
 
 import itertools
@@ -22,7 +23,11 @@ def mind_ref(img, r, d):
     P = np.pad(img, d, mode="edge")
 
     def at(o):  # I(clamp(y + o * d)) for every voxel y
-        return P[d + o[0] * d:d + o[0] * d + nz, d + o[1] * d:d + o[1] * d + ny, d + o[2] * d:d + o[2] * d + nx]
+        return P[
+            d + o[0] * d : d + o[0] * d + nz,
+            d + o[1] * d : d + o[1] * d + ny,
+            d + o[2] * d : d + o[2] * d + nx,
+        ]
 
     D = []
     for p, q in PAIRS:
@@ -30,7 +35,7 @@ def mind_ref(img, r, d):
         Sp = np.pad(S, r, mode="edge")
         acc = np.zeros_like(S)
         for dz, dy, dx in itertools.product(range(2 * r + 1), repeat=3):
-            acc += Sp[dz:dz + nz, dy:dy + ny, dx:dx + nx]
+            acc += Sp[dz : dz + nz, dy : dy + ny, dx : dx + nx]
         D.append(acc / (2 * r + 1) ** 3)
     D = np.stack(D, axis=-1)
     D -= D.min(axis=-1, keepdims=True)
@@ -62,8 +67,16 @@ def test_mind_pairs_definition():
     assert pairs == [(NB[p], NB[q]) for p, q in PAIRS]
 
 
-@pytest.mark.parametrize("shape,r,d", [((9, 10, 11), 1, 2), ((7, 12, 6), 2, 1), ((5, 6, 9), 0, 3),
-                                       ((3, 4, 5), 1, 2), ((1, 8, 9), 1, 1)])
+@pytest.mark.parametrize(
+    "shape,r,d",
+    [
+        ((9, 10, 11), 1, 2),
+        ((7, 12, 6), 2, 1),
+        ((5, 6, 9), 0, 3),
+        ((3, 4, 5), 1, 2),
+        ((1, 8, 9), 1, 1),
+    ],
+)
 def test_mind_ssc_matches_reference(shape, r, d):
     img = (100 * _texture(shape, seed=sum(shape), sigma=0.7)).astype(np.float32)
     got = mind.mind_ssc(img, radius_vox=r, distance_vox=d)
@@ -140,14 +153,16 @@ def block_cost_ref(ref, flt, step, B, bstep, R, sstep, mask=None):
         p = np.array(g) * step
         if mask is not None:
             lo, hi = np.maximum(p - B, 0), np.minimum(p + B, shp - 1)
-            if not mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1].any():
+            if not mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1].any():
                 active[g] = False
                 continue
         X = np.array([p + o for o in itertools.product(ob, ob, ob)])
         X = X[np.all((X >= 0) & (X < shp), axis=1)]
         for l, d in enumerate(offs):
             Y = np.clip(X + d, 0, shp - 1)
-            diff = np.abs(ref[X[:, 0], X[:, 1], X[:, 2]].astype(np.float64) - flt[Y[:, 0], Y[:, 1], Y[:, 2]])
+            diff = np.abs(
+                ref[X[:, 0], X[:, 1], X[:, 2]].astype(np.float64) - flt[Y[:, 0], Y[:, 1], Y[:, 2]]
+            )
             cost[g + (l,)] = diff.sum(axis=1).mean()
     return cost, offs, active
 
@@ -165,17 +180,27 @@ def test_search_offsets():
     assert o.shape == (125, 3) and set(np.unique(o)) == {-4, -2, 0, 2, 4}
 
 
-@pytest.mark.parametrize("shape,C,step,B,bstep,R,sstep", [
-    ((11, 12, 13), 3, 4, 2, 2, 2, 1),   # sub-sampled block {-2, 0, 2}
-    ((9, 10, 8), 2, 3, 1, 2, 3, 1),     # {-1, 1}; control points near the far border
-    ((8, 9, 10), 4, 5, 1, 1, 4, 2),     # full block, strided search
-    ((6, 7, 5), 12, 2, 2, 1, 5, 1),     # search reach beyond every border, L = 1331 (> 32 per row)
-    ((10, 10, 10), 1, 4, 0, 1, 1, 1),   # single-voxel block
-])
+@pytest.mark.parametrize(
+    "shape,C,step,B,bstep,R,sstep",
+    [
+        ((11, 12, 13), 3, 4, 2, 2, 2, 1),  # sub-sampled block {-2, 0, 2}
+        ((9, 10, 8), 2, 3, 1, 2, 3, 1),  # {-1, 1}; control points near the far border
+        ((8, 9, 10), 4, 5, 1, 1, 4, 2),  # full block, strided search
+        ((6, 7, 5), 12, 2, 2, 1, 5, 1),  # search reach beyond every border, L = 1331 (> 32 per row)
+        ((10, 10, 10), 1, 4, 0, 1, 1, 1),  # single-voxel block
+    ],
+)
 def test_block_match_cost_matches_reference(shape, C, step, B, bstep, R, sstep):
     ref, flt = _feats(shape, C, seed=C + step)
-    cost, offs = mind.block_match_cost(ref, flt, grid_step_vox=step, block_radius_vox=B, search_radius_vox=R,
-                                       search_step_vox=sstep, block_step_vox=bstep)
+    cost, offs = mind.block_match_cost(
+        ref,
+        flt,
+        grid_step_vox=step,
+        block_radius_vox=B,
+        search_radius_vox=R,
+        search_step_vox=sstep,
+        block_step_vox=bstep,
+    )
     cref, oref, _ = block_cost_ref(ref, flt, step, B, bstep, R, sstep)
     np.testing.assert_array_equal(offs, oref)
     assert cost.shape == cref.shape and cost.dtype == np.float32
@@ -188,8 +213,9 @@ def test_block_match_cost_mask_and_threads(threads):
     mask = np.zeros(shape, bool)
     mask[2:6, 3:9, 1:5] = True
     ops.set_num_threads(1)
-    cost1, offs, active = mind.block_match_cost(ref, flt, grid_step_vox=4, block_radius_vox=2,
-                                                search_radius_vox=2, mask=mask)
+    cost1, offs, active = mind.block_match_cost(
+        ref, flt, grid_step_vox=4, block_radius_vox=2, search_radius_vox=2, mask=mask
+    )
     cref, _, aref = block_cost_ref(ref, flt, 4, 2, 2, 2, 1, mask)
     assert active.dtype == np.bool_
     np.testing.assert_array_equal(active, aref)
@@ -197,8 +223,14 @@ def test_block_match_cost_mask_and_threads(threads):
     np.testing.assert_allclose(cost1, cref, rtol=2e-6, atol=1e-6)
     assert np.all(cost1[~active] == 0)
     ops.set_num_threads(2)
-    cost2, _, _ = mind.block_match_cost(ref, flt, grid_step_vox=4, block_radius_vox=2, search_radius_vox=2,
-                                        mask=mask.astype(np.uint8))
+    cost2, _, _ = mind.block_match_cost(
+        ref,
+        flt,
+        grid_step_vox=4,
+        block_radius_vox=2,
+        search_radius_vox=2,
+        mask=mask.astype(np.uint8),
+    )
     np.testing.assert_array_equal(cost1, cost2)
 
 
@@ -206,7 +238,9 @@ def test_block_match_cost_finds_integer_shift():
     ref = mind.mind_ssc(_texture((24, 24, 24), seed=11))
     t = (2, -1, 3)
     flt = np.ascontiguousarray(np.roll(ref, t, axis=(0, 1, 2)))  # flt(x + t) = ref(x)
-    cost, offs = mind.block_match_cost(ref, flt, grid_step_vox=4, block_radius_vox=2, search_radius_vox=4)
+    cost, offs = mind.block_match_cost(
+        ref, flt, grid_step_vox=4, block_radius_vox=2, search_radius_vox=4
+    )
     best = offs[cost[1:-1, 1:-1, 1:-1].argmin(axis=-1)]
     np.testing.assert_array_equal(best.reshape(-1, 3), np.tile(t, (best.size // 3, 1)))
     assert np.all(cost[1:-1, 1:-1, 1:-1].min(axis=-1) == 0)
@@ -215,14 +249,22 @@ def test_block_match_cost_finds_integer_shift():
 def test_block_match_errors():
     ref, flt = _feats((5, 5, 5), 2, 0)
     with pytest.raises(mind.MindArgumentError) as e:
-        mind.block_match_cost(ref, flt[..., :1].copy(), grid_step_vox=2, block_radius_vox=1, search_radius_vox=1)
+        mind.block_match_cost(
+            ref, flt[..., :1].copy(), grid_step_vox=2, block_radius_vox=1, search_radius_vox=1
+        )
     assert e.value.code == "Mind.Shape"
     with pytest.raises(mind.MindArgumentError) as e:
         mind.block_match_cost(ref, flt, grid_step_vox=0, block_radius_vox=1, search_radius_vox=1)
     assert e.value.code == "Mind.Parameter"
     with pytest.raises(mind.MindArgumentError) as e:
-        mind.block_match_cost(ref, flt, grid_step_vox=2, block_radius_vox=1, search_radius_vox=1,
-                              mask=np.ones((5, 5, 5), np.float32))
+        mind.block_match_cost(
+            ref,
+            flt,
+            grid_step_vox=2,
+            block_radius_vox=1,
+            search_radius_vox=1,
+            mask=np.ones((5, 5, 5), np.float32),
+        )
     assert e.value.code == "Mind.Dtype"
 
 
@@ -261,7 +303,9 @@ def _shift_volume(img, field_vox):
     that flt(x + t) ~ ref(x) where t varies slowly."""
     grid = np.indices(img.shape).astype(np.float64)
     coords = grid - np.moveaxis(field_vox, -1, 0)
-    return ndi.map_coordinates(img.astype(np.float64), coords, order=3, mode="nearest").astype(np.float32)
+    return ndi.map_coordinates(img.astype(np.float64), coords, order=3, mode="nearest").astype(
+        np.float32
+    )
 
 
 @pytest.mark.parametrize("kind", ["constant", "smooth"])
@@ -274,8 +318,14 @@ def test_regularise_recovers_known_shift(kind):
         t[...] = (2.0, -3.0, 1.0)
         flt = np.ascontiguousarray(np.roll(img, (2, -3, 1), axis=(0, 1, 2)))
     else:
-        t = np.stack([2.0 * np.sin(2 * np.pi * x / 64), 2.5 * np.cos(2 * np.pi * z / 64),
-                      1.5 + 1.5 * np.sin(2 * np.pi * y / 64)], axis=-1)
+        t = np.stack(
+            [
+                2.0 * np.sin(2 * np.pi * x / 64),
+                2.5 * np.cos(2 * np.pi * z / 64),
+                1.5 + 1.5 * np.sin(2 * np.pi * y / 64),
+            ],
+            axis=-1,
+        )
         flt = _shift_volume(img, t)
     vox = np.array([1.2, 1.0, 1.0])
     fr = mind.mind_ssc(img)
@@ -284,8 +334,9 @@ def test_regularise_recovers_known_shift(kind):
     mask = np.zeros(shape, bool)
     mask[:, :, :] = True
     mask[:, :, 26:] = False  # a few inactive control points, filled from their neighbours
-    cost, offs, active = mind.block_match_cost(fr, ff, grid_step_vox=step, block_radius_vox=2,
-                                               search_radius_vox=5, mask=mask)
+    cost, offs, active = mind.block_match_cost(
+        fr, ff, grid_step_vox=step, block_radius_vox=2, search_radius_vox=5, mask=mask
+    )
     assert not active.all()
     u = mind.regularise_cost(cost, offs, active, grid_spacing_mm=step * vox, voxel_mm=vox)
     assert u.shape == cost.shape[:3] + (3,) and u.dtype == np.float32
@@ -315,9 +366,15 @@ def test_portable_and_simd_paths_agree():
     try:
         for simd in (True, False):
             _native._set_simd_dispatch(simd)
-            res.append((mind.mind_ssc(img, radius_vox=2),
-                        mind.block_match_cost(ref, flt, grid_step_vox=3, block_radius_vox=2, search_radius_vox=3)[0],
-                        mind.coupled_argmin(cost, disp, v, 0.3)[0]))
+            res.append(
+                (
+                    mind.mind_ssc(img, radius_vox=2),
+                    mind.block_match_cost(
+                        ref, flt, grid_step_vox=3, block_radius_vox=2, search_radius_vox=3
+                    )[0],
+                    mind.coupled_argmin(cost, disp, v, 0.3)[0],
+                )
+            )
     finally:
         _native._set_simd_dispatch(True)
     for a, b in zip(*res):

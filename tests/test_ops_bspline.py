@@ -1,4 +1,5 @@
 """Cubic B-spline FFD kernels (ctreg.ops.bspline_*) against slow references and properties."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,9 @@ def test_linear_grid_reproduces_linear_field():
     # control point (a, b, c) sits at dense index ((a-1) tz, (b-1) ty, (c-1) tx)
     pz, py, px = (a - 1) * t[0], (b - 1) * t[1], (cc - 1) * t[2]
     A = np.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3], [0.0, 1.5, 1.0]])
-    coeffs = np.stack([A[r, 0] * pz + A[r, 1] * py + A[r, 2] * px + r for r in range(3)], -1).astype(np.float32)
+    coeffs = np.stack(
+        [A[r, 0] * pz + A[r, 1] * py + A[r, 2] * px + r for r in range(3)], -1
+    ).astype(np.float32)
     k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     want = np.stack([A[r, 0] * k + A[r, 1] * j + A[r, 2] * i + r for r in range(3)], -1)
     np.testing.assert_allclose(ops.bspline_to_dense(coeffs, t, shape), want, atol=1e-4)
@@ -77,8 +80,10 @@ def test_adjoint_larger_grid_has_zero_extra_planes():
     big = (grid[0] + 2, grid[1] + 1, grid[2])
     u = _rng(3).normal(size=shape + (3,)).astype(np.float32)
     bt = ops.bspline_adjoint(u, t, big)
-    np.testing.assert_array_equal(bt[grid[0]:], 0)
-    np.testing.assert_allclose(bt[:grid[0], :grid[1]], ops.bspline_adjoint(u, t, grid), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(bt[grid[0] :], 0)
+    np.testing.assert_allclose(
+        bt[: grid[0], : grid[1]], ops.bspline_adjoint(u, t, grid), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_bending_energy_matches_reference_and_is_zero_for_affine():
@@ -120,8 +125,13 @@ def test_threads_bitwise_identical():
         res = []
         for n in (1, 2, 3):
             ops.set_num_threads(n)
-            res.append((ops.bspline_to_dense(c, t, shape), ops.bspline_adjoint(u, t, grid),
-                        *ops.bending_energy(c, t, (1.0, 2.0, 1.0))))
+            res.append(
+                (
+                    ops.bspline_to_dense(c, t, shape),
+                    ops.bspline_adjoint(u, t, grid),
+                    *ops.bending_energy(c, t, (1.0, 2.0, 1.0)),
+                )
+            )
     finally:
         ops.set_num_threads(before)
     for r in res[1:]:
@@ -165,6 +175,14 @@ def test_to_dense_equals_simpleitk_bspline_transform():
     tr.SetTransformDomainMeshSize([(n - 1) // s for n, s in zip(shape[::-1], t[::-1])])
     cc = c[:-1, :-1, :-1].astype(np.float64)
     tr.SetParameters(tuple(np.concatenate([cc[..., k].ravel() for k in range(3)])))
-    field = sitk.TransformToDisplacementField(tr, sitk.sitkVectorFloat32, shape[::-1], (0.0, 0.0, 0.0),
-                                              (1.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    np.testing.assert_allclose(ops.bspline_to_dense(c, t, shape), sitk.GetArrayFromImage(field), atol=1e-5)
+    field = sitk.TransformToDisplacementField(
+        tr,
+        sitk.sitkVectorFloat32,
+        shape[::-1],
+        (0.0, 0.0, 0.0),
+        (1.0, 1.0, 1.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    )
+    np.testing.assert_allclose(
+        ops.bspline_to_dense(c, t, shape), sitk.GetArrayFromImage(field), atol=1e-5
+    )

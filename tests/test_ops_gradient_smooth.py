@@ -1,4 +1,5 @@
 """gradient against np.gradient; smooth against scipy.ndimage.gaussian_filter(mode='nearest')."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,12 +10,15 @@ from ctreg import _native, ops
 from reference import gradient_ref, smooth_ref
 
 
-@pytest.mark.parametrize("shape,spacing", [
-    ((7, 9, 11), (2.0, 0.7, 0.9)),
-    ((2, 3, 2), (1.0, 1.0, 1.0)),
-    ((1, 8, 6), (5.0, 0.6, 0.6)),
-    ((5, 1, 1), (1.5, 2.0, 3.0)),
-])
+@pytest.mark.parametrize(
+    "shape,spacing",
+    [
+        ((7, 9, 11), (2.0, 0.7, 0.9)),
+        ((2, 3, 2), (1.0, 1.0, 1.0)),
+        ((1, 8, 6), (5.0, 0.6, 0.6)),
+        ((5, 1, 1), (1.5, 2.0, 3.0)),
+    ],
+)
 def test_gradient_matches_np_gradient(shape, spacing):
     rng = np.random.default_rng(0)
     img = (rng.standard_normal(shape) * 300).astype(np.float32)
@@ -37,13 +41,16 @@ def test_gradient_of_linear_ramp_is_constant():
         np.testing.assert_allclose(g[..., ax], expect, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape,sigma_mm,spacing", [
-    ((12, 15, 17), 2.0, (1.0, 1.0, 1.0)),
-    ((9, 20, 16), (3.0, 1.2, 0.8), (2.5, 0.7, 0.9)),
-    ((6, 7, 30), (0.0, 2.0, 5.0), (1.0, 0.5, 0.5)),   # no smoothing along z, radius > ny
-    ((1, 10, 12), (4.0, 1.0, 1.0), (3.0, 1.0, 1.0)),  # a single slice
-    ((8, 8, 8), 0.1, (1.0, 1.0, 1.0)),                # radius 0: a copy
-])
+@pytest.mark.parametrize(
+    "shape,sigma_mm,spacing",
+    [
+        ((12, 15, 17), 2.0, (1.0, 1.0, 1.0)),
+        ((9, 20, 16), (3.0, 1.2, 0.8), (2.5, 0.7, 0.9)),
+        ((6, 7, 30), (0.0, 2.0, 5.0), (1.0, 0.5, 0.5)),  # no smoothing along z, radius > ny
+        ((1, 10, 12), (4.0, 1.0, 1.0), (3.0, 1.0, 1.0)),  # a single slice
+        ((8, 8, 8), 0.1, (1.0, 1.0, 1.0)),  # radius 0: a copy
+    ],
+)
 def test_smooth_scalar_matches_gaussian_filter(shape, sigma_mm, spacing):
     rng = np.random.default_rng(1)
     img = (rng.standard_normal(shape) * 500 - 300).astype(np.float32)
@@ -65,8 +72,11 @@ def test_smooth_vector_field_matches_gaussian_filter(truncate):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     # Each component on its own equals the scalar kernel.
     for c in range(3):
-        np.testing.assert_allclose(out[..., c], ops.smooth(np.ascontiguousarray(field[..., c]), sigma_mm,
-                                                           spacing, truncate=truncate), atol=1e-6 * 10)
+        np.testing.assert_allclose(
+            out[..., c],
+            ops.smooth(np.ascontiguousarray(field[..., c]), sigma_mm, spacing, truncate=truncate),
+            atol=1e-6 * 10,
+        )
 
 
 def test_smooth_zero_sigma_is_copy_and_constant_is_kept():
@@ -113,19 +123,27 @@ def test_smooth_portable_and_simd_paths_agree():
     try:
         for simd in (True, False):
             _native._set_simd_dispatch(simd)
-            outs.append((ops.smooth(img, (2.0, 1.0, 1.5), (2.0, 0.7, 0.8)), ops.smooth(field, 1.2, (1, 1, 1))))
+            outs.append(
+                (
+                    ops.smooth(img, (2.0, 1.0, 1.5), (2.0, 0.7, 0.8)),
+                    ops.smooth(field, 1.2, (1, 1, 1)),
+                )
+            )
     finally:
         _native._set_simd_dispatch(True)
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("shape,sigma_mm,with_add", [
-    ((9, 14, 23, 3), (1.0, 2.0, 1.5), False),   # short z kernel: all passes slice by slice
-    ((9, 14, 23, 3), (1.0, 2.0, 1.5), True),
-    ((13, 10, 21), (1.0, 0.0, 1.5), True),       # scalar image, no y pass
-    ((9, 14, 23, 3), (6.0, 2.0, 1.5), False),   # long z kernel: z pass, then y/x per slice
-])
+@pytest.mark.parametrize(
+    "shape,sigma_mm,with_add",
+    [
+        ((9, 14, 23, 3), (1.0, 2.0, 1.5), False),  # short z kernel: all passes slice by slice
+        ((9, 14, 23, 3), (1.0, 2.0, 1.5), True),
+        ((13, 10, 21), (1.0, 0.0, 1.5), True),  # scalar image, no y pass
+        ((9, 14, 23, 3), (6.0, 2.0, 1.5), False),  # long z kernel: z pass, then y/x per slice
+    ],
+)
 def test_smooth_sliced_and_separate_passes_agree(shape, sigma_mm, with_add):
     """Enough slices per thread -> passes fused per slice; otherwise whole-volume passes.  The
     results are equal bit for bit."""
@@ -148,16 +166,23 @@ def test_smooth_sliced_and_separate_passes_agree(shape, sigma_mm, with_add):
     np.testing.assert_allclose(a, smooth_ref(whole, sigma_mm, sp), atol=1e-5 * np.abs(a).max())
 
 
-@pytest.mark.parametrize("shape,sigma_mm", [((9, 14, 17, 3), (2.0, 1.0, 1.5)),
-                                            ((9, 14, 17), (2.0, 1.0, 1.5)),
-                                            ((9, 14, 17, 3), (0.0, 1.0, 1.5)),  # no z pass
-                                            ((1, 5, 6, 3), (1.0, 0.0, 0.0))])   # nothing to smooth
+@pytest.mark.parametrize(
+    "shape,sigma_mm",
+    [
+        ((9, 14, 17, 3), (2.0, 1.0, 1.5)),
+        ((9, 14, 17), (2.0, 1.0, 1.5)),
+        ((9, 14, 17, 3), (0.0, 1.0, 1.5)),  # no z pass
+        ((1, 5, 6, 3), (1.0, 0.0, 0.0)),
+    ],
+)  # nothing to smooth
 def test_smooth_with_addend_equals_smoothing_the_sum(shape, sigma_mm):
     rng = np.random.default_rng(7)
     a = rng.standard_normal(shape).astype(np.float32)
     b = rng.standard_normal(shape).astype(np.float32)
     sp = (2.0, 0.7, 0.8)
-    np.testing.assert_array_equal(ops.smooth(a, sigma_mm, sp, add=b), ops.smooth(a + b, sigma_mm, sp))
+    np.testing.assert_array_equal(
+        ops.smooth(a, sigma_mm, sp, add=b), ops.smooth(a + b, sigma_mm, sp)
+    )
     with pytest.raises(ValueError, match="add"):
         ops.smooth(a, sigma_mm, sp, add=np.zeros((shape[0] + 1,) + shape[1:], np.float32))
     with pytest.raises(TypeError, match="add"):

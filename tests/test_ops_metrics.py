@@ -1,5 +1,6 @@
 """Similarity metrics (ctreg.ops.ssd/ncc/lncc/mattes_mi): values against numpy/scipy references,
 gradients against central finite differences, masks, errors and thread independence."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,10 +33,16 @@ def _mask(shape=SHAPE, seed=1):
 METRICS = {
     "ssd": (lambda r, w, **kw: ops.ssd(r, w, **kw), lambda r, w, m: ssd_ref(r, w, m)),
     "ncc": (lambda r, w, **kw: ops.ncc(r, w, **kw), lambda r, w, m: ncc_ref(r, w, m)),
-    "lncc": (lambda r, w, **kw: ops.lncc(r, w, radius_vox=(1, 2, 2), **kw),
-             lambda r, w, m: lncc_ref(r, w, (1, 2, 2), m)),
-    "mi": (lambda r, w, **kw: ops.mattes_mi(r, w, bins=16, ref_range=(-1100, 0), warped_range=(-1000, -100), **kw),
-           lambda r, w, m: mattes_mi_ref(r, w, 16, (-1100, 0), (-1000, -100), m)),
+    "lncc": (
+        lambda r, w, **kw: ops.lncc(r, w, radius_vox=(1, 2, 2), **kw),
+        lambda r, w, m: lncc_ref(r, w, (1, 2, 2), m),
+    ),
+    "mi": (
+        lambda r, w, **kw: ops.mattes_mi(
+            r, w, bins=16, ref_range=(-1100, 0), warped_range=(-1000, -100), **kw
+        ),
+        lambda r, w, m: mattes_mi_ref(r, w, 16, (-1100, 0), (-1000, -100), m),
+    ),
 }
 
 
@@ -189,8 +196,10 @@ def test_threads_bitwise_identical():
         res = []
         for n in (1, 2, 3):
             ops.set_num_threads(n)
-            res.append([fn(r, w, mask=m, warped_gradient=wg) for fn, _ in METRICS.values()]
-                       + [fn(r, w) for fn, _ in METRICS.values()])
+            res.append(
+                [fn(r, w, mask=m, warped_gradient=wg) for fn, _ in METRICS.values()]
+                + [fn(r, w) for fn, _ in METRICS.values()]
+            )
     finally:
         ops.set_num_threads(before)
     for other in res[1:]:
@@ -210,8 +219,15 @@ def test_lncc_many_tiles_matches_reference_and_finite_differences(shape):
     v, g = fn(r, w, mask=m)
     assert v == pytest.approx(lncc_ref(r, w, (1, 2, 2), m), rel=1e-6)
     h = 0.5
-    for idx in [(15, 15, 10), (16, 16, 7), (17, 17, shape[2] - 1), (0, 31, 12), (20, 32, 17),
-                (shape[0] - 1, 5, 9), (11, 3, 3)]:
+    for idx in [
+        (15, 15, 10),
+        (16, 16, 7),
+        (17, 17, shape[2] - 1),
+        (0, 31, 12),
+        (20, 32, 17),
+        (shape[0] - 1, 5, 9),
+        (11, 3, 3),
+    ]:
         wp, wm = w.copy(), w.copy()
         wp[idx] += h
         wm[idx] -= h
@@ -223,16 +239,18 @@ def test_real_ct_metrics_minimal_at_alignment(shared_data):
     """On real chest CT (cip-ct64), every metric is smallest when the images are aligned, and
     the fused gradient (dcost/dW * dW/dx) points back towards alignment after a shift."""
     sitk = pytest.importorskip("SimpleITK")
-    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("cip-ct64", "ct-64.nrrd")))).astype(np.float32)
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("cip-ct64", "ct-64.nrrd")))).astype(
+        np.float32
+    )
     nx = ct.shape[2]
-    ref = np.ascontiguousarray(ct[:, :, 3:nx - 3])
+    ref = np.ascontiguousarray(ct[:, :, 3 : nx - 3])
     mask = (ref > -950).astype(np.uint8)
     for name, (fn, _) in METRICS.items():
         if name == "mi":
             fn = lambda r, w, **kw: ops.mattes_mi(r, w, **kw)  # noqa: E731  default HU ranges
         costs = {}
         for s in (-2, -1, 0, 1, 2):
-            w = np.ascontiguousarray(ct[:, :, 3 + s:nx - 3 + s])
+            w = np.ascontiguousarray(ct[:, :, 3 + s : nx - 3 + s])
             costs[s] = fn(ref, w, mask=mask)[0]
             if s in (-1, 1):
                 gx = np.zeros(w.shape + (3,), np.float32)

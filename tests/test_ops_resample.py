@@ -1,4 +1,5 @@
 """resample_affine / resample_displacement against scipy.ndimage.map_coordinates references."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,12 +46,15 @@ def _smooth_field(rng, shape, amp_mm):
 
 
 @pytest.mark.parametrize("order", [0, 1])
-@pytest.mark.parametrize("in_shape,out_shape,seed", [
-    ((12, 17, 23), (12, 17, 23), 0),
-    ((9, 31, 14), (15, 11, 20), 1),
-    ((1, 20, 25), (1, 22, 18), 2),
-    ((30, 6, 2), (25, 8, 5), 3),
-])
+@pytest.mark.parametrize(
+    "in_shape,out_shape,seed",
+    [
+        ((12, 17, 23), (12, 17, 23), 0),
+        ((9, 31, 14), (15, 11, 20), 1),
+        ((1, 20, 25), (1, 22, 18), 2),
+        ((30, 6, 2), (25, 8, 5), 3),
+    ],
+)
 def test_resample_affine_matches_map_coordinates(order, in_shape, out_shape, seed):
     rng = np.random.default_rng(seed)
     img = _image(rng, in_shape)
@@ -77,7 +81,11 @@ def test_resample_affine_exact_border_is_inside():
     img = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
     # Output x index i samples input x = i - 1 + shift: column 1 -> x = shift, column 5 ->
     # x = 4 + shift (4 = n - 1).  Exactly on a border is inside; 1e-3 beyond it is outside.
-    for shift, first_inside, last_inside in [(0.0, True, True), (1e-3, True, False), (-1e-3, False, True)]:
+    for shift, first_inside, last_inside in [
+        (0.0, True, True),
+        (1e-3, True, False),
+        (-1e-3, False, True),
+    ]:
         m = np.eye(4)
         m[2, 3] = -1.0 + shift
         out = ops.resample_affine(img, m, (2, 3, 7), order=1, fill=-1.0)
@@ -117,7 +125,9 @@ def test_resample_displacement_on_output_grid(order, seed):
     out_aff = _volume_affine(rng, rng.uniform(0.6, 2.5, 3))
     # Put the output grid's centre near the image's centre so most voxels land inside.
     centre_in = img_aff[:3, :3] @ ((np.array(in_shape) - 1) / 2) + img_aff[:3, 3]
-    out_aff[:3, 3] += centre_in - (out_aff[:3, :3] @ ((np.array(out_shape) - 1) / 2) + out_aff[:3, 3])
+    out_aff[:3, 3] += centre_in - (
+        out_aff[:3, :3] @ ((np.array(out_shape) - 1) / 2) + out_aff[:3, 3]
+    )
     field = _smooth_field(rng, out_shape, 4.0)
     kw = dict(out_to_world=out_aff, world_to_image=np.linalg.inv(img_aff), order=order, fill=-3.0)
     out = ops.resample_displacement(img, field, **kw)
@@ -144,8 +154,14 @@ def test_resample_displacement_coarse_field(order, rotated):
     f2o[:3, 3] = [-0.5, -0.7, 0.2]
     if rotated:
         f2o[:3, :3] = f2o[:3, :3] @ Rotation.from_rotvec([0.2, -0.1, 0.3]).as_matrix()
-    kw = dict(out_to_world=out_aff, world_to_image=np.linalg.inv(img_aff),
-              field_from_out=f2o, out_shape=out_shape, order=order, fill=0.5)
+    kw = dict(
+        out_to_world=out_aff,
+        world_to_image=np.linalg.inv(img_aff),
+        field_from_out=f2o,
+        out_shape=out_shape,
+        order=order,
+        fill=0.5,
+    )
     out = ops.resample_displacement(img, field, **kw)
     ref = resample_displacement_ref(img, field, **kw)
     if order == 1:
@@ -164,8 +180,9 @@ def test_resample_displacement_zero_field_is_noop():
     aff = _volume_affine(rng, (2.5, 0.7, 0.7))
     zero = np.zeros(img.shape + (3,), np.float32)
     for order in (0, 1):
-        out = ops.resample_displacement(img, zero, out_to_world=aff, world_to_image=np.linalg.inv(aff),
-                                        order=order, fill=1e6)
+        out = ops.resample_displacement(
+            img, zero, out_to_world=aff, world_to_image=np.linalg.inv(aff), order=order, fill=1e6
+        )
         np.testing.assert_allclose(out, img, atol=1e-5)
         assert not (out == 1e6).any()  # borders survive the round-off of aff @ inv(aff)
 
@@ -177,8 +194,9 @@ def test_resample_displacement_translation_field():
     aff = affine_from_geometry((10.0, -3.0, 7.0), (2.0, 0.5, 0.75))
     field = np.zeros(img.shape + (3,), np.float32)
     field[..., 0] = 0.75  # world x = array axis x here
-    out = ops.resample_displacement(img, field, out_to_world=aff, world_to_image=np.linalg.inv(aff),
-                                    fill=-100.0)
+    out = ops.resample_displacement(
+        img, field, out_to_world=aff, world_to_image=np.linalg.inv(aff), fill=-100.0
+    )
     np.testing.assert_allclose(out[:, :, :-1], img[:, :, 1:], atol=1e-5)
     assert (out[:, :, -1] == -100).all()
 
@@ -229,17 +247,43 @@ def test_portable_and_simd_paths_agree():
     try:
         for simd in (True, False):
             _native._set_simd_dispatch(simd)
-            outs.append([ops.resample_affine(img, m, (12, 10, 41), order=o, fill=-2.0) for o in (0, 1)]
-                        + [ops.resample_displacement(img, field, out_to_world=aff,
-                                                     world_to_image=np.linalg.inv(aff), order=o, fill=-2.0)
-                           for o in (0, 1)]
-                        + list(ops.demons_forces(img, img[::-1].copy(), ops.gradient(img, (2.0, 0.7, 0.8)),
-                                                 None, spacing=(2.0, 0.7, 0.8), mask=img > 0,
-                                                 max_step_mm=0.1)[:1])
-                        + [ops.compose_fields(field, 0.5 * field, (2.0, 0.7, 0.8)),
-                           ops.resample_composed(img, 0.5 * field, field, (2.0, 0.7, 0.8),
-                                                 out_to_world=aff, world_to_image=np.linalg.inv(aff),
-                                                 fill=-2.0)])
+            outs.append(
+                [ops.resample_affine(img, m, (12, 10, 41), order=o, fill=-2.0) for o in (0, 1)]
+                + [
+                    ops.resample_displacement(
+                        img,
+                        field,
+                        out_to_world=aff,
+                        world_to_image=np.linalg.inv(aff),
+                        order=o,
+                        fill=-2.0,
+                    )
+                    for o in (0, 1)
+                ]
+                + list(
+                    ops.demons_forces(
+                        img,
+                        img[::-1].copy(),
+                        ops.gradient(img, (2.0, 0.7, 0.8)),
+                        None,
+                        spacing=(2.0, 0.7, 0.8),
+                        mask=img > 0,
+                        max_step_mm=0.1,
+                    )[:1]
+                )
+                + [
+                    ops.compose_fields(field, 0.5 * field, (2.0, 0.7, 0.8)),
+                    ops.resample_composed(
+                        img,
+                        0.5 * field,
+                        field,
+                        (2.0, 0.7, 0.8),
+                        out_to_world=aff,
+                        world_to_image=np.linalg.inv(aff),
+                        fill=-2.0,
+                    ),
+                ]
+            )
     finally:
         _native._set_simd_dispatch(True)
     for a, b in zip(*outs):
@@ -261,9 +305,12 @@ def test_resample_composed_equals_composing_then_resampling_bit_for_bit(shape):
     frame = np.diag(list(sp) + [1.0])  # field components are mm along the grid's axes
     frame[:3, 3] = rng.normal(0, 2, 3)
     w2i = np.linalg.inv(aff) @ aff @ np.linalg.inv(frame) @ frame  # a non-trivial float matrix
-    got = ops.resample_composed(img, inner, outer, sp, out_to_world=frame, world_to_image=w2i, fill=-7.0)
-    want = ops.resample_displacement(img, ops.compose_fields(outer, inner, sp), out_to_world=frame,
-                                     world_to_image=w2i, fill=-7.0)
+    got = ops.resample_composed(
+        img, inner, outer, sp, out_to_world=frame, world_to_image=w2i, fill=-7.0
+    )
+    want = ops.resample_displacement(
+        img, ops.compose_fields(outer, inner, sp), out_to_world=frame, world_to_image=w2i, fill=-7.0
+    )
     assert got.shape == shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     pos_vox = np.indices(shape).transpose(1, 2, 3, 0) + inner / np.array(sp)
@@ -278,8 +325,9 @@ def test_resample_composed_errors():
     with pytest.raises(ValueError, match="outer"):
         ops.resample_composed(img, f, f[:3].copy(), (1, 1, 1), out_to_world=eye, world_to_image=eye)
     with pytest.raises(TypeError, match="inner"):
-        ops.resample_composed(img, f.astype(np.float64), f, (1, 1, 1), out_to_world=eye,
-                              world_to_image=eye)
+        ops.resample_composed(
+            img, f.astype(np.float64), f, (1, 1, 1), out_to_world=eye, world_to_image=eye
+        )
     with pytest.raises(ValueError, match="spacing"):
         ops.resample_composed(img, f, f, (1, 0, 1), out_to_world=eye, world_to_image=eye)
 
@@ -290,7 +338,9 @@ def test_nan_displacement_gives_fill():
     field = np.zeros(img.shape + (3,), np.float32)
     field[2, 3, 4, 1] = np.nan
     field[0, 0, 0, 0] = np.inf
-    out = ops.resample_displacement(img, field, out_to_world=np.eye(4), world_to_image=np.eye(4), fill=-9.0)
+    out = ops.resample_displacement(
+        img, field, out_to_world=np.eye(4), world_to_image=np.eye(4), fill=-9.0
+    )
     assert out[2, 3, 4] == -9.0 and out[0, 0, 0] == -9.0
     mask = np.ones(img.shape, bool)
     mask[2, 3, 4] = mask[0, 0, 0] = False
@@ -298,6 +348,7 @@ def test_nan_displacement_gives_fill():
 
 
 # -- warp_with_gradient: resampling fused with the resampled gradient -------------------------
+
 
 def _wwg_case(rng, with_field):
     in_shape, out_shape = (15, 18, 21), (13, 16, 19)
@@ -315,16 +366,26 @@ def _wwg_case(rng, with_field):
 def test_warp_with_gradient_matches_map_coordinates(with_field, seed):
     rng = np.random.default_rng(seed)
     img, grads, disp, o2w, w2i, shape = _wwg_case(rng, with_field)
-    w, valid, g = ops.warp_with_gradient(img, grads, disp, out_to_world=o2w, world_to_image=w2i,
-                                         out_shape=shape, fill=-4096.0, valid_min=-1000.5,
-                                         invalid_value=-1000.0)
+    w, valid, g = ops.warp_with_gradient(
+        img,
+        grads,
+        disp,
+        out_to_world=o2w,
+        world_to_image=w2i,
+        out_shape=shape,
+        fill=-4096.0,
+        valid_min=-1000.5,
+        invalid_value=-1000.0,
+    )
     assert w.shape == valid.shape == shape and g.shape == shape + (3,)
     assert w.dtype == g.dtype == np.float32 and valid.dtype == np.uint8
 
     def ref(a, fill):
         if disp is None:
             return resample_affine_ref(a, w2i @ o2w, shape, order=1, fill=fill)
-        return resample_displacement_ref(a, disp, out_to_world=o2w, world_to_image=w2i, order=1, fill=fill)
+        return resample_displacement_ref(
+            a, disp, out_to_world=o2w, world_to_image=w2i, order=1, fill=fill
+        )
 
     rw = ref(img, -4096.0)
     ok = rw >= -1000.5
@@ -345,9 +406,17 @@ def test_warp_with_gradient_equals_four_resamplings_bit_for_bit(with_field):
     """The fused kernel does the same float operations as the resamplings it replaces."""
     rng = np.random.default_rng(7)
     img, grads, disp, o2w, w2i, shape = _wwg_case(rng, with_field)
-    w, valid, g = ops.warp_with_gradient(img, grads, disp, out_to_world=o2w, world_to_image=w2i,
-                                         out_shape=shape, fill=-4096.0, valid_min=-1000.5,
-                                         invalid_value=-1000.0)
+    w, valid, g = ops.warp_with_gradient(
+        img,
+        grads,
+        disp,
+        out_to_world=o2w,
+        world_to_image=w2i,
+        out_shape=shape,
+        fill=-4096.0,
+        valid_min=-1000.5,
+        invalid_value=-1000.0,
+    )
 
     def one(a, fill):
         if disp is None:
@@ -360,8 +429,10 @@ def test_warp_with_gradient_equals_four_resamplings_bit_for_bit(with_field):
     assert np.array_equal(w, np.where(ok, rw, np.float32(-1000.0)))
     comps = [one(c, 0.0) for c in grads]
     lin = w2i[:3, :3].astype(np.float32)
-    expected = np.stack([comps[0] * lin[0, a] + comps[1] * lin[1, a] + comps[2] * lin[2, a]
-                         for a in range(3)], axis=-1)
+    expected = np.stack(
+        [comps[0] * lin[0, a] + comps[1] * lin[1, a] + comps[2] * lin[2, a] for a in range(3)],
+        axis=-1,
+    )
     assert np.array_equal(g, expected)
 
 
@@ -380,8 +451,14 @@ def _native_compose(a, b):
 def test_warp_with_gradient_errors():
     rng = np.random.default_rng(0)
     img, grads, disp, o2w, w2i, shape = _wwg_case(rng, True)
-    kw = dict(out_to_world=o2w, world_to_image=w2i, out_shape=shape, fill=0.0, valid_min=-1.0,
-              invalid_value=0.0)
+    kw = dict(
+        out_to_world=o2w,
+        world_to_image=w2i,
+        out_shape=shape,
+        fill=0.0,
+        valid_min=-1.0,
+        invalid_value=0.0,
+    )
     with pytest.raises(ValueError, match="three"):
         ops.warp_with_gradient(img, grads[:2], disp, **kw)
     with pytest.raises(ValueError, match=r"gradients\[1\] has shape"):

@@ -1,4 +1,5 @@
 """Per-phase timings and memory in the report, --profile, lazy imports (issue 13)."""
+
 import json
 import subprocess
 import sys
@@ -20,8 +21,18 @@ def sample_dir(tmp_path_factory):
 
 def test_report_has_seconds_and_memory_per_phase(sample_dir, tmp_path, capsys):
     out = tmp_path / "reg"
-    rc = main(["register", str(sample_dir / "reference"), str(sample_dir / "floating"), "-o", str(out),
-               "--preset", "fast", "--profile"])
+    rc = main(
+        [
+            "register",
+            str(sample_dir / "reference"),
+            str(sample_dir / "floating"),
+            "-o",
+            str(out),
+            "--preset",
+            "fast",
+            "--profile",
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
@@ -79,8 +90,12 @@ def test_phase_timer_adds_and_formats():
 
 
 def _modules_after(code: str) -> set:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(json.loads(out.splitlines()[-1]))
 
 
@@ -93,12 +108,14 @@ def test_import_ctreg_imports_nothing_heavy():
 
 
 def test_cli_help_imports_nothing_heavy():
-    code = ("import sys, io, contextlib\nfrom ctreg.cli import main\n"
-            "buf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n"
-            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
-            "    try:\n        main(['register', '--help'])\n    except SystemExit:\n        pass\n"
-            "assert 'register' in buf.getvalue()")
+    code = (
+        "import sys, io, contextlib\nfrom ctreg.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+        "    try:\n        main(['register', '--help'])\n    except SystemExit:\n        pass\n"
+        "assert 'register' in buf.getvalue()"
+    )
     mods = _modules_after(code)
     assert not (HEAVY & mods), HEAVY & mods
 
@@ -112,7 +129,8 @@ def test_registration_imports_no_numba():
         "r = ctreg.register(v, v, preset='fast', ffd={'enabled': False}, "
         "demons={'levels_mm': (4.0,)})\n"
         "r.jacobian_determinant(); ctreg.ops.jacobian_statistics(r.jacobian_determinant())\n"
-        "ctreg.ops.invert_field(np.zeros((4, 4, 4, 3), np.float32), (1, 1, 1))\n")
+        "ctreg.ops.invert_field(np.zeros((4, 4, 4, 3), np.float32), (1, 1, 1))\n"
+    )
     assert "numba" not in mods
 
 
@@ -135,6 +153,10 @@ def test_bench_register_lists_every_phase_of_the_report():
 
     src = (Path(__file__).resolve().parents[1] / "benchmarks" / "bench_register.py").read_text()
     tree = ast.parse(src)
-    found = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-             and any(isinstance(t, ast.Name) and t.id == "PHASES" for t in n.targets)]
+    found = [
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "PHASES" for t in n.targets)
+    ]
     assert found == [tuple(_timing.PHASES)]

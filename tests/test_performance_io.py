@@ -1,5 +1,6 @@
 """Streamed, parallel-gzip outputs (issue 13): the bytes nibabel / tarfile would write, readable
 by nibabel, gzip, tarfile and SimpleITK, without a copy of the file in memory."""
+
 import gzip
 import io
 import os
@@ -74,12 +75,13 @@ def test_gzip_stream_is_independent_of_write_sizes_and_threads():
     many = io.BytesIO()
     with archive.GzipStreamWriter(many, threads=4) as gz:
         for i in range(0, len(data), 999_999):
-            gz.write(data[i:i + 999_999])
+            gz.write(data[i : i + 999_999])
     assert one.getvalue() == many.getvalue()
     assert gzip.decompress(one.getvalue()) == data
     import zlib
+
     d = zlib.decompressobj(wbits=31)  # several members: as pigz writes
-    assert d.decompress(one.getvalue()) == data[:archive.GZIP_BLOCK]
+    assert d.decompress(one.getvalue()) == data[: archive.GZIP_BLOCK]
 
 
 def test_streamed_tar_gz_reads_back(tmp_path):

@@ -1,5 +1,6 @@
 """End-to-end registration on real anatomy with known ground truth (thresholds, never exact
 floats)."""
+
 import json
 
 import numpy as np
@@ -19,14 +20,17 @@ def ct64():
 
 
 def _tre(result, pair):
-    return np.linalg.norm(result.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+    return np.linalg.norm(
+        result.transform_points(pair.reference_points) - pair.floating_points, axis=1
+    )
 
 
 @pytest.mark.slow
 def test_recovers_breathing_motion_inside_the_lungs(ct64):
     # diaphragm 20 mm decaying towards the apex, plus ~10 mm and ~10 degrees of rigid motion
-    motion = BreathingMotion(diaphragm_mm=20.0, translation_mm=(6.0, -5.0, 5.0),
-                             rotation_deg=(3.0, -3.0, 9.0), seed=3)
+    motion = BreathingMotion(
+        diaphragm_mm=20.0, translation_mm=(6.0, -5.0, 5.0), rotation_deg=(3.0, -3.0, 9.0), seed=3
+    )
     pair = make_breathing_pair(ct64, motion, n_landmarks=250)
     initial = np.linalg.norm(pair.reference_points - pair.floating_points, axis=1)
     assert initial.mean() > 15.0  # the problem is not trivial
@@ -90,8 +94,15 @@ def test_deterministic_across_runs_and_thread_counts(ct64, tmp_path):
     files = []
     for name, res in (("a", a), ("c", c)):
         ctreg.write_nifti(res.warped, tmp_path / f"{name}.nii.gz")
-        ctreg.write_displacement_nifti(res.displacement, res.reference.affine, tmp_path / f"{name}-u.nii.gz")
-        files.append(((tmp_path / f"{name}.nii.gz").read_bytes(), (tmp_path / f"{name}-u.nii.gz").read_bytes()))
+        ctreg.write_displacement_nifti(
+            res.displacement, res.reference.affine, tmp_path / f"{name}-u.nii.gz"
+        )
+        files.append(
+            (
+                (tmp_path / f"{name}.nii.gz").read_bytes(),
+                (tmp_path / f"{name}-u.nii.gz").read_bytes(),
+            )
+        )
     assert files[0] == files[1]
 
 
@@ -102,8 +113,13 @@ def test_save_writes_the_service_outputs_and_itk_reads_the_field(ct64, tmp_path)
     result = ctreg.register(pair.reference, pair.floating, options=opts)
     paths = result.save(tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "registered.nii.gz", "registered.tar.gz", "displacement.nii.gz", "report.json",
-        "transform.h5", "result.json"}
+        "registered.nii.gz",
+        "registered.tar.gz",
+        "displacement.nii.gz",
+        "report.json",
+        "transform.h5",
+        "result.json",
+    }
     back = ctreg.read_volume(paths["nifti"])
     assert back.shape == ct64.shape and np.allclose(back.affine, ct64.affine, atol=1e-3)
     assert np.abs(back.array - np.round(result.warped.array)).max() <= 1.0
@@ -152,8 +168,12 @@ def test_input_without_a_body_is_refused(ct64):
 @pytest.mark.slow
 def test_large_initial_motion_is_recovered(ct64):
     # > 30 mm and > 15 degrees of rigid motion on top of breathing
-    motion = BreathingMotion(diaphragm_mm=10.0, translation_mm=(20.0, -15.0, 15.0),
-                             rotation_deg=(5.0, -5.0, 15.0), seed=5)
+    motion = BreathingMotion(
+        diaphragm_mm=10.0,
+        translation_mm=(20.0, -15.0, 15.0),
+        rotation_deg=(5.0, -5.0, 15.0),
+        seed=5,
+    )
     pair = make_breathing_pair(ct64, motion, n_landmarks=150)
     assert np.linalg.norm(pair.reference_points - pair.floating_points, axis=1).mean() > 30.0
     result = ctreg.register(pair.reference, pair.floating, preset="fast")
@@ -167,12 +187,15 @@ def test_cropped_follow_up_with_padding(ct64):
     from ctreg.pyramid import crop
 
     grid = crop(ct64, (slice(12, 70), slice(0, 64), slice(0, 64)))  # a shorter follow-up
-    motion = BreathingMotion(diaphragm_mm=12.0, translation_mm=(4.0, -3.0, 6.0),
-                             rotation_deg=(2.0, -2.0, 6.0), seed=4)
+    motion = BreathingMotion(
+        diaphragm_mm=12.0, translation_mm=(4.0, -3.0, 6.0), rotation_deg=(2.0, -2.0, 6.0), seed=4
+    )
     pair = make_breathing_pair(ct64, motion, n_landmarks=150, floating_grid=grid)
     flt = pair.floating
     valid = np.ones(flt.shape, bool) if flt.valid is None else flt.valid.copy()
-    valid[:, :, :5] = False  # reconstructed field of view ends here: padding, as the reader marks it
+    valid[:, :, :5] = (
+        False  # reconstructed field of view ends here: padding, as the reader marks it
+    )
     padded = ctreg.Volume(np.where(valid, flt.array, -1024.0).astype(np.float32), flt.affine, valid)
     result = ctreg.register(pair.reference, padded)
     keep = np.all(padded.world_to_index(pair.floating_points)[:, 2:] >= 6, axis=1)
@@ -226,11 +249,17 @@ def test_stages_stop_early_only_when_they_stop_gaining(ct64):
     pair = make_breathing_pair(ct64, BreathingMotion(seed=5, diaphragm_mm=6.0), n_landmarks=40)
 
     def run(ffd_tol, demons_tol):
-        r = ctreg.register(pair.reference, pair.floating, preset="fast",
-                           ffd={"iterations": (12,), "tolerance": ffd_tol},
-                           demons={"iterations": (12,), "tolerance": demons_tol, "patience": 2})
+        r = ctreg.register(
+            pair.reference,
+            pair.floating,
+            preset="fast",
+            ffd={"iterations": (12,), "tolerance": ffd_tol},
+            demons={"iterations": (12,), "tolerance": demons_tol, "patience": 2},
+        )
         levels = {lv["stage"]: lv for lv in r.report["levels"]}
-        tre = np.linalg.norm(r.transform_points(pair.reference_points) - pair.floating_points, axis=1)
+        tre = np.linalg.norm(
+            r.transform_points(pair.reference_points) - pair.floating_points, axis=1
+        )
         return levels["bspline"], levels["demons"], tre.mean()
 
     b_all, d_all, tre_all = run(0.0, 0.0)

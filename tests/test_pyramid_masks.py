@@ -9,7 +9,10 @@ from ctreg.volume import Volume, affine_from_geometry
 def _volume(shape=(20, 30, 40), spacing=(2.0, 0.8, 0.8)):
     rng = np.random.default_rng(0)
     direction = np.array([[0, 0, -1.0], [0, 1.0, 0], [1.0, 0, 0]])
-    return Volume(rng.normal(0, 1, shape).astype(np.float32), affine_from_geometry((5, 6, 7), spacing, direction))
+    return Volume(
+        rng.normal(0, 1, shape).astype(np.float32),
+        affine_from_geometry((5, 6, 7), spacing, direction),
+    )
 
 
 def test_level_factors():
@@ -22,7 +25,9 @@ def test_downsample_keeps_voxel_positions():
     lv = downsample(vol, 4.0)
     f = level_factors(vol.spacing, 4.0)
     assert lv.shape == tuple(-(-n // x) for n, x in zip(vol.shape, f))
-    idx = np.array([[1, 2, 3], [0, 0, 0], [lv.shape[0] - 1, lv.shape[1] - 1, lv.shape[2] - 1]], float)
+    idx = np.array(
+        [[1, 2, 3], [0, 0, 0], [lv.shape[0] - 1, lv.shape[1] - 1, lv.shape[2] - 1]], float
+    )
     assert np.allclose(lv.index_to_world(idx), vol.index_to_world(idx * f))
     # smoothing then subsampling: a constant stays constant
     const = vol.with_array(np.full(vol.shape, 7.0, np.float32))
@@ -49,13 +54,18 @@ def _sitk_volume(path):
     sitk = pytest.importorskip("SimpleITK")
     img = sitk.ReadImage(str(path))
     d = np.array(img.GetDirection()).reshape(3, 3)[:, ::-1]
-    return Volume(sitk.GetArrayFromImage(img).astype(np.float32),
-                  affine_from_geometry(img.GetOrigin(), img.GetSpacing()[::-1], d)), sitk
+    return Volume(
+        sitk.GetArrayFromImage(img).astype(np.float32),
+        affine_from_geometry(img.GetOrigin(), img.GetSpacing()[::-1], d),
+    ), sitk
 
 
 def test_lung_mask_matches_the_expert_label(shared_data):
     vol, sitk = _sitk_volume(shared_data("cip-ct64", "ct-64.nrrd"))
-    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("cip-ct64", "wholeLung-64.nrrd")))) > 0
+    truth = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("cip-ct64", "wholeLung-64.nrrd"))))
+        > 0
+    )
     body = body_mask(vol)
     lungs = lung_mask(vol, body=body)
     dice = 2 * np.sum(lungs & truth) / (lungs.sum() + truth.sum())
@@ -79,14 +89,15 @@ def _tissue_cases():
     slices, and the real sample scan."""
     rng = np.random.default_rng(4)
     z, y, x = np.mgrid[:12, :40, :44]
-    ring = ((y - 20) ** 2 / 15 ** 2 + (x - 22) ** 2 / 18 ** 2 < 1)
-    lung = ((y - 20) ** 2 / 8 ** 2 + (x - 15) ** 2 / 5 ** 2 < 1) & (z < 10)
+    ring = (y - 20) ** 2 / 15**2 + (x - 22) ** 2 / 18**2 < 1
+    lung = ((y - 20) ** 2 / 8**2 + (x - 15) ** 2 / 5**2 < 1) & (z < 10)
     t = ring & ~lung
-    t[:, 18:22, 35:] = False            # a channel from a hole to the slice's edge
-    t[:, 5, :] = True                   # a thin wall across every slice
-    t |= rng.random(t.shape) < 0.01     # specks
+    t[:, 18:22, 35:] = False  # a channel from a hole to the slice's edge
+    t[:, 5, :] = True  # a thin wall across every slice
+    t |= rng.random(t.shape) < 0.01  # specks
     yield "phantom", t
     from ctreg import samples
+
     vol = samples.ct64_volume()
     yield "ct64", vol.array > -500.0
     yield "ct64-noisy", (vol.array + rng.normal(0, 200, vol.shape)) > -500.0
@@ -118,10 +129,10 @@ def test_lung_cut_by_the_field_of_view_is_inside_the_body():
     from reference import fill_holes_one_side_ref
 
     m = np.ones((2, 40, 40), bool)
-    m[:, :3, :] = False            # air above the patient: touches three sides
-    m[:, 15:25, 0:12] = False      # lung cut at the left side: touches one side
-    m[:, 18:22, 25:30] = False     # a hole
-    m[1, :, 35:] = False           # slice 1: air at the right side, joined to the air above
+    m[:, :3, :] = False  # air above the patient: touches three sides
+    m[:, 15:25, 0:12] = False  # lung cut at the left side: touches one side
+    m[:, 18:22, 25:30] = False  # a hole
+    m[1, :, 35:] = False  # slice 1: air at the right side, joined to the air above
     filled = _fill_holes_in_plane(m)
     assert filled[:, 15:25, 0:12].all() and filled[:, 18:22, 25:30].all()
     assert not filled[:, :3, :].any() and not filled[1, :, 35:].any()
@@ -139,15 +150,15 @@ def test_lung_next_to_padding_is_inside_the_body_and_a_circular_field_of_view_is
 
     m = np.ones((3, 40, 40), bool)
     valid = np.ones_like(m)
-    valid[0, :, :5] = False                  # padding columns at the left
+    valid[0, :, :5] = False  # padding columns at the left
     m[0, :, :5] = False
-    m[0, 15:25, 5:14] = False                # a lung reaching the padding
-    m[0, :3, :] = False                      # air above the patient
+    m[0, 15:25, 5:14] = False  # a lung reaching the padding
+    m[0, :3, :] = False  # air above the patient
     yy, xx = np.mgrid[:40, :40]
-    circle = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 19 ** 2
-    valid[1] = circle                        # circular field of view
-    m[1] = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 14 ** 2   # body: air between it and the ring
-    m[1, 17:23, 6:12] = False                # a lung cut by the body's edge joins that air
+    circle = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 19**2
+    valid[1] = circle  # circular field of view
+    m[1] = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 14**2  # body: air between it and the ring
+    m[1, 17:23, 6:12] = False  # a lung cut by the body's edge joins that air
     rng = np.random.default_rng(3)
     m[2] = rng.random((40, 40)) < 0.55
     valid[2] = rng.random((40, 40)) < 0.9
@@ -159,7 +170,9 @@ def test_lung_next_to_padding_is_inside_the_body_and_a_circular_field_of_view_is
     np.testing.assert_array_equal(filled, want)
 
 
-@pytest.mark.parametrize("shape", [(9, 31, 27), (3, 5, 7), (1, 1, 4), (2, 1, 1), (4, 2, 2), (2, 3, 1)])
+@pytest.mark.parametrize(
+    "shape", [(9, 31, 27), (3, 5, 7), (1, 1, 4), (2, 1, 1), (4, 2, 2), (2, 3, 1)]
+)
 def test_in_plane_opening_equals_scipy(shape):
     import scipy.ndimage as ndi
 

@@ -1,5 +1,6 @@
 """save -> load_result -> warp round trips, damaged result folders, and transform.h5 (read with
 h5py alone, and with SimpleITK when installed)."""
+
 from __future__ import annotations
 
 import gzip
@@ -33,8 +34,13 @@ def test_save_writes_the_reusable_files(saved):
     _, out, paths = saved
     assert {"displacement", "report", "nifti", "dicom", "itk_transform", "index"} <= set(paths)
     assert sorted(p.name for p in out.iterdir()) == [
-        "displacement.nii.gz", "registered.nii.gz", "registered.tar.gz", "report.json",
-        "result.json", "transform.h5"]
+        "displacement.nii.gz",
+        "registered.nii.gz",
+        "registered.tar.gz",
+        "report.json",
+        "result.json",
+        "transform.h5",
+    ]
     index = json.loads((out / "result.json").read_text())
     assert index["format"] == "ctreg.result" and index["format_version"] == 1
     assert index["reference_grid"]["shape"] == list(REF_SHAPE)
@@ -54,8 +60,9 @@ def test_round_trip_gives_identical_arrays(saved):
         np.testing.assert_array_equal(a.array, b.array)
         np.testing.assert_array_equal(a.valid, b.valid)
     labels = np.random.default_rng(0).integers(0, 2**20, size=FLT_SHAPE).astype(np.int32)
-    np.testing.assert_array_equal(back.warp(labels, interpolation="nearest"),
-                                  res.warp(labels, interpolation="nearest"))  # floating grid known
+    np.testing.assert_array_equal(
+        back.warp(labels, interpolation="nearest"), res.warp(labels, interpolation="nearest")
+    )  # floating grid known
     pts = _world(res.grid_affine, REF_SHAPE)[2:6, 3, 4:9].reshape(-1, 3)
     np.testing.assert_array_equal(back.transform_points(pts), res.transform_points(pts))
     np.testing.assert_array_equal(back.warped.array, np.rint(res.warped.array))
@@ -178,7 +185,9 @@ def test_simpleitk_reads_transform_h5_and_maps_points_like_transform_points(save
     assert np.abs(itk - ours).max() < 1e-3  # the requirement is 0.05 mm
     # far outside the grid ITK's field is zero: the affine alone
     far = res.grid_affine[:3, 3] - 200.0
-    np.testing.assert_allclose(tx.TransformPoint(tuple(far)), res.affine.apply(far[None])[0], atol=1e-6)
+    np.testing.assert_allclose(
+        tx.TransformPoint(tuple(far)), res.affine.apply(far[None])[0], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -197,8 +206,9 @@ def test_transform_h5_large_field_in_chunks(tmp_path, monkeypatch, compress):
     u = ndi.gaussian_filter(rng.normal(size=shape + (3,)), (2, 2, 2, 0)).astype(np.float32)
     aff = np.diag([2.0, 0.8, 0.7, 1.0])[[2, 1, 0, 3]]  # z, y, x columns -> world z, y, x
     vol = Volume(np.zeros(shape, np.float32), aff)
-    write_itk_transform(tmp_path / "t.h5", u, vol.affine, AffineTransform.identity(),
-                        compress=compress)
+    write_itk_transform(
+        tmp_path / "t.h5", u, vol.affine, AffineTransform.identity(), compress=compress
+    )
     got = read_itk_transform(tmp_path / "t.h5")
     np.testing.assert_array_equal(got["field"], u)
     import h5py

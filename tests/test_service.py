@@ -7,6 +7,7 @@ worker downloaded and read with ``read_dicom_series`` and writes real .nii.gz / 
 with ctreg's writers, but does not register (the floating array is put on the reference grid):
 that makes every output checkable voxel by voxel against its own inputs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,9 +40,16 @@ SPACING = (2.5, 1.5, 1.25)
 
 
 # -- the test double of the registration ------------------------------------------------------
-def quick_job(reference: Volume, floating: Volume, out_dir: Path, *, preset: str = "default",
-              slow_frames: int | None = None, slow_s: float = 0.0, block_flag: str | None = None
-              ) -> None:
+def quick_job(
+    reference: Volume,
+    floating: Volume,
+    out_dir: Path,
+    *,
+    preset: str = "default",
+    slow_frames: int | None = None,
+    slow_s: float = 0.0,
+    block_flag: str | None = None,
+) -> None:
     """Writes registered.nii.gz/.tar.gz = the floating voxels on the reference grid.
 
     ``slow_frames``/``slow_s``: sleep when the floating series has that many slices (timeouts).
@@ -56,17 +64,21 @@ def quick_job(reference: Volume, floating: Volume, out_dir: Path, *, preset: str
     if slow_frames is not None and floating.shape[0] == slow_frames:
         time.sleep(slow_s)
     if reference.shape != floating.shape:
-        raise ctreg.GeometryError(f"quick_job needs equal shapes, got {reference.shape} and "
-                                  f"{floating.shape}")
+        raise ctreg.GeometryError(
+            f"quick_job needs equal shapes, got {reference.shape} and {floating.shape}"
+        )
     warped = Volume(floating.array, reference.affine)
     write_nifti(warped, out_dir / "registered.nii.gz")
-    write_dicom_series(warped, out_dir / "registered.tar.gz", reference=reference, floating=floating)
+    write_dicom_series(
+        warped, out_dir / "registered.tar.gz", reference=reference, floating=floating
+    )
     (out_dir / "report.json").write_text(json.dumps({"preset": preset}))
 
 
 # -- inputs -----------------------------------------------------------------------------------
-def _volume(offset_hu: float = 0.0, *, n: int = SHAPE[0], origin=(-10.0, -20.0, 30.0),
-            direction=None) -> Volume:
+def _volume(
+    offset_hu: float = 0.0, *, n: int = SHAPE[0], origin=(-10.0, -20.0, 30.0), direction=None
+) -> Volume:
     z, y, x = np.meshgrid(*[np.arange(s) for s in (n,) + SHAPE[1:]], indexing="ij")
     hu = -800.0 + 40.0 * x + 25.0 * y + 10.0 * z + offset_hu
     return Volume(hu.astype(np.float32), affine_from_geometry(origin, SPACING, direction))
@@ -82,8 +94,9 @@ def files(tmp_path_factory):
     """A second HTTP server on 127.0.0.1 serving generated inputs; ``files.series(name, ...)``
     writes a DICOM series and returns its URLs, ``files.put(name, bytes)`` one file's URL."""
     root = tmp_path_factory.mktemp("served")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(_QuietHandler, directory=str(root)))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+    )
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -134,8 +147,13 @@ def _raw(url: str, *, data: bytes | None = None, method: str | None = None):
 
 
 def _submit_params(ref_urls, flo_urls, **override) -> dict:
-    params = {"Action": "RunCTRegistration", "DataFormat": "DICOM", "DataSourceType": "HTTP_FILES",
-              "OrgId": "org-1", "OrgName": "Test Org"}
+    params = {
+        "Action": "RunCTRegistration",
+        "DataFormat": "DICOM",
+        "DataSourceType": "HTTP_FILES",
+        "OrgId": "org-1",
+        "OrgName": "Test Org",
+    }
     params.update({f"ReferenceList.{n}.ReferenceURL": u for n, u in enumerate(ref_urls, 1)})
     params.update({f"FloatingList.{n}.FloatingURL": u for n, u in enumerate(flo_urls, 1)})
     params.update(override)
@@ -166,7 +184,10 @@ BAD_REQUESTS = [
     ({"DataSourceType": "OSS"}, "DataSourceType"),
     ({"OrgId": ""}, "OrgId"),
     ({"OrgName": None}, "OrgName"),
-    ({"ReferenceList.1.ReferenceURL": None, "ReferenceList.2.ReferenceURL": None}, "ReferenceList.1.ReferenceURL"),
+    (
+        {"ReferenceList.1.ReferenceURL": None, "ReferenceList.2.ReferenceURL": None},
+        "ReferenceList.1.ReferenceURL",
+    ),
     ({"FloatingList.2.FloatingURL": None}, "FloatingList.2.FloatingURL"),  # a gap at N = 2
     ({"FloatingList.0.FloatingURL": "http://h/x"}, "FloatingList.0.FloatingURL"),
     ({"FloatingList.1.ReferenceURL": "http://h/x"}, "FloatingList.1.ReferenceURL"),
@@ -177,7 +198,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("override, names", BAD_REQUESTS, ids=[str(i) for i in range(len(BAD_REQUESTS))])
+@pytest.mark.parametrize(
+    "override, names", BAD_REQUESTS, ids=[str(i) for i in range(len(BAD_REQUESTS))]
+)
 def test_invalid_parameter_gives_400_naming_it(service, override, names):
     refs = [f"http://127.0.0.1:9/r{i}.dcm" for i in range(2)]
     flos = [f"http://127.0.0.1:9/f{i}.dcm" for i in range(3)]
@@ -193,8 +216,9 @@ def test_invalid_parameter_gives_400_naming_it(service, override, names):
 def test_duplicate_parameter_and_bad_body_are_refused(service):
     status, body = _raw(f"{service.url}/?Action=GetAsyncJobResult&JobId=A&JobId=B")
     assert status == 400 and "JobId" in body["Message"] and "more than once" in body["Message"]
-    req = urllib.request.Request(f"{service.url}/", data=b"{}", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{service.url}/", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 400 and "Content-Type" in json.loads(err.value.read())["Message"]
@@ -223,8 +247,10 @@ def test_bad_inputs_fail_with_specific_codes(service, files):
         ErrorCode.TOO_LARGE: (good, [files.put("big.dcm", os.urandom(500_000))]),
         ErrorCode.GEOMETRY: (good, files.series("twelve", _volume(n=12))),  # raised by the job fn
     }
-    jobs = {code: client.run_ct_registration(r, f, endpoint=service.url)["RequestId"]
-            for code, (r, f) in cases.items()}
+    jobs = {
+        code: client.run_ct_registration(r, f, endpoint=service.url)["RequestId"]
+        for code, (r, f) in cases.items()
+    }
     for code, job_id in jobs.items():
         data = client.wait(job_id, 60, endpoint=service.url, poll_s=0.2)
         assert data["Status"] == Status.PROCESS_FAILED, (code, data)
@@ -236,22 +262,33 @@ def test_bad_inputs_fail_with_specific_codes(service, files):
         label = "FloatingList" if code != ErrorCode.NOT_AXIAL else "ReferenceList"
         assert data["ErrorMessage"].startswith(label), data
         assert str(service.data_dir) not in data["ErrorMessage"]  # no server paths leak
-    assert "8" in client.get_async_job_result(jobs[ErrorCode.FRAME_COUNT], endpoint=service.url
-                                              )["Data"]["ErrorMessage"]
+    assert (
+        "8"
+        in client.get_async_job_result(jobs[ErrorCode.FRAME_COUNT], endpoint=service.url)["Data"][
+            "ErrorMessage"
+        ]
+    )
     # the root cause, naming the URL that failed (not another download stopped because of it)
     message = client.get_async_job_result(jobs[ErrorCode.DOWNLOAD], endpoint=service.url)["Data"][
-        "ErrorMessage"]
+        "ErrorMessage"
+    ]
     assert message.startswith("FloatingList.10.FloatingURL: downloading"), message
     assert "missing/IM9.dcm" in message and "404" in message, message
-    assert "FloatingList.10.FloatingURL" in client.get_async_job_result(
-        jobs[ErrorCode.NOT_DICOM], endpoint=service.url)["Data"]["ErrorMessage"]
+    assert (
+        "FloatingList.10.FloatingURL"
+        in client.get_async_job_result(jobs[ErrorCode.NOT_DICOM], endpoint=service.url)["Data"][
+            "ErrorMessage"
+        ]
+    )
     assert not any((service.data_dir / "work").iterdir())  # attempt folders removed
 
 
 def _oblique():
     """Direction columns (world x, y, z of the z, y, x array axes): rotated 30 deg about x."""
     a = np.deg2rad(30.0)
-    return np.column_stack([(0.0, -np.sin(a), np.cos(a)), (0.0, np.cos(a), np.sin(a)), (1.0, 0.0, 0.0)])
+    return np.column_stack(
+        [(0.0, -np.sin(a), np.cos(a)), (0.0, np.cos(a), np.sin(a)), (1.0, 0.0, 0.0)]
+    )
 
 
 def test_eight_concurrent_submissions_no_cross_talk(service, files, tmp_path):
@@ -259,16 +296,23 @@ def test_eight_concurrent_submissions_no_cross_talk(service, files, tmp_path):
     for i in range(8):
         reference = _volume(0.0, origin=(-10.0 + 3 * i, -20.0, 30.0 - 7 * i))
         floating = _volume(100.0 * (i + 1))
-        inputs.append((reference, floating, files.series(f"c{i}r", reference),
-                       files.series(f"c{i}f", floating)))
+        inputs.append(
+            (
+                reference,
+                floating,
+                files.series(f"c{i}r", reference),
+                files.series(f"c{i}f", floating),
+            )
+        )
     ids: list[str | None] = [None] * 8
     barrier = threading.Barrier(8)
 
     def submit(i):
         barrier.wait()
         _, _, r, f = inputs[i]
-        ids[i] = client.run_ct_registration(r, f, endpoint=service.url, org_id=f"org{i}",
-                                            method="POST" if i % 2 else "GET")["RequestId"]
+        ids[i] = client.run_ct_registration(
+            r, f, endpoint=service.url, org_id=f"org{i}", method="POST" if i % 2 else "GET"
+        )["RequestId"]
 
     threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
     for t in threads:
@@ -296,12 +340,16 @@ def test_results_only_through_their_urls(service, files, tmp_path):
     status, body = _raw(nurl)
     assert status == 200 and body[:2] == b"\x1f\x8b"  # gzip
     token_name = nurl.rsplit("/", 1)[1]
-    for bad in (f"/results/{job_id}/registered.nii.gz",            # the name without its token
-                f"/results/{job_id}/x{token_name}",
-                f"/results/{job_id}/..%2f..%2fjobs.sqlite3",
-                f"/results/{job_id}/../../jobs.sqlite3",
-                f"/results/{job_id}/{token_name}/extra",
-                "/results/../jobs.sqlite3", "/jobs.sqlite3", "/results/"):
+    for bad in (
+        f"/results/{job_id}/registered.nii.gz",  # the name without its token
+        f"/results/{job_id}/x{token_name}",
+        f"/results/{job_id}/..%2f..%2fjobs.sqlite3",
+        f"/results/{job_id}/../../jobs.sqlite3",
+        f"/results/{job_id}/{token_name}/extra",
+        "/results/../jobs.sqlite3",
+        "/jobs.sqlite3",
+        "/results/",
+    ):
         status, body = _raw(service.url + bad)
         assert status == 404, (bad, status)
     # another job's token does not open this job's files
@@ -314,8 +362,12 @@ def test_results_only_through_their_urls(service, files, tmp_path):
 def test_job_timeout_kills_the_attempt(tmp_path, files):
     slow = files.series("slow", _volume(n=11))  # quick_job sleeps 60 s on 11 slices
     fast = files.series("fast", _volume(n=12))
-    opts = _options(tmp_path / "svc", workers=1, job_timeout_s=3.0,
-                    extra_job_options={"slow_frames": 11, "slow_s": 60.0})
+    opts = _options(
+        tmp_path / "svc",
+        workers=1,
+        job_timeout_s=3.0,
+        extra_job_options={"slow_frames": 11, "slow_s": 60.0},
+    )
     with Server(opts, job_fn=quick_job) as server:
         t0 = time.monotonic()
         job_id = client.run_ct_registration(slow, slow, endpoint=server.url)["RequestId"]
@@ -325,14 +377,19 @@ def test_job_timeout_kills_the_attempt(tmp_path, files):
         assert data["ErrorCode"] == ErrorCode.TIMEOUT and "3 s" in data["ErrorMessage"]
         assert data["Result"] is None
         # the single worker slot was freed: the next job runs long before the slow one would end
-        assert client.wait(after, 40, endpoint=server.url, poll_s=0.2)["Status"] == Status.PROCESS_SUCCESS
+        assert (
+            client.wait(after, 40, endpoint=server.url, poll_s=0.2)["Status"]
+            == Status.PROCESS_SUCCESS
+        )
         assert time.monotonic() - t0 < 30
         assert not (server.results_dir / job_id).exists()
 
 
 def test_results_expire_and_are_removed(tmp_path, files):
     urls = files.series("expire", _volume(7.0))
-    with Server(_options(tmp_path / "svc", workers=1, result_ttl_s=1.0), job_fn=quick_job) as server:
+    with Server(
+        _options(tmp_path / "svc", workers=1, result_ttl_s=1.0), job_fn=quick_job
+    ) as server:
         job_id = client.run_ct_registration(urls, urls, endpoint=server.url)["RequestId"]
         data = client.wait(job_id, 60, endpoint=server.url, poll_s=0.1)
         assert data["Status"] == Status.PROCESS_SUCCESS
@@ -397,9 +454,24 @@ def _alive(pid: int) -> bool:
 def _start_cli_server(data_dir: Path, env: dict) -> tuple[subprocess.Popen, str]:
     (data_dir / "server.json").unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ctreg", "serve", "--port", "0", "--data-dir", str(data_dir),
-         "--workers", "1", "--job-fn", "test_service:quick_job"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "ctreg",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            "1",
+            "--job-fn",
+            "test_service:quick_job",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -419,8 +491,13 @@ def test_restart_after_kill_keeps_every_job(tmp_path, files):
     data_dir = tmp_path / "svc"
     data_dir.mkdir()
     flag = tmp_path / "block"
-    env = {**os.environ, "CTREG_TEST_BLOCK_FLAG": str(flag),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "CTREG_TEST_BLOCK_FLAG": str(flag),
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     vols = [(_volume(0.0, origin=(i, 0.0, 0.0)), _volume(50.0 * i)) for i in range(3)]
     urls = [(files.series(f"k{i}r", r), files.series(f"k{i}f", f)) for i, (r, f) in enumerate(vols)]
     proc, url = _start_cli_server(data_dir, env)
@@ -434,7 +511,10 @@ def test_restart_after_kill_keeps_every_job(tmp_path, files):
         while not Path(str(flag) + ".pid").exists():  # the job function is running
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert client.get_async_job_result(running, endpoint=url)["Data"]["Status"] == Status.PROCESSING
+        assert (
+            client.get_async_job_result(running, endpoint=url)["Data"]["Status"]
+            == Status.PROCESSING
+        )
         assert client.get_async_job_result(queued, endpoint=url)["Data"]["Status"] == Status.QUEUING
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -469,8 +549,9 @@ def test_dask_local_cluster(tmp_path, files):
     reference, floating = _volume(0.0, origin=(4.0, 5.0, 6.0)), _volume(300.0)
     r_urls, f_urls = files.series("dr", reference), files.series("df", floating)
     bad = files.series("dbad", _volume(n=5))
-    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ) as cluster:
         opts = _options(tmp_path / "svc", workers=None, dask_scheduler=cluster.scheduler_address)
         with Server(opts, job_fn=quick_job) as server:
             assert server.runner.kind == "dask" and server.runner.capacity == 2

@@ -1,4 +1,5 @@
 """The service's SQLite job store, error classification and options (no server, no processes)."""
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,13 @@ def store(tmp_path):
 
 
 def _new(store, i=0, now=None):
-    return store.create(org_id=f"o{i}", org_name="n", reference_urls=[f"http://h/r{i}"],
-                        floating_urls=[f"http://h/f{i}", f"http://h/g{i}"], now_s=now)
+    return store.create(
+        org_id=f"o{i}",
+        org_name="n",
+        reference_urls=[f"http://h/r{i}"],
+        floating_urls=[f"http://h/f{i}", f"http://h/g{i}"],
+        now_s=now,
+    )
 
 
 def test_create_get_and_wal(store):
@@ -118,12 +124,19 @@ def test_expiry_marks_then_purges(store):
 
 def test_classify_error():
     """Codes come from the exception's ``code`` (or class), never from its message."""
-    assert classify_error(DownloadError("x", url="u", code="InvalidFile.TooLarge"), "download") \
+    assert (
+        classify_error(DownloadError("x", url="u", code="InvalidFile.TooLarge"), "download")
         == ErrorCode.TOO_LARGE
-    assert classify_error(DownloadError("x", url="u", code="InvalidFile.URL"), "download") \
+    )
+    assert (
+        classify_error(DownloadError("x", url="u", code="InvalidFile.URL"), "download")
         == ErrorCode.URL
+    )
     assert classify_error(OSError("connection reset"), "download") == ErrorCode.DOWNLOAD
-    assert classify_error(OSError("file too large: at most 10 bytes"), "download") == ErrorCode.DOWNLOAD
+    assert (
+        classify_error(OSError("file too large: at most 10 bytes"), "download")
+        == ErrorCode.DOWNLOAD
+    )
     frames = DicomRuleError("/a/IM1.dcm: the series has 2 frame(s)", code="InvalidFile.FrameCount")
     assert classify_error(frames, "read") == ErrorCode.FRAME_COUNT
     axial = DicomRuleError("/a/IM1.dcm: the series is not axial", code="InvalidFile.NotAxial")
@@ -131,9 +144,14 @@ def test_classify_error():
     not_dicom = DicomRuleError("/a/x is not a DICOM file", code="InvalidFile.NotDicom")
     assert classify_error(not_dicom, "read") == ErrorCode.NOT_DICOM
     # the message is never read: wording that used to be matched gives the class's code
-    assert classify_error(DicomSeriesError("/a/x is not a DICOM file (bad)"), "read") == ErrorCode.SERIES
+    assert (
+        classify_error(DicomSeriesError("/a/x is not a DICOM file (bad)"), "read")
+        == ErrorCode.SERIES
+    )
     assert classify_error(DicomSeriesError("the series is not axial"), "read") == ErrorCode.SERIES
-    several = DicomSeriesError("folder holds 2 series; accepted: one series\n  1.2: 'a', 10 frame(s)")
+    several = DicomSeriesError(
+        "folder holds 2 series; accepted: one series\n  1.2: 'a', 10 frame(s)"
+    )
     assert classify_error(several, "read") == ErrorCode.SERIES
     assert classify_error(GeometryError("uneven spacing"), "read") == ErrorCode.SERIES
     assert classify_error(GeometryError("no overlap"), "process") == ErrorCode.GEOMETRY
@@ -147,12 +165,20 @@ def test_classify_error():
     assert classify_error(plain, "read") == ErrorCode.INTERNAL
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"port": 70000}, "port"), ({"workers": 0}, "workers"), ({"result_ttl_s": -1}, "result_ttl_s"),
-    ({"job_timeout_s": float("nan")}, "job_timeout_s"), ({"max_attempts": 1.5}, "max_attempts"),
-    ({"job_fn": "nocolon"}, "job_fn"), ({"public_url": "ftp://x"}, "public_url"),
-    ({"start_method": "fork"}, "start_method"), ({"dask_scheduler": " "}, "dask_scheduler"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"port": 70000}, "port"),
+        ({"workers": 0}, "workers"),
+        ({"result_ttl_s": -1}, "result_ttl_s"),
+        ({"job_timeout_s": float("nan")}, "job_timeout_s"),
+        ({"max_attempts": 1.5}, "max_attempts"),
+        ({"job_fn": "nocolon"}, "job_fn"),
+        ({"public_url": "ftp://x"}, "public_url"),
+        ({"start_method": "fork"}, "start_method"),
+        ({"dask_scheduler": " "}, "dask_scheduler"),
+    ],
+)
 def test_options_validation(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         ServiceOptions(data_dir=tmp_path, **kw)

@@ -5,6 +5,7 @@ fallback, the options, and one end-to-end check on a realistic synthetic sliding
 from the 64^3 CIP scan (skipped when ../shared/data is absent): outside the lungs the sliding
 field must beat the smooth extension of the lung-focused field, inside it must not lose.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,9 +59,10 @@ def test_outside_weight_planar():
     d, lungs, _, _ = _planar()
     w = sliding.outside_weight(lungs, SP, 6.0)
     assert w[d < -3.5].max() == 0.0 and w[d > 9.5].min() == 1.0
-    assert w[d < 0].max() < 0.03                  # the lung surface follows the inside field
+    assert w[d < 0].max() < 0.03  # the lung surface follows the inside field
     # planar boundary: w = Phi((d - band / 2) / sigma), sigma = band / 4, to the grid's 2 mm
     from scipy.stats import norm
+
     near = np.abs(d - 3.0) < 4
     assert np.abs(w[near] - norm.cdf((d[near] - 3.0) / 1.5)).max() < 0.3  # 1 mm quantisation
 
@@ -112,15 +114,23 @@ def test_outside_level_erodes_lungs():
     from ctreg.level import Level
 
     d, lungs, _, _ = _planar()
-    lv = Level(index=0, spacing=np.array(SP), shape=SHAPE, reference=np.zeros(SHAPE, np.float32),
-               mask=np.ones(SHAPE, np.uint8), floating=None, out_to_frame=np.eye(4), frame=None,
-               clip_low=-1000.0)
+    lv = Level(
+        index=0,
+        spacing=np.array(SP),
+        shape=SHAPE,
+        reference=np.zeros(SHAPE, np.float32),
+        mask=np.ones(SHAPE, np.uint8),
+        floating=None,
+        out_to_frame=np.eye(4),
+        frame=None,
+        clip_low=-1000.0,
+    )
     out = sliding.outside_level(lv, lungs, 3.0)
     kept = out.mask.astype(bool)
-    assert kept[d > 0].all()                      # everything outside the lungs
-    assert kept[(d < 0) & (d > -2.5)].all()       # the lung border (within 3 mm)
-    assert not kept[d < -3.5].any()               # not the lungs beyond it
-    assert lv.mask.all()                          # the level itself is unchanged
+    assert kept[d > 0].all()  # everything outside the lungs
+    assert kept[(d < 0) & (d > -2.5)].all()  # the lung border (within 3 mm)
+    assert not kept[d < -3.5].any()  # not the lungs beyond it
+    assert lv.mask.all()  # the level itself is unchanged
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +138,9 @@ def cip_pair():
     from ctreg import read_volume
     from ctreg.synthetic_lung import make_lung_pair
 
-    return make_lung_pair(read_volume(shared_path("cip-ct64", "ct-64.nrrd")), seed=0,
-                          diaphragm_mm=30)
+    return make_lung_pair(
+        read_volume(shared_path("cip-ct64", "ct-64.nrrd")), seed=0, diaphragm_mm=30
+    )
 
 
 def _tre(res, p, q):

@@ -1,5 +1,6 @@
 """ctreg.synthetic_lung: the truth's geometry, sliding, density, determinism (fast: 64^3 CIP scan
 and the phantom of test_lungs)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +24,17 @@ def test_truth_geometry_exact(cip):
     assert pr.info["n_landmarks"] == 100 and pr.info["max_inverse_residual_mm"] <= 0.01
     # landmarks: phi(q) = p, and the reference -> floating map gives q back
     np.testing.assert_allclose(pr.motion.forward(pr.landmarks_flt), pr.landmarks_ref, atol=0.01)
-    np.testing.assert_allclose(pr.true_transform_points(pr.landmarks_ref), pr.landmarks_flt, atol=0.01)
+    np.testing.assert_allclose(
+        pr.true_transform_points(pr.landmarks_ref), pr.landmarks_flt, atol=0.01
+    )
     # the floating image is R(phi(q)) at every floating voxel centre
     k = np.argwhere(np.ones(f.shape, bool))[::37]
     p = pr.motion.forward(f.index_to_world(k.astype(float)))
     ri = cip.world_to_index(p).T
     ok = np.all((ri >= 0) & (ri <= np.array(cip.shape)[:, None] - 1), axis=0)
-    np.testing.assert_allclose(f.array[tuple(k[ok].T)], ndi.map_coordinates(cip.array, ri[:, ok], order=1),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        f.array[tuple(k[ok].T)], ndi.map_coordinates(cip.array, ri[:, ok], order=1), atol=1e-3
+    )
     # the landmarks sit on matching image features (smoothed HU agree; an 8 mm error does not)
     fs, rs = ndi.gaussian_filter(f.array, 1.0), ndi.gaussian_filter(cip.array, 1.0)
     rv = ndi.map_coordinates(rs, cip.world_to_index(pr.landmarks_ref).T, order=1)
@@ -53,8 +57,8 @@ def test_sliding_density_fov_slices(cip):
     np.testing.assert_allclose(vz[outer], m.d * w[outer] ** 3, atol=0.05)
     mid = (w > 0.3) & (w < 0.7)
     assert (inner & mid).any() and (outer & mid).any()
-    jump = m.d * (w - w ** 3)
-    assert jump[mid].min() > 0.2 * m.d            # sliding of >= 6 mm at mid height
+    jump = m.d * (w - w**3)
+    assert jump[mid].min() > 0.2 * m.d  # sliding of >= 6 mm at mid height
     # the pleural transition is ~2 mm: along x through the lateral wall at mid height
     z = 0.5 * (m.z_base + m.z_apex)
     lungs_idx = np.argwhere(pr.reference_lungs)
@@ -84,7 +88,10 @@ def test_deterministic_and_seeded(cip):
 def test_phantom_and_errors():
     vol, lungs, _ = phantom()
     pr = make_lung_pair(vol, seed=0, lungs=lungs, n_landmarks=10)
-    assert pr.landmarks_ref.shape == pr.landmarks_flt.shape and pr.info["max_inverse_residual_mm"] <= 0.01
+    assert (
+        pr.landmarks_ref.shape == pr.landmarks_flt.shape
+        and pr.info["max_inverse_residual_mm"] <= 0.01
+    )
     with pytest.raises(SyntheticLungError) as exc:
         make_lung_pair(vol, lungs=np.zeros(vol.shape, bool))
     assert exc.value.code == "SyntheticLung.NoLungs"

@@ -3,6 +3,7 @@
 Add a kernel by appending ``(name, fn)`` to KERNELS, where ``fn(rng)`` returns an array (or a
 tuple of arrays) computed with the current thread setting from inputs drawn from ``rng``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ def _resample_affine(rng):
     m[:3, :3] += rng.normal(0, 0.1, (3, 3))
     m[:3, 3] = rng.normal(0, 1, 3)
     img = _img(rng)
-    return ops.resample_affine(img, m, (11, 19, 21)), ops.resample_affine(img, m, (11, 19, 21), order=0)
+    return ops.resample_affine(img, m, (11, 19, 21)), ops.resample_affine(
+        img, m, (11, 19, 21), order=0
+    )
 
 
 def _resample_displacement(rng):
@@ -42,8 +45,16 @@ def _resample_displacement(rng):
     w2i = np.linalg.inv(aff)
     a = ops.resample_displacement(img, _field(rng), out_to_world=aff, world_to_image=w2i)
     f2o = np.diag([0.4, 0.3, 0.35, 1.0])
-    b = ops.resample_displacement(img, _field(rng, (6, 5, 7)), out_to_world=aff, world_to_image=w2i,
-                                  field_from_out=f2o, out_shape=(12, 14, 16), order=0, fill=-1.0)
+    b = ops.resample_displacement(
+        img,
+        _field(rng, (6, 5, 7)),
+        out_to_world=aff,
+        world_to_image=w2i,
+        field_from_out=f2o,
+        out_shape=(12, 14, 16),
+        order=0,
+        fill=-1.0,
+    )
     return a, b
 
 
@@ -53,27 +64,68 @@ KERNELS = [
     ("gradient", lambda rng: ops.gradient(_img(rng), (2.0, 0.7, 0.8))),
     ("smooth", lambda rng: ops.smooth(_img(rng), (3.0, 1.0, 1.5), (2.0, 0.7, 0.8))),
     ("smooth_vector", lambda rng: ops.smooth(_field(rng), 1.2, (2.0, 0.7, 0.8))),
-    ("demons_forces_inline_gradient", lambda rng: ops.demons_forces(
-        _img(rng) * 100, _img(rng) * 100, _field(rng), None, spacing=(2.0, 0.7, 0.8),
-        mask=_img(rng) > -0.5)[0]),
+    (
+        "demons_forces_inline_gradient",
+        lambda rng: ops.demons_forces(
+            _img(rng) * 100,
+            _img(rng) * 100,
+            _field(rng),
+            None,
+            spacing=(2.0, 0.7, 0.8),
+            mask=_img(rng) > -0.5,
+        )[0],
+    ),
     ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), (2.0, 0.7, 0.8))),
-    ("resample_field", lambda rng: ops.resample_field(
-        _field(rng), (2.0, 0.7, 0.8), (17, 21, 15), (1.3, 0.5, 0.9), origin_mm=(-1.0, 0.5, 2.0))),
-    ("resample_composed", lambda rng: ops.resample_composed(
-        _img(rng), _field(rng), _field(rng), (2.0, 0.7, 0.8), out_to_world=np.diag([2.0, 0.7, 0.8, 1.0]),
-        world_to_image=np.linalg.inv(_aff(rng)), fill=-1.0)),
+    (
+        "resample_field",
+        lambda rng: ops.resample_field(
+            _field(rng), (2.0, 0.7, 0.8), (17, 21, 15), (1.3, 0.5, 0.9), origin_mm=(-1.0, 0.5, 2.0)
+        ),
+    ),
+    (
+        "resample_composed",
+        lambda rng: ops.resample_composed(
+            _img(rng),
+            _field(rng),
+            _field(rng),
+            (2.0, 0.7, 0.8),
+            out_to_world=np.diag([2.0, 0.7, 0.8, 1.0]),
+            world_to_image=np.linalg.inv(_aff(rng)),
+            fill=-1.0,
+        ),
+    ),
 ]
 
 # Numba field kernels (ctreg/_kernels.py)
 _SP = (2.0, 0.7, 0.8)
+
+
 def _warp_with_gradient(rng):
     img, aff = _img(rng), _aff(rng)
     grads = [_img(rng) for _ in range(3)]
     w2i = np.linalg.inv(aff)
-    a = ops.warp_with_gradient(img, grads, _field(rng), out_to_world=aff, world_to_image=w2i,
-                               out_shape=_SHAPE, fill=-9.0, valid_min=-1.0, invalid_value=-1.0)
-    b = ops.warp_with_gradient(img, grads, None, out_to_world=aff, world_to_image=w2i,
-                               out_shape=(11, 19, 21), fill=-9.0, valid_min=-1.0, invalid_value=-1.0)
+    a = ops.warp_with_gradient(
+        img,
+        grads,
+        _field(rng),
+        out_to_world=aff,
+        world_to_image=w2i,
+        out_shape=_SHAPE,
+        fill=-9.0,
+        valid_min=-1.0,
+        invalid_value=-1.0,
+    )
+    b = ops.warp_with_gradient(
+        img,
+        grads,
+        None,
+        out_to_world=aff,
+        world_to_image=w2i,
+        out_shape=(11, 19, 21),
+        fill=-9.0,
+        valid_min=-1.0,
+        invalid_value=-1.0,
+    )
     return a + b
 
 
@@ -83,14 +135,42 @@ KERNELS += [
     ("compose_fields", lambda rng: ops.compose_fields(_field(rng), _field(rng), _SP)),
     ("exp_field", lambda rng: ops.exp_field(_field(rng), _SP)),
     ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), _SP)),
-    ("jacobian_statistics", lambda rng: np.array([v for v in ops.jacobian_statistics(
-        _img(rng) + 1.0, rng.random(_SHAPE) > 0.3).values()], dtype=np.float64)),
-    ("affine_field", lambda rng: ops.affine_field(_field(rng), rng.normal(0, 1, (3, 3)), rng.normal(0, 1, (3, 4)))),
+    (
+        "jacobian_statistics",
+        lambda rng: np.array(
+            [
+                v
+                for v in ops.jacobian_statistics(_img(rng) + 1.0, rng.random(_SHAPE) > 0.3).values()
+            ],
+            dtype=np.float64,
+        ),
+    ),
+    (
+        "affine_field",
+        lambda rng: ops.affine_field(
+            _field(rng), rng.normal(0, 1, (3, 3)), rng.normal(0, 1, (3, 4))
+        ),
+    ),
     ("invert_field", lambda rng: ops.invert_field(_field(rng, amp=0.3), _SP)),
     ("jacobian_determinant", lambda rng: ops.jacobian_determinant(_field(rng), (2.0, 0.7, 0.8))),
-    ("resample_field", lambda rng: ops.resample_field(_field(rng), _SP, (7, 9, 11), (3.9, 1.3, 1.4))),
-    ("demons_forces", lambda rng: tuple(np.asarray(a) for a in ops.demons_forces(
-        _img(rng), _img(rng), _field(rng), _field(rng), mask=rng.random(_SHAPE) > 0.4, spacing=_SP))),
+    (
+        "resample_field",
+        lambda rng: ops.resample_field(_field(rng), _SP, (7, 9, 11), (3.9, 1.3, 1.4)),
+    ),
+    (
+        "demons_forces",
+        lambda rng: tuple(
+            np.asarray(a)
+            for a in ops.demons_forces(
+                _img(rng),
+                _img(rng),
+                _field(rng),
+                _field(rng),
+                mask=rng.random(_SHAPE) > 0.4,
+                spacing=_SP,
+            )
+        ),
+    ),
 ]
 
 
@@ -106,13 +186,17 @@ def _metric(fn, **kw):
         m = (rng.random(_SHAPE) > 0.3).astype(np.uint8)
         (v0, g0), (v1, g1) = fn(r, w, mask=m, **kw), fn(r, w, warped_gradient=wg, **kw)
         return np.asarray(v0), g0, np.asarray(v1), g1
+
     return run
 
 
 KERNELS += [
     ("bspline_to_dense", lambda rng: ops.bspline_to_dense(_field(rng, _GRID), _T, _SHAPE)),
     ("bspline_adjoint", lambda rng: ops.bspline_adjoint(_field(rng), _T, _GRID)),
-    ("bending_energy", lambda rng: tuple(np.asarray(a) for a in ops.bending_energy(_field(rng, _GRID), _T, _SP))),
+    (
+        "bending_energy",
+        lambda rng: tuple(np.asarray(a) for a in ops.bending_energy(_field(rng, _GRID), _T, _SP)),
+    ),
     ("ssd", _metric(ops.ssd)),
     ("ncc", _metric(ops.ncc)),
     ("lncc", _metric(ops.lncc, radius_vox=(2, 1, 2))),
@@ -151,14 +235,22 @@ def test_register_is_bit_identical_on_1_2_and_4_threads(restore_threads):
     for n in (1, 2, 4):
         ctreg.set_num_threads(n)
         r = ctreg.register(pair.reference, pair.floating, preset="fast")
-        runs.append((r.warped.array, r.warped.valid, r.displacement, r.jacobian_determinant(),
-                     np.array([lv["metric_after"] for lv in r.report["levels"]])))
+        runs.append(
+            (
+                r.warped.array,
+                r.warped.valid,
+                r.displacement,
+                r.jacobian_determinant(),
+                np.array([lv["metric_after"] for lv in r.report["levels"]]),
+            )
+        )
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
 
 
 # -- BLAS threads while register() runs ------------------------------------------------------
+
 
 def _blas_threads():
     from threadpoolctl import threadpool_info
@@ -190,8 +282,14 @@ def test_register_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     with threadpool_limits(limits=2, user_api="blas"):
         before = _blas_threads()
         assert set(before.values()) == {2}
-        ctreg.register(ct64, ct64, preset="fast", demons={"enabled": False},
-                       ffd={"iterations": (2,)}, affine={"iterations": (2,)})
+        ctreg.register(
+            ct64,
+            ct64,
+            preset="fast",
+            demons={"enabled": False},
+            ffd={"iterations": (2,)},
+            affine={"iterations": (2,)},
+        )
         assert seen and all(set(s.values()) == {1} for s in seen), seen
         assert _blas_threads() == before
         with pytest.raises(GeometryError):  # an empty floating scan fails inside register()
@@ -205,16 +303,18 @@ def test_register_and_preload_import_no_numba():
     import subprocess
     import sys
 
-    code = ("import sys, ctreg\nfrom ctreg import ops, samples\n"
-            "from ctreg.synthetic import BreathingMotion, make_breathing_pair\n"
-            "ops.preload_kernels()\n"
-            "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), "
-            "n_landmarks=10)\n"
-            "ctreg.set_num_threads(2)\n"
-            "r = ctreg.register(pair.reference, pair.floating, preset='fast', ffd={'iterations': (2,)},"
-            " demons={'iterations': (2,)}, affine={'iterations': (2,)})\n"
-            "ops.invert_field(r.displacement[:4, :4, :4].copy(), (1.0, 1.0, 1.0))\n"
-            "assert 'numba' not in sys.modules, 'numba was imported'\n")
+    code = (
+        "import sys, ctreg\nfrom ctreg import ops, samples\n"
+        "from ctreg.synthetic import BreathingMotion, make_breathing_pair\n"
+        "ops.preload_kernels()\n"
+        "pair = make_breathing_pair(samples.ct64_volume(), BreathingMotion(seed=2), "
+        "n_landmarks=10)\n"
+        "ctreg.set_num_threads(2)\n"
+        "r = ctreg.register(pair.reference, pair.floating, preset='fast', ffd={'iterations': (2,)},"
+        " demons={'iterations': (2,)}, affine={'iterations': (2,)})\n"
+        "ops.invert_field(r.displacement[:4, :4, :4].copy(), (1.0, 1.0, 1.0))\n"
+        "assert 'numba' not in sys.modules, 'numba was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -236,8 +336,12 @@ def test_register_pauses_the_garbage_collector_and_restores_it(monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(pipeline, "run_ffd_level", spy)
-    kw = dict(preset="fast", demons={"enabled": False}, ffd={"iterations": (2,)},
-              affine={"iterations": (2,)})
+    kw = dict(
+        preset="fast",
+        demons={"enabled": False},
+        ffd={"iterations": (2,)},
+        affine={"iterations": (2,)},
+    )
     was = gc.isenabled()
     try:
         for state in (True, False):
@@ -295,16 +399,22 @@ def test_keep_freed_memory_serves_large_arrays_without_mmap():
     import subprocess
     import sys
 
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                                     "GLIBC_TUNABLES")):
+    if any(
+        k in os.environ
+        for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    ):
         pytest.skip("malloc thresholds set by the environment")
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallinfo2"):
         pytest.skip("not glibc >= 2.33")
 
     def run(mode):
-        out = subprocess.run([sys.executable, "-c", _MALLINFO_SCRIPT, mode], check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", _MALLINFO_SCRIPT, mode],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         return [int(x) for x in out]
 
     assert run("default") == [1, 1, 1]  # every large array is a fresh mapping
@@ -323,8 +433,12 @@ def test_cli_keeps_freed_memory_only_for_small_scans(monkeypatch, tmp_path):
     ctreg.write_nifti(ct64, tmp_path / "ct64.nii.gz")
     calls = []
     monkeypatch.setattr(ops, "keep_freed_memory", lambda: calls.append(1) or True)
-    kw = dict(preset="fast", demons={"enabled": False}, ffd={"iterations": (2,)},
-              affine={"iterations": (2,)})
+    kw = dict(
+        preset="fast",
+        demons={"enabled": False},
+        ffd={"iterations": (2,)},
+        affine={"iterations": (2,)},
+    )
     ctreg.register(ct64, ct64, **kw)
     assert calls == []
     args = [str(tmp_path / "ct64.nii.gz")] * 2 + ["--preset", "fast", "--no-dicom"]

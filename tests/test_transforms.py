@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 
 from ctreg.errors import GeometryError
-from ctreg.transforms import (AffineTransform, ReferenceFrame, affine_from_params, rotation_matrix,
-                              world_displacement)
+from ctreg.transforms import (
+    AffineTransform,
+    ReferenceFrame,
+    affine_from_params,
+    rotation_matrix,
+    world_displacement,
+)
 from ctreg.volume import Volume, affine_from_geometry
 
 
@@ -40,7 +45,10 @@ def test_world_displacement_matches_pointwise_definition():
     rng = np.random.default_rng(2)
     # a flipped-x, anisotropic grid: frame axes differ from world axes
     direction = np.array([[0, 0, -1.0], [0, 1.0, 0], [1.0, 0, 0]])
-    vol = Volume(np.zeros((4, 5, 6), np.float32), affine_from_geometry((10, -20, 30), (2.5, 0.7, 0.9), direction))
+    vol = Volume(
+        np.zeros((4, 5, 6), np.float32),
+        affine_from_geometry((10, -20, 30), (2.5, 0.7, 0.9), direction),
+    )
     frame = ReferenceFrame(vol)
     u = rng.normal(0, 3, vol.shape + (3,)).astype(np.float32)
     t = AffineTransform.from_params(rng.normal(0, 5, 12), centre=np.array([1.0, 2.0, 3.0]))
@@ -54,7 +62,9 @@ def test_world_displacement_matches_pointwise_definition():
 
 def test_frame_round_trip():
     direction = np.array([[0, 0, -1.0], [0, 1.0, 0], [1.0, 0, 0]])
-    vol = Volume(np.zeros((3, 3, 3), np.float32), affine_from_geometry((1, 2, 3), (2, 1, 1), direction))
+    vol = Volume(
+        np.zeros((3, 3, 3), np.float32), affine_from_geometry((1, 2, 3), (2, 1, 1), direction)
+    )
     frame = ReferenceFrame(vol)
     idx = np.array([[1.0, 2.0, 0.5]])
     r = idx * vol.spacing  # frame point of this index

@@ -6,6 +6,7 @@ image, NCC and Jacobian statistics need).  Every method is evaluated by the same
 numbers compare like with like: the warped scan is the floating scan sampled trilinearly at
 p + u(p); Jacobians come from central differences of u; both on the reference body mask.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,6 +27,7 @@ AIR_HU = -1000.0
 
 # -- the pair --------------------------------------------------------------------------------------
 
+
 @dataclass
 class Pair:
     """A reference and a floating scan and, when known, landmark pairs (world x, y, z LPS mm)."""
@@ -35,7 +37,7 @@ class Pair:
     floating: Volume
     reference_points: np.ndarray | None = None
     floating_points: np.ndarray | None = None
-    info: dict | None = None          # pair.json of a synthetic pair (with "true_map")
+    info: dict | None = None  # pair.json of a synthetic pair (with "true_map")
 
 
 def read_landmarks(path) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +53,9 @@ def write_landmarks(path, reference_points: np.ndarray, floating_points: np.ndar
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["reference_x", "reference_y", "reference_z", "floating_x", "floating_y", "floating_z"])
+        w.writerow(
+            ["reference_x", "reference_y", "reference_z", "floating_x", "floating_y", "floating_z"]
+        )
         for p, q in zip(reference_points, floating_points):
             w.writerow([f"{v:.6f}" for v in (*p, *q)])
 
@@ -68,11 +72,14 @@ def load_pair(spec: dict) -> Pair:
     flo = read_volume(spec["floating"])
     p = q = None
     if spec.get("landmarks") or spec.get("reference_landmarks") or spec.get("floating_landmarks"):
-        p, q = read_landmark_pairs(landmarks=spec.get("landmarks"),
-                                   reference_landmarks=spec.get("reference_landmarks"),
-                                   floating_landmarks=spec.get("floating_landmarks"),
-                                   space=spec.get("landmark_space") or "lps",
-                                   reference=ref, floating=flo)
+        p, q = read_landmark_pairs(
+            landmarks=spec.get("landmarks"),
+            reference_landmarks=spec.get("reference_landmarks"),
+            floating_landmarks=spec.get("floating_landmarks"),
+            space=spec.get("landmark_space") or "lps",
+            reference=ref,
+            floating=flo,
+        )
     info = None
     if spec.get("info"):
         info = json.loads(Path(spec["info"]).read_text())
@@ -80,6 +87,7 @@ def load_pair(spec: dict) -> Pair:
 
 
 # -- SimpleITK <-> Volume --------------------------------------------------------------------------
+
 
 def to_sitk(volume: Volume, array: np.ndarray | None = None):
     """A SimpleITK image with the volume's geometry (ITK index axes are x, y, z: reverse ours)."""
@@ -93,6 +101,7 @@ def to_sitk(volume: Volume, array: np.ndarray | None = None):
 
 
 # -- what a method returns ------------------------------------------------------------------------
+
 
 @dataclass
 class MethodOutput:
@@ -112,11 +121,18 @@ class MethodOutput:
 
 def field_transform_points(reference: Volume, displacement: np.ndarray):
     """transform_points from a reference-grid displacement (trilinear)."""
+
     def apply(points: np.ndarray) -> np.ndarray:
         idx = reference.world_to_index(points).T
-        u = np.stack([ndi.map_coordinates(displacement[..., c], idx, order=1, mode="nearest")
-                      for c in range(3)], axis=1)
+        u = np.stack(
+            [
+                ndi.map_coordinates(displacement[..., c], idx, order=1, mode="nearest")
+                for c in range(3)
+            ],
+            axis=1,
+        )
         return points + u
+
     return apply
 
 
@@ -129,13 +145,16 @@ def field_from_warped_coordinates(reference: Volume, floating: Volume, warp_imag
     interpolate exactly); a warped image of ones tells where that point left the floating grid,
     and there the nearest valid displacement is used.
     """
-    world = floating.world_coordinates()          # (z, y, x, 3) float64
+    world = floating.world_coordinates()  # (z, y, x, 3) float64
     ones = warp_image(np.ones(floating.shape, np.float32))
     u = np.empty(reference.shape + (3,), np.float32)
     ref_world = reference.world_coordinates()
     for c in range(3):
-        u[..., c] = warp_image(np.ascontiguousarray(world[..., c], dtype=np.float32)) / np.maximum(ones, 1e-6) \
+        u[..., c] = (
+            warp_image(np.ascontiguousarray(world[..., c], dtype=np.float32))
+            / np.maximum(ones, 1e-6)
             - ref_world[..., c]
+        )
     del world, ref_world
     bad = ones < 0.999
     if bad.any() and not bad.all():
@@ -146,13 +165,16 @@ def field_from_warped_coordinates(reference: Volume, floating: Volume, warp_imag
 
 # -- metrics ---------------------------------------------------------------------------------------
 
+
 def _slabs(nz: int, ny: int, nx: int):
     step = max(1, CHUNK_VOXELS // (ny * nx))
     for k0 in range(0, nz, step):
         yield k0, min(nz, k0 + step)
 
 
-def warp(reference: Volume, floating: Volume, displacement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def warp(
+    reference: Volume, floating: Volume, displacement: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Floating sampled trilinearly at p + u(p) on the reference grid; and where that is inside the
     floating grid."""
     nz, ny, nx = reference.shape
@@ -165,11 +187,17 @@ def warp(reference: Volume, floating: Volume, displacement: np.ndarray) -> tuple
     ii = np.arange(nx, dtype=np.float64)[None, None, :]
     for k0, k1 in _slabs(nz, ny, nx):
         kk = np.arange(k0, k1, dtype=np.float64)[:, None, None]
-        w = [lin[c, 0] * kk + lin[c, 1] * jj + lin[c, 2] * ii + off[c] + displacement[k0:k1, ..., c]
-             for c in range(3)]
-        coords = np.stack([inv[r, 0] * w[0] + inv[r, 1] * w[1] + inv[r, 2] * w[2] + inv[r, 3] for r in range(3)])
+        w = [
+            lin[c, 0] * kk + lin[c, 1] * jj + lin[c, 2] * ii + off[c] + displacement[k0:k1, ..., c]
+            for c in range(3)
+        ]
+        coords = np.stack(
+            [inv[r, 0] * w[0] + inv[r, 1] * w[1] + inv[r, 2] * w[2] + inv[r, 3] for r in range(3)]
+        )
         ins = np.all((coords >= 0) & (coords <= upper[:, None, None, None]), axis=0)
-        out[k0:k1] = ndi.map_coordinates(floating.array, coords, order=1, mode="constant", cval=AIR_HU)
+        out[k0:k1] = ndi.map_coordinates(
+            floating.array, coords, order=1, mode="constant", cval=AIR_HU
+        )
         inside[k0:k1] = ins
     return out, inside
 
@@ -188,7 +216,7 @@ def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 def jacobian_determinant(reference: Volume, displacement: np.ndarray) -> np.ndarray:
     """(z, y, x) float32 det(I + du/dx), central differences (one-sided at the grid's faces)."""
     nz, ny, nx = reference.shape
-    ainv = np.linalg.inv(reference.affine[:3, :3])      # d index / d world
+    ainv = np.linalg.inv(reference.affine[:3, :3])  # d index / d world
     det = np.empty(reference.shape, np.float32)
     for k0, k1 in _slabs(nz, ny, nx):
         h0, h1 = max(0, k0 - 1), min(nz, k1 + 1)
@@ -199,20 +227,34 @@ def jacobian_determinant(reference: Volume, displacement: np.ndarray) -> np.ndar
             comp = u[..., c].astype(np.float32)
             grads = np.gradient(comp) if min(comp.shape) > 1 else [np.zeros_like(comp)] * 3
             for a in range(3):
-                g[c][a] = grads[a][k0 - h0:k0 - h0 + (k1 - k0)]
-        j = [[(1.0 if r == c else 0.0) + g[r][0] * ainv[0, c] + g[r][1] * ainv[1, c] + g[r][2] * ainv[2, c]
-              for c in range(3)] for r in range(3)]
-        det[k0:k1] = (j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
-                      - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
-                      + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0]))
+                g[c][a] = grads[a][k0 - h0 : k0 - h0 + (k1 - k0)]
+        j = [
+            [
+                (1.0 if r == c else 0.0)
+                + g[r][0] * ainv[0, c]
+                + g[r][1] * ainv[1, c]
+                + g[r][2] * ainv[2, c]
+                for c in range(3)
+            ]
+            for r in range(3)
+        ]
+        det[k0:k1] = (
+            j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+            - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+            + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
+        )
     return det
 
 
 def tre_stats(errors: np.ndarray | None) -> dict:
     if errors is None or errors.size == 0:
         return {"tre_mean_mm": None, "tre_median_mm": None, "tre_p95_mm": None, "tre_max_mm": None}
-    return {"tre_mean_mm": float(errors.mean()), "tre_median_mm": float(np.median(errors)),
-            "tre_p95_mm": float(np.percentile(errors, 95)), "tre_max_mm": float(errors.max())}
+    return {
+        "tre_mean_mm": float(errors.mean()),
+        "tre_median_mm": float(np.median(errors)),
+        "tre_p95_mm": float(np.percentile(errors, 95)),
+        "tre_max_mm": float(errors.max()),
+    }
 
 
 def evaluate(pair: Pair, out: MethodOutput) -> dict:

@@ -1,4 +1,5 @@
 """ctreg's presets."""
+
 from __future__ import annotations
 
 from .common import MethodOutput, Pair
@@ -21,5 +22,6 @@ def preset(name: str):
         ctreg.set_num_threads(threads)
         result = register(pair.reference, pair.floating, preset=name)
         return MethodOutput(result.transform_points, result.displacement)
+
     run.__name__ = f"ctreg_{name}"
     return run

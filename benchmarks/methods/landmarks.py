@@ -24,6 +24,7 @@ r/a/s columns, or an .fcsv in RAS, is RAS whatever ``space`` says.
 Two files are paired by id when both have ids (the sets must match), otherwise by row order (the
 counts must match).
 """
+
 from __future__ import annotations
 
 import csv
@@ -101,14 +102,17 @@ def _rows(path) -> tuple[list[list[str]], list[str] | None, str | None]:
     if delim is None:
         rows = [ln.split() for ln in lines]
     else:
-        rows = [[f.strip() for f in r] for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=delim)]
+        rows = [
+            [f.strip() for f in r]
+            for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=delim)
+        ]
     rows = [r for r in rows if any(f for f in r)]
     return rows, header, system
 
 
 def _canonical(name: str) -> str:
     n = name.strip().lower()
-    n = re.sub(r"\(.*?\)|\[.*?\]", "", n)          # "x (mm)" -> "x"
+    n = re.sub(r"\(.*?\)|\[.*?\]", "", n)  # "x (mm)" -> "x"
     n = re.sub(r"[\s\-\.]+", "_", n).strip("_")
     n = re.sub(r"_?mm$", "", n).strip("_")
     return n
@@ -117,13 +121,13 @@ def _canonical(name: str) -> str:
 def _split_prefix(name: str) -> tuple[str, str]:
     """("reference", "x") from "reference_x" / "ref.x" / "fixed x" / "x1"; ("", "x") from "x"."""
     n = _canonical(name)
-    m = re.fullmatch(r"([xyzraslp])_?([12])", n)      # x1, y1, z1, x2, y2, z2
+    m = re.fullmatch(r"([xyzraslp])_?([12])", n)  # x1, y1, z1, x2, y2, z2
     if m:
         return ("reference" if m.group(2) == "1" else "floating"), m.group(1)
     for p in _PREFIXES:
         for sep in ("_", ""):
             if n.startswith(p + sep) and len(n) > len(p + sep):
-                return p, n[len(p + sep):]
+                return p, n[len(p + sep) :]
     return "", n
 
 
@@ -158,7 +162,8 @@ def _from_header(path, header: list[str], ncoords: int) -> tuple[list[int], int 
         f"{path}: the header {header} names no "
         f"{'x, y, z' if ncoords == 3 else 'reference and floating x, y, z'}"
         " columns (accepted: x/y/z, r/a/s, l/p/s, with prefixes such as reference_/floating_)",
-        code="Landmarks.Header")
+        code="Landmarks.Header",
+    )
 
 
 def read_point_file(path, *, ncoords: int = 3, space: str = "lps") -> PointSet:
@@ -184,7 +189,9 @@ def read_point_file(path, *, ncoords: int = 3, space: str = "lps") -> PointSet:
         if width == ncoords:
             cols, id_col = list(range(ncoords)), None
         elif width == ncoords + 1:
-            text_cols = [c for c in range(width) if not all(_is_number(r[c]) for r in rows if len(r) > c)]
+            text_cols = [
+                c for c in range(width) if not all(_is_number(r[c]) for r in rows if len(r) > c)
+            ]
             if text_cols == [width - 1]:
                 cols, id_col = list(range(ncoords)), width - 1
             else:
@@ -193,7 +200,9 @@ def read_point_file(path, *, ncoords: int = 3, space: str = "lps") -> PointSet:
             what = "x, y, z" if ncoords == 3 else "reference x, y, z, floating x, y, z"
             raise LandmarkError(
                 f"{path}: rows have {width} columns; expected {ncoords} ({what}) or {ncoords + 1} "
-                "(with an id column), or a header naming the columns", code="Landmarks.Columns")
+                "(with an id column), or a header naming the columns",
+                code="Landmarks.Columns",
+            )
     if system and header is not None and space in ("lps", "ras"):
         space = system
     pts, ids = [], []
@@ -201,8 +210,10 @@ def read_point_file(path, *, ncoords: int = 3, space: str = "lps") -> PointSet:
         try:
             pts.append([float(r[c]) for c in cols])
         except (ValueError, IndexError):
-            raise LandmarkError(f"{path}: row {n + 1} {r} does not have numbers in columns {cols}",
-                                code="Landmarks.Value") from None
+            raise LandmarkError(
+                f"{path}: row {n + 1} {r} does not have numbers in columns {cols}",
+                code="Landmarks.Value",
+            ) from None
         if id_col is not None:
             ids.append(r[id_col] if id_col < len(r) else "")
     arr = np.asarray(pts, dtype=np.float64)
@@ -222,27 +233,41 @@ def to_world(points: np.ndarray, space: str, volume=None) -> np.ndarray:
         return p * np.array([-1.0, -1.0, 1.0])
     if space in ("voxel", "voxel1"):
         if volume is None:
-            raise LandmarkError("voxel landmarks need their scan's geometry", code="Landmarks.Space")
+            raise LandmarkError(
+                "voxel landmarks need their scan's geometry", code="Landmarks.Space"
+            )
         ijk = p - (1.0 if space == "voxel1" else 0.0)
-        return volume.index_to_world(ijk[:, ::-1])       # (i, j, k) -> array order (k, j, i)
+        return volume.index_to_world(ijk[:, ::-1])  # (i, j, k) -> array order (k, j, i)
     raise LandmarkError(f"unknown space {space!r}", code="Landmarks.Space")
 
 
-def read_landmark_pairs(*, landmarks=None, reference_landmarks=None, floating_landmarks=None,
-                        space: str = "lps", reference=None, floating=None) -> tuple[np.ndarray, np.ndarray]:
+def read_landmark_pairs(
+    *,
+    landmarks=None,
+    reference_landmarks=None,
+    floating_landmarks=None,
+    space: str = "lps",
+    reference=None,
+    floating=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference and floating world points (N, 3) each, LPS mm, row i of one matching row i of
     the other.  Either ``landmarks`` (one six-coordinate file) or both per-scan files.
     ``reference`` / ``floating``: the Volumes (needed for voxel coordinates)."""
     if landmarks is not None:
         if reference_landmarks is not None or floating_landmarks is not None:
-            raise LandmarkError("give either one paired landmark file or one file per scan",
-                                code="Landmarks.Arguments")
+            raise LandmarkError(
+                "give either one paired landmark file or one file per scan",
+                code="Landmarks.Arguments",
+            )
         ps = read_point_file(landmarks, ncoords=6, space=space)
-        return (to_world(ps.points[:, :3], ps.space, reference),
-                to_world(ps.points[:, 3:], ps.space, floating))
+        return (
+            to_world(ps.points[:, :3], ps.space, reference),
+            to_world(ps.points[:, 3:], ps.space, floating),
+        )
     if reference_landmarks is None or floating_landmarks is None:
-        raise LandmarkError("landmarks need both a reference and a floating file",
-                            code="Landmarks.Arguments")
+        raise LandmarkError(
+            "landmarks need both a reference and a floating file", code="Landmarks.Arguments"
+        )
     a = read_point_file(reference_landmarks, space=space)
     b = read_point_file(floating_landmarks, space=space)
     pa = to_world(a.points, a.space, reference)
@@ -253,11 +278,15 @@ def read_landmark_pairs(*, landmarks=None, reference_landmarks=None, floating_la
             only_b = sorted(set(b.ids) - set(a.ids))[:5]
             raise LandmarkError(
                 f"landmark ids differ: only in {reference_landmarks}: {only_a}, only in "
-                f"{floating_landmarks}: {only_b}", code="Landmarks.Ids")
+                f"{floating_landmarks}: {only_b}",
+                code="Landmarks.Ids",
+            )
         where = {k: i for i, k in enumerate(b.ids)}
         pb = pb[[where[k] for k in a.ids]]
     elif len(pa) != len(pb):
-        raise LandmarkError(f"{reference_landmarks} has {len(pa)} landmarks, {floating_landmarks} "
-                            f"{len(pb)}; without ids on both, rows are paired by order",
-                            code="Landmarks.Count")
+        raise LandmarkError(
+            f"{reference_landmarks} has {len(pa)} landmarks, {floating_landmarks} "
+            f"{len(pb)}; without ids on both, rows are paired by order",
+            code="Landmarks.Count",
+        )
     return pa, pb

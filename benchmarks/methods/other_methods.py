@@ -4,6 +4,7 @@ landmark map) comes from warping coordinate images (common.field_from_warped_coo
 needs no knowledge of each library's point-transform conventions.  Default settings of each
 library's documented entry point; threads are set where the library allows.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,11 @@ def _output(pair: Pair, warp_image) -> MethodOutput:
 
 # -- itk-elastix -----------------------------------------------------------------------------------
 
+
 def _itk_image(itk, volume, array=None):
-    img = itk.image_from_array(np.ascontiguousarray(volume.array if array is None else array,
-                                                         dtype=np.float32))
+    img = itk.image_from_array(
+        np.ascontiguousarray(volume.array if array is None else array, dtype=np.float32)
+    )
     img.SetSpacing([float(s) for s in volume.spacing[::-1]])
     img.SetOrigin([float(o) for o in volume.origin])
     img.SetDirection(itk.matrix_from_array(np.ascontiguousarray(volume.direction[:, ::-1])))
@@ -41,8 +44,9 @@ def elastix(pair: Pair, threads: int) -> MethodOutput:
     # Threads through ITK's global default: itk-elastix 0.25.4 crashes (SIGSEGV in the B-spline
     # stage) when number_of_threads= is passed to elastix_registration_method.
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(threads)
-    _, result_params = itk.elastix_registration_method(fixed, moving, parameter_object=params,
-                                                       log_to_console=False)
+    _, result_params = itk.elastix_registration_method(
+        fixed, moving, parameter_object=params, log_to_console=False
+    )
 
     def warp_image(array):
         img = _itk_image(itk, pair.floating, array)
@@ -57,11 +61,17 @@ def elastix(pair: Pair, threads: int) -> MethodOutput:
 
 # -- ANTsPy ----------------------------------------------------------------------------------------
 
+
 def _ants_image(ants, volume, array=None):
-    arr = np.ascontiguousarray((volume.array if array is None else array).transpose(2, 1, 0), dtype=np.float32)
-    return ants.from_numpy(arr, origin=[float(o) for o in volume.origin],
-                           spacing=[float(s) for s in volume.spacing[::-1]],
-                           direction=np.ascontiguousarray(volume.direction[:, ::-1]))
+    arr = np.ascontiguousarray(
+        (volume.array if array is None else array).transpose(2, 1, 0), dtype=np.float32
+    )
+    return ants.from_numpy(
+        arr,
+        origin=[float(o) for o in volume.origin],
+        spacing=[float(s) for s in volume.spacing[::-1]],
+        direction=np.ascontiguousarray(volume.direction[:, ::-1]),
+    )
 
 
 def ants_syn(pair: Pair, threads: int) -> MethodOutput:
@@ -71,12 +81,19 @@ def ants_syn(pair: Pair, threads: int) -> MethodOutput:
     fixed = _ants_image(ants, pair.reference)
     moving = _ants_image(ants, pair.floating)
     with tempfile.TemporaryDirectory() as tmp:
-        reg = ants.registration(fixed, moving, type_of_transform="SyN", outprefix=os.path.join(tmp, "r"))
+        reg = ants.registration(
+            fixed, moving, type_of_transform="SyN", outprefix=os.path.join(tmp, "r")
+        )
         transforms = reg["fwdtransforms"]
 
         def warp_image(array):
-            out = ants.apply_transforms(fixed, _ants_image(ants, pair.floating, array), transforms,
-                                        interpolator="linear", defaultvalue=0)
+            out = ants.apply_transforms(
+                fixed,
+                _ants_image(ants, pair.floating, array),
+                transforms,
+                interpolator="linear",
+                defaultvalue=0,
+            )
             return np.ascontiguousarray(out.numpy().transpose(2, 1, 0), dtype=np.float32)
 
         return _output(pair, warp_image)
@@ -84,9 +101,14 @@ def ants_syn(pair: Pair, threads: int) -> MethodOutput:
 
 # -- DIPY ------------------------------------------------------------------------------------------
 
+
 def dipy_syn(pair: Pair, threads: int) -> MethodOutput:
     """DIPY's documented recipe: centre of mass, translation, rigid, affine (MI), then SyN (CC)."""
-    from dipy.align.imaffine import AffineRegistration, MutualInformationMetric, transform_centers_of_mass
+    from dipy.align.imaffine import (
+        AffineRegistration,
+        MutualInformationMetric,
+        transform_centers_of_mass,
+    )
     from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
     from dipy.align.metrics import CCMetric
     from dipy.align.transforms import AffineTransform3D, RigidTransform3D, TranslationTransform3D
@@ -94,17 +116,24 @@ def dipy_syn(pair: Pair, threads: int) -> MethodOutput:
     static, static_aff = pair.reference.array, pair.reference.affine
     moving, moving_aff = pair.floating.array, pair.floating.affine
     com = transform_centers_of_mass(static, static_aff, moving, moving_aff)
-    affreg = AffineRegistration(metric=MutualInformationMetric(32, None), level_iters=[1000, 100, 10],
-                                sigmas=[3.0, 1.0, 0.0], factors=[4, 2, 1])
+    affreg = AffineRegistration(
+        metric=MutualInformationMetric(32, None),
+        level_iters=[1000, 100, 10],
+        sigmas=[3.0, 1.0, 0.0],
+        factors=[4, 2, 1],
+    )
     starting = com.affine
     for transform in (TranslationTransform3D(), RigidTransform3D(), AffineTransform3D()):
-        starting = affreg.optimize(static, moving, transform, None, static_aff, moving_aff,
-                                   starting_affine=starting).affine
+        starting = affreg.optimize(
+            static, moving, transform, None, static_aff, moving_aff, starting_affine=starting
+        ).affine
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), [10, 10, 5])
     mapping = sdr.optimize(static, moving, static_aff, moving_aff, starting)
 
     def warp_image(array):
-        return np.asarray(mapping.transform(np.asarray(array, np.float64), interpolation="linear"),
-                          dtype=np.float32)
+        return np.asarray(
+            mapping.transform(np.asarray(array, np.float64), interpolation="linear"),
+            dtype=np.float32,
+        )
 
     return _output(pair, warp_image)

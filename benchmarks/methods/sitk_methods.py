@@ -24,6 +24,7 @@ resolution on small images (1 % of a 64^3 volume is too few for 50 MI bins); see
 The timed part ends with the floating scan resampled on the reference grid (what a user needs);
 the dense displacement for the metrics is computed afterwards, untimed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,23 +49,29 @@ def _setup(pair: Pair, threads: int):
     return sitk, fixed, moving, mask
 
 
-
-
-
-
 def _points(tx):
     def apply(points: np.ndarray) -> np.ndarray:
-        return np.array([tx.TransformPoint(tuple(float(c) for c in p)) for p in points], dtype=np.float64)
+        return np.array(
+            [tx.TransformPoint(tuple(float(c) for c in p)) for p in points], dtype=np.float64
+        )
+
     return apply
 
 
 def _dense(sitk, tx, fixed):
     """(z, y, x, 3) float32 displacement of ``tx`` on the fixed grid (untimed, for the metrics)."""
+
     def make() -> np.ndarray:
-        field = sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat64, fixed.GetSize(),
-                                                  fixed.GetOrigin(), fixed.GetSpacing(),
-                                                  fixed.GetDirection())
+        field = sitk.TransformToDisplacementField(
+            tx,
+            sitk.sitkVectorFloat64,
+            fixed.GetSize(),
+            fixed.GetOrigin(),
+            fixed.GetSpacing(),
+            fixed.GetDirection(),
+        )
         return sitk.GetArrayFromImage(field).astype(np.float32)
+
     return make
 
 
@@ -78,28 +85,43 @@ def affine_only(pair: Pair, threads: int) -> MethodOutput:
 # -- demons (notebook 66) -------------------------------------------------------------------------
 
 
-
 def _same_grid(sitk, fixed, moving):
     """``moving`` on ``fixed``'s grid when the grids differ (ITK's demons filters need one grid):
     resampled at the same world points (identity, linear, air outside), so nothing moves; parts of
     the floating scan outside the reference's field of view are lost to the demons stage."""
-    same = (fixed.GetSize() == moving.GetSize()
-            and np.allclose(fixed.GetSpacing(), moving.GetSpacing(), atol=1e-6)
-            and np.allclose(fixed.GetOrigin(), moving.GetOrigin(), atol=1e-4)
-            and np.allclose(fixed.GetDirection(), moving.GetDirection(), atol=1e-6))
+    same = (
+        fixed.GetSize() == moving.GetSize()
+        and np.allclose(fixed.GetSpacing(), moving.GetSpacing(), atol=1e-6)
+        and np.allclose(fixed.GetOrigin(), moving.GetOrigin(), atol=1e-4)
+        and np.allclose(fixed.GetDirection(), moving.GetDirection(), atol=1e-6)
+    )
     if same:
         return moving
-    return sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, moving.GetPixelID())
+    return sitk.Resample(
+        moving, fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, moving.GetPixelID()
+    )
 
 
-def _multiscale_demons(sitk, demons, fixed, moving, initial_transform, shrink=(4, 2), sigmas_mm=(8.0, 4.0)):
+def _multiscale_demons(
+    sitk, demons, fixed, moving, initial_transform, shrink=(4, 2), sigmas_mm=(8.0, 4.0)
+):
     moving = _same_grid(sitk, fixed, moving)
-    fixed_levels = [fixed] + [_smooth_and_shrink(sitk, fixed, s, g) for s, g in zip(shrink, sigmas_mm)]
-    moving_levels = [moving] + [_smooth_and_shrink(sitk, moving, s, g) for s, g in zip(shrink, sigmas_mm)]
+    fixed_levels = [fixed] + [
+        _smooth_and_shrink(sitk, fixed, s, g) for s, g in zip(shrink, sigmas_mm)
+    ]
+    moving_levels = [moving] + [
+        _smooth_and_shrink(sitk, moving, s, g) for s, g in zip(shrink, sigmas_mm)
+    ]
     # coarsest first: the affine becomes the initial displacement field there
     coarse = fixed_levels[-1]
-    field = sitk.TransformToDisplacementField(initial_transform, sitk.sitkVectorFloat64, coarse.GetSize(),
-                                              coarse.GetOrigin(), coarse.GetSpacing(), coarse.GetDirection())
+    field = sitk.TransformToDisplacementField(
+        initial_transform,
+        sitk.sitkVectorFloat64,
+        coarse.GetSize(),
+        coarse.GetOrigin(),
+        coarse.GetSpacing(),
+        coarse.GetDirection(),
+    )
     field = demons.Execute(fixed_levels[-1], moving_levels[-1], field)
     for f_img, m_img in reversed(list(zip(fixed_levels[:-1], moving_levels[:-1]))):
         field = sitk.Resample(field, f_img)
@@ -115,7 +137,7 @@ def _demons(pair: Pair, threads: int, demons_factory) -> MethodOutput:
     demons.SetSmoothDisplacementField(True)
     demons.SetStandardDeviations(2.0)
     field = _multiscale_demons(sitk, demons, fixed, moving, affine)
-    displacement = sitk.GetArrayFromImage(field).astype(np.float32)   # before the transform owns it
+    displacement = sitk.GetArrayFromImage(field).astype(np.float32)  # before the transform owns it
     tx = sitk.DisplacementFieldTransform(field)
     sitk.Resample(moving, fixed, tx, sitk.sitkLinear, -1000.0)
     return MethodOutput(_points(tx), displacement)
@@ -130,6 +152,7 @@ def affine_diffeomorphic_demons(pair: Pair, threads: int) -> MethodOutput:
 
 
 # -- B-spline (notebook 65) ------------------------------------------------------------------------
+
 
 def affine_bspline(pair: Pair, threads: int) -> MethodOutput:
     sitk, fixed, moving, mask = _setup(pair, threads)
@@ -151,6 +174,8 @@ def affine_bspline(pair: Pair, threads: int) -> MethodOutput:
     reg.SetMovingInitialTransform(affine)
     reg.SetInitialTransform(bspline, inPlace=True)
     deformable = reg.Execute(fixed, moving)
-    tx = sitk.CompositeTransform([affine, deformable])   # applied right to left: B-spline, then affine
+    tx = sitk.CompositeTransform(
+        [affine, deformable]
+    )  # applied right to left: B-spline, then affine
     sitk.Resample(moving, fixed, tx, sitk.sitkLinear, -1000.0)
     return MethodOutput(_points(tx), _dense(sitk, tx, fixed))

@@ -9,6 +9,7 @@ series written slice by slice with SimpleITK's writer, then tarred and gzipped) 
 
 Prints one JSON line with per-phase seconds.  Run in a fresh process per measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,24 @@ from sitk_recipe import sampling_percentage as _sampling_percentage
 from sitk_recipe import smooth_and_shrink as _smooth_and_shrink
 
 
-
-
-
-
-
-
-def _multiscale_demons(sitk, demons, fixed, moving, initial_transform, shrink=(4, 2), sigmas_mm=(8.0, 4.0)):
-    fixed_levels = [fixed] + [_smooth_and_shrink(sitk, fixed, s, g) for s, g in zip(shrink, sigmas_mm)]
-    moving_levels = [moving] + [_smooth_and_shrink(sitk, moving, s, g) for s, g in zip(shrink, sigmas_mm)]
+def _multiscale_demons(
+    sitk, demons, fixed, moving, initial_transform, shrink=(4, 2), sigmas_mm=(8.0, 4.0)
+):
+    fixed_levels = [fixed] + [
+        _smooth_and_shrink(sitk, fixed, s, g) for s, g in zip(shrink, sigmas_mm)
+    ]
+    moving_levels = [moving] + [
+        _smooth_and_shrink(sitk, moving, s, g) for s, g in zip(shrink, sigmas_mm)
+    ]
     coarse = fixed_levels[-1]
-    field = sitk.TransformToDisplacementField(initial_transform, sitk.sitkVectorFloat64, coarse.GetSize(),
-                                              coarse.GetOrigin(), coarse.GetSpacing(), coarse.GetDirection())
+    field = sitk.TransformToDisplacementField(
+        initial_transform,
+        sitk.sitkVectorFloat64,
+        coarse.GetSize(),
+        coarse.GetOrigin(),
+        coarse.GetSpacing(),
+        coarse.GetDirection(),
+    )
     field = demons.Execute(fixed_levels[-1], moving_levels[-1], field)
     for f_img, m_img in reversed(list(zip(fixed_levels[:-1], moving_levels[:-1]))):
         field = sitk.Resample(field, f_img)
@@ -75,7 +82,9 @@ def register(fixed, moving, method: str):
         grid_mm = 50.0
         extent = [n * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
         mesh = [max(1, int(e / grid_mm + 0.5)) for e in extent]
-        bspline = sitk.BSplineTransformInitializer(image1=fixed, transformDomainMeshSize=mesh, order=3)
+        bspline = sitk.BSplineTransformInitializer(
+            image1=fixed, transformDomainMeshSize=mesh, order=3
+        )
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMeanSquares()
         reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -89,8 +98,11 @@ def register(fixed, moving, method: str):
         reg.SetMovingInitialTransform(affine)
         reg.SetInitialTransform(bspline, inPlace=True)
         return sitk.CompositeTransform([affine, reg.Execute(fixed, moving)])
-    demons = (sitk.DiffeomorphicDemonsRegistrationFilter() if method == "diffeo-demons"
-              else sitk.FastSymmetricForcesDemonsRegistrationFilter())
+    demons = (
+        sitk.DiffeomorphicDemonsRegistrationFilter()
+        if method == "diffeo-demons"
+        else sitk.FastSymmetricForcesDemonsRegistrationFilter()
+    )
     demons.SetNumberOfIterations(20)
     demons.SetSmoothDisplacementField(True)
     demons.SetStandardDeviations(2.0)
@@ -111,10 +123,16 @@ def write_dicom_tar(image, out: Path) -> None:
     for k in range(img16.GetDepth()):
         sl = img16[:, :, k]
         pos = img16.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in [("0008|0060", "CT"), ("0020|000e", series_uid), ("0008|103e", "SimpleITK registered"),
-                           ("0020|0013", str(k + 1)), ("0020|0032", "\\".join(map(str, pos))),
-                           ("0020|0037", "\\".join(map(str, direction[0:3] + direction[3:6]))),
-                           ("0028|1052", "0"), ("0028|1053", "1")]:
+        for tag, value in [
+            ("0008|0060", "CT"),
+            ("0020|000e", series_uid),
+            ("0008|103e", "SimpleITK registered"),
+            ("0020|0013", str(k + 1)),
+            ("0020|0032", "\\".join(map(str, pos))),
+            ("0020|0037", "\\".join(map(str, direction[0:3] + direction[3:6]))),
+            ("0028|1052", "0"),
+            ("0028|1053", "1"),
+        ]:
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"IM{k + 1:04d}.dcm"))
         writer.Execute(sl)
@@ -129,7 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("floating")
     ap.add_argument("out", type=Path)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--method", default="fsf-demons", choices=["fsf-demons", "diffeo-demons", "bspline", "affine"])
+    ap.add_argument(
+        "--method",
+        default="fsf-demons",
+        choices=["fsf-demons", "diffeo-demons", "bspline", "affine"],
+    )
     args = ap.parse_args(argv)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     seconds = {}
@@ -141,12 +163,20 @@ def main(argv=None) -> int:
     seconds["register"] = time.perf_counter() - t
     t = time.perf_counter()
     warped = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, -1000.0)
-    field = sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat32, fixed.GetSize(), fixed.GetOrigin(),
-                                              fixed.GetSpacing(), fixed.GetDirection())
+    field = sitk.TransformToDisplacementField(
+        tx,
+        sitk.sitkVectorFloat32,
+        fixed.GetSize(),
+        fixed.GetOrigin(),
+        fixed.GetSpacing(),
+        fixed.GetDirection(),
+    )
     seconds["resample"] = time.perf_counter() - t
     t = time.perf_counter()
     args.out.mkdir(parents=True)
-    sitk.WriteImage(sitk.Cast(warped, sitk.sitkInt16), str(args.out / "registered.nii.gz"), useCompression=True)
+    sitk.WriteImage(
+        sitk.Cast(warped, sitk.sitkInt16), str(args.out / "registered.nii.gz"), useCompression=True
+    )
     sitk.WriteImage(field, str(args.out / "displacement.nii.gz"), useCompression=True)
     write_dicom_tar(warped, args.out / "registered.tar.gz")
     seconds["write"] = time.perf_counter() - t

@@ -2,6 +2,7 @@
 affine registration and the pyramid resampling of SimpleITK's notebooks.  Imports nothing but
 numpy (SimpleITK comes in as an argument), so that sitk_pipeline.py, which runs as a user's
 script would (SimpleITK only, no ctreg or SciPy), can import it too."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,16 +19,18 @@ def sampling_percentage(image) -> float:
 
 def affine(sitk, fixed, moving, mask):
     """Mean-squares affine (regular-step gradient descent, 3 levels), geometry-centred start."""
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
-                                                sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(sampling_percentage(fixed), SEED)
     reg.SetMetricFixedMask(mask)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=200,
-                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=200, gradientMagnitudeTolerance=1e-8
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(SHRINK)
     reg.SetSmoothingSigmasPerLevel(SIGMAS_MM)
@@ -42,5 +45,14 @@ def smooth_and_shrink(sitk, image, shrink: int, sigma_mm: float):
     smoothed = sitk.SmoothingRecursiveGaussian(image, [sigma_mm] * 3)
     size = [max(2, int(n / float(shrink) + 0.5)) for n in image.GetSize()]
     spacing = [(n - 1) * s / (m - 1) for n, s, m in zip(image.GetSize(), image.GetSpacing(), size)]
-    return sitk.Resample(smoothed, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                         spacing, image.GetDirection(), 0.0, image.GetPixelID())
+    return sitk.Resample(
+        smoothed,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        0.0,
+        image.GetPixelID(),
+    )

@@ -6,6 +6,7 @@ The names are loaded on first use (PEP 562 ``__getattr__``): ``import ctreg`` an
 ``ctreg --help`` import neither NumPy's heavy users (SciPy, pydicom, nibabel) nor the native
 extension, so the command line starts in a fraction of a second.
 """
+
 from ._version import __version__
 from .errors import CTRegError, DicomSeriesError, GeometryError, ResultFolderError
 
@@ -34,11 +35,38 @@ _LAZY = {
 
 
 #: submodules reachable as attributes (``ctreg.ops``) without importing them first
-_SUBMODULES = frozenset({
-    "affine", "cli", "client", "datasets", "demons", "discrete", "evaluation", "ffd", "fullres",
-    "io", "level", "lungs", "masks", "metrics", "mind", "ops", "options", "pipeline", "pyramid",
-    "result", "result_io", "samples", "service", "sliding", "synthetic", "synthetic_lung", "transforms",
-    "volume"})
+_SUBMODULES = frozenset(
+    {
+        "affine",
+        "cli",
+        "client",
+        "datasets",
+        "demons",
+        "discrete",
+        "evaluation",
+        "ffd",
+        "fullres",
+        "io",
+        "level",
+        "lungs",
+        "masks",
+        "metrics",
+        "mind",
+        "ops",
+        "options",
+        "pipeline",
+        "pyramid",
+        "result",
+        "result_io",
+        "samples",
+        "service",
+        "sliding",
+        "synthetic",
+        "synthetic_lung",
+        "transforms",
+        "volume",
+    }
+)
 
 
 def __getattr__(name: str):

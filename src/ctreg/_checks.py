@@ -5,15 +5,30 @@ type / dtype / layout and ``ValueError`` for a wrong shape or value, and returns
 value (converted to plain Python numbers or a view, never a silent copy of a large array unless
 the caller asks for it).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["f32", "nonempty", "vector_field", "same_grid", "matrix4", "shape3", "ints3",
-           "spacing3", "positive", "positive_int", "order_fill", "mask_u8", "gradients3",
-           "mask_on_grid", "known_fields"]
+__all__ = [
+    "f32",
+    "nonempty",
+    "vector_field",
+    "same_grid",
+    "matrix4",
+    "shape3",
+    "ints3",
+    "spacing3",
+    "positive",
+    "positive_int",
+    "order_fill",
+    "mask_u8",
+    "gradients3",
+    "mask_on_grid",
+    "known_fields",
+]
 
 
 def f32(name: str, a: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -26,8 +41,9 @@ def f32(name: str, a: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
         raise TypeError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if a.ndim not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, "
-                         f"got shape {a.shape}")
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {a.shape}"
+        )
     return a
 
 
@@ -41,15 +57,17 @@ def vector_field(name: str, a: Any) -> np.ndarray:
     coefficients)."""
     f32(name, a, 4)
     if a.shape[3] != 3 or min(a.shape[:3]) < 1:
-        raise ValueError(f"{name} must be a non-empty (z, y, x, 3) vector field, "
-                         f"got shape {a.shape}")
+        raise ValueError(
+            f"{name} must be a non-empty (z, y, x, 3) vector field, got shape {a.shape}"
+        )
     return a
 
 
 def same_grid(name: str, a: np.ndarray, ref_name: str, ref_shape: tuple) -> None:
     if a.shape[:3] != tuple(ref_shape[:3]):
-        raise ValueError(f"{name} has grid shape {a.shape[:3]}, {ref_name} has "
-                         f"{tuple(ref_shape[:3])}")
+        raise ValueError(
+            f"{name} has grid shape {a.shape[:3]}, {ref_name} has {tuple(ref_shape[:3])}"
+        )
 
 
 def matrix4(name: str, m: Any) -> np.ndarray:
@@ -67,8 +85,9 @@ def shape3(name: str, shape: Any) -> tuple[int, int, int]:
     try:
         s = tuple(int(v) for v in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be three positive integers (z, y, x), "
-                         f"got {shape!r}") from None
+        raise ValueError(
+            f"{name} must be three positive integers (z, y, x), got {shape!r}"
+        ) from None
     if len(s) != 3 or min(s) < 1:
         raise ValueError(f"{name} must be three positive integers (z, y, x), got {shape!r}")
     return s[0], s[1], s[2]
@@ -83,8 +102,9 @@ def ints3(name: str, value: Any, *, minimum: int) -> tuple[int, int, int]:
     vals = (value,) * 3 if _is_int(value) else tuple(value)
     if len(vals) != 3 or any(not _is_int(v) or v < minimum for v in vals):
         what = "positive ints" if minimum == 1 else f"ints >= {minimum}"
-        raise ValueError(f"{name} must be three {what} (z, y, x) or one int for every axis, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be three {what} (z, y, x) or one int for every axis, got {value!r}"
+        )
     return int(vals[0]), int(vals[1]), int(vals[2])
 
 
@@ -107,8 +127,9 @@ def positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
         raise TypeError(f"{name} must be a positive number, got {value!r}")
     v = float(value)
     if not (v > 0) or (np.isinf(v) and not allow_inf):
-        raise ValueError(f"{name} must be a positive{'' if allow_inf else ' finite'} number, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive{'' if allow_inf else ' finite'} number, got {value!r}"
+        )
     return v
 
 
@@ -122,20 +143,23 @@ def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
 
 def order_fill(order: Any, fill: Any) -> tuple[int, float]:
     if isinstance(order, bool) or order not in (0, 1):
-        raise ValueError(f"order must be 0 (nearest, for label maps) or 1 (trilinear), "
-                         f"got {order!r}")
+        raise ValueError(
+            f"order must be 0 (nearest, for label maps) or 1 (trilinear), got {order!r}"
+        )
     return int(order), float(fill)
 
 
-def mask_u8(name: str, mask: Any, shape: tuple | None, *, copy: bool = False,
-            ref_name: str = "reference") -> np.ndarray:
+def mask_u8(
+    name: str, mask: Any, shape: tuple | None, *, copy: bool = False, ref_name: str = "reference"
+) -> np.ndarray:
     """A bool or uint8 ndarray of ``shape`` (None: any shape), viewed as uint8.
 
     ``copy=False``: it must be C-contiguous (TypeError otherwise); ``copy=True``: a
     non-contiguous mask is copied (masks are 1 byte a voxel)."""
     if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray of bool or uint8, "
-                        f"got {type(mask).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy.ndarray of bool or uint8, got {type(mask).__name__}"
+        )
     if mask.dtype not in (np.bool_, np.uint8):
         raise TypeError(f"{name} must be bool or uint8, got {mask.dtype}")
     if not mask.flags.c_contiguous:
@@ -147,8 +171,9 @@ def mask_u8(name: str, mask: Any, shape: tuple | None, *, copy: bool = False,
     return mask.view(np.uint8)
 
 
-def mask_on_grid(name: str, mask: Any, shape: tuple, *,
-                 mismatch: Callable[[str], Exception], to_bool: bool) -> np.ndarray:
+def mask_on_grid(
+    name: str, mask: Any, shape: tuple, *, mismatch: Callable[[str], Exception], to_bool: bool
+) -> np.ndarray:
     """A user's (z, y, x) mask on its image's grid of ``shape``, as a C-contiguous bool array.
 
     The one check of the body masks (``register(reference_mask=...)``) and the lung masks
@@ -158,9 +183,11 @@ def mask_on_grid(name: str, mask: Any, shape: tuple, *,
     already a C-contiguous bool array is returned as is (no copy)."""
     m = np.asarray(mask)
     if m.shape != tuple(shape):
-        raise mismatch(f"{name} has shape {m.shape} (z, y, x) but its image has shape "
-                       f"{tuple(shape)}: a mask must be on its own image's grid (resample it "
-                       "there first)")
+        raise mismatch(
+            f"{name} has shape {m.shape} (z, y, x) but its image has shape "
+            f"{tuple(shape)}: a mask must be on its own image's grid (resample it "
+            "there first)"
+        )
     if m.dtype != bool:
         if not to_bool:
             raise TypeError(f"{name} must be a bool array, got {m.dtype}")
@@ -172,14 +199,16 @@ def gradients3(name: str, gradients: Any, shape: tuple | None) -> list[np.ndarra
     """Three C-contiguous float32 (z, y, x) arrays (an image's derivatives along its index
     axes), each of ``shape`` when given."""
     if len(gradients) != 3:
-        raise ValueError(f"{name} must be three (z, y, x) arrays (d image / d k, j, i), "
-                         f"got {len(gradients)}")
+        raise ValueError(
+            f"{name} must be three (z, y, x) arrays (d image / d k, j, i), got {len(gradients)}"
+        )
     out = [f32(f"{name}[{c}]", g, 3) for c, g in enumerate(gradients)]
     if shape is not None:
         for c, g in enumerate(out):
             if g.shape != tuple(shape):
-                raise ValueError(f"{name}[{c}] has shape {g.shape}; expected the image's "
-                                 f"{tuple(shape)}")
+                raise ValueError(
+                    f"{name}[{c}] has shape {g.shape}; expected the image's {tuple(shape)}"
+                )
     return out
 
 

@@ -17,6 +17,7 @@ Determinism: each output voxel is computed independently (``prange`` over the sl
 and reductions are accumulated per slice and summed serially afterwards, so results do not
 depend on the number of threads.
 """
+
 from __future__ import annotations
 
 import math
@@ -141,9 +142,15 @@ def affine_field_kernel(u, vec, idx, out):
                 u0 = np.float64(u[kp, j, i, 0])
                 u1 = np.float64(u[kp, j, i, 1])
                 u2 = np.float64(u[kp, j, i, 2])
-                out[kp, j, i, 0] = vec[0, 0] * u0 + vec[0, 1] * u1 + vec[0, 2] * u2 + (b0 + idx[0, 2] * fi)
-                out[kp, j, i, 1] = vec[1, 0] * u0 + vec[1, 1] * u1 + vec[1, 2] * u2 + (b1 + idx[1, 2] * fi)
-                out[kp, j, i, 2] = vec[2, 0] * u0 + vec[2, 1] * u1 + vec[2, 2] * u2 + (b2 + idx[2, 2] * fi)
+                out[kp, j, i, 0] = (
+                    vec[0, 0] * u0 + vec[0, 1] * u1 + vec[0, 2] * u2 + (b0 + idx[0, 2] * fi)
+                )
+                out[kp, j, i, 1] = (
+                    vec[1, 0] * u0 + vec[1, 1] * u1 + vec[1, 2] * u2 + (b1 + idx[1, 2] * fi)
+                )
+                out[kp, j, i, 2] = (
+                    vec[2, 0] * u0 + vec[2, 1] * u1 + vec[2, 2] * u2 + (b2 + idx[2, 2] * fi)
+                )
 
 
 @njit(cache=True, parallel=True)

@@ -13,6 +13,7 @@ A report holds ``report["seconds"]`` (phase -> s), ``report["memory"]`` with
 ``{"peak_rss_mib": ..., "phases": {phase: {"peak_rss_mib", "rss_mib"}}}`` and
 ``report["seconds_total"]``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,13 +22,31 @@ import sys
 import time
 from typing import Iterator
 
-__all__ = ["PHASES", "PhaseTimer", "peak_rss_mib", "rss_mib", "process_age_s", "record", "snapshot",
-           "format_profile"]
+__all__ = [
+    "PHASES",
+    "PhaseTimer",
+    "peak_rss_mib",
+    "rss_mib",
+    "process_age_s",
+    "record",
+    "snapshot",
+    "format_profile",
+]
 
 #: The phases of one job, in the order they run (``bspline`` is the B-spline FFD stage,
 #: ``lung_shape`` the B-spline on the two lung masks).
-PHASES = ("read", "masks", "affine", "discrete", "lung_shape", "bspline", "demons", "sliding", "resample",
-          "write")
+PHASES = (
+    "read",
+    "masks",
+    "affine",
+    "discrete",
+    "lung_shape",
+    "bspline",
+    "demons",
+    "sliding",
+    "resample",
+    "write",
+)
 
 _MIB = 1024.0 * 1024.0
 
@@ -89,7 +108,10 @@ class PhaseTimer:
     def add(self, name: str, seconds: float) -> None:
         """Count ``seconds`` for ``name`` and read the memory now (the phase has just ended)."""
         self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
-        self.phases[name] = {"peak_rss_mib": round(peak_rss_mib(), 1), "rss_mib": round(rss_mib(), 1)}
+        self.phases[name] = {
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "rss_mib": round(rss_mib(), 1),
+        }
 
     def memory_report(self) -> dict:
         return {"peak_rss_mib": round(peak_rss_mib(), 1), "phases": self.phases}
@@ -105,8 +127,9 @@ def record(report: dict, name: str, seconds: float, memory: dict | None = None) 
     ``RegistrationResult.save``) to a result's report, and add its time to ``seconds_total``
     (which then covers the whole job).  ``memory``: the :func:`snapshot` taken when the phase
     ended (default: now)."""
-    timer = PhaseTimer(report.setdefault("seconds", {}),
-                       report.setdefault("memory", {}).setdefault("phases", {}))
+    timer = PhaseTimer(
+        report.setdefault("seconds", {}), report.setdefault("memory", {}).setdefault("phases", {})
+    )
     timer.add(name, seconds)
     if memory is not None:
         timer.phases[name] = dict(memory)
@@ -124,10 +147,14 @@ def format_profile(report: dict, *, wall_s: float | None = None) -> str:
     for p in names:
         m = phases.get(p, {})
         share = 100.0 * seconds[p] / total if total > 0 else 0.0
-        lines.append(f"{p:<10} {seconds[p]:8.3f} {share:5.1f}% {m.get('peak_rss_mib', float('nan')):13.1f} "
-                     f"{m.get('rss_mib', float('nan')):9.1f}")
+        lines.append(
+            f"{p:<10} {seconds[p]:8.3f} {share:5.1f}% {m.get('peak_rss_mib', float('nan')):13.1f} "
+            f"{m.get('rss_mib', float('nan')):9.1f}"
+        )
     lines.append(f"{'phases':<10} {total:8.3f}")
     if wall_s is not None:
-        lines.append(f"{'wall':<10} {wall_s:8.3f}   (process start to outputs written, imports included)")
+        lines.append(
+            f"{'wall':<10} {wall_s:8.3f}   (process start to outputs written, imports included)"
+        )
     lines.append(f"peak RSS {report.get('memory', {}).get('peak_rss_mib', peak_rss_mib()):.1f} MiB")
     return "\n".join(lines)

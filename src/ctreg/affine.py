@@ -6,6 +6,7 @@ by about one millimetre (see ``transforms.affine_from_params``), which keeps L-B
 conditioned.  The metric's gradient with respect to the displacement at every voxel is reduced
 to the 12 parameters exactly: sums of g and of g (p - c)^T, then the chain rule through A(θ).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,13 @@ from .ffd import stop_when_slow
 from .level import Level, interior_level
 from .options import AffineOptions
 from .result import LevelReport
-from .transforms import (N_AFFINE, N_RIGID, PARAM_RADIUS_MM, AffineTransform,
-                         affine_matrix_derivatives)
+from .transforms import (
+    N_AFFINE,
+    N_RIGID,
+    PARAM_RADIUS_MM,
+    AffineTransform,
+    affine_matrix_derivatives,
+)
 
 __all__ = ["run_affine_level", "rotation_search"]
 
@@ -66,8 +72,15 @@ def cost_from_moments(metric: str, s: np.ndarray) -> tuple[float, np.ndarray]:
 class _Objective:
     """cost(θ) and its gradient for one level; θ has 6 (rigid) or 12 entries."""
 
-    def __init__(self, level: Level, centre: np.ndarray, metric: str, fixed: np.ndarray, *,
-                 fused: bool = True):
+    def __init__(
+        self,
+        level: Level,
+        centre: np.ndarray,
+        metric: str,
+        fixed: np.ndarray,
+        *,
+        fused: bool = True,
+    ):
         self.level = level
         self.centre = centre
         self.metric = metric
@@ -95,8 +108,14 @@ class _Objective:
         t = self.transform(theta)
         lv = self.level
         to_index = lv.frame_to_floating_index(t)
-        s = ops.affine_moments(lv.floating.array, lv.floating_gradient_components(), lv.reference,
-                               lv.mask, to_index @ lv.out_to_frame, valid_min=lv.clip_low - 0.5)
+        s = ops.affine_moments(
+            lv.floating.array,
+            lv.floating_gradient_components(),
+            lv.reference,
+            lv.mask,
+            to_index @ lv.out_to_frame,
+            valid_min=lv.clip_low - 0.5,
+        )
         if s[0] == 0:
             return 1.0, np.zeros(n)
         cost, coef = cost_from_moments(self.metric, s)
@@ -119,7 +138,9 @@ class _Objective:
         cost, _ = self.level.metric(self.metric, warped, mask)
         return float(cost)
 
-    def _chain(self, theta: np.ndarray, t: AffineTransform, s0: np.ndarray, s_idx: np.ndarray) -> np.ndarray:
+    def _chain(
+        self, theta: np.ndarray, t: AffineTransform, s0: np.ndarray, s_idx: np.ndarray
+    ) -> np.ndarray:
         """Parameter gradient from Σ g and Σ g idxᵀ (g: dcost/du in frame components, idx the
         level index)."""
         # grad_r F(T(D r + o)) = (A D)^T grad F  =>  grad F = (A D)^-T grad_r.
@@ -164,7 +185,9 @@ class _Objective:
         return float(cost), self._chain(theta, t, s0, s_idx)
 
 
-def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions) -> np.ndarray:
+def rotation_search(
+    level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions
+) -> np.ndarray:
     """Best rotation about the world z axis on a coarse grid of angles (keeps the rest)."""
     if options.rotation_search_deg <= 0:
         return params
@@ -182,8 +205,9 @@ def rotation_search(level: Level, centre: np.ndarray, params: np.ndarray, option
     return best
 
 
-def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions,
-                     level_number: int) -> tuple[np.ndarray, list[LevelReport]]:
+def run_affine_level(
+    level: Level, centre: np.ndarray, params: np.ndarray, options: AffineOptions, level_number: int
+) -> tuple[np.ndarray, list[LevelReport]]:
     """Optimise the transform on one level: rigid first on the coarsest level, then affine.
 
     Returns the new 12 parameters and the level reports.
@@ -201,10 +225,21 @@ def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, optio
         t0 = time.perf_counter()
         phase_level = interior_level(level, AffineTransform.from_params(params, centre))
         obj = _Objective(phase_level, centre, options.metric, params)
-        res = minimize(obj, params[:n], jac=True, method="L-BFGS-B",
-                       options={"maxiter": iterations, "maxfun": 2 * iterations + 10, "maxls": 8,
-                                "maxcor": 10, "ftol": FTOL, "gtol": 1e-8},
-                       callback=stop_when_slow(TOLERANCE))
+        res = minimize(
+            obj,
+            params[:n],
+            jac=True,
+            method="L-BFGS-B",
+            options={
+                "maxiter": iterations,
+                "maxfun": 2 * iterations + 10,
+                "maxls": 8,
+                "maxcor": 10,
+                "ftol": FTOL,
+                "gtol": 1e-8,
+            },
+            callback=stop_when_slow(TOLERANCE),
+        )
         # L-BFGS-B evaluates the start first and returns the cost of the point it returns
         before, after = obj.costs[0], float(res.fun)
         new = obj.full(res.x)
@@ -212,11 +247,26 @@ def run_affine_level(level: Level, centre: np.ndarray, params: np.ndarray, optio
             params = new
         else:  # never return something worse than the start
             after = before
-        reports.append(LevelReport(stage=name, level=level_number,
-                                   spacing_mm=[float(s) for s in level.spacing],
-                                   iterations=int(res.nit), evaluations=obj.evaluations,
-                                   metric=options.metric, metric_before=float(before),
-                                   metric_after=float(after), seconds=time.perf_counter() - t0))
-        log.debug("%s level %d: %s %.5f -> %.5f in %d iterations", name, level_number,
-                  options.metric, before, after, res.nit)
+        reports.append(
+            LevelReport(
+                stage=name,
+                level=level_number,
+                spacing_mm=[float(s) for s in level.spacing],
+                iterations=int(res.nit),
+                evaluations=obj.evaluations,
+                metric=options.metric,
+                metric_before=float(before),
+                metric_after=float(after),
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        log.debug(
+            "%s level %d: %s %.5f -> %.5f in %d iterations",
+            name,
+            level_number,
+            options.metric,
+            before,
+            after,
+            res.nit,
+        )
     return params, reports

@@ -15,6 +15,7 @@ Border rule (all interpolations): an output voxel whose sample point lies beyond
 voxel centres of the image (continuous index < 0 or > n - 1) gets ``default``.  (ITK's resampler
 also accepts the half voxel beyond the centres; inside, the values agree.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,16 +37,20 @@ INVERSE_WARN_MM = 0.01
 
 def _check_interpolation(interpolation: str) -> str:
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {', '.join(map(repr, INTERPOLATIONS))}, "
-                         f"got {interpolation!r}")
+        raise ValueError(
+            f"interpolation must be one of {', '.join(map(repr, INTERPOLATIONS))}, "
+            f"got {interpolation!r}"
+        )
     return interpolation
 
 
 def _check_affine(name: str, affine) -> np.ndarray:
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4) or not np.all(np.isfinite(a)) or not np.allclose(a[3], [0, 0, 0, 1]):
-        raise GeometryError(f"{name} must be a finite 4x4 index (k, j, i) -> world (x, y, z) LPS "
-                            f"affine with last row (0, 0, 0, 1), got {a.tolist() if a.size == 16 else a.shape}")
+        raise GeometryError(
+            f"{name} must be a finite 4x4 index (k, j, i) -> world (x, y, z) LPS "
+            f"affine with last row (0, 0, 0, 1), got {a.tolist() if a.size == 16 else a.shape}"
+        )
     if abs(np.linalg.det(a[:3, :3])) < 1e-12:
         raise GeometryError(f"{name} is singular (zero spacing or degenerate direction)")
     return a
@@ -56,9 +61,16 @@ def _integer_like(dtype: np.dtype) -> bool:
 
 
 # -- warping ------------------------------------------------------------------------------------
-def warp_array(image: np.ndarray, image_affine, displacement: np.ndarray, grid_affine, *,
-               interpolation: str = "linear", default: float = 0.0,
-               image_valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def warp_array(
+    image: np.ndarray,
+    image_affine,
+    displacement: np.ndarray,
+    grid_affine,
+    *,
+    interpolation: str = "linear",
+    default: float = 0.0,
+    image_valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``image`` (in the floating scan's world) onto the reference grid through ``U``.
 
     Parameters
@@ -89,8 +101,9 @@ def warp_array(image: np.ndarray, image_affine, displacement: np.ndarray, grid_a
     if img.dtype.kind not in "iubf":
         raise TypeError(f"image must hold numbers, got dtype {img.dtype}")
     if image_valid is not None and np.shape(image_valid) != img.shape:
-        raise GeometryError(f"image_valid must have the image's shape {img.shape}, got "
-                            f"{np.shape(image_valid)}")
+        raise GeometryError(
+            f"image_valid must have the image's shape {img.shape}, got {np.shape(image_valid)}"
+        )
     w2i = np.linalg.inv(_check_affine("image affine", image_affine))
     o2w = _check_affine("grid affine", grid_affine)
     u = np.asarray(displacement)
@@ -100,9 +113,14 @@ def warp_array(image: np.ndarray, image_affine, displacement: np.ndarray, grid_a
     nan = np.float32(np.nan)
 
     def native(values: np.ndarray, order: int) -> np.ndarray:
-        return ops.resample_displacement(np.ascontiguousarray(values, dtype=np.float32), u,
-                                         out_to_world=o2w, world_to_image=w2i, order=order,
-                                         fill=nan)
+        return ops.resample_displacement(
+            np.ascontiguousarray(values, dtype=np.float32),
+            u,
+            out_to_world=o2w,
+            world_to_image=w2i,
+            order=order,
+            fill=nan,
+        )
 
     if interpolation == "bspline":
         out, inside = _warp_bspline(img, w2i, u, o2w)
@@ -120,7 +138,9 @@ def warp_array(image: np.ndarray, image_affine, displacement: np.ndarray, grid_a
         valid &= sampled == 1.0
     if interpolation == "nearest" and _integer_like(img.dtype):
         info = np.iinfo(img.dtype) if img.dtype.kind != "b" else None
-        if info is not None and not (info.min <= default <= info.max and float(default).is_integer()):
+        if info is not None and not (
+            info.min <= default <= info.max and float(default).is_integer()
+        ):
             raise ValueError(f"default {default!r} is not a value of the label dtype {img.dtype}")
         out[~valid] = img.dtype.type(default)
     else:
@@ -140,8 +160,10 @@ def _warp_nearest(img: np.ndarray, native) -> tuple[np.ndarray, np.ndarray]:
         return out.astype(img.dtype), valid
     values, inverse = np.unique(img, return_inverse=True)
     if values.size >= 1 << 24:
-        raise ValueError(f"nearest-neighbour warping of {values.size} distinct values is not "
-                         "supported (at most 16,777,215); cast the image to float32")
+        raise ValueError(
+            f"nearest-neighbour warping of {values.size} distinct values is not "
+            "supported (at most 16,777,215); cast the image to float32"
+        )
     idx = native(inverse.reshape(img.shape).astype(np.float32), 0)
     valid = ~np.isnan(idx)
     res = np.zeros(idx.shape, dtype=img.dtype)
@@ -160,16 +182,20 @@ def _warp_bspline(img: np.ndarray, w2i: np.ndarray, u: np.ndarray, o2w: np.ndarr
     hi = np.array(img.shape, float) - 1.0
     m = w2i @ o2w  # output index -> image index, before the displacement
     slab = max(1, _BSPLINE_SLAB_VOXELS // (shape[1] * shape[2]))
-    jj, ii = np.meshgrid(np.arange(shape[1], dtype=np.float64), np.arange(shape[2], dtype=np.float64),
-                         indexing="ij")
+    jj, ii = np.meshgrid(
+        np.arange(shape[1], dtype=np.float64), np.arange(shape[2], dtype=np.float64), indexing="ij"
+    )
     for k0 in range(0, shape[0], slab):
         k1 = min(shape[0], k0 + slab)
-        kk = np.broadcast_to(np.arange(k0, k1, dtype=np.float64)[:, None, None], (k1 - k0,) + jj.shape)
+        kk = np.broadcast_to(
+            np.arange(k0, k1, dtype=np.float64)[:, None, None], (k1 - k0,) + jj.shape
+        )
         q = np.stack([kk, np.broadcast_to(jj, kk.shape), np.broadcast_to(ii, kk.shape)], axis=-1)
         coords = q @ m[:3, :3].T + m[:3, 3] + u[k0:k1].astype(np.float64) @ w2i[:3, :3].T
         ok = np.all((coords >= -1e-6) & (coords <= hi + 1e-6), axis=-1)
-        vals = ndi.map_coordinates(coeffs, coords.reshape(-1, 3).T, order=3, mode="mirror",
-                                   prefilter=False)
+        vals = ndi.map_coordinates(
+            coeffs, coords.reshape(-1, 3).T, order=3, mode="mirror", prefilter=False
+        )
         out[k0:k1] = vals.reshape(ok.shape)
         inside[k0:k1] = ok
     return out, inside
@@ -182,20 +208,26 @@ def _as_points(points) -> tuple[np.ndarray, bool]:
     if single:
         pts = pts[None, :]
     if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError("points must be one point (3,) or an (N, 3) array of (x, y, z) LPS mm, "
-                         f"got shape {pts.shape}")
+        raise ValueError(
+            "points must be one point (3,) or an (N, 3) array of (x, y, z) LPS mm, "
+            f"got shape {pts.shape}"
+        )
     if not np.all(np.isfinite(pts)):
         raise ValueError("points contain NaN or infinity")
     return pts, single
 
 
-def _displacement_at(displacement: np.ndarray, grid_affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
+def _displacement_at(
+    displacement: np.ndarray, grid_affine: np.ndarray, pts: np.ndarray
+) -> np.ndarray:
     import scipy.ndimage as ndi
 
     inv = np.linalg.inv(grid_affine)
     idx = (pts @ inv[:3, :3].T + inv[:3, 3]).T  # (3, N) k, j, i
-    return np.stack([ndi.map_coordinates(displacement[..., c], idx, order=1, mode="nearest")
-                     for c in range(3)], axis=1).astype(np.float64)
+    return np.stack(
+        [ndi.map_coordinates(displacement[..., c], idx, order=1, mode="nearest") for c in range(3)],
+        axis=1,
+    ).astype(np.float64)
 
 
 def map_points(points, displacement: np.ndarray, grid_affine) -> np.ndarray:
@@ -209,9 +241,15 @@ def map_points(points, displacement: np.ndarray, grid_affine) -> np.ndarray:
     return out[0] if single else out
 
 
-def invert_points(points, displacement: np.ndarray, grid_affine, affine=None, *,
-                  max_iterations: int = 100, tol_mm: float = 1e-5
-                  ) -> tuple[np.ndarray, np.ndarray | float]:
+def invert_points(
+    points,
+    displacement: np.ndarray,
+    grid_affine,
+    affine=None,
+    *,
+    max_iterations: int = 100,
+    tol_mm: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | float]:
     """Floating world points ``q`` -> reference world points ``p`` with ``p + U(p) = q``.
 
     Fixed-point iteration on the displacement, preconditioned by the affine part ``T(p) = A p +
@@ -240,10 +278,14 @@ def invert_points(points, displacement: np.ndarray, grid_affine, affine=None, *,
             break
     err = np.linalg.norm(p + _displacement_at(displacement, grid_affine, p) - q, axis=1)
     if err.size and float(err.max()) > INVERSE_WARN_MM:
-        log.warning("inverse point mapping: %d of %d point(s) with inverse-consistency error above "
-                    "%.3g mm (largest %.3g mm): folding or points beyond the reference grid",
-                    int(np.count_nonzero(err > INVERSE_WARN_MM)), err.size, INVERSE_WARN_MM,
-                    float(err.max()))
+        log.warning(
+            "inverse point mapping: %d of %d point(s) with inverse-consistency error above "
+            "%.3g mm (largest %.3g mm): folding or points beyond the reference grid",
+            int(np.count_nonzero(err > INVERSE_WARN_MM)),
+            err.size,
+            INVERSE_WARN_MM,
+            float(err.max()),
+        )
     if single:
         return p[0], float(err[0])
     return p, err

@@ -1,6 +1,7 @@
 """The pairs file of ``ctreg batch`` (:mod:`ctreg.batch`): ``reference,floating[,name]`` rows
 read into :class:`PairSpec` (absolute paths, checked folder names), and :class:`BatchError`.
 The file's format is described in :mod:`ctreg.batch`'s docstring."""
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,15 @@ class BatchError(CTRegError):
     ``Batch.MissingInput`` (an input path does not exist)."""
 
     code = "Batch.PairsFile"
-    codes = ("Batch.PairsFile", "Batch.Name", "Batch.Locked", "Batch.Output", "Batch.Dask",
-             "Batch.MissingInput", "Batch.Arguments")
+    codes = (
+        "Batch.PairsFile",
+        "Batch.Name",
+        "Batch.Locked",
+        "Batch.Output",
+        "Batch.Dask",
+        "Batch.MissingInput",
+        "Batch.Arguments",
+    )
 
 
 @dataclass(frozen=True)
@@ -45,21 +53,32 @@ def read_pairs(path) -> list[PairSpec]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise BatchError(f"cannot read the pairs file {path}: {exc.strerror or exc}",
-                         code="Batch.PairsFile") from None
-    rows = [r for r in csv.reader(io.StringIO(text))
-            if r and any(f.strip() for f in r) and not r[0].lstrip().startswith("#")]
+        raise BatchError(
+            f"cannot read the pairs file {path}: {exc.strerror or exc}", code="Batch.PairsFile"
+        ) from None
+    rows = [
+        r
+        for r in csv.reader(io.StringIO(text))
+        if r and any(f.strip() for f in r) and not r[0].lstrip().startswith("#")
+    ]
     rows = [[f.strip() for f in r] for r in rows]
     if not rows:
-        raise BatchError(f"{path}: no pairs (expected rows of reference,floating[,name])",
-                         code="Batch.PairsFile")
+        raise BatchError(
+            f"{path}: no pairs (expected rows of reference,floating[,name])", code="Batch.PairsFile"
+        )
     head = [f.lower() for f in rows[0]]
     if "reference" in head or "floating" in head:
         if "reference" not in head or "floating" not in head:
-            raise BatchError(f"{path}: the header {rows[0]} must name both 'reference' and "
-                             "'floating' columns (and optionally 'name')", code="Batch.PairsFile")
-        cols = (head.index("reference"), head.index("floating"),
-                head.index("name") if "name" in head else None)
+            raise BatchError(
+                f"{path}: the header {rows[0]} must name both 'reference' and "
+                "'floating' columns (and optionally 'name')",
+                code="Batch.PairsFile",
+            )
+        cols = (
+            head.index("reference"),
+            head.index("floating"),
+            head.index("name") if "name" in head else None,
+        )
         body = rows[1:]
         first = 2
     else:
@@ -67,8 +86,11 @@ def read_pairs(path) -> list[PairSpec]:
         body = rows
         first = 1
         if any(len(r) > 3 for r in body):
-            raise BatchError(f"{path}: rows have more than 3 columns; without a header the columns "
-                             "are reference,floating[,name]", code="Batch.PairsFile")
+            raise BatchError(
+                f"{path}: rows have more than 3 columns; without a header the columns "
+                "are reference,floating[,name]",
+                code="Batch.PairsFile",
+            )
     if not body:
         raise BatchError(f"{path}: a header but no pairs", code="Batch.PairsFile")
     base = path.resolve().parent
@@ -79,18 +101,31 @@ def read_pairs(path) -> list[PairSpec]:
         try:
             ref, flo = r[cols[0]], r[cols[1]]
         except IndexError:
-            raise BatchError(f"{path}: line {line} {r} lacks the reference or floating column",
-                             code="Batch.PairsFile") from None
+            raise BatchError(
+                f"{path}: line {line} {r} lacks the reference or floating column",
+                code="Batch.PairsFile",
+            ) from None
         if not ref or not flo:
-            raise BatchError(f"{path}: line {line} has an empty reference or floating path",
-                             code="Batch.PairsFile")
-        name = r[cols[2]] if cols[2] is not None and cols[2] < len(r) and r[cols[2]] else f"pair{n + 1:03d}"
+            raise BatchError(
+                f"{path}: line {line} has an empty reference or floating path",
+                code="Batch.PairsFile",
+            )
+        name = (
+            r[cols[2]]
+            if cols[2] is not None and cols[2] < len(r) and r[cols[2]]
+            else f"pair{n + 1:03d}"
+        )
         if not _NAME_RE.match(name) or name in (".", ".."):
-            raise BatchError(f"{path}: line {line}: name {name!r} is not usable as a folder name "
-                             "(letters, digits, '.', '_', '-'; at most 128)", code="Batch.Name")
+            raise BatchError(
+                f"{path}: line {line}: name {name!r} is not usable as a folder name "
+                "(letters, digits, '.', '_', '-'; at most 128)",
+                code="Batch.Name",
+            )
         if name.lower() in seen:
-            raise BatchError(f"{path}: line {line}: name {name!r} repeats line {seen[name.lower()]}",
-                             code="Batch.Name")
+            raise BatchError(
+                f"{path}: line {line}: name {name!r} repeats line {seen[name.lower()]}",
+                code="Batch.Name",
+            )
         seen[name.lower()] = line
         pairs.append(PairSpec(name, _resolve(ref, base), _resolve(flo, base), line))
     return pairs

@@ -12,6 +12,7 @@ place, so that tests and benchmarks agree:
 The NIfTI geometry is read by :func:`ctreg.io.nifti.read_nifti` (RAS -> LPS, (k, j, i) index
 order).  Both scans have origin (0, 0, 0) and different sizes: they are not aligned in world space.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,12 +25,20 @@ import numpy as np
 from .errors import CTRegError
 from .volume import Volume
 
-__all__ = ["DatasetMissingError", "Empire10Pair", "empire10_available", "empire10_dir", "load_empire10",
-           "EMPIRE10_DOWNLOAD_HINT"]
+__all__ = [
+    "DatasetMissingError",
+    "Empire10Pair",
+    "empire10_available",
+    "empire10_dir",
+    "load_empire10",
+    "EMPIRE10_DOWNLOAD_HINT",
+]
 
-EMPIRE10_DOWNLOAD_HINT = ("download it with `bash ../shared/data/get-empire10-01.sh` from the "
-                          "ctreg checkout (about 92 MB, one minute; DEST defaults to $CTREG_DATA "
-                          "or ~/.cache/ctreg-data)")
+EMPIRE10_DOWNLOAD_HINT = (
+    "download it with `bash ../shared/data/get-empire10-01.sh` from the "
+    "ctreg checkout (about 92 MB, one minute; DEST defaults to $CTREG_DATA "
+    "or ~/.cache/ctreg-data)"
+)
 _FILES = ("reference.nii.gz", "floating.nii.gz", "reference_lungs.nii.gz", "floating_lungs.nii.gz")
 
 
@@ -45,7 +54,9 @@ def empire10_dir(path: str | os.PathLike | None = None) -> Path:
     ``~/.cache/ctreg-data/empire10-01`` (whether or not it exists)."""
     if path is not None:
         return Path(path)
-    root = os.environ.get("CTREG_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "ctreg-data")
+    root = os.environ.get("CTREG_DATA") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ctreg-data"
+    )
     return Path(root) / "empire10-01"
 
 
@@ -83,8 +94,10 @@ def load_empire10(path: str | os.PathLike | None = None) -> Empire10Pair:
     d = empire10_dir(path)
     missing = [f for f in _FILES if not (d / f).is_file()]
     if missing:
-        raise DatasetMissingError(f"EMPIRE10 pair 01 not found in {d} (missing {', '.join(missing)}): "
-                                  f"{EMPIRE10_DOWNLOAD_HINT}")
+        raise DatasetMissingError(
+            f"EMPIRE10 pair 01 not found in {d} (missing {', '.join(missing)}): "
+            f"{EMPIRE10_DOWNLOAD_HINT}"
+        )
     out: dict[str, Any] = {}  # Volumes and boolean lung masks
     for side in ("reference", "floating"):
         img = read_nifti(d / f"{side}.nii.gz")
@@ -93,7 +106,10 @@ def load_empire10(path: str | os.PathLike | None = None) -> Empire10Pair:
             raise CTRegError(f"{d}: {side}_lungs.nii.gz is not on the grid of {side}.nii.gz")
         lungs = lab.array > 0.5
         hu = lung_only_to_hu(img.array, lungs)
-        out[side] = Volume(hu, img.affine, None, {"source": str(d / f"{side}.nii.gz"),
-                                                  "dataset": "EMPIRE10-01"})
+        out[side] = Volume(
+            hu, img.affine, None, {"source": str(d / f"{side}.nii.gz"), "dataset": "EMPIRE10-01"}
+        )
         out[side + "_lungs"] = lungs
-    return Empire10Pair(out["reference"], out["floating"], out["reference_lungs"], out["floating_lungs"])
+    return Empire10Pair(
+        out["reference"], out["floating"], out["reference_lungs"], out["floating_lungs"]
+    )

@@ -6,6 +6,7 @@ from the reference and the warped floating scan (symmetric: the mean of both gra
 them (fluid-like regularisation), adds them to v, smooths v (diffusion-like) and recomputes
 exp(v) by scaling and squaring — so the result stays invertible.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,9 @@ def _converged(history: list[float], patience: int, tolerance: float) -> bool:
 _QUANTILES = np.linspace(0.0, 1.0, 128)
 
 
-def match_floating_intensities(level: Level, transform: AffineTransform,
-                               u_outer: np.ndarray | None) -> Level:
+def match_floating_intensities(
+    level: Level, transform: AffineTransform, u_outer: np.ndarray | None
+) -> Level:
     """The level with its floating scan's intensities mapped monotonically so that, inside the
     metric mask and through the current map, their histogram matches the reference's
     (quantile matching, as ITK's HistogramMatchingImageFilter does before demons).
@@ -66,13 +68,19 @@ def match_floating_intensities(level: Level, transform: AffineTransform,
     arr = level.floating.array
     data = arr > SENTINEL / 2
     mapped = np.where(data, np.interp(arr, flt_q, ref_q), arr).astype(np.float32)
-    return dataclasses.replace(level, floating=level.floating.with_array(mapped),
-                               _floating_gradient=None)
+    return dataclasses.replace(
+        level, floating=level.floating.with_array(mapped), _floating_gradient=None
+    )
 
 
-def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarray | None,
-                     velocity: np.ndarray, options: DemonsOptions, level_number: int,
-                     ) -> tuple[np.ndarray, np.ndarray, LevelReport]:
+def run_demons_level(
+    level: Level,
+    transform: AffineTransform,
+    u_outer: np.ndarray | None,
+    velocity: np.ndarray,
+    options: DemonsOptions,
+    level_number: int,
+) -> tuple[np.ndarray, np.ndarray, LevelReport]:
     """Refine ``velocity`` on this level; returns it, the displacement of
     (id + u_outer) ∘ exp(velocity) and the report (metric: SSD of clipped HU)."""
     t0 = time.perf_counter()
@@ -101,8 +109,16 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         if not mask.any():
             break
         # the warped image's gradient is computed inside the kernel, row by row
-        du, mse = ops.demons_forces(level.reference, warped, grad_r, None, mask=mask,
-                                    kind=options.forces, max_step_mm=max_step, spacing=spacing)
+        du, mse = ops.demons_forces(
+            level.reference,
+            warped,
+            grad_r,
+            None,
+            mask=mask,
+            kind=options.forces,
+            max_step_mm=max_step,
+            spacing=spacing,
+        )
         history.append(float(mse))
         last_evaluated = True
         if mse < best:
@@ -132,11 +148,22 @@ def run_demons_level(level: Level, transform: AffineTransform, u_outer: np.ndarr
         best_u = ops.compose_fields(u_outer, best_e, spacing)
     else:  # exp(v) may be v itself (no squaring needed): never hand out one array twice
         best_u = best_e.copy() if best_e is best_v else best_e
-    report = LevelReport(stage="demons", level=level_number, spacing_mm=list(spacing),
-                         iterations=iterations, evaluations=len(history), metric="ssd",
-                         metric_before=history[0] if history else float("nan"),
-                         metric_after=best if np.isfinite(best) else float("nan"),
-                         seconds=time.perf_counter() - t0)
-    log.debug("demons level %d: mse %.2f -> %.2f (%d iterations)", level_number,
-              report.metric_before, report.metric_after, iterations)
+    report = LevelReport(
+        stage="demons",
+        level=level_number,
+        spacing_mm=list(spacing),
+        iterations=iterations,
+        evaluations=len(history),
+        metric="ssd",
+        metric_before=history[0] if history else float("nan"),
+        metric_after=best if np.isfinite(best) else float("nan"),
+        seconds=time.perf_counter() - t0,
+    )
+    log.debug(
+        "demons level %d: mse %.2f -> %.2f (%d iterations)",
+        level_number,
+        report.metric_before,
+        report.metric_after,
+        iterations,
+    )
     return best_v, best_u, report

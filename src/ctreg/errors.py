@@ -5,6 +5,7 @@ service's style; listed in docs/errors.md).  Programs branch on ``exc.code`` or 
 never on the message text, which may be reworded.  A few classes let an instance refine its
 code to one of ``codes`` (e.g. a DICOM rule error says which rule was broken).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -24,8 +25,9 @@ class CTRegError(Exception):
         super().__init__(*args)
         if code is not None:
             if code not in type(self).codes:
-                raise ValueError(f"{type(self).__name__}: code {code!r} is not one of "
-                                 f"{type(self).codes}")
+                raise ValueError(
+                    f"{type(self).__name__}: code {code!r} is not one of {type(self).codes}"
+                )
             self.code = code
 
 
@@ -33,9 +35,15 @@ class DicomSeriesError(CTRegError, ValueError):
     """A DICOM source breaks one of the service's input rules."""
 
     code = "InvalidFile.Series"
-    codes: tuple[str, ...] = ("InvalidFile.Series", "InvalidFile.NotDicom", "InvalidFile.FrameCount",
-             "InvalidFile.NotAxial", "InvalidFile.Download", "InvalidFile.URL",
-             "InvalidFile.TooLarge")
+    codes: tuple[str, ...] = (
+        "InvalidFile.Series",
+        "InvalidFile.NotDicom",
+        "InvalidFile.FrameCount",
+        "InvalidFile.NotAxial",
+        "InvalidFile.Download",
+        "InvalidFile.URL",
+        "InvalidFile.TooLarge",
+    )
 
 
 class GeometryError(CTRegError, ValueError):
@@ -76,8 +84,13 @@ class ResultFolderError(CTRegError):
     """
 
     code = "InvalidResult.Damaged"
-    codes = ("InvalidResult.Damaged", "InvalidResult.NotFound", "InvalidResult.MissingFile",
-             "InvalidResult.Mismatch", "InvalidResult.Version")
+    codes = (
+        "InvalidResult.Damaged",
+        "InvalidResult.NotFound",
+        "InvalidResult.MissingFile",
+        "InvalidResult.Mismatch",
+        "InvalidResult.Version",
+    )
 
     def __init__(self, message: str, *, code: str, path=None):
         super().__init__(message, code=code)

@@ -10,6 +10,7 @@
 The work is cropped to the two masks' joint bounding box (plus one voxel), so lung masks of
 big scans cost seconds, not minutes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,14 @@ import scipy.ndimage as ndi
 
 from .errors import CTRegError
 
-__all__ = ["EvaluationError", "SurfaceDistances", "dice", "surface", "surface_distances",
-           "folding_count"]
+__all__ = [
+    "EvaluationError",
+    "SurfaceDistances",
+    "dice",
+    "surface",
+    "surface_distances",
+    "folding_count",
+]
 
 
 class EvaluationError(CTRegError, ValueError):
@@ -37,8 +44,9 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(a, bool)
     b = np.asarray(b, bool)
     if a.shape != b.shape:
-        raise EvaluationError(f"masks must have one shape, got {a.shape} and {b.shape}",
-                              "Evaluation.MaskShape")
+        raise EvaluationError(
+            f"masks must have one shape, got {a.shape} and {b.shape}", "Evaluation.MaskShape"
+        )
     return a, b
 
 
@@ -79,18 +87,26 @@ def surface_distances(a, b, spacing_zyx) -> SurfaceDistances:
         raise EvaluationError("surface distances need two non-empty masks", "Evaluation.EmptyMask")
     spacing = np.asarray(spacing_zyx, float).reshape(3)
     both = a | b
-    lo = [max(0, int(np.flatnonzero(both.any(axis=tuple(x for x in range(3) if x != ax)))[0]) - 1)
-          for ax in range(3)]
-    hi = [min(both.shape[ax], int(np.flatnonzero(both.any(axis=tuple(x for x in range(3) if x != ax)))[-1]) + 2)
-          for ax in range(3)]
+    lo = [
+        max(0, int(np.flatnonzero(both.any(axis=tuple(x for x in range(3) if x != ax)))[0]) - 1)
+        for ax in range(3)
+    ]
+    hi = [
+        min(
+            both.shape[ax],
+            int(np.flatnonzero(both.any(axis=tuple(x for x in range(3) if x != ax)))[-1]) + 2,
+        )
+        for ax in range(3)
+    ]
     box = tuple(slice(l, h) for l, h in zip(lo, hi))
     sa, sb = surface(a[box]), surface(b[box])
     # distance of every voxel to the nearest surface voxel of the other mask
     da = ndi.distance_transform_edt(~sb, sampling=spacing)[sa]
     db = ndi.distance_transform_edt(~sa, sampling=spacing)[sb]
     pooled = np.concatenate([da, db])
-    return SurfaceDistances(float(np.percentile(pooled, 95)), float(pooled.mean()),
-                            float(pooled.max()), da, db)
+    return SurfaceDistances(
+        float(np.percentile(pooled, 95)), float(pooled.mean()), float(pooled.max()), da, db
+    )
 
 
 def folding_count(jacobian: np.ndarray, mask: np.ndarray | None = None) -> int:

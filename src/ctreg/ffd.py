@@ -11,6 +11,7 @@ mean control spacing in mm (which makes the weight dimensionless).  The gradient
 c is B^T (dcost/du) (exact adjoint; the Jacobian of u0 at the displaced points is neglected)
 plus the exact bending gradient.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,10 @@ MIN_CONTROL_SPACING_VOX = 4
 
 
 def control_spacing_vox(control_spacing_mm: float, spacing) -> tuple[int, int, int]:
-    return tuple(max(MIN_CONTROL_SPACING_VOX, int(round(control_spacing_mm / s)))  # type: ignore[return-value]
-                 for s in np.asarray(spacing, float))
+    return tuple(
+        max(MIN_CONTROL_SPACING_VOX, int(round(control_spacing_mm / s)))  # type: ignore[return-value]
+        for s in np.asarray(spacing, float)
+    )
 
 
 #: Coefficient bound, in control spacings (Choi & Lee's injectivity condition is ~0.40).
@@ -59,6 +62,7 @@ def stop_when_slow(tolerance: float):
             prev, cur = costs[-2], costs[-1]
             if prev - cur < tolerance * max(abs(prev), 1e-12):
                 raise StopIteration
+
     return callback
 
 
@@ -67,14 +71,18 @@ def options_metric(options: FFDOptions, level_number: int) -> str:
     ``first_level_metric``)."""
     if not isinstance(options.metric, str):
         return options.metric[level_number]
-    if (level_number == 0 and options.first_level_metric is not None
-            and len(options.levels_mm) > 1):
+    if level_number == 0 and options.first_level_metric is not None and len(options.levels_mm) > 1:
         return options.first_level_metric
     return options.metric
 
 
-def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | None, options: FFDOptions,
-                  level_number: int) -> tuple[np.ndarray, LevelReport]:
+def run_ffd_level(
+    level: Level,
+    transform: AffineTransform,
+    u0: np.ndarray | None,
+    options: FFDOptions,
+    level_number: int,
+) -> tuple[np.ndarray, LevelReport]:
     """Optimise this level's control grid; returns the new dense displacement and the report."""
     t0 = time.perf_counter()
     # The metric counts the voxels mapped at least a voxel inside the floating data at the
@@ -117,8 +125,9 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
         mask = level.metric_mask(valid)
         if not mask.any():
             return 1.0, np.zeros(n)
-        cost, g = level.metric(metric, warped, mask, warped_gradient=grad_w,
-                               lncc_radius_mm=options.lncc_radius_mm)
+        cost, g = level.metric(
+            metric, warped, mask, warped_gradient=grad_w, lncc_radius_mm=options.lncc_radius_mm
+        )
         gc = ops.bspline_adjoint(g, tvox, grid).astype(np.float64).ravel()
         total = float(cost)
         if lam:
@@ -130,21 +139,45 @@ def run_ffd_level(level: Level, transform: AffineTransform, u0: np.ndarray | Non
     # L-BFGS-B evaluates x0 first and returns the cost of the point it returns (res.fun), so
     # the start and end costs need no evaluations of their own.
     x0 = np.zeros(n)
-    res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": options.iterations[level_number],
-                            "maxfun": 2 * options.iterations[level_number] + 10,
-                            "maxcor": 8, "maxls": 8, "ftol": 1e-10, "gtol": 1e-12},
-                   callback=stop_when_slow(options.tolerance))
+    res = minimize(
+        objective,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={
+            "maxiter": options.iterations[level_number],
+            "maxfun": 2 * options.iterations[level_number] + 10,
+            "maxcor": 8,
+            "maxls": 8,
+            "ftol": 1e-10,
+            "gtol": 1e-12,
+        },
+        callback=stop_when_slow(options.tolerance),
+    )
     before, after = costs[0], float(res.fun)
     if not after <= before:  # never make it worse (nor return a NaN cost)
         res.x[:] = 0.0
         after = before
     u, _ = dense(res.x)
-    report = LevelReport(stage="bspline", level=level_number, spacing_mm=list(spacing),
-                         iterations=int(res.nit), evaluations=len(costs), metric=metric,
-                         metric_before=before, metric_after=after,
-                         seconds=time.perf_counter() - t0,
-                         extra={"control_spacing_vox": list(tvox), "control_grid": list(grid)})
-    log.debug("bspline level %d: %s %.5f -> %.5f (%d iterations)", level_number, metric, before,
-              after, res.nit)
+    report = LevelReport(
+        stage="bspline",
+        level=level_number,
+        spacing_mm=list(spacing),
+        iterations=int(res.nit),
+        evaluations=len(costs),
+        metric=metric,
+        metric_before=before,
+        metric_after=after,
+        seconds=time.perf_counter() - t0,
+        extra={"control_spacing_vox": list(tvox), "control_grid": list(grid)},
+    )
+    log.debug(
+        "bspline level %d: %s %.5f -> %.5f (%d iterations)",
+        level_number,
+        metric,
+        before,
+        after,
+        res.nit,
+    )
     return np.ascontiguousarray(u, dtype=np.float32), report

@@ -14,6 +14,7 @@ the result is the same on any thread count.  Against the whole-grid computation 
 agree to float rounding (the slab's starting index enters the positions as an offset); the
 Jacobian, which only reads neighbours, is the same bit for bit.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ __all__ = ["SLAB", "full_resolution"]
 SLAB = 16
 
 
-def _world_matrices(frame: ReferenceFrame, transform: AffineTransform) -> tuple[np.ndarray, np.ndarray]:
+def _world_matrices(
+    frame: ReferenceFrame, transform: AffineTransform
+) -> tuple[np.ndarray, np.ndarray]:
     """(vectors 3x3, index affine 3x4) of ``transforms.world_displacement``: U(q) = vec @ u(q) +
     idx @ (k, j, i, 1), the public displacement of the frame displacement u at grid index q."""
     a = transform.matrix
@@ -39,9 +42,21 @@ def _world_matrices(frame: ReferenceFrame, transform: AffineTransform) -> tuple[
     return vec, idx
 
 
-def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: AffineTransform,
-                    u: np.ndarray | None, u_spacing, box, *, sentinel: float, invalid_below: float,
-                    fill_hu: float, slab: int = SLAB, native: bool = True):
+def full_resolution(
+    ref: Volume,
+    flt: Volume,
+    frame: ReferenceFrame,
+    transform: AffineTransform,
+    u: np.ndarray | None,
+    u_spacing,
+    box,
+    *,
+    sentinel: float,
+    invalid_below: float,
+    fill_hu: float,
+    slab: int = SLAB,
+    native: bool = True,
+):
     """Warped floating scan, world displacement and Jacobian on the reference grid.
 
     Parameters
@@ -64,7 +79,9 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
     det_a = np.float32(np.linalg.det(transform.matrix))
     # One resampling for values and validity: where the floating scan has no data it holds the
     # sentinel, and a sample that draws more than ~30 % of its weight from there is invalid.
-    source = flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(sentinel))
+    source = (
+        flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(sentinel))
+    )
     source = np.ascontiguousarray(source, dtype=np.float32)
     warped = np.empty(ref.shape, np.float32)
     displacement = np.empty(ref.shape + (3,), np.float32)
@@ -72,9 +89,25 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
     if u is not None and native:  # the same kernels, one native call per slab, into the outputs
         from .fullres_native import slabs_native
 
-        valid = slabs_native(source, u, u_spacing, ref.shape, sp, start_mm, to_index, vec, idx, det_a,
-                             warped, displacement, jac, slab=slab, sentinel=sentinel,
-                             invalid_below=invalid_below, fill_hu=fill_hu)
+        valid = slabs_native(
+            source,
+            u,
+            u_spacing,
+            ref.shape,
+            sp,
+            start_mm,
+            to_index,
+            vec,
+            idx,
+            det_a,
+            warped,
+            displacement,
+            jac,
+            slab=slab,
+            sentinel=sentinel,
+            invalid_below=invalid_below,
+            fill_hu=fill_hu,
+        )
         del source
         return _volume(warped, ref, valid), displacement, jac
     zero = None
@@ -92,8 +125,9 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
         uc = np.ascontiguousarray(uh[core])
         out_to_frame = np.diag(list(sp) + [1.0])
         out_to_frame[0, 3] = k0 * sp[0]
-        warped[k0:k1] = ops.resample_displacement(source, uc, out_to_world=out_to_frame,
-                                                  world_to_image=to_index, order=1, fill=sentinel)
+        warped[k0:k1] = ops.resample_displacement(
+            source, uc, out_to_world=out_to_frame, world_to_image=to_index, order=1, fill=sentinel
+        )
         jh = ops.jacobian_determinant(uh, sp)
         jac[k0:k1] = jh[core]
         jac[k0:k1] *= det_a
@@ -107,5 +141,9 @@ def full_resolution(ref: Volume, flt: Volume, frame: ReferenceFrame, transform: 
 
 
 def _volume(warped: np.ndarray, ref: Volume, valid: np.ndarray) -> Volume:
-    return Volume(warped, ref.affine.copy(), valid, {
-        "source": "ctreg.register", "series_description": "registered by ctreg"})
+    return Volume(
+        warped,
+        ref.affine.copy(),
+        valid,
+        {"source": "ctreg.register", "series_description": "registered by ctreg"},
+    )

@@ -8,6 +8,7 @@ into the outputs, and the two whole-grid passes for validity and fill (on EMPIRE
 3 GB of memory traffic and 1-2 s on 2 cores); the values are bit-identical
 (tests/test_fullres_native.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +18,26 @@ from . import ops
 __all__ = ["slabs_native"]
 
 
-def slabs_native(source: np.ndarray, u: np.ndarray, u_spacing, shape, sp, start_mm, to_index, vec, idx,
-                 det_a, warped, displacement, jac, *, slab: int, sentinel: float, invalid_below: float,
-                 fill_hu: float) -> np.ndarray:
+def slabs_native(
+    source: np.ndarray,
+    u: np.ndarray,
+    u_spacing,
+    shape,
+    sp,
+    start_mm,
+    to_index,
+    vec,
+    idx,
+    det_a,
+    warped,
+    displacement,
+    jac,
+    *,
+    slab: int,
+    sentinel: float,
+    invalid_below: float,
+    fill_hu: float,
+) -> np.ndarray:
     """Fill ``warped``, ``displacement`` and ``jac`` (whole reference grid) slab by slab;
     returns the validity mask (bool, reference grid)."""
     nz, ny, nx = shape
@@ -39,10 +57,28 @@ def slabs_native(source: np.ndarray, u: np.ndarray, u_spacing, shape, sp, start_
         out_to_frame[0, 3] = k0 * sp[0]
         idx_k = idx.copy()
         idx_k[:, 3] += idx[:, 0] * k0
-        ops.fullres_slab(u, step, first, (h0, h1, k0, k1), sp, source, out_to_frame, to_index,
-                         sentinel=sentinel, invalid_below=invalid_below, fill_hu=fill_hu, det_a=det_a,
-                         vec=vec, idx=idx_k, uh=uh, jh=jh, warped=warped, valid=valid,
-                         displacement=displacement, jacobian=jac)
+        ops.fullres_slab(
+            u,
+            step,
+            first,
+            (h0, h1, k0, k1),
+            sp,
+            source,
+            out_to_frame,
+            to_index,
+            sentinel=sentinel,
+            invalid_below=invalid_below,
+            fill_hu=fill_hu,
+            det_a=det_a,
+            vec=vec,
+            idx=idx_k,
+            uh=uh,
+            jh=jh,
+            warped=warped,
+            valid=valid,
+            displacement=displacement,
+            jacobian=jac,
+        )
     return valid
 
 

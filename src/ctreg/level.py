@@ -6,6 +6,7 @@ resamples the floating scan onto the level grid through an affine transform and,
 reference-frame displacement field; voxels that map outside the floating scan's data are
 reported as invalid so that they never count in a metric.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,13 @@ class Level:
             self._world_from_frame = self.frame.frame_to_world_matrix()
         return self._index_from_world @ transform.homogeneous() @ self._world_from_frame
 
-    def warp(self, transform: AffineTransform, u_frame: np.ndarray | None = None, *,
-             outer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def warp(
+        self,
+        transform: AffineTransform,
+        u_frame: np.ndarray | None = None,
+        *,
+        outer: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Floating resampled on the level grid: (warped, valid uint8).
 
         The map is ``transform ∘ (id + u_frame)``, or with ``outer`` (a field on the level
@@ -70,18 +76,34 @@ class Level:
         if u_frame is None:
             if outer is not None:
                 raise ValueError("outer needs u_frame (use warp(transform, outer) alone instead)")
-            warped = ops.resample_affine(self.floating.array, to_index @ self.out_to_frame,
-                                         self.shape, order=1, fill=SENTINEL)
+            warped = ops.resample_affine(
+                self.floating.array,
+                to_index @ self.out_to_frame,
+                self.shape,
+                order=1,
+                fill=SENTINEL,
+            )
         elif outer is not None:  # validity decided in the same pass
-            return ops.resample_composed(self.floating.array, u_frame, outer,
-                                         tuple(float(s) for s in self.spacing),
-                                         out_to_world=self.out_to_frame, world_to_image=to_index,
-                                         fill=SENTINEL, valid_min=self.clip_low - 0.5,
-                                         invalid_value=self.clip_low)
+            return ops.resample_composed(
+                self.floating.array,
+                u_frame,
+                outer,
+                tuple(float(s) for s in self.spacing),
+                out_to_world=self.out_to_frame,
+                world_to_image=to_index,
+                fill=SENTINEL,
+                valid_min=self.clip_low - 0.5,
+                invalid_value=self.clip_low,
+            )
         else:
             warped = ops.resample_displacement(
-                self.floating.array, u_frame, out_to_world=self.out_to_frame,
-                world_to_image=to_index, order=1, fill=SENTINEL)
+                self.floating.array,
+                u_frame,
+                out_to_world=self.out_to_frame,
+                world_to_image=to_index,
+                order=1,
+                fill=SENTINEL,
+            )
         valid = warped >= self.clip_low - 0.5
         np.copyto(warped, np.float32(self.clip_low), where=~valid)
         return warped, valid.view(np.uint8)
@@ -97,29 +119,51 @@ class Level:
             self._floating_gradient = [np.ascontiguousarray(g[..., c]) for c in range(3)]
         return self._floating_gradient
 
-    def warp_with_gradient(self, transform: AffineTransform, u_frame: np.ndarray | None = None
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def warp_with_gradient(
+        self, transform: AffineTransform, u_frame: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(warped, valid, gradient): ``gradient`` (z, y, x, 3) is the exact derivative of the
         warped intensity with respect to a displacement of the sampling point, in
         reference-frame components: grad_r F(M r) = M^T grad_index F, resampled at the same
         points as the intensities (rather than the derivative of the warped image, which mixes
         in the field's own Jacobian)."""
         return ops.warp_with_gradient(
-            self.floating.array, self.floating_gradient_components(), u_frame,
-            out_to_world=self.out_to_frame, world_to_image=self.frame_to_floating_index(transform),
-            out_shape=self.shape, fill=SENTINEL, valid_min=self.clip_low - 0.5,
-            invalid_value=self.clip_low)
+            self.floating.array,
+            self.floating_gradient_components(),
+            u_frame,
+            out_to_world=self.out_to_frame,
+            world_to_image=self.frame_to_floating_index(transform),
+            out_shape=self.shape,
+            fill=SENTINEL,
+            valid_min=self.clip_low - 0.5,
+            invalid_value=self.clip_low,
+        )
 
     def metric_mask(self, valid: np.ndarray) -> np.ndarray:
         return np.bitwise_and(self.mask, valid)
 
-    def metric(self, name: str, warped: np.ndarray, mask: np.ndarray,
-               warped_gradient: np.ndarray | None = None, **kw):
-        return metrics.evaluate(name, self.reference, warped, mask=mask,
-                                warped_gradient=warped_gradient, spacing=self.spacing, **kw)
+    def metric(
+        self,
+        name: str,
+        warped: np.ndarray,
+        mask: np.ndarray,
+        warped_gradient: np.ndarray | None = None,
+        **kw,
+    ):
+        return metrics.evaluate(
+            name,
+            self.reference,
+            warped,
+            mask=mask,
+            warped_gradient=warped_gradient,
+            spacing=self.spacing,
+            **kw,
+        )
 
 
-def preprocess(volume: Volume, clip_hu: tuple[float, float], *, invalid_value: float | None) -> Volume:
+def preprocess(
+    volume: Volume, clip_hu: tuple[float, float], *, invalid_value: float | None
+) -> Volume:
     """Clip HU to ``clip_hu``; where the scanner wrote no data put ``invalid_value``
     (None: the lower clip value)."""
     fast = _clip_fill(volume, clip_hu, invalid_value)  # one pass, same values (ctreg.prep)
@@ -131,8 +175,15 @@ def preprocess(volume: Volume, clip_hu: tuple[float, float], *, invalid_value: f
     return volume.with_array(arr)
 
 
-def build_level(index: int, target_mm: float, reference: Volume, reference_mask: np.ndarray,
-                floating: Volume, frame: ReferenceFrame, clip_hu: tuple[float, float]) -> Level:
+def build_level(
+    index: int,
+    target_mm: float,
+    reference: Volume,
+    reference_mask: np.ndarray,
+    floating: Volume,
+    frame: ReferenceFrame,
+    clip_hu: tuple[float, float],
+) -> Level:
     """A level at about ``target_mm`` spacing from the (cropped, preprocessed) volumes.
 
     ``reference`` and ``floating`` must already be clipped; ``floating`` must carry its validity
@@ -150,9 +201,17 @@ def build_level(index: int, target_mm: float, reference: Volume, reference_mask:
         arr = np.where(flt_l.valid, flt_l.array, np.float32(SENTINEL)).astype(np.float32)
         flt_l = flt_l.with_array(arr)
     out_to_frame = frame.world_to_frame_matrix() @ ref_l.affine
-    return Level(index=index, spacing=ref_l.spacing, shape=ref_l.shape, reference=ref_l.array,
-                 mask=mask, floating=flt_l, out_to_frame=out_to_frame, frame=frame,
-                 clip_low=float(clip_hu[0]))
+    return Level(
+        index=index,
+        spacing=ref_l.spacing,
+        shape=ref_l.shape,
+        reference=ref_l.array,
+        mask=mask,
+        floating=flt_l,
+        out_to_frame=out_to_frame,
+        frame=frame,
+        clip_low=float(clip_hu[0]),
+    )
 
 
 #: Reference voxels that a stage's starting map takes within this many voxels of the floating
@@ -161,8 +220,12 @@ def build_level(index: int, target_mm: float, reference: Volume, reference_mask:
 INTERIOR_MARGIN_VOX = 1
 
 
-def interior_level(level: Level, transform: AffineTransform, margin_vox: int = INTERIOR_MARGIN_VOX,
-                   u_frame: np.ndarray | None = None) -> Level:
+def interior_level(
+    level: Level,
+    transform: AffineTransform,
+    margin_vox: int = INTERIOR_MARGIN_VOX,
+    u_frame: np.ndarray | None = None,
+) -> Level:
     """The level with its metric mask restricted to the reference voxels that
     ``transform ∘ (id + u_frame)`` maps at least ``margin_vox`` voxels inside the floating
     scan's data (an axis too short for the margin keeps all of it).
@@ -194,11 +257,18 @@ def interior_level(level: Level, transform: AffineTransform, margin_vox: int = I
         return level
     to_index = level.frame_to_floating_index(transform)
     if u_frame is None:
-        inside = ops.resample_affine(interior, to_index @ level.out_to_frame, level.shape, order=0,
-                                     fill=0.0)
+        inside = ops.resample_affine(
+            interior, to_index @ level.out_to_frame, level.shape, order=0, fill=0.0
+        )
     else:  # through transform ∘ (id + u_frame)
-        inside = ops.resample_displacement(interior, u_frame, out_to_world=level.out_to_frame,
-                                           world_to_image=to_index, order=0, fill=0.0)
+        inside = ops.resample_displacement(
+            interior,
+            u_frame,
+            out_to_world=level.out_to_frame,
+            world_to_image=to_index,
+            order=0,
+            fill=0.0,
+        )
     mask = level.mask & (inside > 0.5).view(np.uint8)
     if not mask.any():  # nothing left (tiny overlap): keep the plain mask
         return level

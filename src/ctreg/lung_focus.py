@@ -14,6 +14,7 @@ Lungs come from the user (``register(..., reference_lungs=mask)``) or from
 without lungs in its field of view, a non-HU image), the stages fall back to the body mask and
 the report says so (``report["lungs"]``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,9 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     # a coarse voxel is set when any fine voxel of its cell is (max-pooling by reshaping)
     pads = [(-n) % x for n, x in zip(mask.shape, f)]
     m = np.pad(mask, [(0, p) for p in pads])
-    small = m.reshape(m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1],
-                      m.shape[2] // f[2], f[2]).any(axis=(1, 3, 5))
+    small = m.reshape(
+        m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1], m.shape[2] // f[2], f[2]
+    ).any(axis=(1, 3, 5))
     coarse_sp = np.asarray(spacing, float) * np.asarray(f)
     dist = ndi.distance_transform_edt(~small, sampling=coarse_sp)
     grown = dist <= grow_mm
@@ -52,8 +54,9 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     return np.ascontiguousarray(out[: mask.shape[0], : mask.shape[1], : mask.shape[2]]) | mask
 
 
-def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
-               focus_mm: float) -> tuple[np.ndarray | None, dict]:
+def focus_mask(
+    reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None, focus_mm: float
+) -> tuple[np.ndarray | None, dict]:
     """(mask on the cropped reference grid, or None for the body fallback; report entry).
 
     ``lungs``: the user's reference lung mask cropped to the same box, or None to segment them.
@@ -62,8 +65,9 @@ def focus_mask(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | Non
     return grown, info
 
 
-def focus_and_lungs(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None,
-                    focus_mm: float) -> tuple[np.ndarray | None, dict, np.ndarray | None]:
+def focus_and_lungs(
+    reference_crop: Volume, body: np.ndarray, lungs: np.ndarray | None, focus_mm: float
+) -> tuple[np.ndarray | None, dict, np.ndarray | None]:
     """``focus_mask``'s (focus, report entry) and the reference lungs it grew (None with it)."""
     spacing = reference_crop.spacing
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -74,8 +78,9 @@ def focus_and_lungs(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray 
         try:
             seg = segment_lungs(reference_crop, body=body, min_ml=100.0)
         except LungMaskError as exc:
-            log.warning("lung focus off: %s [%s]; the deformable stages use the body mask", exc,
-                        exc.code)
+            log.warning(
+                "lung focus off: %s [%s]; the deformable stages use the body mask", exc, exc.code
+            )
             info.update(used=False, source="automatic", reason=exc.code, message=str(exc))
             return None, info, None
         lungs = seg.mask
@@ -85,11 +90,15 @@ def focus_and_lungs(reference_crop: Volume, body: np.ndarray, lungs: np.ndarray 
         if not lungs.any():
             from .lungs import LungMaskError
 
-            raise LungMaskError("reference_lungs holds no voxel inside the reference body's box",
-                                "LungMask.Empty")
+            raise LungMaskError(
+                "reference_lungs holds no voxel inside the reference body's box", "LungMask.Empty"
+            )
     grown = _grow(lungs, spacing, focus_mm) & body
-    info.update(used=True, lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
-                focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1))
+    info.update(
+        used=True,
+        lung_ml=round(float(np.count_nonzero(lungs)) * voxel_ml, 1),
+        focus_ml=round(float(np.count_nonzero(grown)) * voxel_ml, 1),
+    )
     return grown, info, lungs
 
 

@@ -15,6 +15,7 @@ when either scan has no usable lung mask, the deformable stages use the plain im
 report says why (``report["lungs"]["images"]``).  The affine stage always uses the plain
 images; the final warped scan is always resampled from the floating scan's original HU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,9 @@ MIN_AFFINE_LUNG_DICE = 0.75
 log = logging.getLogger("ctreg")
 
 
-def floating_lungs(floating: Volume, user_mask: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
+def floating_lungs(
+    floating: Volume, user_mask: np.ndarray | None
+) -> tuple[np.ndarray | None, dict]:
     """(floating lung mask or None; report entry).  ``user_mask`` must be on the floating grid
     (checked by the caller)."""
     if user_mask is not None:
@@ -47,12 +50,17 @@ def floating_lungs(floating: Volume, user_mask: np.ndarray | None) -> tuple[np.n
     try:
         seg = segment_lungs(floating, min_ml=100.0)
     except LungMaskError as exc:
-        log.warning("lung images off: floating scan: %s [%s]; the deformable stages use the "
-                    "plain images", exc, exc.code)
+        log.warning(
+            "lung images off: floating scan: %s [%s]; the deformable stages use the plain images",
+            exc,
+            exc.code,
+        )
         return None, {"floating_source": "automatic", "reason": exc.code, "message": str(exc)}
     voxel_ml = float(np.prod(floating.spacing)) / 1000.0
-    return seg.mask, {"floating_source": "automatic",
-                      "floating_lung_ml": round(float(np.count_nonzero(seg.mask)) * voxel_ml, 1)}
+    return seg.mask, {
+        "floating_source": "automatic",
+        "floating_lung_ml": round(float(np.count_nonzero(seg.mask)) * voxel_ml, 1),
+    }
 
 
 def lung_only(volume: Volume, lungs: np.ndarray, outside_hu: float) -> Volume:
@@ -79,15 +87,23 @@ def mask_image(volume: Volume, lungs: np.ndarray, clip_hu: tuple[float, float]) 
     return volume.with_array(arr)
 
 
-def affine_lung_dice(reference: Volume, ref_lungs: np.ndarray, floating: Volume,
-                     flt_lungs: np.ndarray, world_map, step_mm: float = 4.0) -> float:
+def affine_lung_dice(
+    reference: Volume,
+    ref_lungs: np.ndarray,
+    floating: Volume,
+    flt_lungs: np.ndarray,
+    world_map,
+    step_mm: float = 4.0,
+) -> float:
     """Dice of the reference lungs and the floating lungs mapped by ``world_map`` (reference
     world points -> floating world points, e.g. the affine stage's ``AffineTransform.apply``),
     on reference voxels about every ``step_mm`` where the floating scan has data (nearest
     neighbour).  A cheap check (~10^5 points) that the two masks show the same lungs."""
     step = np.maximum(1, np.round(step_mm / reference.spacing)).astype(int)
-    idx = np.stack(np.meshgrid(*(np.arange(0, n, s) for n, s in zip(reference.shape, step)),
-                               indexing="ij"), axis=-1).reshape(-1, 3)
+    idx = np.stack(
+        np.meshgrid(*(np.arange(0, n, s) for n, s in zip(reference.shape, step)), indexing="ij"),
+        axis=-1,
+    ).reshape(-1, 3)
     ref_in = ref_lungs[idx[:, 0], idx[:, 1], idx[:, 2]]
     q = np.rint(floating.world_to_index(world_map(reference.index_to_world(idx)))).astype(np.int64)
     inside = np.all((q >= 0) & (q < np.asarray(floating.shape)), axis=1)

@@ -27,6 +27,7 @@ Checks (``check=True``): an empty result raises :class:`LungMaskError` with code
 covers most of the scan's side border (air around the patient, no body) raises code
 ``LungMask.Absurd``; a ``body`` mask on another grid raises code ``LungMask.GridMismatch``.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,18 +38,28 @@ import scipy.ndimage as ndi
 
 from ._checks import mask_on_grid
 from .errors import CTRegError
-from .masks import (BODY_THRESHOLD_HU, _IN_PLANE, _fill_holes_in_plane,
-                    _largest_component, _open_in_plane, _reconstruct)
+from .masks import (
+    BODY_THRESHOLD_HU,
+    _IN_PLANE,
+    _fill_holes_in_plane,
+    _largest_component,
+    _open_in_plane,
+    _reconstruct,
+)
 from .volume import Volume
 
-__all__ = ["LungMaskError", "LungSegmentation", "segment_lungs", "check_mask_grid",
-           "LUNG_AIR_THRESHOLD_HU"]
+__all__ = [
+    "LungMaskError",
+    "LungSegmentation",
+    "segment_lungs",
+    "check_mask_grid",
+    "LUNG_AIR_THRESHOLD_HU",
+]
 
 #: Air threshold of the lungs (Hu, Hoffman & Reinhardt, IEEE TMI 2001: -320 HU separates lung
 #: from chest wall).  -400 HU (``ctreg.masks``) misses dense exhale lung: on EMPIRE10-01's exhale
 #: scan 21 % of the expert mask is above -400 HU and 3 % above -320 HU.
 LUNG_AIR_THRESHOLD_HU = -320.0
-
 
 
 class LungMaskError(CTRegError, ValueError):
@@ -65,8 +76,13 @@ class LungMaskError(CTRegError, ValueError):
 def check_mask_grid(mask, volume: Volume, name: str = "mask") -> np.ndarray:
     """``mask`` as a C-contiguous bool array on ``volume``'s grid, or :class:`LungMaskError`
     with code ``LungMask.GridMismatch`` when its shape differs from the image's."""
-    return mask_on_grid(name, mask, volume.shape, to_bool=True,
-                        mismatch=lambda msg: LungMaskError(msg, "LungMask.GridMismatch"))
+    return mask_on_grid(
+        name,
+        mask,
+        volume.shape,
+        to_bool=True,
+        mismatch=lambda msg: LungMaskError(msg, "LungMask.GridMismatch"),
+    )
 
 
 @dataclass(eq=False)
@@ -131,8 +147,14 @@ def _expand(small: np.ndarray, f, shape) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _refine_band(out: np.ndarray, band: np.ndarray, f, a: np.ndarray, valid: np.ndarray | None,
-                 threshold_hu: float) -> None:
+def _refine_band(
+    out: np.ndarray,
+    band: np.ndarray,
+    f,
+    a: np.ndarray,
+    valid: np.ndarray | None,
+    threshold_hu: float,
+) -> None:
     """Decide every full-resolution voxel of the coarse cells in ``band`` by ``a < threshold_hu``
     (and ``valid``), in place in ``out``; touches only those voxels."""
     kz, jy, ix = np.nonzero(band)
@@ -188,9 +210,16 @@ def _fill_small_holes_in_plane(mask: np.ndarray, max_voxels: int) -> np.ndarray:
     return mask | fill[labels]
 
 
-def _track_trachea(mask: np.ndarray, order: np.ndarray, cell_mm2: float, x_centre: float,
-                   x_of_col: np.ndarray, max_area_mm2: float = 800.0,
-                   max_offset_mm: float = 30.0, search_slices: int = 12) -> np.ndarray:
+def _track_trachea(
+    mask: np.ndarray,
+    order: np.ndarray,
+    cell_mm2: float,
+    x_centre: float,
+    x_of_col: np.ndarray,
+    max_area_mm2: float = 800.0,
+    max_offset_mm: float = 30.0,
+    search_slices: int = 12,
+) -> np.ndarray:
     """(z, y, x) bool trachea on the coarse grid (see the module docstring, step 4).
 
     ``order``: slice indices from superior to inferior; ``x_of_col``: world x of every column
@@ -236,10 +265,18 @@ def _track_trachea(mask: np.ndarray, order: np.ndarray, cell_mm2: float, x_centr
     return trachea
 
 
-def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
-                  threshold_hu: float = LUNG_AIR_THRESHOLD_HU, coarse_mm: float = 2.5,
-                  max_hole_cm2: float = 12.0, remove_trachea: bool = True, check: bool = True,
-                  min_ml: float = 300.0, max_ml: float = 12000.0) -> LungSegmentation:
+def segment_lungs(
+    volume: Volume,
+    *,
+    body: np.ndarray | None = None,
+    threshold_hu: float = LUNG_AIR_THRESHOLD_HU,
+    coarse_mm: float = 2.5,
+    max_hole_cm2: float = 12.0,
+    remove_trachea: bool = True,
+    check: bool = True,
+    min_ml: float = 300.0,
+    max_ml: float = 12000.0,
+) -> LungSegmentation:
     """Segment both lungs of a chest CT in HU (see the module docstring for the method).
 
     Parameters
@@ -266,7 +303,9 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
         tick[0] = now
 
     if not isinstance(volume, Volume):
-        raise TypeError(f"segment_lungs: volume must be a ctreg.Volume, got {type(volume).__name__}")
+        raise TypeError(
+            f"segment_lungs: volume must be a ctreg.Volume, got {type(volume).__name__}"
+        )
     notes: list[str] = []
     f = _factors(volume.spacing, coarse_mm)
     sl = tuple(slice(None, None, x) for x in f)
@@ -282,10 +321,18 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
         body_small = check_mask_grid(body, volume, "body")[sl]
     if not body_small.any():
         if check:
-            raise LungMaskError(f"segment_lungs: no body found (no tissue above "
-                                f"{BODY_THRESHOLD_HU:.0f} HU); is the image in HU?", "LungMask.Empty")
-        return LungSegmentation(np.zeros(volume.shape, bool), 0.0, method="none",
-                                notes=["no body found"], seconds=time.perf_counter() - t0)
+            raise LungMaskError(
+                f"segment_lungs: no body found (no tissue above "
+                f"{BODY_THRESHOLD_HU:.0f} HU); is the image in HU?",
+                "LungMask.Empty",
+            )
+        return LungSegmentation(
+            np.zeros(volume.shape, bool),
+            0.0,
+            method="none",
+            notes=["no body found"],
+            seconds=time.perf_counter() - t0,
+        )
 
     lap("body")
     air = (small < threshold_hu) & body_small
@@ -294,10 +341,18 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     labels, n = ndi.label(air)
     if n == 0:
         if check:
-            raise LungMaskError(f"segment_lungs: no air-like voxels (< {threshold_hu:.0f} HU) inside "
-                                "the body: no lungs in the field of view", "LungMask.Empty")
-        return LungSegmentation(np.zeros(volume.shape, bool), 0.0, method="none",
-                                notes=["no air inside the body"], seconds=time.perf_counter() - t0)
+            raise LungMaskError(
+                f"segment_lungs: no air-like voxels (< {threshold_hu:.0f} HU) inside "
+                "the body: no lungs in the field of view",
+                "LungMask.Empty",
+            )
+        return LungSegmentation(
+            np.zeros(volume.shape, bool),
+            0.0,
+            method="none",
+            notes=["no air inside the body"],
+            seconds=time.perf_counter() - t0,
+        )
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     ranked = np.argsort(sizes)[::-1]
@@ -306,7 +361,9 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
         keep.append(int(ranked[1]))
     dropped_ml = (sizes.sum() - sizes[keep].sum()) * cell_ml
     if dropped_ml > 1.0:
-        notes.append(f"dropped {dropped_ml:.0f} mL of other air inside the body (bowel gas, specks)")
+        notes.append(
+            f"dropped {dropped_ml:.0f} mL of other air inside the body (bowel gas, specks)"
+        )
     m = np.isin(labels, keep)
 
     lap("air")
@@ -335,9 +392,13 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
                 s2[0] = 0
                 big = s2 >= 0.1 * s2.max()
                 m = big[lab2]
-            notes.append(f"removed the trachea ({int(trachea.any(axis=(1, 2)).sum())} coarse slices)")
+            notes.append(
+                f"removed the trachea ({int(trachea.any(axis=(1, 2)).sum())} coarse slices)"
+            )
         else:
-            notes.append("no trachea found in the upper slices (cut by the field of view or joined)")
+            notes.append(
+                "no trachea found in the upper slices (cut by the field of view or joined)"
+            )
     elif remove_trachea:
         notes.append("slices are not axial: trachea removal skipped")
 
@@ -368,17 +429,19 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     if left_c is None and axial and abs(direction[0, 2]) > 0.9 and m.any():
         # one connected mask (bronchi, anterior junction): split each slice at the column with
         # the fewest lung voxels within 60 mm of the body's left-right centre
-        colsum = m.sum(axis=1)                                   # (z, x)
+        colsum = m.sum(axis=1)  # (z, x)
         ic = int(np.argmin(np.abs(x_of_col - x_centre)))
         half = max(1, int(60.0 / cspacing[2]))
         lo, hi = max(0, ic - half), min(m.shape[2], ic + half + 1)
-        split = lo + np.argmin(colsum[:, lo:hi], axis=1)         # (z,)
+        split = lo + np.argmin(colsum[:, lo:hi], axis=1)  # (z,)
         before = np.arange(m.shape[2])[None, :] < split[:, None]
         n_before, n_after = int(colsum[before].sum()), int(colsum[~before].sum())
         if min(n_before, n_after) >= 0.1 * max(n_before, n_after):
             left_c, right_c = (n_after, n_before) if caff[0, 2] > 0 else (n_before, n_after)
-            notes.append("the lungs are connected (airways or anterior junction): left/right "
-                         "split per slice at the column with the fewest lung voxels")
+            notes.append(
+                "the lungs are connected (airways or anterior junction): left/right "
+                "split per slice at the column with the fewest lung voxels"
+            )
     if left_c is None:
         notes.append("left/right volumes not split (one lung, or not an axial scan)")
 
@@ -398,12 +461,22 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
     if left_c is not None and right_c is not None:
         tot = left_c + right_c
         left_ml, right_ml = volume_ml * left_c / tot, volume_ml * right_c / tot
-    method = (f"threshold {threshold_hu:.0f} HU in the body on a {coarse_mm:g} mm grid "
-              f"(strides {f}), 2 largest air components, trachea tracking, 3x3x3 closing + "
-              f"in-plane holes <= {max_hole_cm2:g} cm2, full-resolution band")
-    res = LungSegmentation(out, volume_ml, left_ml, right_ml,
-                           float(trachea.sum()) * cell_ml, method, notes,
-                           time.perf_counter() - t0, timings)
+    method = (
+        f"threshold {threshold_hu:.0f} HU in the body on a {coarse_mm:g} mm grid "
+        f"(strides {f}), 2 largest air components, trachea tracking, 3x3x3 closing + "
+        f"in-plane holes <= {max_hole_cm2:g} cm2, full-resolution band"
+    )
+    res = LungSegmentation(
+        out,
+        volume_ml,
+        left_ml,
+        right_ml,
+        float(trachea.sum()) * cell_ml,
+        method,
+        notes,
+        time.perf_counter() - t0,
+        timings,
+    )
     if check:
         _check_result(res, volume, min_ml, max_ml)
     return res
@@ -412,18 +485,23 @@ def segment_lungs(volume: Volume, *, body: np.ndarray | None = None,
 def _check_result(res: LungSegmentation, volume: Volume, min_ml: float, max_ml: float) -> None:
     m = res.mask
     if not m.any():
-        raise LungMaskError("segment_lungs: the lung mask is empty: no lungs in the field of view",
-                            "LungMask.Empty")
+        raise LungMaskError(
+            "segment_lungs: the lung mask is empty: no lungs in the field of view", "LungMask.Empty"
+        )
     if res.volume_ml < min_ml or res.volume_ml > max_ml:
         raise LungMaskError(
             f"segment_lungs: the lung mask holds {res.volume_ml / 1000:.2f} L; "
             f"plausible lungs hold {min_ml / 1000:g} to {max_ml / 1000:g} L "
             "(a scan without lungs or with only a sliver of them, or not in HU); "
             "pass min_ml/max_ml for partial fields of view",
-            "LungMask.Absurd")
-    border = np.concatenate([m[:, 0, :].ravel(), m[:, -1, :].ravel(), m[:, :, 0].ravel(),
-                             m[:, :, -1].ravel()])
+            "LungMask.Absurd",
+        )
+    border = np.concatenate(
+        [m[:, 0, :].ravel(), m[:, -1, :].ravel(), m[:, :, 0].ravel(), m[:, :, -1].ravel()]
+    )
     if border.mean() > 0.5:
         raise LungMaskError(
             f"segment_lungs: the lung mask covers {100 * border.mean():.0f} % of the scan's side "
-            "border: that is air around the patient, not lungs", "LungMask.Absurd")
+            "border: that is air around the patient, not lungs",
+            "LungMask.Absurd",
+        )

@@ -8,6 +8,7 @@ They decide *where* similarity counts; they need to be robust rather than exact:
 * ``lung_mask``: air-like voxels (< -400 HU) inside the filled body, small specks removed, the
   components larger than ``min_volume_ml`` kept (both lungs, airways).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ def _expand(mask: np.ndarray, factors, shape) -> np.ndarray:
     return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
 
 
-def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
-              resolution_mm: float | None = 2.0) -> np.ndarray:
+def body_mask(
+    volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU, resolution_mm: float | None = 2.0
+) -> np.ndarray:
     """(z, y, x) bool: the patient's body with lungs and airways inside.
 
     The morphology runs on the scan subsampled to about ``resolution_mm`` (None: full
@@ -53,10 +55,14 @@ def body_mask(volume: Volume, *, threshold_hu: float = BODY_THRESHOLD_HU,
         f = level_factors(volume.spacing, resolution_mm)
         if any(x > 1 for x in f):
             sl = tuple(slice(None, None, x) for x in f)
-            small = Volume(volume.array[sl], volume.affine @ np.diag([*f, 1.0]),
-                           None if volume.valid is None else volume.valid[sl])
-            body = _expand(body_mask(small, threshold_hu=threshold_hu, resolution_mm=None), f,
-                           volume.shape)
+            small = Volume(
+                volume.array[sl],
+                volume.affine @ np.diag([*f, 1.0]),
+                None if volume.valid is None else volume.valid[sl],
+            )
+            body = _expand(
+                body_mask(small, threshold_hu=threshold_hu, resolution_mm=None), f, volume.shape
+            )
             if volume.valid is not None:
                 body &= volume.valid
             return body
@@ -133,7 +139,9 @@ def _fill_holes_in_plane(mask: np.ndarray, valid: np.ndarray | None = None) -> n
     background = ~mask if valid is None else ~mask & valid
     labels, n = ndi.label(background, structure=_IN_PLANE)
     sides = np.zeros(n + 1, np.uint8)  # one bit per side: up, down, left, right
-    for bit, edge in enumerate((labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1])):
+    for bit, edge in enumerate(
+        (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1])
+    ):
         sides[np.unique(edge)] |= np.uint8(1 << bit)
     if valid is not None and n and not valid.all():
         _add_invalid_sides(sides, labels, valid)
@@ -165,8 +173,13 @@ def _add_invalid_sides(sides: np.ndarray, labels: np.ndarray, valid: np.ndarray)
     np.bitwise_or.at(sides, labels[z, y, x], (1 << bit).astype(np.uint8))
 
 
-def lung_mask(volume: Volume, *, body: np.ndarray | None = None,
-              threshold_hu: float = LUNG_THRESHOLD_HU, min_volume_ml: float = 20.0) -> np.ndarray:
+def lung_mask(
+    volume: Volume,
+    *,
+    body: np.ndarray | None = None,
+    threshold_hu: float = LUNG_THRESHOLD_HU,
+    min_volume_ml: float = 20.0,
+) -> np.ndarray:
     """(z, y, x) bool: lungs and airways (air inside the body)."""
     if body is None:
         body = body_mask(volume)

@@ -18,6 +18,7 @@ grid of one pyramid level, all arrays (z, y, x) C-contiguous:
 The kernels are C++ (cpp/src/mind.cpp), OpenMP-parallel, and deterministic: the same output,
 bit for bit, on any thread count (``ctreg.ops.set_num_threads``).  See docs/mind.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,17 @@ import numpy as np
 from . import _native
 from .errors import CTRegError
 
-__all__ = ["MindArgumentError", "MIND_CHANNELS", "mind_pairs", "mind_ssc", "search_offsets",
-           "block_match_cost", "coupled_argmin", "regularise_cost", "DEFAULT_ALPHAS"]
+__all__ = [
+    "MindArgumentError",
+    "MIND_CHANNELS",
+    "mind_pairs",
+    "mind_ssc",
+    "search_offsets",
+    "block_match_cost",
+    "coupled_argmin",
+    "regularise_cost",
+    "DEFAULT_ALPHAS",
+]
 
 #: Number of MIND-SSC channels.
 MIND_CHANNELS = 12
@@ -54,7 +64,9 @@ def _f32(name, a, ndim):
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
         raise MindArgumentError(f"{name} must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if a.ndim != ndim:
-        raise MindArgumentError(f"{name} must have {ndim} dimensions, got shape {a.shape}", "Mind.Shape")
+        raise MindArgumentError(
+            f"{name} must have {ndim} dimensions, got shape {a.shape}", "Mind.Shape"
+        )
     if a.size == 0:
         raise MindArgumentError(f"{name} must not be empty, got shape {a.shape}", "Mind.Shape")
     return a
@@ -71,8 +83,10 @@ def _vec3(name, v):
     if a.size == 1:
         a = np.repeat(a, 3)
     if a.shape != (3,) or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise MindArgumentError(f"{name} must be a positive number or (z, y, x) positive numbers, got {v!r}",
-                                "Mind.Parameter")
+        raise MindArgumentError(
+            f"{name} must be a positive number or (z, y, x) positive numbers, got {v!r}",
+            "Mind.Parameter",
+        )
     return a
 
 
@@ -80,8 +94,10 @@ def mind_pairs() -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
     """The 12 channels' neighbour pairs ``((az, ay, ax), (bz, by, bx))`` in unit steps (times
     ``distance_vox``), in channel order: neighbours n0..n5 = -z, +z, -y, +y, -x, +x; channel
     pairs (p, q), p < q, lexicographic, without the opposite pairs (n0,n1), (n2,n3), (n4,n5)."""
-    return [cast(tuple[tuple[int, int, int], tuple[int, int, int]], tuple(map(tuple, p)))
-            for p in _native.mind_pairs()]
+    return [
+        cast(tuple[tuple[int, int, int], tuple[int, int, int]], tuple(map(tuple, p)))
+        for p in _native.mind_pairs()
+    ]
 
 
 def mind_ssc(image, spacing=None, *, radius_vox=1, distance_vox=2, out=None) -> np.ndarray:
@@ -123,8 +139,10 @@ def mind_ssc(image, spacing=None, *, radius_vox=1, distance_vox=2, out=None) -> 
     if out is not None:
         _f32("out", out, 4)
         if out.shape != image.shape + (MIND_CHANNELS,):
-            raise MindArgumentError(f"out must have shape {image.shape + (MIND_CHANNELS,)}, got {out.shape}",
-                                    "Mind.Shape")
+            raise MindArgumentError(
+                f"out must have shape {image.shape + (MIND_CHANNELS,)}, got {out.shape}",
+                "Mind.Shape",
+            )
         if np.shares_memory(out, image):
             raise MindArgumentError("out must not overlap image", "Mind.Shape")
     return _native.mind_ssc(image, r, d, out)
@@ -142,8 +160,17 @@ def search_offsets(search_radius_vox, search_step_vox=1) -> np.ndarray:
     return np.ascontiguousarray(np.stack([a.reshape(-1) for a in g], axis=1))
 
 
-def block_match_cost(ref_feat, flt_feat, *, grid_step_vox, block_radius_vox, search_radius_vox,
-                     search_step_vox=1, block_step_vox=2, mask=None):
+def block_match_cost(
+    ref_feat,
+    flt_feat,
+    *,
+    grid_step_vox,
+    block_radius_vox,
+    search_radius_vox,
+    search_step_vox=1,
+    block_step_vox=2,
+    mask=None,
+):
     """Block-matching cost of every control point for every offset of a search cube.
 
     Definition (p_g = g * grid_step_vox, control grid shape ceil(shape / grid_step_vox);
@@ -175,7 +202,9 @@ def block_match_cost(ref_feat, flt_feat, *, grid_step_vox, block_radius_vox, sea
     ref_feat = _f32("ref_feat", ref_feat, 4)
     flt_feat = _f32("flt_feat", flt_feat, 4)
     if ref_feat.shape != flt_feat.shape:
-        raise MindArgumentError(f"ref_feat {ref_feat.shape} and flt_feat {flt_feat.shape} differ", "Mind.Shape")
+        raise MindArgumentError(
+            f"ref_feat {ref_feat.shape} and flt_feat {flt_feat.shape} differ", "Mind.Shape"
+        )
     step = _int("grid_step_vox", grid_step_vox, 1)
     B = _int("block_radius_vox", block_radius_vox, 0)
     bs = _int("block_step_vox", block_step_vox, 1)
@@ -220,19 +249,26 @@ def coupled_argmin(cost, disp_mm, v_mm, theta):
     if not isinstance(cost, np.ndarray) or cost.dtype != np.float32 or not cost.flags.c_contiguous:
         raise MindArgumentError("cost must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if cost.ndim < 1 or cost.size == 0:
-        raise MindArgumentError(f"cost must be a non-empty (..., L) array, got {cost.shape}", "Mind.Shape")
+        raise MindArgumentError(
+            f"cost must be a non-empty (..., L) array, got {cost.shape}", "Mind.Shape"
+        )
     disp_mm = _f32("disp_mm", disp_mm, 2)
     lead = cost.shape[:-1]
     if not isinstance(v_mm, np.ndarray) or v_mm.dtype != np.float32 or not v_mm.flags.c_contiguous:
         raise MindArgumentError("v_mm must be a C-contiguous float32 numpy array", "Mind.Dtype")
     if disp_mm.shape != (cost.shape[-1], 3) or v_mm.shape != lead + (3,):
-        raise MindArgumentError(f"cost {cost.shape}, disp_mm {disp_mm.shape} and v_mm {v_mm.shape} do not "
-                                "match (..., L), (L, 3), (..., 3)", "Mind.Shape")
+        raise MindArgumentError(
+            f"cost {cost.shape}, disp_mm {disp_mm.shape} and v_mm {v_mm.shape} do not "
+            "match (..., L), (L, 3), (..., 3)",
+            "Mind.Shape",
+        )
     theta = float(theta)
     if not (math.isfinite(theta) and theta >= 0):
         raise MindArgumentError(f"theta must be finite and >= 0, got {theta!r}", "Mind.Parameter")
     n = int(np.prod(lead)) if lead else 1
-    idx, u = _native.coupled_argmin(cost.reshape(n, cost.shape[-1]), disp_mm, v_mm.reshape(n, 3), theta)
+    idx, u = _native.coupled_argmin(
+        cost.reshape(n, cost.shape[-1]), disp_mm, v_mm.reshape(n, 3), theta
+    )
     return idx.reshape(lead), u.reshape(lead + (3,))
 
 
@@ -251,8 +287,9 @@ def _normalised_smooth(u, w, sigma):
     return out
 
 
-def regularise_cost(cost, offsets, active=None, *, grid_spacing_mm, voxel_mm, alphas=DEFAULT_ALPHAS,
-                    sigma_grid=1.0) -> np.ndarray:
+def regularise_cost(
+    cost, offsets, active=None, *, grid_spacing_mm, voxel_mm, alphas=DEFAULT_ALPHAS, sigma_grid=1.0
+) -> np.ndarray:
     """Coupled-convex regularisation of a block-matching cost volume; returns the (gz, gy, gx,
     3) float32 displacement in mm, (z, y, x) components, on the control grid.
 
@@ -281,16 +318,24 @@ def regularise_cost(cost, offsets, active=None, *, grid_spacing_mm, voxel_mm, al
     """
     cost = _f32("cost", cost, 4)
     offsets = np.asarray(offsets)
-    if offsets.ndim != 2 or offsets.shape != (cost.shape[3], 3) or not np.issubdtype(offsets.dtype, np.integer):
-        raise MindArgumentError(f"offsets must be ({cost.shape[3]}, 3) integers, got {offsets.shape} "
-                                f"{offsets.dtype}", "Mind.Shape")
+    if (
+        offsets.ndim != 2
+        or offsets.shape != (cost.shape[3], 3)
+        or not np.issubdtype(offsets.dtype, np.integer)
+    ):
+        raise MindArgumentError(
+            f"offsets must be ({cost.shape[3]}, 3) integers, got {offsets.shape} {offsets.dtype}",
+            "Mind.Shape",
+        )
     grid = cost.shape[:3]
     if active is None:
         w = np.ones(grid, np.float64)
     else:
         active = np.asarray(active)
         if active.shape != grid:
-            raise MindArgumentError(f"active must have shape {grid}, got {active.shape}", "Mind.Shape")
+            raise MindArgumentError(
+                f"active must have shape {grid}, got {active.shape}", "Mind.Shape"
+            )
         w = active.astype(bool).astype(np.float64)
     gs = _vec3("grid_spacing_mm", grid_spacing_mm)
     vox = _vec3("voxel_mm", voxel_mm)
@@ -299,13 +344,16 @@ def regularise_cost(cost, offsets, active=None, *, grid_spacing_mm, voxel_mm, al
         raise MindArgumentError(f"sigma_grid must be > 0, got {sigma_grid!r}", "Mind.Parameter")
     alphas = [float(a) for a in alphas]
     if not alphas or not all(math.isfinite(a) and a >= 0 for a in alphas):
-        raise MindArgumentError(f"alphas must be a non-empty sequence of numbers >= 0, got {alphas!r}",
-                                "Mind.Parameter")
+        raise MindArgumentError(
+            f"alphas must be a non-empty sequence of numbers >= 0, got {alphas!r}", "Mind.Parameter"
+        )
     h = float(np.mean(vox))
     sigma = sigma_grid * float(np.mean(gs)) / gs
     disp = np.ascontiguousarray(offsets.astype(np.float64) * vox, dtype=np.float32)
     v = np.zeros(grid + (3,), np.float32)
     for alpha in alphas:
         _, u = coupled_argmin(cost, disp, v, alpha / (h * h))
-        v = np.ascontiguousarray(_normalised_smooth(u.astype(np.float64), w, sigma), dtype=np.float32)
+        v = np.ascontiguousarray(
+            _normalised_smooth(u.astype(np.float64), w, sigma), dtype=np.float32
+        )
     return v

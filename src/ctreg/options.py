@@ -3,6 +3,7 @@
 Lists per level run coarse -> fine.  Spacings are in mm; the level spacing is reached by integer
 subsampling of the reference grid, so the actual spacing is the nearest multiple of the scan's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,16 @@ from ._checks import known_fields
 from .errors import OptionError, unknown_names
 from .metrics import METRICS
 
-__all__ = ["AffineOptions", "DiscreteOptions", "FFDOptions", "DemonsOptions", "SlidingOptions",
-           "RegistrationOptions", "PRESETS", "options_for"]
+__all__ = [
+    "AffineOptions",
+    "DiscreteOptions",
+    "FFDOptions",
+    "DemonsOptions",
+    "SlidingOptions",
+    "RegistrationOptions",
+    "PRESETS",
+    "options_for",
+]
 
 
 def _fail(cls, name, value, accepted):
@@ -32,8 +41,14 @@ def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
         _fail(cls, name, value, "a sequence of positive numbers")
     kind = int if integer else (int, float)
     if (not value and not allow_empty) or any(
-            isinstance(v, bool) or not isinstance(v, kind) or v <= 0 for v in value):
-        _fail(cls, name, value, "a non-empty sequence of positive " + ("integers" if integer else "numbers"))
+        isinstance(v, bool) or not isinstance(v, kind) or v <= 0 for v in value
+    ):
+        _fail(
+            cls,
+            name,
+            value,
+            "a non-empty sequence of positive " + ("integers" if integer else "numbers"),
+        )
     object.__setattr__(obj, name, tuple(float(v) if not integer else int(v) for v in value))
     return value
 
@@ -41,16 +56,26 @@ def _positive_tuple(obj, name, *, integer=False, allow_empty=False):
 def _same_length(obj, *names):
     lengths = {n: len(getattr(obj, n)) for n in names}
     if len(set(lengths.values())) != 1:
-        raise OptionError(f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
-                         f"got lengths {lengths}")
+        raise OptionError(
+            f"{type(obj).__name__}: {', '.join(names)} must have one entry per level, "
+            f"got lengths {lengths}"
+        )
 
 
 def _positive(obj, name, *, allow_zero=False):
     value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value >= 0 if allow_zero else value > 0)
+    )
     if not ok:
-        _fail(type(obj).__name__, name, value, "a non-negative number" if allow_zero else "a positive number")
+        _fail(
+            type(obj).__name__,
+            name,
+            value,
+            "a non-negative number" if allow_zero else "a positive number",
+        )
 
 
 def _metric(obj, name):
@@ -68,8 +93,12 @@ def _metric_per_level(obj, name, n_levels):
     except TypeError:
         _fail(type(obj).__name__, name, value, f"one of {METRICS} or one of them per level")
     if len(names) != n_levels or any(v not in METRICS for v in names):
-        _fail(type(obj).__name__, name, value,
-              f"one of {METRICS} or a sequence of {n_levels} of them (one per level)")
+        _fail(
+            type(obj).__name__,
+            name,
+            value,
+            f"one of {METRICS} or a sequence of {n_levels} of them (one per level)",
+        )
     object.__setattr__(obj, name, value if isinstance(value, str) else names)
 
 
@@ -208,7 +237,11 @@ class DemonsOptions:
         _positive(self, "sigma_diffusion_vox", allow_zero=True)
         _positive(self, "max_step_vox")
         _positive(self, "tolerance", allow_zero=True)
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+        if (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, int)
+            or self.patience < 1
+        ):
             _fail(type(self).__name__, "patience", self.patience, "a positive integer")
         if self.forces not in ("symmetric", "floating"):
             _fail(type(self).__name__, "forces", self.forces, "'symmetric' or 'floating'")
@@ -283,23 +316,37 @@ class RegistrationOptions:
     lung_focus_mm: float = 10.0
     lung_images: bool = True
     lung_outside_hu: float = 0.0
-    lung_shape: FFDOptions = field(default_factory=lambda: FFDOptions(
-        # the finest control grid (6 mm) on the 3 mm images: on EMPIRE10-01 a 2 mm image level
-        # cost 5 s for Dice 0.9747 instead of 0.9735 (docs/lungs.md)
-        levels_mm=(6.0, 4.0, 3.0, 3.0), control_spacing_mm=(24.0, 12.0, 8.0, 6.0),
-        iterations=(20, 15, 10, 10), metric="ncc", first_level_metric=None, bending_weight=3.0))
+    lung_shape: FFDOptions = field(
+        default_factory=lambda: FFDOptions(
+            # the finest control grid (6 mm) on the 3 mm images: on EMPIRE10-01 a 2 mm image level
+            # cost 5 s for Dice 0.9747 instead of 0.9735 (docs/lungs.md)
+            levels_mm=(6.0, 4.0, 3.0, 3.0),
+            control_spacing_mm=(24.0, 12.0, 8.0, 6.0),
+            iterations=(20, 15, 10, 10),
+            metric="ncc",
+            first_level_metric=None,
+            bending_weight=3.0,
+        )
+    )
 
     def __post_init__(self):
         if isinstance(self.sliding, bool):
             object.__setattr__(self, "sliding", SlidingOptions(enabled=self.sliding))
-        for name, cls in (("affine", AffineOptions), ("discrete", DiscreteOptions),
-                          ("ffd", FFDOptions), ("demons", DemonsOptions),
-                          ("lung_shape", FFDOptions), ("sliding", SlidingOptions)):
+        for name, cls in (
+            ("affine", AffineOptions),
+            ("discrete", DiscreteOptions),
+            ("ffd", FFDOptions),
+            ("demons", DemonsOptions),
+            ("lung_shape", FFDOptions),
+            ("sliding", SlidingOptions),
+        ):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls(**value))
             elif not isinstance(value, cls):
-                _fail("RegistrationOptions", name, value, f"a {cls.__name__} or a dict of its fields")
+                _fail(
+                    "RegistrationOptions", name, value, f"a {cls.__name__} or a dict of its fields"
+                )
         lo_hi = tuple(self.clip_hu)
         if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
             _fail("RegistrationOptions", "clip_hu", self.clip_hu, "(low, high) with low < high")
@@ -322,20 +369,30 @@ PRESETS: dict[str, RegistrationOptions] = {
     # mask is found at 8 mm
     "fast": RegistrationOptions(
         affine=AffineOptions(levels_mm=(8.0,), iterations=(60,)),
-        ffd=FFDOptions(levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,),
-                       tolerance=2e-3),
+        ffd=FFDOptions(
+            levels_mm=(6.0,), control_spacing_mm=(36.0,), iterations=(20,), tolerance=2e-3
+        ),
         demons=DemonsOptions(levels_mm=(4.0,), iterations=(25,), tolerance=5e-3, patience=2),
-        lung_shape=FFDOptions(levels_mm=(6.0, 4.0), control_spacing_mm=(24.0, 12.0),
-                              iterations=(20, 10), metric="ncc", first_level_metric=None,
-                              bending_weight=3.0, tolerance=2e-3),
+        lung_shape=FFDOptions(
+            levels_mm=(6.0, 4.0),
+            control_spacing_mm=(24.0, 12.0),
+            iterations=(20, 10),
+            metric="ncc",
+            first_level_metric=None,
+            bending_weight=3.0,
+            tolerance=2e-3,
+        ),
         sliding=SlidingOptions(enabled=False),
         mask_resolution_mm=8.0,
     ),
     "default": RegistrationOptions(),
     "accurate": RegistrationOptions(
         affine=AffineOptions(levels_mm=(8.0, 4.0), iterations=(60, 40)),
-        ffd=FFDOptions(levels_mm=(6.0, 3.0, 2.0), control_spacing_mm=(40.0, 20.0, 10.0),
-                       iterations=(20, 15, 10)),
+        ffd=FFDOptions(
+            levels_mm=(6.0, 3.0, 2.0),
+            control_spacing_mm=(40.0, 20.0, 10.0),
+            iterations=(20, 15, 10),
+        ),
         demons=DemonsOptions(levels_mm=(2.0, 1.0), iterations=(15, 10)),
     ),
 }
@@ -346,7 +403,10 @@ def options_for(preset: str = "default", **overrides) -> RegistrationOptions:
     ``options_for("fast", demons=DemonsOptions(enabled=False))`` or ``ffd={"metric": "ncc"}``
     (a dict updates only the named fields of that stage)."""
     err = unknown_names("preset", [preset], PRESETS) or unknown_names(
-        "registration option(s)", overrides, [f.name for f in dataclasses.fields(RegistrationOptions)])
+        "registration option(s)",
+        overrides,
+        [f.name for f in dataclasses.fields(RegistrationOptions)],
+    )
     if err is not None:
         raise err
     base = PRESETS[preset]

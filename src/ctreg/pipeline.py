@@ -4,6 +4,7 @@ All optimisation happens on the reference body's bounding box (plus a margin), o
 of a few mm; the final field is upsampled once to the full reference grid, where the floating
 scan is resampled once, from its original HU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,13 @@ from .errors import GeometryError
 from .ffd import run_ffd_level
 from .fullres import full_resolution
 from .lung_focus import focus_and_lungs, focused_level
-from .lung_images import (MIN_AFFINE_LUNG_DICE, affine_lung_dice, floating_lungs as find_floating_lungs,
-                          lung_only, mask_image)
+from .lung_images import (
+    MIN_AFFINE_LUNG_DICE,
+    affine_lung_dice,
+    floating_lungs as find_floating_lungs,
+    lung_only,
+    mask_image,
+)
 from .lungs import check_mask_grid
 from .level import SENTINEL, Level, build_level, preprocess
 from .masks import body_mask
@@ -70,12 +76,16 @@ def _as_volume(x, name: str) -> Volume:
         from .io import read_volume
 
         return read_volume(x)
-    raise TypeError(f"{name} must be a ctreg.Volume or a path that read_volume reads, got {type(x).__name__}")
+    raise TypeError(
+        f"{name} must be a ctreg.Volume or a path that read_volume reads, got {type(x).__name__}"
+    )
 
 
 def _centroid_world(volume: Volume, mask: np.ndarray) -> np.ndarray:
     """World position of the mask's centre of mass (the grid centre for an empty mask)."""
-    sums = [mask.sum(axis=tuple(a for a in range(3) if a != ax)).astype(np.float64) for ax in range(3)]
+    sums = [
+        mask.sum(axis=tuple(a for a in range(3) if a != ax)).astype(np.float64) for ax in range(3)
+    ]
     total = sums[0].sum()
     if total > 0:
         idx = np.array([np.dot(s, np.arange(len(s))) / total for s in sums])
@@ -99,18 +109,27 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
     if ml < MIN_BODY_ML:
         raise GeometryError(
             f"{name}: found only {ml:.1f} mL of tissue above -500 HU; expected a chest CT in HU "
-            f"(at least {MIN_BODY_ML:.0f} mL of body). Check the rescale slope/intercept of the input.")
+            f"(at least {MIN_BODY_ML:.0f} mL of body). Check the rescale slope/intercept of the input."
+        )
 
 
 def _check_mask(mask, volume: Volume, name: str) -> np.ndarray:
     return mask_on_grid(name, mask, volume.shape, mismatch=GeometryError, to_bool=False)
 
 
-def register(reference, floating, *, preset: str = "default",
-             options: RegistrationOptions | None = None, reference_mask: np.ndarray | None = None,
-             floating_mask: np.ndarray | None = None, reference_lungs: np.ndarray | None = None,
-             floating_lungs: np.ndarray | None = None, threads: int | None = None,
-             **overrides) -> RegistrationResult:
+def register(
+    reference,
+    floating,
+    *,
+    preset: str = "default",
+    options: RegistrationOptions | None = None,
+    reference_mask: np.ndarray | None = None,
+    floating_mask: np.ndarray | None = None,
+    reference_lungs: np.ndarray | None = None,
+    floating_lungs: np.ndarray | None = None,
+    threads: int | None = None,
+    **overrides,
+) -> RegistrationResult:
     """Register the ``floating`` scan onto the ``reference`` scan.
 
     Parameters
@@ -142,14 +161,31 @@ def register(reference, floating, *, preset: str = "default",
     ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
     """
     with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
-        return _register(reference, floating, preset=preset, options=options,
-                         reference_mask=reference_mask, floating_mask=floating_mask,
-                         reference_lungs=reference_lungs, floating_lungs=floating_lungs,
-                         **overrides)
+        return _register(
+            reference,
+            floating,
+            preset=preset,
+            options=options,
+            reference_mask=reference_mask,
+            floating_mask=floating_mask,
+            reference_lungs=reference_lungs,
+            floating_lungs=floating_lungs,
+            **overrides,
+        )
 
 
-def _register(reference, floating, *, preset, options, reference_mask, floating_mask,
-              reference_lungs, floating_lungs, **overrides) -> RegistrationResult:
+def _register(
+    reference,
+    floating,
+    *,
+    preset,
+    options,
+    reference_mask,
+    floating_mask,
+    reference_lungs,
+    floating_lungs,
+    **overrides,
+) -> RegistrationResult:
     t_start = time.perf_counter()
     timer = PhaseTimer()  # report["seconds"] and report["memory"] per phase (ctreg._timing)
     timings = timer.seconds
@@ -170,10 +206,16 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
     t0 = time.perf_counter()
-    ref_body = (body_mask(ref, resolution_mm=opts.mask_resolution_mm) if reference_mask is None
-                else _check_mask(reference_mask, ref, "reference_mask"))
-    flt_body = (body_mask(flt, resolution_mm=FLOATING_MASK_MM) if floating_mask is None
-                else _check_mask(floating_mask, flt, "floating_mask"))
+    ref_body = (
+        body_mask(ref, resolution_mm=opts.mask_resolution_mm)
+        if reference_mask is None
+        else _check_mask(reference_mask, ref, "reference_mask")
+    )
+    flt_body = (
+        body_mask(flt, resolution_mm=FLOATING_MASK_MM)
+        if floating_mask is None
+        else _check_mask(floating_mask, flt, "floating_mask")
+    )
     _check_body(ref, ref_body, "reference")
     _check_body(flt, flt_body, "floating")
     margin = np.ceil(opts.crop_margin_mm / ref.spacing).astype(int)
@@ -190,8 +232,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     lungs_c = None
     if reference_lungs is not None or opts.lung_focus or opts.sliding.enabled:
         if reference_lungs is not None:
-            lungs_c = np.ascontiguousarray(check_mask_grid(reference_lungs, ref,
-                                                           "reference_lungs")[box])
+            lungs_c = np.ascontiguousarray(
+                check_mask_grid(reference_lungs, ref, "reference_lungs")[box]
+            )
         focus, lung_report, lungs_c = focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)
     flt_lungs = None
     if opts.lung_images or opts.lung_shape.enabled:
@@ -229,8 +272,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         for mm in levels_mm:
             key = level_factors(ref_c.spacing, mm)
             if key not in shaped:
-                base = build_level(len(cache) + len(shaped), mm, images[0], body_c, images[1],
-                                   frame, clip)
+                base = build_level(
+                    len(cache) + len(shaped), mm, images[0], body_c, images[1], frame, clip
+                )
                 shaped[key] = base if focus is None else focused_level(base, focus, key)
             out.append(shaped[key])
         del images
@@ -244,8 +288,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         key = level_factors(ref_c.spacing, mm)
         if key not in focused:
             if lung_pair:
-                base = build_level(len(cache) + len(focused), mm, lung_pair[0], body_c,
-                                   lung_pair[1], frame, clip)
+                base = build_level(
+                    len(cache) + len(focused), mm, lung_pair[0], body_c, lung_pair[1], frame, clip
+                )
             else:
                 base = level(mm)
             focused[key] = focused_level(base, focus, key)
@@ -276,12 +321,15 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     timer.add("affine", time.perf_counter() - t0)
     coarse = level(max(opts.affine.levels_mm) if opts.affine.enabled else 8.0)
     _, valid = coarse.warp(transform)
-    overlap = float(np.count_nonzero(coarse.mask & valid)) / max(1, int(np.count_nonzero(coarse.mask)))
+    overlap = float(np.count_nonzero(coarse.mask & valid)) / max(
+        1, int(np.count_nonzero(coarse.mask))
+    )
     if overlap < MIN_OVERLAP:
         raise GeometryError(
             f"the scans barely overlap: after alignment only {100 * overlap:.1f} % of the reference "
             f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
-            "check that both series show the same region of the same patient")
+            "check that both series show the same region of the same patient"
+        )
 
     if flt_lungs is not None and lungs_c is not None:  # do the two masks show the same lungs?
         info = lung_report["images"]
@@ -289,18 +337,27 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         info["affine_dice"] = round(agree, 3)
         if agree < MIN_AFFINE_LUNG_DICE:
             if info.get("floating_source") == "user":
-                log.warning("the floating_lungs mask and the reference lungs agree poorly after "
-                            "the affine stage (Dice %.2f): check the mask", agree)
+                log.warning(
+                    "the floating_lungs mask and the reference lungs agree poorly after "
+                    "the affine stage (Dice %.2f): check the mask",
+                    agree,
+                )
             else:
-                log.warning("lung images off: the floating scan's automatic lungs and the "
-                            "reference lungs disagree after the affine stage (Dice %.2f < %.2f); "
-                            "the deformable stages use the plain images", agree, MIN_AFFINE_LUNG_DICE)
+                log.warning(
+                    "lung images off: the floating scan's automatic lungs and the "
+                    "reference lungs disagree after the affine stage (Dice %.2f < %.2f); "
+                    "the deformable stages use the plain images",
+                    agree,
+                    MIN_AFFINE_LUNG_DICE,
+                )
                 info.update(used=False, reason="LungMask.Disagree")
                 flt_lungs = None
     if opts.lung_images and flt_lungs is not None and lungs_c is not None:  # lung-only images
         t0 = time.perf_counter()
-        lung_pair[:] = [lung_only(ref_p, lungs_c, opts.lung_outside_hu),
-                        lung_only(flt_p, flt_lungs, opts.lung_outside_hu)]
+        lung_pair[:] = [
+            lung_only(ref_p, lungs_c, opts.lung_outside_hu),
+            lung_only(flt_p, flt_lungs, opts.lung_outside_hu),
+        ]
         timer.add("masks", time.perf_counter() - t0)
 
     # -- discrete large-motion search (MIND-SSC block matching) --------------------------------
@@ -309,8 +366,11 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     u_level: Level | None = None
     if opts.discrete.enabled:
         lv = dlevel(opts.discrete.level_mm)
-        log.info("discrete search: level %.1f mm, radius %.0f mm", opts.discrete.level_mm,
-                 opts.discrete.search_radius_mm)
+        log.info(
+            "discrete search: level %.1f mm, radius %.0f mm",
+            opts.discrete.level_mm,
+            opts.discrete.search_radius_mm,
+        )
         u, rep = run_discrete_stage(lv, transform, opts.discrete, lv.mask)
         u_level = lv
         levels_report.append(rep)
@@ -319,11 +379,17 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     # -- lung shape: B-spline on the two lung masks -------------------------------------------
     t0 = time.perf_counter()
     if opts.lung_shape.enabled and flt_lungs is not None and lungs_c is not None:
-        for li, (mm, lv) in enumerate(zip(opts.lung_shape.levels_mm,
-                                          shape_levels(opts.lung_shape.levels_mm))):
-            log.info("lung shape: level %d/%d (%.1f mm)", li + 1, len(opts.lung_shape.levels_mm), mm)
-            u0 = None if u is None or u_level is None else ops.resample_field(
-                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+        for li, (mm, lv) in enumerate(
+            zip(opts.lung_shape.levels_mm, shape_levels(opts.lung_shape.levels_mm))
+        ):
+            log.info(
+                "lung shape: level %d/%d (%.1f mm)", li + 1, len(opts.lung_shape.levels_mm), mm
+            )
+            u0 = (
+                None
+                if u is None or u_level is None
+                else ops.resample_field(u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            )
             u, rep = run_ffd_level(lv, transform, u0, opts.lung_shape, li)
             rep.stage = "lung_shape"
             u_level = lv
@@ -338,8 +404,11 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         for li, mm in enumerate(opts.ffd.levels_mm):
             lv = dlevel(mm)
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
-            u0 = None if u is None or u_level is None else ops.resample_field(
-                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            u0 = (
+                None
+                if u is None or u_level is None
+                else ops.resample_field(u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            )
             u, rep = run_ffd_level(lv, transform, u0, opts.ffd, li)
             u_level = lv
             levels_report.append(rep)
@@ -352,8 +421,11 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         v_level: Level | None = None
         for li, mm, lv in stage_levels(opts.demons.levels_mm, dlevel):
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
-            outer = None if u is None or u_level is None else ops.resample_field(
-                u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            outer = (
+                None
+                if u is None or u_level is None
+                else ops.resample_field(u, tuple(u_level.spacing), lv.shape, tuple(lv.spacing))
+            )
             if v is None or v_level is None:
                 v0 = np.zeros(lv.shape + (3,), np.float32)
             else:
@@ -371,8 +443,9 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     sliding_report = None
     u_inside = u
     if opts.sliding.enabled:
-        u, sliding_report, reps = sliding_stage(level, transform, u, u_level, lungs_c,
-                                                ref_c.spacing, opts)
+        u, sliding_report, reps = sliding_stage(
+            level, transform, u, u_level, lungs_c, ref_c.spacing, opts
+        )
         levels_report += reps
     timer.add("sliding", time.perf_counter() - t0)
 
@@ -388,17 +461,36 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(
-        ref, flt, frame, transform, u,
-        None if u is None or u_level is None else tuple(u_level.spacing), box,
-        sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+        ref,
+        flt,
+        frame,
+        transform,
+        u,
+        None if u is None or u_level is None else tuple(u_level.spacing),
+        box,
+        sentinel=SENTINEL,
+        invalid_below=INVALID_BELOW_HU,
+        fill_hu=opts.fill_hu,
+    )
     if sliding_report is not None and sliding_report.get("used") and not float(jac.min()) > 0:
         # the join folds at full resolution: redo this step with the lung-focused field
-        log.warning("sliding: Jacobian <= 0 at full resolution; keeping the lung-focused field "
-                    "[sliding_folded_full_resolution]")
+        log.warning(
+            "sliding: Jacobian <= 0 at full resolution; keeping the lung-focused field "
+            "[sliding_folded_full_resolution]"
+        )
         sliding_report.update(used=False, reason="sliding_folded_full_resolution")
         warped, displacement, jac = full_resolution(
-            ref, flt, frame, transform, u_inside,
-            None if u_inside is None or u_level is None else tuple(u_level.spacing), box, sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu)
+            ref,
+            flt,
+            frame,
+            transform,
+            u_inside,
+            None if u_inside is None or u_level is None else tuple(u_level.spacing),
+            box,
+            sentinel=SENTINEL,
+            invalid_below=INVALID_BELOW_HU,
+            fill_hu=opts.fill_hu,
+        )
     u_inside = None
     timer.add("resample", time.perf_counter() - t0)
 
@@ -415,19 +507,42 @@ def _register(reference, floating, *, preset, options, reference_mask, floating_
         "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
         "seconds": timings,
         "lungs": lung_report,
-        "sliding": sliding_report if sliding_report is not None else {"used": False,
-                                                                      "reason": "sliding off"},
+        "sliding": sliding_report
+        if sliding_report is not None
+        else {"used": False, "reason": "sliding off"},
         "memory": timer.memory_report(),
         "seconds_total": time.perf_counter() - t_start,
         "threads": ops.get_num_threads(),
-        "reference": {"shape": list(ref.shape), "spacing_mm": ref.spacing.tolist(),
-                      "origin_mm": ref.origin.tolist()},
-        "floating": {"shape": list(flt.shape), "spacing_mm": flt.spacing.tolist(),
-                     "origin_mm": flt.origin.tolist()},
-        "versions": {"ctreg": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                     "numba": _numba_version(), "python": platform.python_version()},
+        "reference": {
+            "shape": list(ref.shape),
+            "spacing_mm": ref.spacing.tolist(),
+            "origin_mm": ref.origin.tolist(),
+        },
+        "floating": {
+            "shape": list(flt.shape),
+            "spacing_mm": flt.spacing.tolist(),
+            "origin_mm": flt.origin.tolist(),
+        },
+        "versions": {
+            "ctreg": __version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "numba": _numba_version(),
+            "python": platform.python_version(),
+        },
     }
-    result = RegistrationResult(reference=ref, floating=flt, warped=warped, displacement=displacement,
-                                affine=transform, jacobian=jac, report=report)
-    log.info("done in %.1f s (Jacobian min %.3f)", report["seconds_total"], report["jacobian"].get("min", float("nan")))
+    result = RegistrationResult(
+        reference=ref,
+        floating=flt,
+        warped=warped,
+        displacement=displacement,
+        affine=transform,
+        jacobian=jac,
+        report=report,
+    )
+    log.info(
+        "done in %.1f s (Jacobian min %.3f)",
+        report["seconds_total"],
+        report["jacobian"].get("min", float("nan")),
+    )
     return result

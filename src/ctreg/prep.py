@@ -7,6 +7,7 @@ conversion then commutes with clipping) and the bounds and fill are float32 valu
 to float32 is monotone, so clipping before or after it picks the same values.  Otherwise (e.g.
 float64 scans with bounds like -1000.3) the caller keeps the NumPy path.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,14 @@ def clip_fill(volume: Volume, clip_hu, invalid_value) -> np.ndarray | None:
     arr = volume.array
     lo, hi = clip_hu
     fill = lo if invalid_value is None else invalid_value
-    if (arr.ndim != 3 or arr.dtype.type not in _EXACT_IN_FLOAT32 or not all(map(_f32_exact, (lo, hi, fill)))
-            or not lo <= hi or lo == 0 or hi == 0):  # np.clip writes +0.0 for -0.0 at a 0 bound
+    if (
+        arr.ndim != 3
+        or arr.dtype.type not in _EXACT_IN_FLOAT32
+        or not all(map(_f32_exact, (lo, hi, fill)))
+        or not lo <= hi
+        or lo == 0
+        or hi == 0
+    ):  # np.clip writes +0.0 for -0.0 at a 0 bound
         return None
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)

@@ -6,6 +6,7 @@ The library never prints: it logs one INFO record per stage level on the ``ctreg
 ``[########............]  42%  b-spline 2/3  12.3 s``; the records it shows are not printed as
 lines too.  It is off when stderr is not a terminal (pipes, files, CI) or ``TERM=dumb``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,10 @@ class ProgressBar:
         with self._lock:
             frac, label = self.fraction, self.label
         filled = int(round(_WIDTH * frac))
-        return (f"\r[{'#' * filled}{'.' * (_WIDTH - filled)}] {100 * frac:3.0f}%  {label:<14} "
-                f"{time.perf_counter() - self.t0:6.1f} s")
+        return (
+            f"\r[{'#' * filled}{'.' * (_WIDTH - filled)}] {100 * frac:3.0f}%  {label:<14} "
+            f"{time.perf_counter() - self.t0:6.1f} s"
+        )
 
     def _filter(self, record: logging.LogRecord) -> bool:
         """On the root handlers: drop the records the bar shows; clear the bar's line before

@@ -4,6 +4,7 @@ A level is a Volume whose affine is the source affine with scaled columns, so th
 (k, j, i) is source voxel (k fz, j fy, i fx): every level shares the source's voxel (0, 0, 0)
 and its direction, and the reference frame of a level differs from the source's only by spacing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,11 @@ def downsample(volume: Volume, target_mm: float, *, smooth: bool = True) -> Volu
     if smooth and volume.array.ndim == 3:  # smoothed only where kept: the same values
         sub = ops.smooth_subsample(volume.array, tuple(sigma), tuple(volume.spacing), tuple(f))
     else:
-        arr = ops.smooth(volume.array, tuple(sigma), tuple(volume.spacing)) if smooth else volume.array
+        arr = (
+            ops.smooth(volume.array, tuple(sigma), tuple(volume.spacing))
+            if smooth
+            else volume.array
+        )
         sub = np.ascontiguousarray(arr[sl])
     valid = None if volume.valid is None else np.ascontiguousarray(volume.valid[sl])
     affine = volume.affine @ np.diag([f[0], f[1], f[2], 1.0])

@@ -1,5 +1,6 @@
 """HTML building blocks of ``report.html`` (:mod:`ctreg.report_html`): the style sheet, escaping,
 number formatting and tables."""
+
 from __future__ import annotations
 
 import html
@@ -39,19 +40,27 @@ def _num(v, nd: int = 3) -> str:
     if isinstance(v, (float, np.floating)):
         if not math.isfinite(float(v)):
             return "–"
-        return f"{float(v):.{nd}g}" if abs(float(v)) >= 1e4 or (v != 0 and abs(float(v)) < 1e-3) \
+        return (
+            f"{float(v):.{nd}g}"
+            if abs(float(v)) >= 1e4 or (v != 0 and abs(float(v)) < 1e-3)
             else f"{float(v):.{nd}f}"
+        )
     return _e(v)
 
 
 def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
-    th = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
-                 for i, h in enumerate(header))
+    th = "".join(
+        f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(header)
+    )
     body = []
     for row in rows:
-        tds = "".join(f"<td class='l'>{c if isinstance(c, _Raw) else _num(c)}</td>" if i < left
-                      else f"<td>{c if isinstance(c, _Raw) else _num(c)}</td>"
-                      for i, c in enumerate(row))
+        tds = "".join(
+            f"<td class='l'>{c if isinstance(c, _Raw) else _num(c)}</td>"
+            if i < left
+            else f"<td>{c if isinstance(c, _Raw) else _num(c)}</td>"
+            for i, c in enumerate(row)
+        )
         body.append(f"<tr>{tds}</tr>")
     return f"<table><tr>{th}</tr>{''.join(body)}</table>"
 
@@ -64,6 +73,9 @@ def _geometry_row(name: str, g: dict) -> list:
     shape = g.get("shape") or []
     sp = g.get("spacing_mm") or []
     org = g.get("origin_mm") or []
-    return [name, _Raw(_e(" x ".join(str(s) for s in shape))),
-            _Raw(_e(" x ".join(f"{s:.3f}" for s in sp))),
-            _Raw(_e(", ".join(f"{o:.1f}" for o in org)))]
+    return [
+        name,
+        _Raw(_e(" x ".join(str(s) for s in shape))),
+        _Raw(_e(" x ".join(f"{s:.3f}" for s in sp))),
+        _Raw(_e(", ".join(f"{o:.1f}" for o in org))),
+    ]

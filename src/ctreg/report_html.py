@@ -25,6 +25,7 @@ Pixels are drawn with their true aspect ratio (mm).
 The pictures need matplotlib, an optional extra (``pip install "ctreg[report]"``).  Without it
 the report is written all the same, with the tables and a note saying how to get the pictures.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,16 +44,27 @@ from .report_planes import PLANES, ReportError, _planes, canonical_axes, plane_i
 from .report_planes import _plane_spacing, _take  # noqa: F401 (tests use them from here)
 from .volume import Volume
 
-__all__ = ["write_report_html", "report_for_run", "render_report_html", "report_figures", "canonical_axes",
-           "plane_indices", "ReportError", "INSTALL_HINT", "MISSING_MATPLOTLIB_NOTE"]
+__all__ = [
+    "write_report_html",
+    "report_for_run",
+    "render_report_html",
+    "report_figures",
+    "canonical_axes",
+    "plane_indices",
+    "ReportError",
+    "INSTALL_HINT",
+    "MISSING_MATPLOTLIB_NOTE",
+]
 
 log = logging.getLogger("ctreg")
 
 INSTALL_HINT = 'pip install "ctreg[report]"'
-MISSING_MATPLOTLIB_NOTE = ("Pictures are not included: matplotlib is not installed. "
-                           f"Install it with {INSTALL_HINT} (or pip install matplotlib) and "
-                           "run the registration again to get the checkerboard, difference and "
-                           "Jacobian pictures.")
+MISSING_MATPLOTLIB_NOTE = (
+    "Pictures are not included: matplotlib is not installed. "
+    f"Install it with {INSTALL_HINT} (or pip install matplotlib) and "
+    "run the registration again to get the checkerboard, difference and "
+    "Jacobian pictures."
+)
 
 #: display window of the CT pictures (HU): lungs and soft tissue both readable
 WINDOW_HU = (-1000.0, 400.0)
@@ -67,6 +79,7 @@ SAMPLE_VOXELS = 2_000_000
 
 
 # -- pictures ---------------------------------------------------------------------------------
+
 
 def _checker(shape, spacing, tile_mm: float) -> np.ndarray:
     r = (np.arange(shape[0]) * spacing[0] // tile_mm).astype(int)
@@ -92,9 +105,15 @@ def _show(ax, image, spacing, sides, title, **kw):
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
     top, bottom, left, right = sides
-    style = dict(transform=ax.transAxes, fontsize=8, color="yellow", fontweight="bold",
-                 ha="center", va="center",
-                 bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
+    style = dict(
+        transform=ax.transAxes,
+        fontsize=8,
+        color="yellow",
+        fontweight="bold",
+        ha="center",
+        va="center",
+        bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5),
+    )
     ax.text(0.5, 0.97, top, **style)
     ax.text(0.5, 0.03, bottom, **style)
     ax.text(0.03, 0.5, left, **style)
@@ -130,14 +149,27 @@ def report_figures(result) -> dict[str, bytes]:
     for r, (label, key) in enumerate(rows):
         for c, plane in enumerate(PLANES):
             p = planes[plane]
-            ext = max(p["reference"].shape[0] * p["spacing"][0], p["reference"].shape[1] * p["spacing"][1])
+            ext = max(
+                p["reference"].shape[0] * p["spacing"][0], p["reference"].shape[1] * p["spacing"][1]
+            )
             board = _checker(p["reference"].shape, p["spacing"], ext / CHECKER_TILES)
             img = np.where(board, p["reference"], p[key])
-            _show(axes[r, c], img, p["spacing"], p["sides"],
-                  f"{plane}, {label} registration: reference / "
-                  f"{'floating' if key == 'before' else 'warped'}", cmap="gray", vmin=lo, vmax=hi)
-    fig.suptitle("Checkerboard of the reference and the floating scan (edges should continue "
-                 "across tiles after registration)", fontsize=10)
+            _show(
+                axes[r, c],
+                img,
+                p["spacing"],
+                p["sides"],
+                f"{plane}, {label} registration: reference / "
+                f"{'floating' if key == 'before' else 'warped'}",
+                cmap="gray",
+                vmin=lo,
+                vmax=hi,
+            )
+    fig.suptitle(
+        "Checkerboard of the reference and the floating scan (edges should continue "
+        "across tiles after registration)",
+        fontsize=10,
+    )
     fig.tight_layout()
     figs["checkerboard"] = _png(fig)
 
@@ -152,14 +184,23 @@ def report_figures(result) -> dict[str, bytes]:
             diff = p[key].astype(np.float32) - p["reference"].astype(np.float32)
             if key == "warped" and p["valid"] is not None:
                 diff = np.ma.masked_array(diff, mask=~p["valid"])
-            im = _show(axes[r, c], diff, p["spacing"], p["sides"],
-                       f"{plane}, {label}: {'floating' if key == 'before' else 'warped'} - reference",
-                       cmap=cmap, vmin=-DIFF_HU, vmax=DIFF_HU)
+            im = _show(
+                axes[r, c],
+                diff,
+                p["spacing"],
+                p["sides"],
+                f"{plane}, {label}: {'floating' if key == 'before' else 'warped'} - reference",
+                cmap=cmap,
+                vmin=-DIFF_HU,
+                vmax=DIFF_HU,
+            )
     fig.tight_layout(rect=(0, 0, 0.93, 0.95))
     cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
     fig.colorbar(im, cax=cax, label="HU (grey: no data)")
-    fig.suptitle(f"Difference image, HU (clipped to +-{DIFF_HU:.0f}; should fade after registration)",
-                 fontsize=10)
+    fig.suptitle(
+        f"Difference image, HU (clipped to +-{DIFF_HU:.0f}; should fade after registration)",
+        fontsize=10,
+    )
     figs["difference"] = _png(fig)
 
     # 3. Jacobian determinant
@@ -179,8 +220,15 @@ def report_figures(result) -> dict[str, bytes]:
         fold = ~(jac > 0)
         n_fold += int(np.count_nonzero(fold))
         logj = np.ma.masked_array(np.log(np.where(fold, 1.0, jac)), mask=fold)
-        im = _show(axes[0, c], logj, p["spacing"], p["sides"], f"{plane}: Jacobian determinant",
-                   cmap=base, norm=norm)
+        im = _show(
+            axes[0, c],
+            logj,
+            p["spacing"],
+            p["sides"],
+            f"{plane}: Jacobian determinant",
+            cmap=base,
+            norm=norm,
+        )
     if im is not None:
         fig.tight_layout(rect=(0, 0, 0.93, 0.92))
         cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
@@ -188,8 +236,11 @@ def report_figures(result) -> dict[str, bytes]:
         ticks = [1 / JAC_SPAN, 1 / math.sqrt(JAC_SPAN), 1.0, math.sqrt(JAC_SPAN), JAC_SPAN]
         cb.set_ticks([math.log(t) for t in ticks])
         cb.set_ticklabels([f"{t:.2f}" for t in ticks])
-    fig.suptitle("Jacobian determinant of the map (1: volume kept, < 1 compression, > 1 expansion, "
-                 f"black: J <= 0, folding; {n_fold} folded pixels in these planes)", fontsize=10)
+    fig.suptitle(
+        "Jacobian determinant of the map (1: volume kept, < 1 compression, > 1 expansion, "
+        f"black: J <= 0, folding; {n_fold} folded pixels in these planes)",
+        fontsize=10,
+    )
     figs["jacobian"] = _png(fig)
     return figs
 
@@ -202,6 +253,7 @@ def _cmap_with_bad(name: str, bad: str):
 
 # -- similarity figures -----------------------------------------------------------------------
 
+
 def similarity_figures(result) -> dict[str, Any]:
     """NCC and mean absolute difference (HU) between the reference and the floating scan inside
     the reference body, before registration (floating at the same world points) and after
@@ -213,8 +265,11 @@ def similarity_figures(result) -> dict[str, Any]:
     warped: Volume = result.warped
     stride = max(1, int(math.ceil((ref.array.size / SAMPLE_VOXELS) ** (1 / 3))))
     sl = (slice(None, None, stride),) * 3
-    small = Volume(ref.array[sl], ref.affine @ np.diag([stride, stride, stride, 1.0]),
-                   None if ref.valid is None else ref.valid[sl])
+    small = Volume(
+        ref.array[sl],
+        ref.affine @ np.diag([stride, stride, stride, 1.0]),
+        None if ref.valid is None else ref.valid[sl],
+    )
     body = body_mask(small, resolution_mm=None)
     out: dict[str, Any] = {"voxels_sampled": int(np.count_nonzero(body)), "stride": stride}
     r = small.array
@@ -245,14 +300,24 @@ def _pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     x = a - a.mean()
     y = b - b.mean()
     den = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return {"ncc": float((x * y).sum() / den) if den > 0 else None,
-            "mean_abs_diff_hu": float(np.abs(a - b).mean()), "voxels": int(a.size)}
+    return {
+        "ncc": float((x * y).sum() / den) if den > 0 else None,
+        "mean_abs_diff_hu": float(np.abs(a - b).mean()),
+        "voxels": int(a.size),
+    }
 
 
 # -- HTML ---------------------------------------------------------------------------------------
 
-def render_report_html(result, *, title: str | None = None, figures: dict[str, bytes] | None = None,
-                       note: str | None = None, similarity: dict | None = None) -> str:
+
+def render_report_html(
+    result,
+    *,
+    title: str | None = None,
+    figures: dict[str, bytes] | None = None,
+    note: str | None = None,
+    similarity: dict | None = None,
+) -> str:
     """The report as an HTML string.  ``figures``: PNG bytes by name (None: none, ``note``
     explains why); ``similarity``: :func:`similarity_figures` (None: computed here)."""
     rep = result.report or {}
@@ -260,12 +325,14 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
         similarity = similarity_figures(result)
     title = title or "ctreg registration report"
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{_e(title)}</h1>",
-             f"<p>Written {now} by ctreg {_e(rep.get('ctreg_version', '?'))}; preset "
-             f"<code>{_e(rep.get('preset'))}</code>; {_num(rep.get('seconds_total'), 2)} s on "
-             f"{_e(rep.get('threads', '?'))} threads. The tables repeat <code>report.json</code>.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Written {now} by ctreg {_e(rep.get('ctreg_version', '?'))}; preset "
+        f"<code>{_e(rep.get('preset'))}</code>; {_num(rep.get('seconds_total'), 2)} s on "
+        f"{_e(rep.get('threads', '?'))} threads. The tables repeat <code>report.json</code>.</p>",
+    ]
 
     # verdict line
     jac = rep.get("jacobian") or {}
@@ -273,8 +340,10 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
     fold = jac.get("percent_nonpositive")
     if fold is not None:
         cls = "good" if fold == 0 else "bad"
-        parts.append(f"<p class='{cls}'>Folding: {_num(fold, 4)} % of the reference grid has "
-                     f"J &le; 0 (min J {_num(jac.get('min'))}).</p>")
+        parts.append(
+            f"<p class='{cls}'>Folding: {_num(fold, 4)} % of the reference grid has "
+            f"J &le; 0 (min J {_num(jac.get('min'))}).</p>"
+        )
 
     # similarity
     parts.append("<h2>Similarity in the reference body</h2>")
@@ -286,21 +355,27 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
     parts.append(_table(["", "NCC", "mean |difference| HU", "voxels sampled"], srows))
     stride = int(similarity.get("stride", 1))
     every = "Every voxel" if stride == 1 else f"Every {stride}th voxel along each axis"
-    parts.append(f"<p>{every} of the reference body where the floating scan has data; before: the "
-                 "floating scan at the same world points (no registration); NCC 1 is a perfect "
-                 "match. Computed for this report (not in <code>report.json</code>).</p>")
+    parts.append(
+        f"<p>{every} of the reference body where the floating scan has data; before: the "
+        "floating scan at the same world points (no registration); NCC 1 is a perfect "
+        "match. Computed for this report (not in <code>report.json</code>).</p>"
+    )
 
     # pictures
     parts.append("<h2>Pictures</h2>")
     if figures:
-        captions = {"checkerboard": "Checkerboard of the reference and the floating scan, three "
-                    "planes through the centre of the reference grid, before and after registration.",
-                    "difference": "Difference image (floating or warped minus reference, HU).",
-                    "jacobian": "Jacobian determinant of the map (log colour scale).",}
+        captions = {
+            "checkerboard": "Checkerboard of the reference and the floating scan, three "
+            "planes through the centre of the reference grid, before and after registration.",
+            "difference": "Difference image (floating or warped minus reference, HU).",
+            "jacobian": "Jacobian determinant of the map (log colour scale).",
+        }
         for name, png in figures.items():
             b64 = base64.b64encode(png).decode("ascii")
-            parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'>"
-                         f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'>"
+                f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>"
+            )
     else:
         parts.append(f"<p class='note'>{_e(note or MISSING_MATPLOTLIB_NOTE)}</p>")
 
@@ -309,16 +384,31 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
     jrows = []
     for label, st in (("whole reference grid", jac), ("reference body", jb)):
         if st:
-            jrows.append([label, st.get("min"), st.get("max"), st.get("percent_nonpositive"),
-                          st.get("sd_log")])
+            jrows.append(
+                [
+                    label,
+                    st.get("min"),
+                    st.get("max"),
+                    st.get("percent_nonpositive"),
+                    st.get("sd_log"),
+                ]
+            )
     parts.append(_table(["region", "min", "max", "% J ≤ 0", "SD log J"], jrows))
 
     # geometry
     parts.append("<h2>Scans</h2>")
-    grows = [_geometry_row(n, rep[k]) for n, k in (("reference", "reference"), ("floating", "floating"))
-             if isinstance(rep.get(k), dict)]
-    parts.append(_table(["scan", "shape (z, y, x)", "spacing (z, y, x) mm", "origin (x, y, z) mm LPS"],
-                        grows, left=4))
+    grows = [
+        _geometry_row(n, rep[k])
+        for n, k in (("reference", "reference"), ("floating", "floating"))
+        if isinstance(rep.get(k), dict)
+    ]
+    parts.append(
+        _table(
+            ["scan", "shape (z, y, x)", "spacing (z, y, x) mm", "origin (x, y, z) mm LPS"],
+            grows,
+            left=4,
+        )
+    )
 
     # affine
     aff = rep.get("affine") or {}
@@ -338,8 +428,13 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
     secs = rep.get("seconds") or {}
     if secs:
         parts.append("<h2>Times</h2>")
-        parts.append(_table(["step", "seconds"], [[k, v] for k, v in secs.items()]
-                            + [[_Raw("<b>total</b>"), rep.get("seconds_total")]]))
+        parts.append(
+            _table(
+                ["step", "seconds"],
+                [[k, v] for k, v in secs.items()]
+                + [[_Raw("<b>total</b>"), rep.get("seconds_total")]],
+            )
+        )
 
     # levels
     levels = rep.get("levels") or []
@@ -349,23 +444,51 @@ def render_report_html(result, *, title: str | None = None, figures: dict[str, b
         for lv in levels:
             sp = lv.get("spacing_mm")
             sp_s = " x ".join(f"{s:.2f}" for s in sp) if isinstance(sp, (list, tuple)) else _num(sp)
-            lrows.append([lv.get("stage"), lv.get("level"), _Raw(_e(sp_s)), lv.get("iterations"),
-                          lv.get("evaluations"), lv.get("metric"), lv.get("metric_before"),
-                          lv.get("metric_after"), lv.get("seconds")])
-        parts.append(_table(["stage", "level", "spacing mm", "iterations", "evaluations", "metric",
-                             "before", "after", "seconds"], lrows, left=1))
+            lrows.append(
+                [
+                    lv.get("stage"),
+                    lv.get("level"),
+                    _Raw(_e(sp_s)),
+                    lv.get("iterations"),
+                    lv.get("evaluations"),
+                    lv.get("metric"),
+                    lv.get("metric_before"),
+                    lv.get("metric_after"),
+                    lv.get("seconds"),
+                ]
+            )
+        parts.append(
+            _table(
+                [
+                    "stage",
+                    "level",
+                    "spacing mm",
+                    "iterations",
+                    "evaluations",
+                    "metric",
+                    "before",
+                    "after",
+                    "seconds",
+                ],
+                lrows,
+                left=1,
+            )
+        )
 
     # options
     opts = rep.get("options")
     if opts:
         import json
 
-        parts.append("<h2>Options</h2><details><summary>all options (as in report.json)</summary>"
-                     f"<pre>{_e(json.dumps(opts, indent=1, default=str))}</pre></details>")
+        parts.append(
+            "<h2>Options</h2><details><summary>all options (as in report.json)</summary>"
+            f"<pre>{_e(json.dumps(opts, indent=1, default=str))}</pre></details>"
+        )
     versions = rep.get("versions") or {}
     if versions:
-        parts.append("<p>Versions: " + ", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items())
-                     + "</p>")
+        parts.append(
+            "<p>Versions: " + ", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items()) + "</p>"
+        )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

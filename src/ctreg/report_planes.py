@@ -2,6 +2,7 @@
 along which patient axis, the (k, j, i) indices of the axial, coronal and sagittal planes in
 radiological convention, and the pictures sampled from a result on them (numpy and scipy only;
 the drawing, with matplotlib, and the HTML stay in :mod:`ctreg.report_html`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,6 +29,7 @@ class ReportError(CTRegError):
 
 # -- orientation ----------------------------------------------------------------------------
 
+
 def canonical_axes(affine) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
     """Which array axis runs along each patient axis, and whether it runs backwards.
 
@@ -45,7 +47,7 @@ def canonical_axes(affine) -> tuple[tuple[int, int, int], tuple[bool, bool, bool
     # greedy on |cosine|, largest first: a proper assignment also for 45-degree ties
     order = sorted(((abs(d[w, c]), w, c) for w in range(3) for c in range(3)), reverse=True)
     for _, w, c in order:
-        t = 2 - w                      # world x -> canonical 2, y -> 1, z -> 0
+        t = 2 - w  # world x -> canonical 2, y -> 1, z -> 0
         if perm[t] != -1 or c in used_axes:
             continue
         perm[t] = c
@@ -78,15 +80,15 @@ def plane_indices(volume: Volume, plane: str, centre_xyz=None) -> np.ndarray:
         v = (n[t] - 1 - v) if flip[t] else v
         cpos.append(int(np.clip(round(v), 0, n[t] - 1)))
     # canonical (S, P, L) index grids of the picture: rows, columns, fixed axis
-    if plane == "axial":        # rows P (anterior at top), cols L (patient right at left)
+    if plane == "axial":  # rows P (anterior at top), cols L (patient right at left)
         rows, cols = np.arange(n[1]), np.arange(n[2])
         R, C = np.meshgrid(rows, cols, indexing="ij")
         canon = [np.full_like(R, cpos[0]), R, C]
-    elif plane == "coronal":    # rows S reversed (superior at top), cols L
+    elif plane == "coronal":  # rows S reversed (superior at top), cols L
         rows, cols = np.arange(n[0])[::-1], np.arange(n[2])
         R, C = np.meshgrid(rows, cols, indexing="ij")
         canon = [R, np.full_like(R, cpos[1]), C]
-    else:                       # sagittal: rows S reversed, cols P (anterior at left)
+    else:  # sagittal: rows S reversed, cols P (anterior at left)
         rows, cols = np.arange(n[0])[::-1], np.arange(n[1])
         R, C = np.meshgrid(rows, cols, indexing="ij")
         canon = [R, C, np.full_like(R, cpos[2])]
@@ -105,8 +107,11 @@ def _plane_spacing(volume: Volume, plane: str) -> tuple[float, float]:
     return {"axial": (s[1], s[2]), "coronal": (s[0], s[2]), "sagittal": (s[0], s[1])}[plane]
 
 
-_SIDES = {"axial": ("A", "P", "R", "L"), "coronal": ("S", "I", "R", "L"),
-          "sagittal": ("S", "I", "A", "P")}  # top, bottom, left, right
+_SIDES = {
+    "axial": ("A", "P", "R", "L"),
+    "coronal": ("S", "I", "R", "L"),
+    "sagittal": ("S", "I", "A", "P"),
+}  # top, bottom, left, right
 
 
 def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -133,17 +138,23 @@ def _planes(result) -> dict[str, dict[str, Any]]:
     ref: Volume = result.reference
     warped: Volume = result.warped
     if warped.shape != ref.shape:
-        raise ReportError(f"the warped scan's grid {warped.shape} is not the reference grid "
-                          f"{ref.shape}", code="Report.Grid")
+        raise ReportError(
+            f"the warped scan's grid {warped.shape} is not the reference grid {ref.shape}",
+            code="Report.Grid",
+        )
     jac = result.jacobian_determinant()
     floating = getattr(result, "floating", None)
     out = {}
     for plane in PLANES:
         idx = plane_indices(ref, plane)
-        p = {"reference": _take(ref.array, idx), "warped": _take(warped.array, idx),
-             "valid": None if warped.valid is None else _take(warped.valid, idx),
-             "jacobian": None if jac is None else _take(np.asarray(jac), idx),
-             "spacing": _plane_spacing(ref, plane), "sides": _SIDES[plane]}
+        p = {
+            "reference": _take(ref.array, idx),
+            "warped": _take(warped.array, idx),
+            "valid": None if warped.valid is None else _take(warped.valid, idx),
+            "jacobian": None if jac is None else _take(np.asarray(jac), idx),
+            "spacing": _plane_spacing(ref, plane),
+            "sides": _SIDES[plane],
+        }
         p["before"] = None if floating is None else _sample_floating(floating, ref, idx)
         out[plane] = p
     return out

@@ -1,4 +1,5 @@
 """RegistrationResult: everything one run produced, and ``save()`` in the service's formats."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,10 +74,20 @@ class RegistrationResult:
         options, versions, thread count.
     """
 
-    def __init__(self, *, reference: Volume | None, floating: Volume | None, warped: Volume | None,
-                 displacement: np.ndarray, affine: AffineTransform, jacobian: np.ndarray | None,
-                 report: dict[str, Any], grid_affine: np.ndarray | None = None,
-                 floating_affine: np.ndarray | None = None, floating_shape=None):
+    def __init__(
+        self,
+        *,
+        reference: Volume | None,
+        floating: Volume | None,
+        warped: Volume | None,
+        displacement: np.ndarray,
+        affine: AffineTransform,
+        jacobian: np.ndarray | None,
+        report: dict[str, Any],
+        grid_affine: np.ndarray | None = None,
+        floating_affine: np.ndarray | None = None,
+        floating_shape=None,
+    ):
         self.reference = reference
         self.floating = floating
         self.warped = warped
@@ -86,12 +97,15 @@ class RegistrationResult:
         self._jacobian = jacobian
         #: (4, 4) affine of the reference grid (the grid of ``displacement`` and ``warped``).
         self.grid_affine = np.asarray(  # one of reference, grid_affine is given
-            cast(Volume, reference).affine if grid_affine is None else grid_affine, float)
+            cast(Volume, reference).affine if grid_affine is None else grid_affine, float
+        )
         #: (4, 4) affine and (z, y, x) shape of the floating scan's grid (None if unknown).
-        self.floating_affine = (floating.affine if floating is not None and floating_affine is None
-                                else floating_affine)
-        self.floating_shape = (floating.shape if floating is not None and floating_shape is None
-                               else floating_shape)
+        self.floating_affine = (
+            floating.affine if floating is not None and floating_affine is None else floating_affine
+        )
+        self.floating_shape = (
+            floating.shape if floating is not None and floating_shape is None else floating_shape
+        )
 
     # -- points and images: ctreg.apply -------------------------------------------------------
     def transform_points(self, points) -> np.ndarray:
@@ -105,8 +119,9 @@ class RegistrationResult:
 
         return map_points(points, self.displacement, self.grid_affine)
 
-    def inverse_transform_points(self, points, *, return_error: bool = False,
-                                 max_iterations: int = 100, tol_mm: float = 1e-5):
+    def inverse_transform_points(
+        self, points, *, return_error: bool = False, max_iterations: int = 100, tol_mm: float = 1e-5
+    ):
         """Floating world points (x, y, z LPS mm) -> reference points ``p`` with
         ``transform_points(p) == points``.
 
@@ -118,9 +133,14 @@ class RegistrationResult:
         """
         from .apply import invert_points
 
-        p, err = invert_points(points, self.displacement, self.grid_affine,
-                               self.affine.homogeneous(), max_iterations=max_iterations,
-                               tol_mm=tol_mm)
+        p, err = invert_points(
+            points,
+            self.displacement,
+            self.grid_affine,
+            self.affine.homogeneous(),
+            max_iterations=max_iterations,
+            tol_mm=tol_mm,
+        )
         return (p, err) if return_error else p
 
     def warp(self, image, *, interpolation: str = "linear", default: float = 0.0, affine=None):
@@ -147,21 +167,41 @@ class RegistrationResult:
         if isinstance(image, Volume):
             if affine is not None:
                 raise TypeError("affine= is for ndarray images; a Volume carries its own")
-            out, valid = warp_array(image.array, image.affine, self.displacement, self.grid_affine,
-                                    interpolation=interpolation, default=default,
-                                    image_valid=image.valid)
-            return Volume(out, self.grid_affine.copy(), valid,
-                          {**image.meta, "source": "ctreg.RegistrationResult.warp",
-                           "interpolation": interpolation})
+            out, valid = warp_array(
+                image.array,
+                image.affine,
+                self.displacement,
+                self.grid_affine,
+                interpolation=interpolation,
+                default=default,
+                image_valid=image.valid,
+            )
+            return Volume(
+                out,
+                self.grid_affine.copy(),
+                valid,
+                {
+                    **image.meta,
+                    "source": "ctreg.RegistrationResult.warp",
+                    "interpolation": interpolation,
+                },
+            )
         arr = np.asarray(image)
         if affine is None:
             if self.floating_affine is None or tuple(arr.shape) != tuple(self.floating_shape):
                 raise GeometryError(
                     f"an ndarray image of shape {arr.shape} needs affine= (its index -> world LPS "
-                    f"matrix) unless it lies on the floating grid {self.floating_shape}")
+                    f"matrix) unless it lies on the floating grid {self.floating_shape}"
+                )
             affine = self.floating_affine
-        out, _ = warp_array(arr, affine, self.displacement, self.grid_affine,
-                            interpolation=interpolation, default=default)
+        out, _ = warp_array(
+            arr,
+            affine,
+            self.displacement,
+            self.grid_affine,
+            interpolation=interpolation,
+            default=default,
+        )
         return out
 
     def jacobian_determinant(self) -> np.ndarray:
@@ -174,8 +214,15 @@ class RegistrationResult:
         return self._jacobian
 
     # -- files ------------------------------------------------------------------------------
-    def save(self, out_dir, name: str = "registered", *, dicom: bool = True,
-             itk_transform: bool = True, images: bool = True) -> dict[str, Path]:
+    def save(
+        self,
+        out_dir,
+        name: str = "registered",
+        *,
+        dicom: bool = True,
+        itk_transform: bool = True,
+        images: bool = True,
+    ) -> dict[str, Path]:
         """Write ``<name>.nii.gz``, ``<name>.tar.gz`` (DICOM series), ``displacement.nii.gz``
         (NIfTI intent DISPVECT, ITK convention: SimpleITK's DisplacementFieldTransform maps
         points as ``transform_points``), ``transform.h5`` (ITK composite transform: affine +
@@ -200,20 +247,41 @@ class RegistrationResult:
             jobs.append((write_nifti, (self.warped, paths["nifti"]), {}))
         if images and dicom and self.warped is not None:
             paths["dicom"] = out / f"{name}.tar.gz"
-            ref_meta = (self.reference if self.reference is not None
-                        and "dicom" in self.reference.meta else None)
-            flt_meta = (self.floating if self.floating is not None
-                        and "dicom" in self.floating.meta else None)
-            jobs.append((write_dicom_series, (self.warped, paths["dicom"]),
-                         {"reference": ref_meta, "floating": flt_meta}))
-        jobs.append((write_displacement_nifti, (self.displacement, self.grid_affine,
-                                                paths["displacement"]), {}))
+            ref_meta = (
+                self.reference
+                if self.reference is not None and "dicom" in self.reference.meta
+                else None
+            )
+            flt_meta = (
+                self.floating
+                if self.floating is not None and "dicom" in self.floating.meta
+                else None
+            )
+            jobs.append(
+                (
+                    write_dicom_series,
+                    (self.warped, paths["dicom"]),
+                    {"reference": ref_meta, "floating": flt_meta},
+                )
+            )
+        jobs.append(
+            (
+                write_displacement_nifti,
+                (self.displacement, self.grid_affine, paths["displacement"]),
+                {},
+            )
+        )
         if itk_transform:
             from .io.itk_transform import write_itk_transform
 
             paths["itk_transform"] = out / "transform.h5"
-            jobs.append((write_itk_transform, (paths["itk_transform"], self.displacement,
-                                               self.grid_affine, self.affine), {}))
+            jobs.append(
+                (
+                    write_itk_transform,
+                    (paths["itk_transform"], self.displacement, self.grid_affine, self.affine),
+                    {},
+                )
+            )
         # The outputs are written at once: their compression (ISA-L / zlib) and file I/O
         # release the GIL, so the DICOM encoding (Python) overlaps the other files.  Each
         # writer renames its own file when complete (atomic); the first error is raised.
@@ -229,5 +297,7 @@ class RegistrationResult:
 
     def __repr__(self) -> str:
         j = self.report.get("jacobian", {})
-        return (f"RegistrationResult(warped={self.warped!r}, jacobian_min={j.get('min')}, "
-                f"seconds={self.report.get('seconds_total')})")
+        return (
+            f"RegistrationResult(warped={self.warped!r}, jacobian_min={j.get('min')}, "
+            f"seconds={self.report.get('seconds_total')})"
+        )

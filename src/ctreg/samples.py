@@ -1,4 +1,5 @@
 """Sample data shipped inside the package (small enough for a wheel)."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -20,7 +21,9 @@ def ct64_dicom_path() -> Path:
 
 #: The known motion of the bundled sample pair: breathing-like (diaphragm 15 mm), a rigid
 #: offset of about 8 mm and 6 degrees.
-SAMPLE_MOTION: dict[str, Any] = dict(diaphragm_mm=15.0, translation_mm=(5.0, -4.0, 4.0), rotation_deg=(2.0, -2.0, 5.0))
+SAMPLE_MOTION: dict[str, Any] = dict(
+    diaphragm_mm=15.0, translation_mm=(5.0, -4.0, 4.0), rotation_deg=(2.0, -2.0, 5.0)
+)
 
 
 def ct64_volume():
@@ -36,8 +39,9 @@ def sample_pair(*, seed: int = 0, n_landmarks: int = 200):
     (:class:`ctreg.synthetic.SyntheticPair`, with exact landmark pairs)."""
     from .synthetic import BreathingMotion, make_breathing_pair
 
-    return make_breathing_pair(ct64_volume(), BreathingMotion(**SAMPLE_MOTION, seed=seed),
-                               n_landmarks=n_landmarks)
+    return make_breathing_pair(
+        ct64_volume(), BreathingMotion(**SAMPLE_MOTION, seed=seed), n_landmarks=n_landmarks
+    )
 
 
 def write_sample_pair(out_dir, *, seed: int = 0) -> dict[str, Path]:
@@ -50,19 +54,35 @@ def write_sample_pair(out_dir, *, seed: int = 0) -> dict[str, Path]:
     from .io.atomic import atomic_path
 
     out = Path(out_dir)
-    paths = {"reference": out / "reference", "floating": out / "floating",
-             "landmarks": out / "landmarks.csv"}
+    paths = {
+        "reference": out / "reference",
+        "floating": out / "floating",
+        "landmarks": out / "landmarks.csv",
+    }
     for p in paths.values():
         if p.exists():
             raise CTRegError(f"{p} exists already; choose another output folder")
     pair = sample_pair(seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    write_dicom_series(pair.reference, paths["reference"], series_description="ctreg sample reference")
+    write_dicom_series(
+        pair.reference, paths["reference"], series_description="ctreg sample reference"
+    )
     # same patient, same frame of reference: patient and study tags from the reference series
-    write_dicom_series(pair.floating, paths["floating"], reference=pair.reference,
-                       floating=pair.reference, series_description="ctreg sample floating (known breathing motion)")
+    write_dicom_series(
+        pair.floating,
+        paths["floating"],
+        reference=pair.reference,
+        floating=pair.reference,
+        series_description="ctreg sample floating (known breathing motion)",
+    )
     with atomic_path(paths["landmarks"]) as tmp:
         rows = np.hstack([pair.reference_points, pair.floating_points])
-        np.savetxt(tmp, rows, delimiter=",", fmt="%.4f",
-                   header="ref_x,ref_y,ref_z,flo_x,flo_y,flo_z", comments="")
+        np.savetxt(
+            tmp,
+            rows,
+            delimiter=",",
+            fmt="%.4f",
+            header="ref_x,ref_y,ref_z,flo_x,flo_y,flo_z",
+            comments="",
+        )
     return paths

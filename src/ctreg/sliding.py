@@ -32,6 +32,7 @@ With ``RegistrationOptions.sliding`` on (``register(..., sliding=True)``):
    fallback (``report["sliding"]["reason"]``).  ``ctreg.pipeline`` checks the full-resolution
    Jacobian again and falls back the same way (``sliding_folded_full_resolution``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,16 @@ from .options import FFDOptions, RegistrationOptions
 from .pyramid import level_factors
 from .transforms import AffineTransform
 
-__all__ = ["lungs_on_level", "outside_level", "outside_weight", "join_fields", "run_sliding_stage", "sliding_stage",
-           "join_checked", "MAX_WIDENINGS"]
+__all__ = [
+    "lungs_on_level",
+    "outside_level",
+    "outside_weight",
+    "join_fields",
+    "run_sliding_stage",
+    "sliding_stage",
+    "join_checked",
+    "MAX_WIDENINGS",
+]
 
 log = logging.getLogger("ctreg")
 
@@ -81,8 +90,12 @@ def lungs_on_level(lungs: np.ndarray, factors, shape) -> np.ndarray:
 def _smoothed(indicator: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter(indicator, sigma_mm / spacing, mode="nearest",
     truncate=4)`` by the native kernel (``ops.smooth``)."""
-    return ops.smooth(np.ascontiguousarray(indicator, dtype=np.float32), float(sigma_mm),
-                      tuple(float(s) for s in spacing), truncate=4.0)
+    return ops.smooth(
+        np.ascontiguousarray(indicator, dtype=np.float32),
+        float(sigma_mm),
+        tuple(float(s) for s in spacing),
+        truncate=4.0,
+    )
 
 
 #: Phi(1): a lung indicator smoothed by a Gaussian of sigma e is above this value exactly where
@@ -152,8 +165,15 @@ def _folds(u: np.ndarray, spacing, det_a: float) -> tuple[int, float]:
     return int(np.count_nonzero(jac <= 0)), float(jac.min())
 
 
-def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_level: Level,
-                      lungs: np.ndarray, crop_spacing, opts: RegistrationOptions):
+def run_sliding_stage(
+    level_fn,
+    transform: AffineTransform,
+    u_in: np.ndarray,
+    u_level: Level,
+    lungs: np.ndarray,
+    crop_spacing,
+    opts: RegistrationOptions,
+):
     """(field on ``u_level``'s grid, report dict, level reports).
 
     ``level_fn(mm)``: the body-masked pyramid level; ``lungs``: the reference lung mask on the
@@ -162,10 +182,16 @@ def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_
     so = opts.sliding
     t0 = time.perf_counter()
     info: dict = {"used": False}
-    ffd_opts = FFDOptions(levels_mm=so.levels_mm, control_spacing_mm=so.control_spacing_mm,
-                          iterations=so.iterations, metric=so.metric, first_level_metric=None,
-                          lncc_radius_mm=opts.ffd.lncc_radius_mm,
-                          bending_weight=opts.ffd.bending_weight, tolerance=opts.ffd.tolerance)
+    ffd_opts = FFDOptions(
+        levels_mm=so.levels_mm,
+        control_spacing_mm=so.control_spacing_mm,
+        iterations=so.iterations,
+        metric=so.metric,
+        first_level_metric=None,
+        lncc_radius_mm=opts.ffd.lncc_radius_mm,
+        bending_weight=opts.ffd.bending_weight,
+        tolerance=opts.ffd.tolerance,
+    )
     reports = []
     u: np.ndarray | None = None
     prev: Level | None = None
@@ -177,8 +203,11 @@ def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_
             std = float(vals.std()) if vals.size >= MIN_OUTSIDE_VOXELS else 0.0
             info["outside_std_hu"] = round(std, 1)
             if std < MIN_OUTSIDE_STD_HU:
-                log.warning("sliding off: the reference shows no contrast outside the lungs "
-                            "(std %.1f HU) [sliding_no_outside_contrast]", std)
+                log.warning(
+                    "sliding off: the reference shows no contrast outside the lungs "
+                    "(std %.1f HU) [sliding_no_outside_contrast]",
+                    std,
+                )
                 info["reason"] = "sliding_no_outside_contrast"
                 return u_in, info, []
         lv = outside_level(lv, ind_l, so.erode_mm)
@@ -195,16 +224,23 @@ def run_sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray, u_
     u_factors = np.rint(np.asarray(u_level.spacing) / np.asarray(crop_spacing)).astype(int)
     ind = lungs_on_level(lungs, u_factors, u_level.shape)
     info["seconds_outside"] = round(time.perf_counter() - t0, 3)
-    joined, checked = join_checked(u_in, u_out, ind, sp, float(np.linalg.det(transform.matrix)),
-                                   so.band_mm)
+    joined, checked = join_checked(
+        u_in, u_out, ind, sp, float(np.linalg.det(transform.matrix)), so.band_mm
+    )
     info.update(checked)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return joined, info, reports
 
 
-def join_checked(u_in: np.ndarray, u_out: np.ndarray, lungs: np.ndarray, spacing,
-                 det_a: float, band_mm: float,
-                 max_widenings: int = MAX_WIDENINGS) -> tuple[np.ndarray, dict]:
+def join_checked(
+    u_in: np.ndarray,
+    u_out: np.ndarray,
+    lungs: np.ndarray,
+    spacing,
+    det_a: float,
+    band_mm: float,
+    max_widenings: int = MAX_WIDENINGS,
+) -> tuple[np.ndarray, dict]:
     """``join_fields`` with the fold check (module docstring, step 3): (field, report entry).
     ``lungs``: the lung indicator on the grid of the fields (``lungs_on_level``).
 
@@ -218,22 +254,40 @@ def join_checked(u_in: np.ndarray, u_out: np.ndarray, lungs: np.ndarray, spacing
     for attempt in range(max_widenings + 1):
         joined = join_fields(u_in, u_out, outside_weight(lungs, spacing, band), spacing)
         fold, jmin = _folds(joined, spacing, det_a)
-        tried.append({"band_mm": round(band, 3), "folded_voxels": fold,
-                      "jacobian_min": round(jmin, 4)})
+        tried.append(
+            {"band_mm": round(band, 3), "folded_voxels": fold, "jacobian_min": round(jmin, 4)}
+        )
         if fold <= fold_in:
-            return joined, {"used": True, "reason": "ok" if attempt == 0 else "sliding_widened",
-                            "band_mm": round(band, 3), "attempts": tried,
-                            "jacobian_min_inside_only": round(min_in, 4)}
+            return joined, {
+                "used": True,
+                "reason": "ok" if attempt == 0 else "sliding_widened",
+                "band_mm": round(band, 3),
+                "attempts": tried,
+                "jacobian_min_inside_only": round(min_in, 4),
+            }
         band *= 2.0
-    log.warning("sliding: the joined field folds even with a %.0f mm band; keeping the "
-                "lung-focused field [sliding_folded]", band / 2)
-    return u_in, {"used": False, "reason": "sliding_folded", "attempts": tried,
-                  "jacobian_min_inside_only": round(min_in, 4)}
+    log.warning(
+        "sliding: the joined field folds even with a %.0f mm band; keeping the "
+        "lung-focused field [sliding_folded]",
+        band / 2,
+    )
+    return u_in, {
+        "used": False,
+        "reason": "sliding_folded",
+        "attempts": tried,
+        "jacobian_min_inside_only": round(min_in, 4),
+    }
 
 
-def sliding_stage(level_fn, transform: AffineTransform, u_in: np.ndarray | None,
-                  u_level: Level | None, lungs: np.ndarray | None, crop_spacing,
-                  opts: RegistrationOptions):
+def sliding_stage(
+    level_fn,
+    transform: AffineTransform,
+    u_in: np.ndarray | None,
+    u_level: Level | None,
+    lungs: np.ndarray | None,
+    crop_spacing,
+    opts: RegistrationOptions,
+):
     """``run_sliding_stage`` when there is an inside field and a lung mask; otherwise the
     field unchanged and the reason (``sliding_no_lungs``, ``sliding_no_inside_field``)."""
     if lungs is None or not np.any(lungs):

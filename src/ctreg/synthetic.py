@@ -32,6 +32,7 @@ direction a registration result's ``transform_points`` uses): it solves ``q + v(
 fixed-point iteration, which converges fast because the map is a rigid motion composed with a
 contraction-sized smooth part.
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,7 +99,9 @@ class SyntheticPair:
         """(z, y, x, 3) float32 displacement u (x, y, z mm) on ``grid`` (default: the reference
         grid): a grid point p maps to p + u(p) in the floating scan (``tol_mm``: solver
         tolerance)."""
-        return self.true_map.displacement_on(self.reference if grid is None else grid, tol_mm=tol_mm)
+        return self.true_map.displacement_on(
+            self.reference if grid is None else grid, tol_mm=tol_mm
+        )
 
 
 def _as_points(name: str, points) -> np.ndarray:
@@ -113,14 +116,21 @@ def _world_bbox(volume: Volume, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     nz = np.nonzero
     lo = [int(nz(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0][0]) for ax in range(3)]
     hi = [int(nz(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0][-1]) for ax in range(3)]
-    corners = np.array([[k, j, i] for k in (lo[0], hi[0]) for j in (lo[1], hi[1]) for i in (lo[2], hi[2])],
-                       dtype=np.float64)
+    corners = np.array(
+        [[k, j, i] for k in (lo[0], hi[0]) for j in (lo[1], hi[1]) for i in (lo[2], hi[2])],
+        dtype=np.float64,
+    )
     w = volume.index_to_world(corners)
     return w.min(axis=0), w.max(axis=0)
 
 
-def _sample_floating(reference: Volume, ref_array: np.ndarray, ref_valid: np.ndarray | None,
-                     grid: Volume, bmap: BreathingMap) -> tuple[np.ndarray, np.ndarray]:
+def _sample_floating(
+    reference: Volume,
+    ref_array: np.ndarray,
+    ref_valid: np.ndarray | None,
+    grid: Volume,
+    bmap: BreathingMap,
+) -> tuple[np.ndarray, np.ndarray]:
     """F(q) = R(phi(q)) on ``grid``, trilinear; -1000 HU and valid False outside R's data.
 
     Works on component planes slab by slab (no (N, 3) matrix products): grid index -> rigid is one
@@ -146,7 +156,9 @@ def _sample_floating(reference: Volume, ref_array: np.ndarray, ref_valid: np.nda
         x += bx
         y += by
         z += bz
-        coords = np.stack([inv[r, 0] * x + inv[r, 1] * y + inv[r, 2] * z + inv[r, 3] for r in range(3)])
+        coords = np.stack(
+            [inv[r, 0] * x + inv[r, 1] * y + inv[r, 2] * z + inv[r, 3] for r in range(3)]
+        )
         inside = np.all((coords >= -1e-6) & (coords <= upper[:, None, None, None] + 1e-6), axis=0)
         vals = ndi.map_coordinates(ref_array, coords, order=1, mode="nearest")
         if ref_valid_f is not None:
@@ -169,8 +181,13 @@ def _farthest_points(points: np.ndarray, n: int, rng: np.random.Generator) -> np
     return chosen
 
 
-def make_breathing_pair(volume: Volume, motion: BreathingMotion = BreathingMotion(), *,
-                        n_landmarks: int = 300, floating_grid: Volume | None = None) -> SyntheticPair:
+def make_breathing_pair(
+    volume: Volume,
+    motion: BreathingMotion = BreathingMotion(),
+    *,
+    n_landmarks: int = 300,
+    floating_grid: Volume | None = None,
+) -> SyntheticPair:
     """Deform a real chest scan by a known breathing-like map; return the pair and exact landmarks.
 
     Parameters
@@ -191,19 +208,27 @@ def make_breathing_pair(volume: Volume, motion: BreathingMotion = BreathingMotio
         or no landmark could be placed.
     """
     if not isinstance(volume, Volume):
-        raise TypeError(f"make_breathing_pair: volume must be a ctreg.Volume, got {type(volume).__name__}")
+        raise TypeError(
+            f"make_breathing_pair: volume must be a ctreg.Volume, got {type(volume).__name__}"
+        )
     if not isinstance(motion, BreathingMotion):
-        raise TypeError(f"make_breathing_pair: motion must be a BreathingMotion, got {type(motion).__name__}")
+        raise TypeError(
+            f"make_breathing_pair: motion must be a BreathingMotion, got {type(motion).__name__}"
+        )
     n_landmarks = _checks.positive_int("make_breathing_pair: n_landmarks", n_landmarks)
     if floating_grid is not None and not isinstance(floating_grid, Volume):
-        raise TypeError("make_breathing_pair: floating_grid must be a ctreg.Volume or None, "
-                        f"got {type(floating_grid).__name__}")
+        raise TypeError(
+            "make_breathing_pair: floating_grid must be a ctreg.Volume or None, "
+            f"got {type(floating_grid).__name__}"
+        )
     grid = volume if floating_grid is None else floating_grid
 
     ref_lungs = _lung_mask(volume)
     if not ref_lungs.any():
-        raise CTRegError("make_breathing_pair: no lungs found in the reference volume "
-                         "(no air-like voxels below -400 HU inside the body)")
+        raise CTRegError(
+            "make_breathing_pair: no lungs found in the reference volume "
+            "(no air-like voxels below -400 HU inside the body)"
+        )
     lo, hi = _world_bbox(volume, ref_lungs)
     length = hi[2] - lo[2]
     steep = abs(motion.diaphragm_mm) * math.pi / (2.0 * max(length, 1e-6))
@@ -211,17 +236,25 @@ def make_breathing_pair(volume: Volume, motion: BreathingMotion = BreathingMotio
         raise CTRegError(
             f"make_breathing_pair: the lungs span only {length:.1f} mm in z; diaphragm_mm="
             f"{motion.diaphragm_mm} would compress them by up to {100 * steep:.0f} % (at most 50 % "
-            "accepted): use a smaller diaphragm_mm")
+            "accepted): use a smaller diaphragm_mm"
+        )
     vlo, vhi = volume.bounds()
-    bmap = BreathingMap(motion, centre_xyz=0.5 * (vlo + vhi), z_base=lo[2], z_apex=hi[2],
-                         x_centre=0.5 * (lo[0] + hi[0]), y_posterior=hi[1])
+    bmap = BreathingMap(
+        motion,
+        centre_xyz=0.5 * (vlo + vhi),
+        z_base=lo[2],
+        z_apex=hi[2],
+        x_centre=0.5 * (lo[0] + hi[0]),
+        y_posterior=hi[1],
+    )
 
     ref_array = volume.array
     if volume.valid is not None and not volume.valid.all():
         ref_array = np.where(volume.valid, ref_array, np.float32(AIR_HU))
     flo_array, flo_valid = _sample_floating(volume, ref_array, volume.valid, grid, bmap)
-    floating = Volume(flo_array, grid.affine.copy(), flo_valid,
-                      {**volume.meta, "synthetic": motion})
+    floating = Volume(
+        flo_array, grid.affine.copy(), flo_valid, {**volume.meta, "synthetic": motion}
+    )
 
     # Landmarks: floating voxel centres inside the floating lungs, preferring vessels.
     rng = np.random.default_rng(motion.seed + 7919)
@@ -254,7 +287,17 @@ def make_breathing_pair(volume: Volume, motion: BreathingMotion = BreathingMotio
     if q.shape[0] == 0:
         raise CTRegError("make_breathing_pair: no landmark pair stayed inside the reference lungs")
     if q.shape[0] < n_landmarks:
-        log.warning("make_breathing_pair: only %d of %d landmark pairs could be placed",
-                    q.shape[0], n_landmarks)
-    return SyntheticPair(reference=volume, floating=floating, reference_points=p,
-                         floating_points=q, lung_mask=ref_lungs, motion=motion, true_map=bmap)
+        log.warning(
+            "make_breathing_pair: only %d of %d landmark pairs could be placed",
+            q.shape[0],
+            n_landmarks,
+        )
+    return SyntheticPair(
+        reference=volume,
+        floating=floating,
+        reference_points=p,
+        floating_points=q,
+        lung_mask=ref_lungs,
+        motion=motion,
+        true_map=bmap,
+    )

@@ -29,6 +29,7 @@ lungs, spread by farthest-point sampling; their floating positions solve ``phi(q
 fixed-point iteration (residual checked <= 0.01 mm; points whose solution leaves the floating grid
 are dropped).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,9 @@ class SyntheticLungError(CTRegError, ValueError):
 class LungMotion:
     """The known map (see the module docstring); all world LPS mm."""
 
-    def __init__(self, *, diaphragm_mm, ap, lateral, z_base, z_apex, x_c, y_post, smooth_lungs: Volume):
+    def __init__(
+        self, *, diaphragm_mm, ap, lateral, z_base, z_apex, x_c, y_post, smooth_lungs: Volume
+    ):
         self.d = float(diaphragm_mm)
         self.ap, self.lat = float(ap), float(lateral)
         self.z_base, self.z_apex = float(z_base), float(z_apex)
@@ -82,9 +85,12 @@ class LungMotion:
         py = y - self.ap * w * (y - self.y_post)
         pz = z + self.d * w
         inv = self._inv
-        coords = np.stack([inv[r, 0] * px + inv[r, 1] * py + inv[r, 2] * pz + inv[r, 3] for r in range(3)])
-        return ndi.map_coordinates(self.smooth.array, coords.reshape(3, -1), order=1,
-                                   mode="constant", cval=0.0).reshape(np.shape(x))
+        coords = np.stack(
+            [inv[r, 0] * px + inv[r, 1] * py + inv[r, 2] * pz + inv[r, 3] for r in range(3)]
+        )
+        return ndi.map_coordinates(
+            self.smooth.array, coords.reshape(3, -1), order=1, mode="constant", cval=0.0
+        ).reshape(np.shape(x))
 
     def components(self, x, y, z):
         """v at floating points (component arrays) and s."""
@@ -92,7 +98,7 @@ class LungMotion:
         s = self.lung_weight(x, y, z)
         vx = -self.lat * w * (x - self.x_c)
         vy = -self.ap * w * (y - self.y_post)
-        vz = self.d * (s * w + (1.0 - s) * w ** 3)
+        vz = self.d * (s * w + (1.0 - s) * w**3)
         return vx, vy, vz, s
 
     def inside_jacobian(self, x, y, z):
@@ -142,8 +148,9 @@ class LungPair:
         """Reference -> floating (the direction of ``RegistrationResult.transform_points``)."""
         return self.motion.inverse(np.asarray(points, float).reshape(-1, 3))
 
-    def outside_points(self, n: int = 500, *, near_mm: float = 5.0, far_mm: float = 40.0,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def outside_points(
+        self, n: int = 500, *, near_mm: float = 5.0, far_mm: float = 40.0, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(reference points, exact floating points) outside the lungs, for the TRE of the
         chest wall, mediastinum and upper abdomen: up to ``n`` random reference body voxels
         (``ctreg.masks.body_mask``) ``near_mm``-``far_mm`` outside the reference lungs, kept
@@ -165,8 +172,9 @@ class LungPair:
         return p[keep], q[keep]
 
 
-def _floating_grid(ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: float,
-                   slice_mm: float | None) -> Volume:
+def _floating_grid(
+    ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: float, slice_mm: float | None
+) -> Volume:
     sp = ref.spacing
     ck = int(round(crop_z_mm / sp[0]))
     cj = int(round(crop_mm / sp[1]))
@@ -177,7 +185,9 @@ def _floating_grid(ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: fl
     k0, k1 = (ck, nz) if sup_first else (0, nz - ck)
     j0, j1, i0, i1 = cj, ny - cj, ci, nx - ci
     if min(k1 - k0, j1 - j0, i1 - i0) < 4:
-        raise SyntheticLungError("make_lung_pair: the crop leaves no floating grid", "SyntheticLung.NoLungs")
+        raise SyntheticLungError(
+            "make_lung_pair: the crop leaves no floating grid", "SyntheticLung.NoLungs"
+        )
     aff = ref.affine.copy()
     aff[:3, 3] = ref.index_to_world(np.array([[k0, j0, i0]], float))[0]
     shape = [k1 - k0, j1 - j0, i1 - i0]
@@ -188,12 +198,22 @@ def _floating_grid(ref: Volume, lungs: np.ndarray, crop_mm: float, crop_z_mm: fl
     return Volume(np.zeros(shape, np.float32), aff)
 
 
-def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
-                   ap_expansion: float = 0.06, lateral_expansion: float = 0.03,
-                   density: str = "mass", crop_mm: float = 15.0, crop_z_mm: float = 10.0,
-                   slice_mm: float | None = 2.5, noise_hu: float = 20.0,
-                   pleura_sigma_mm: float = 0.7, n_landmarks: int = 100,
-                   lungs: np.ndarray | None = None) -> LungPair:
+def make_lung_pair(
+    volume: Volume,
+    *,
+    seed: int = 0,
+    diaphragm_mm: float = 30.0,
+    ap_expansion: float = 0.06,
+    lateral_expansion: float = 0.03,
+    density: str = "mass",
+    crop_mm: float = 15.0,
+    crop_z_mm: float = 10.0,
+    slice_mm: float | None = 2.5,
+    noise_hu: float = 20.0,
+    pleura_sigma_mm: float = 0.7,
+    n_landmarks: int = 100,
+    lungs: np.ndarray | None = None,
+) -> LungPair:
     """Make a realistic synthetic lung pair from a real chest scan (see the module docstring).
 
     ``volume`` is the reference (exhale-like); the floating scan is inhale-like.  ``lungs``: the
@@ -202,7 +222,9 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
     sampling and the small random part of the motion (amplitudes jittered by +-10 %).
     """
     if not isinstance(volume, Volume):
-        raise TypeError(f"make_lung_pair: volume must be a ctreg.Volume, got {type(volume).__name__}")
+        raise TypeError(
+            f"make_lung_pair: volume must be a ctreg.Volume, got {type(volume).__name__}"
+        )
     if density not in ("mass", "none"):
         raise ValueError(f"make_lung_pair: density must be 'mass' or 'none', got {density!r}")
     rng = np.random.default_rng(seed)
@@ -212,19 +234,32 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
         lungs = segment_lungs(volume, check=False).mask
     lungs = np.asarray(lungs, bool)
     if lungs.shape != volume.shape or not lungs.any():
-        raise SyntheticLungError("make_lung_pair: no lungs on the reference grid", "SyntheticLung.NoLungs")
+        raise SyntheticLungError(
+            "make_lung_pair: no lungs on the reference grid", "SyntheticLung.NoLungs"
+        )
     jit = rng.uniform(0.9, 1.1, size=3)
     d, ap, lat = diaphragm_mm * jit[0], ap_expansion * jit[1], lateral_expansion * jit[2]
     idx = np.argwhere(lungs)
     w = volume.index_to_world(np.array([idx.min(0), idx.max(0)], float))
     lo, hi = w.min(0), w.max(0)
     if abs(d) * math.pi / (2.0 * (hi[2] - lo[2] + abs(d))) >= 0.5:
-        raise SyntheticLungError(f"make_lung_pair: lungs of {hi[2] - lo[2]:.0f} mm in z are too short "
-                                 f"for diaphragm_mm={diaphragm_mm}", "SyntheticLung.NoLungs")
+        raise SyntheticLungError(
+            f"make_lung_pair: lungs of {hi[2] - lo[2]:.0f} mm in z are too short "
+            f"for diaphragm_mm={diaphragm_mm}",
+            "SyntheticLung.NoLungs",
+        )
     sigma_vox = pleura_sigma_mm / volume.spacing
     smooth = Volume(ndi.gaussian_filter(lungs.astype(np.float32), sigma_vox), volume.affine)
-    motion = LungMotion(diaphragm_mm=d, ap=ap, lateral=lat, z_base=lo[2] - d, z_apex=hi[2],
-                        x_c=0.5 * (lo[0] + hi[0]), y_post=hi[1], smooth_lungs=smooth)
+    motion = LungMotion(
+        diaphragm_mm=d,
+        ap=ap,
+        lateral=lat,
+        z_base=lo[2] - d,
+        z_apex=hi[2],
+        x_c=0.5 * (lo[0] + hi[0]),
+        y_post=hi[1],
+        smooth_lungs=smooth,
+    )
 
     grid = _floating_grid(volume, lungs, crop_mm, crop_z_mm, slice_mm)
     src = volume.array
@@ -243,12 +278,14 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
         x, y, z = (np.broadcast_to(a, (kk.shape[0], ny, nx)) for a in (x, y, z))
         vx, vy, vz, s = motion.components(x, y, z)
         px, py, pz = x + vx, y + vy, z + vz
-        coords = np.stack([inv[r, 0] * px + inv[r, 1] * py + inv[r, 2] * pz + inv[r, 3] for r in range(3)])
+        coords = np.stack(
+            [inv[r, 0] * px + inv[r, 1] * py + inv[r, 2] * pz + inv[r, 3] for r in range(3)]
+        )
         vals = ndi.map_coordinates(src, coords, order=1, mode="nearest")
         if density == "mass":
             lung_vals = -1000.0 + (vals + 1000.0) * motion.inside_jacobian(x, y, z)
             vals = s * lung_vals + (1.0 - s) * vals
-        out[k0:k0 + kk.shape[0]] = vals
+        out[k0 : k0 + kk.shape[0]] = vals
     if noise_hu > 0:
         out += rng.normal(0.0, noise_hu, out.shape).astype(np.float32)
     floating = Volume(out, grid.affine, None, {"synthetic_lung": True})
@@ -268,8 +305,10 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
                         is_max &= v0 >= a[c[:, 0] + dk, c[:, 1] + dj, c[:, 2] + di]
         cand = c[is_max]
     if cand.shape[0] == 0:
-        raise SyntheticLungError("make_lung_pair: no bright vessel point deep inside the lungs",
-                                 "SyntheticLung.NoLandmarks")
+        raise SyntheticLungError(
+            "make_lung_pair: no bright vessel point deep inside the lungs",
+            "SyntheticLung.NoLandmarks",
+        )
     if cand.shape[0] > 20000:
         cand = cand[rng.choice(cand.shape[0], 20000, replace=False)]
     from .synthetic import _farthest_points
@@ -284,10 +323,23 @@ def make_lung_pair(volume: Volume, *, seed: int = 0, diaphragm_mm: float = 30.0,
     keep = inside & (resid <= 0.01)
     p, q, resid = p[keep][:n_landmarks], q[keep][:n_landmarks], resid[keep][:n_landmarks]
     if p.shape[0] == 0:
-        raise SyntheticLungError("make_lung_pair: no landmark's floating position could be solved "
-                                 "inside the floating grid", "SyntheticLung.InverseFailed")
-    info = {"diaphragm_mm": d, "ap_expansion": ap, "lateral_expansion": lat, "density": density,
-            "crop_mm": crop_mm, "crop_z_mm": crop_z_mm, "slice_mm": slice_mm, "noise_hu": noise_hu,
-            "pleura_sigma_mm": pleura_sigma_mm, "seed": seed, "n_landmarks": int(p.shape[0]),
-            "max_inverse_residual_mm": float(resid.max())}
+        raise SyntheticLungError(
+            "make_lung_pair: no landmark's floating position could be solved "
+            "inside the floating grid",
+            "SyntheticLung.InverseFailed",
+        )
+    info = {
+        "diaphragm_mm": d,
+        "ap_expansion": ap,
+        "lateral_expansion": lat,
+        "density": density,
+        "crop_mm": crop_mm,
+        "crop_z_mm": crop_z_mm,
+        "slice_mm": slice_mm,
+        "noise_hu": noise_hu,
+        "pleura_sigma_mm": pleura_sigma_mm,
+        "seed": seed,
+        "n_landmarks": int(p.shape[0]),
+        "max_inverse_residual_mm": float(resid.max()),
+    }
     return LungPair(volume, floating, lungs, p, q, motion, info)

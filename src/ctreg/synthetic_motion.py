@@ -2,6 +2,7 @@
 and the closed-form map ``phi = B o T`` with its Jacobian, inverse and displacement field
 (:class:`BreathingMap`).  The model is described in :mod:`ctreg.synthetic`'s docstring; the pair
 (floating scan, landmarks) is made there."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ from .volume import Volume
 
 __all__ = ["BreathingMotion", "BreathingMap"]
 
-_N_MODES = 4           # random sinusoids per displacement component
+_N_MODES = 4  # random sinusoids per displacement component
 _CHUNK_VOXELS = 1 << 21
 
 
@@ -31,7 +32,9 @@ def _triple(name: str, value) -> tuple[float, float, float]:
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"BreathingMotion.{name} must be three numbers (x, y, z), got {value!r}") from None
+        raise ValueError(
+            f"BreathingMotion.{name} must be three numbers (x, y, z), got {value!r}"
+        ) from None
     if len(items) != 3:
         raise ValueError(f"BreathingMotion.{name} must be three numbers (x, y, z), got {value!r}")
     return tuple(_finite(name, v) for v in items)  # type: ignore[return-value]
@@ -74,26 +77,41 @@ class BreathingMotion:
         for name in ("ap_expansion", "lateral_expansion"):
             v = _finite(name, getattr(self, name))
             if not -0.3 < v < 0.3:
-                raise ValueError(f"BreathingMotion.{name} must be a fraction in (-0.3, 0.3), got {v}")
+                raise ValueError(
+                    f"BreathingMotion.{name} must be a fraction in (-0.3, 0.3), got {v}"
+                )
         t = _triple("translation_mm", self.translation_mm)
         if max(abs(c) for c in t) > 100.0:
-            raise ValueError(f"BreathingMotion.translation_mm components must be within 100 mm, got {t}")
+            raise ValueError(
+                f"BreathingMotion.translation_mm components must be within 100 mm, got {t}"
+            )
         r = _triple("rotation_deg", self.rotation_deg)
         if max(abs(c) for c in r) > 30.0:
-            raise ValueError(f"BreathingMotion.rotation_deg components must be within 30 degrees, got {r}")
+            raise ValueError(
+                f"BreathingMotion.rotation_deg components must be within 30 degrees, got {r}"
+            )
         amp = _finite("perturbation_mm", self.perturbation_mm)
         if not 0.0 <= amp <= 10.0:
             raise ValueError(f"BreathingMotion.perturbation_mm must be in [0, 10] mm, got {amp}")
         lam = _finite("perturbation_wavelength_mm", self.perturbation_wavelength_mm)
         if lam < 40.0:
-            raise ValueError(f"BreathingMotion.perturbation_wavelength_mm must be at least 40 mm, got {lam}")
+            raise ValueError(
+                f"BreathingMotion.perturbation_wavelength_mm must be at least 40 mm, got {lam}"
+            )
         if 2.0 * math.pi * amp / lam >= 0.5:
             raise ValueError(
                 "BreathingMotion: perturbation too steep for a fold-free map: 2*pi*perturbation_mm/"
                 f"perturbation_wavelength_mm must be < 0.5, got {2.0 * math.pi * amp / lam:.3g} "
-                f"(perturbation_mm={amp}, perturbation_wavelength_mm={lam})")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"BreathingMotion.seed must be a non-negative integer, got {self.seed!r}")
+                f"(perturbation_mm={amp}, perturbation_wavelength_mm={lam})"
+            )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, (int, np.integer))
+            or self.seed < 0
+        ):
+            raise ValueError(
+                f"BreathingMotion.seed must be a non-negative integer, got {self.seed!r}"
+            )
         object.__setattr__(self, "diaphragm_mm", dia)
         object.__setattr__(self, "translation_mm", t)
         object.__setattr__(self, "rotation_deg", r)
@@ -114,8 +132,16 @@ class BreathingMap:
     with :meth:`to_dict` / :meth:`from_dict` (JSON-able), e.g. by the benchmark scripts.
     """
 
-    def __init__(self, motion: BreathingMotion, *, centre_xyz, z_base: float, z_apex: float,
-                 x_centre: float, y_posterior: float) -> None:
+    def __init__(
+        self,
+        motion: BreathingMotion,
+        *,
+        centre_xyz,
+        z_base: float,
+        z_apex: float,
+        x_centre: float,
+        y_posterior: float,
+    ) -> None:
         self.motion = motion
         self.centre = np.asarray(centre_xyz, dtype=np.float64).reshape(3)
         self.rot = _rotation_matrix(motion.rotation_deg)
@@ -129,33 +155,52 @@ class BreathingMap:
         dirs = rng.normal(size=(3, _N_MODES, 3))
         dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
         wavelengths = lam * rng.uniform(1.0, 2.5, size=(3, _N_MODES))
-        self.wave = dirs * (2.0 * np.pi / wavelengths)[..., None]               # (3, M, 3) rad/mm
+        self.wave = dirs * (2.0 * np.pi / wavelengths)[..., None]  # (3, M, 3) rad/mm
         self.phase = rng.uniform(0.0, 2.0 * np.pi, size=(3, _N_MODES))
         weights = rng.uniform(0.5, 1.0, size=(3, _N_MODES))
-        self.amp = motion.perturbation_mm * weights / weights.sum(axis=1, keepdims=True)  # sum = peak
+        self.amp = (
+            motion.perturbation_mm * weights / weights.sum(axis=1, keepdims=True)
+        )  # sum = peak
 
     def to_dict(self) -> dict:
         """JSON-able parameters: the options and the lung geometry the map was built on."""
         m = self.motion
-        return {"motion": {"diaphragm_mm": m.diaphragm_mm, "ap_expansion": m.ap_expansion,
-                           "lateral_expansion": m.lateral_expansion,
-                           "translation_mm": list(m.translation_mm), "rotation_deg": list(m.rotation_deg),
-                           "perturbation_mm": m.perturbation_mm,
-                           "perturbation_wavelength_mm": m.perturbation_wavelength_mm, "seed": m.seed},
-                "centre_xyz": self.centre.tolist(), "z_base": self.z_base, "z_apex": self.z_apex,
-                "x_centre": self.x_centre, "y_posterior": self.y_posterior}
+        return {
+            "motion": {
+                "diaphragm_mm": m.diaphragm_mm,
+                "ap_expansion": m.ap_expansion,
+                "lateral_expansion": m.lateral_expansion,
+                "translation_mm": list(m.translation_mm),
+                "rotation_deg": list(m.rotation_deg),
+                "perturbation_mm": m.perturbation_mm,
+                "perturbation_wavelength_mm": m.perturbation_wavelength_mm,
+                "seed": m.seed,
+            },
+            "centre_xyz": self.centre.tolist(),
+            "z_base": self.z_base,
+            "z_apex": self.z_apex,
+            "x_centre": self.x_centre,
+            "y_posterior": self.y_posterior,
+        }
 
     @classmethod
     def from_dict(cls, params: dict) -> "BreathingMap":
         """Rebuild the exact map from :meth:`to_dict`'s output."""
         try:
             motion = BreathingMotion(**params["motion"])
-            return cls(motion, centre_xyz=params["centre_xyz"], z_base=params["z_base"],
-                       z_apex=params["z_apex"], x_centre=params["x_centre"],
-                       y_posterior=params["y_posterior"])
+            return cls(
+                motion,
+                centre_xyz=params["centre_xyz"],
+                z_base=params["z_base"],
+                z_apex=params["z_apex"],
+                x_centre=params["x_centre"],
+                y_posterior=params["y_posterior"],
+            )
         except KeyError as exc:
-            raise ValueError(f"BreathingMap.from_dict: missing key {exc}; expected the output of "
-                             "BreathingMap.to_dict()") from None
+            raise ValueError(
+                f"BreathingMap.from_dict: missing key {exc}; expected the output of "
+                "BreathingMap.to_dict()"
+            ) from None
 
     # -- pieces --------------------------------------------------------------------------------
     def rigid(self, q: np.ndarray) -> np.ndarray:
@@ -215,8 +260,15 @@ class BreathingMap:
         """det(d phi / dq) at floating points (rotation has det 1)."""
         return np.linalg.det(self.breathing_jacobian(self.rigid(q)))
 
-    def inverse_components(self, px: np.ndarray, py: np.ndarray, pz: np.ndarray, *,
-                           tol_mm: float = 1e-7, max_iter: int = 200):
+    def inverse_components(
+        self,
+        px: np.ndarray,
+        py: np.ndarray,
+        pz: np.ndarray,
+        *,
+        tol_mm: float = 1e-7,
+        max_iter: int = 200,
+    ):
         """Solve B(x) = p for x by fixed-point iteration x <- p - b(x) (component arrays).
 
         Converges linearly with the Lipschitz constant of b (about 0.1 for breathing motion)."""
@@ -225,13 +277,17 @@ class BreathingMap:
         for _ in range(max_iter):
             bx, by, bz = self.breathing_components(x, y, z)
             nx, ny, nz = px - bx, py - by, pz - bz
-            step = max((float(np.max(np.abs(n - o))) if n.size else 0.0)
-                       for n, o in ((nx, x), (ny, y), (nz, z)))
+            step = max(
+                (float(np.max(np.abs(n - o))) if n.size else 0.0)
+                for n, o in ((nx, x), (ny, y), (nz, z))
+            )
             x, y, z = nx, ny, nz
             if step < tol_mm:
                 return x, y, z
-        raise CTRegError(f"true_transform_points: fixed-point iteration did not converge "
-                         f"(last step {step:.3g} mm after {max_iter} iterations)")
+        raise CTRegError(
+            f"true_transform_points: fixed-point iteration did not converge "
+            f"(last step {step:.3g} mm after {max_iter} iterations)"
+        )
 
     def inverse(self, p: np.ndarray, *, tol_mm: float = 1e-7) -> np.ndarray:
         """q with phi(q) = p: invert the breathing part iteratively, then the rigid part."""
@@ -245,7 +301,7 @@ class BreathingMap:
         out = np.empty(grid.shape + (3,), np.float32)
         nz, ny, nx = grid.shape
         lin, off = grid.affine[:3, :3], grid.affine[:3, 3]
-        rot_t = bmap.rot.T            # rigid inverse: R^T (x - c - t) + c
+        rot_t = bmap.rot.T  # rigid inverse: R^T (x - c - t) + c
         shift = bmap.centre + bmap.shift
         step = max(1, _CHUNK_VOXELS // (ny * nx))
         jj = np.arange(ny, dtype=np.float64)[None, :, None]
@@ -257,6 +313,11 @@ class BreathingMap:
             x = bmap.inverse_components(*p, tol_mm=tol_mm)
             d = [x[c] - shift[c] for c in range(3)]
             for c in range(3):
-                out[k0:k1, ..., c] = (rot_t[c, 0] * d[0] + rot_t[c, 1] * d[1] + rot_t[c, 2] * d[2]
-                                      + bmap.centre[c] - p[c])
+                out[k0:k1, ..., c] = (
+                    rot_t[c, 0] * d[0]
+                    + rot_t[c, 1] * d[1]
+                    + rot_t[c, 2] * d[2]
+                    + bmap.centre[c]
+                    - p[c]
+                )
         return out

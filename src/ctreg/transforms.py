@@ -12,6 +12,7 @@ Vocabulary
 * The registration maps a reference world point ``p`` to the floating scan as
   ``T(p + D u(r))``: first the reference-frame displacement ``u``, then the affine ``T``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,12 +42,16 @@ PARAM_RADIUS_MM = 100.0
 def _axis_rotations(rx: float, ry: float, rz: float):
     """(Rx, Ry, Rz) and their derivatives (dRx/drx, dRy/dry, dRz/drz), angles in radians."""
     cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    rot = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]),
-           np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]),
-           np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
-    drot = (np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]]),
-            np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]]),
-            np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]]))
+    rot = (
+        np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]),
+        np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]),
+        np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]),
+    )
+    drot = (
+        np.array([[0, 0, 0], [0, -sx, -cx], [0, cx, -sx]]),
+        np.array([[-sy, 0, cy], [0, 0, 0], [-cy, 0, -sy]]),
+        np.array([[-sz, -cz, 0], [cz, -sz, 0], [0, 0, 0]]),
+    )
     return rot, drot
 
 
@@ -132,8 +137,12 @@ class AffineTransform:
         return AffineTransform(inv, -inv @ self.translation, self.centre.copy())
 
     def to_dict(self) -> dict:
-        return {"matrix": self.matrix.tolist(), "translation_mm": self.translation.tolist(),
-                "centre_mm": self.centre.tolist(), "homogeneous": self.homogeneous().tolist()}
+        return {
+            "matrix": self.matrix.tolist(),
+            "translation_mm": self.translation.tolist(),
+            "centre_mm": self.centre.tolist(),
+            "homogeneous": self.homogeneous().tolist(),
+        }
 
 
 class ReferenceFrame:
@@ -145,7 +154,8 @@ class ReferenceFrame:
             raise GeometryError(
                 "the reference scan's direction cosines are not orthonormal "
                 f"(direction matrix {np.round(d, 5).tolist()}); "
-                "ctreg accepts orthonormal grids only")
+                "ctreg accepts orthonormal grids only"
+            )
         self.direction = d  # world (x, y, z) per frame axis (z, y, x)
         self.origin = reference.origin
         self.spacing = reference.spacing
@@ -169,19 +179,25 @@ class ReferenceFrame:
         return (np.asarray(points_xyz, float) - self.origin) @ self.direction
 
 
-def frame_to_image_matrix(frame: ReferenceFrame, transform: AffineTransform, image: Volume) -> np.ndarray:
+def frame_to_image_matrix(
+    frame: ReferenceFrame, transform: AffineTransform, image: Volume
+) -> np.ndarray:
     """4x4: reference-frame point -> continuous index (k, j, i) of ``image`` after ``transform``."""
     return np.linalg.inv(image.affine) @ transform.homogeneous() @ frame.frame_to_world_matrix()
 
 
-def world_displacement(frame: ReferenceFrame, transform: AffineTransform, u_frame: np.ndarray) -> np.ndarray:
+def world_displacement(
+    frame: ReferenceFrame, transform: AffineTransform, u_frame: np.ndarray
+) -> np.ndarray:
     """Public displacement U(p) = T(p + D u(p)) - p on the reference grid, (z, y, x, 3) float32,
     world (x, y, z) LPS components.  ``u_frame`` is (z, y, x, 3) reference-frame mm."""
     from . import ops
 
     nz, ny, nx = frame.shape
     if u_frame.shape != (nz, ny, nx, 3):
-        raise GeometryError(f"displacement shape {u_frame.shape} does not match the reference grid {frame.shape}")
+        raise GeometryError(
+            f"displacement shape {u_frame.shape} does not match the reference grid {frame.shape}"
+        )
     a = transform.matrix
     ad = a @ frame.direction  # frame vector -> world vector after T
     # p = D S idx + o ; (A - I)(p - c) + t = (A - I) D S idx + (A - I)(o - c) + t

@@ -13,6 +13,7 @@ Geometry conventions (the most important lines in ctreg):
 * World points and world vectors (displacements) are always (x, y, z) LPS mm.
 * RAS appears only inside :mod:`ctreg.io.nifti`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ def affine_from_geometry(origin_xyz, spacing_zyx, direction_zyx_cols=None) -> np
     """
     spacing = np.asarray(spacing_zyx, dtype=np.float64).reshape(3)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise GeometryError(f"spacing must be three positive numbers (z, y, x) in mm, got {spacing.tolist()}")
+        raise GeometryError(
+            f"spacing must be three positive numbers (z, y, x) in mm, got {spacing.tolist()}"
+        )
     if direction_zyx_cols is None:
         direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     else:
@@ -79,7 +82,9 @@ class Volume:
         if not np.all(np.isfinite(aff)):
             raise GeometryError("Volume.affine contains NaN or infinity")
         if not np.allclose(aff[3], [0, 0, 0, 1]):
-            raise GeometryError(f"Volume.affine's last row must be (0, 0, 0, 1), got {aff[3].tolist()}")
+            raise GeometryError(
+                f"Volume.affine's last row must be (0, 0, 0, 1), got {aff[3].tolist()}"
+            )
         if abs(np.linalg.det(aff[:3, :3])) < 1e-9:
             raise GeometryError("Volume.affine is singular (zero spacing or degenerate direction)")
         self.affine = aff
@@ -88,7 +93,8 @@ class Volume:
             if valid.shape != self.array.shape:
                 raise GeometryError(
                     f"Volume.valid must have the array's shape {self.array.shape}, "
-                    f"got {valid.shape}")
+                    f"got {valid.shape}"
+                )
             self.valid = np.ascontiguousarray(valid, dtype=bool)
 
     # -- geometry -------------------------------------------------------------------------
@@ -130,12 +136,21 @@ class Volume:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned world bounding box (min xyz, max xyz) of voxel centres."""
-        corners = np.array([[k, j, i] for k in (0, self.shape[0] - 1)
-                            for j in (0, self.shape[1] - 1) for i in (0, self.shape[2] - 1)], float)
+        corners = np.array(
+            [
+                [k, j, i]
+                for k in (0, self.shape[0] - 1)
+                for j in (0, self.shape[1] - 1)
+                for i in (0, self.shape[2] - 1)
+            ],
+            float,
+        )
         w = self.index_to_world(corners)
         return w.min(axis=0), w.max(axis=0)
 
-    def with_array(self, array: np.ndarray, *, valid: np.ndarray | None | str = "keep", **meta) -> "Volume":
+    def with_array(
+        self, array: np.ndarray, *, valid: np.ndarray | None | str = "keep", **meta
+    ) -> "Volume":
         """A new Volume on the same grid with another array (and, by default, the same mask)."""
         keep = isinstance(valid, str) and valid == "keep"
         new_valid = self.valid if keep else cast("np.ndarray | None", valid)
@@ -151,5 +166,7 @@ class Volume:
     def __repr__(self) -> str:
         sp = ", ".join(f"{s:.4g}" for s in self.spacing)
         org = ", ".join(f"{o:.4g}" for o in self.origin)
-        return (f"Volume(shape(z,y,x)={self.shape}, spacing(z,y,x)=({sp}) mm, "
-                f"origin(x,y,z)=({org}) mm LPS)")
+        return (
+            f"Volume(shape(z,y,x)={self.shape}, spacing(z,y,x)=({sp}) mm, "
+            f"origin(x,y,z)=({org}) mm LPS)"
+        )

@@ -1,4 +1,5 @@
 """Readers and writers: DICOM series, NIfTI, archives; :func:`read_volume` picks the reader."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,17 @@ import numpy as np
 from ..errors import CTRegError
 from ..volume import Volume
 from .archive import extract_archive, is_archive, pack_folder, write_tar_gz
-from .dicom import (AXIAL_TOLERANCE_DEG, MAX_FRAMES, MIN_FRAMES, DicomRuleError, describe_volume,
-                    inspect_dicom, list_series, read_dicom_series, write_dicom_series)
+from .dicom import (
+    AXIAL_TOLERANCE_DEG,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    DicomRuleError,
+    describe_volume,
+    inspect_dicom,
+    list_series,
+    read_dicom_series,
+    write_dicom_series,
+)
 from .fetch import DownloadError, download_urls, is_url
 from .nifti import read_nifti, write_displacement_nifti, write_nifti
 
@@ -51,16 +61,21 @@ def read_itk_image(path: str | os.PathLike) -> Volume:
     try:
         import SimpleITK as sitk
     except ImportError:
-        raise CTRegError(f"{path}: reading {path.suffix} files needs SimpleITK "
-                         "(pip install SimpleITK); accepted without it: DICOM and NIfTI") from None
+        raise CTRegError(
+            f"{path}: reading {path.suffix} files needs SimpleITK "
+            "(pip install SimpleITK); accepted without it: DICOM and NIfTI"
+        ) from None
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise CTRegError(f"{path}: SimpleITK cannot read it: {str(exc).strip().splitlines()[-1]}") \
-            from exc
+        raise CTRegError(
+            f"{path}: SimpleITK cannot read it: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise CTRegError(f"{path}: a {img.GetDimension()}-D image with "
-                         f"{img.GetNumberOfComponentsPerPixel()} component(s); accepted: 3-D scalar")
+        raise CTRegError(
+            f"{path}: a {img.GetDimension()}-D image with "
+            f"{img.GetNumberOfComponentsPerPixel()} component(s); accepted: 3-D scalar"
+        )
     arr = sitk.GetArrayFromImage(img).astype(np.float32)  # already (z, y, x)
     d = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)
     sp = np.array(img.GetSpacing(), dtype=np.float64)
@@ -68,8 +83,12 @@ def read_itk_image(path: str | os.PathLike) -> Volume:
     for c in range(3):
         aff[:3, 2 - c] = d[:, c] * sp[c]
     aff[:3, 3] = img.GetOrigin()
-    return Volume(arr, aff, None, {"format": "itk", "source": str(path),
-                                   "series_description": path.name.split(".")[0]})
+    return Volume(
+        arr,
+        aff,
+        None,
+        {"format": "itk", "source": str(path), "series_description": path.name.split(".")[0]},
+    )
 
 
 def read_volume(path, **kw) -> Volume:
@@ -88,7 +107,8 @@ def read_volume(path, **kw) -> Volume:
             return read_nifti(path)
         if name.endswith(_ITK_SUFFIXES):
             if kw:
-                raise TypeError(f"read_volume: {Path(path).suffix} input takes no options, got "
-                                f"{sorted(kw)}")
+                raise TypeError(
+                    f"read_volume: {Path(path).suffix} input takes no options, got {sorted(kw)}"
+                )
             return read_itk_image(path)
     return read_dicom_series(path, **kw)

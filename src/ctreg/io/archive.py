@@ -5,6 +5,7 @@ size and member-count cap, so that an uploaded archive cannot write outside its 
 the disk.  Packing uses a low gzip level (1 by default): the file stays standard gzip but is
 written several times faster than at the default level 9.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,12 +59,18 @@ def _safe_member_path(name: str, archive: Path) -> PurePosixPath:
     if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
         raise DicomSeriesError(
             f"archive {archive} holds an unsafe member path {name!r}; accepted: relative paths "
-            "inside the archive without '..'")
+            "inside the archive without '..'"
+        )
     return p
 
 
-def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
-                    max_bytes: int = MAX_EXTRACT_BYTES, max_files: int = MAX_EXTRACT_FILES) -> Path:
+def extract_archive(
+    path: str | os.PathLike,
+    dest_dir: str | os.PathLike,
+    *,
+    max_bytes: int = MAX_EXTRACT_BYTES,
+    max_files: int = MAX_EXTRACT_FILES,
+) -> Path:
     """Extract a .zip, .tar, .tar.gz or .tgz into ``dest_dir``; return ``dest_dir``.
 
     Only regular files and folders are extracted (links and devices are skipped).  Raises
@@ -84,11 +91,14 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
         if total > max_bytes:
             raise DicomSeriesError(
                 f"archive {path} unpacks to more than {max_bytes} bytes (at member {member!r}); "
-                f"accepted: at most {max_bytes} bytes", code="InvalidFile.TooLarge")
+                f"accepted: at most {max_bytes} bytes",
+                code="InvalidFile.TooLarge",
+            )
         if count > max_files:
             raise DicomSeriesError(
                 f"archive {path} holds more than {max_files} files; accepted: at most {max_files}",
-                code="InvalidFile.TooLarge")
+                code="InvalidFile.TooLarge",
+            )
 
     try:
         if name.endswith(".zip"):
@@ -108,7 +118,8 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
                             if written > info.file_size + 1024:
                                 raise DicomSeriesError(
                                     f"archive {path}: member {info.filename!r} is larger than its "
-                                    "header says; refused")
+                                    "header says; refused"
+                                )
                             dst.write(chunk)
         elif name.endswith((".tar", ".tar.gz", ".tgz")):
             with tarfile.open(path, "r:*") as tf:
@@ -126,13 +137,15 @@ def extract_archive(path: str | os.PathLike, dest_dir: str | os.PathLike, *,
                         shutil.copyfileobj(member_file, dst, 1 << 20)
         else:
             raise DicomSeriesError(
-                f"{path} is not a supported archive; accepted: {', '.join(ARCHIVE_SUFFIXES)}")
+                f"{path} is not a supported archive; accepted: {', '.join(ARCHIVE_SUFFIXES)}"
+            )
     except DicomSeriesError:
         raise
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise DicomSeriesError(
             f"archive {path} cannot be read ({type(exc).__name__}: {exc}); accepted: a complete "
-            f".zip, .tar or .tar.gz file") from exc
+            f".zip, .tar or .tar.gz file"
+        ) from exc
     return dest
 
 
@@ -191,7 +204,7 @@ class GzipStreamWriter(io.RawIOBase):
                 self._submit(bytes(self._buf))
                 self._buf.clear()
         while n - pos >= GZIP_BLOCK:  # whole blocks straight from the caller's buffer
-            self._submit(bytes(view[pos:pos + GZIP_BLOCK]))
+            self._submit(bytes(view[pos : pos + GZIP_BLOCK]))
             pos += GZIP_BLOCK
         if pos < n:
             self._buf += view[pos:]
@@ -248,8 +261,12 @@ def _tarinfo(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def write_tar_gz(members: Iterable[tuple[str, bytes]], out_path: str | os.PathLike, *,
-                 compresslevel: int = GZIP_LEVEL) -> Path:
+def write_tar_gz(
+    members: Iterable[tuple[str, bytes]],
+    out_path: str | os.PathLike,
+    *,
+    compresslevel: int = GZIP_LEVEL,
+) -> Path:
     """Write ``(name, data)`` pairs as regular files into a new .tar.gz, atomically.
 
     Folders named in ``name`` (``"series/IM0001.dcm"``) get their own entries.  The tar is
@@ -259,9 +276,12 @@ def write_tar_gz(members: Iterable[tuple[str, bytes]], out_path: str | os.PathLi
     """
     out_path = Path(out_path)
     now = time.time()
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh, \
-            GzipStreamWriter(fh, compresslevel=compresslevel) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as tf:
+    with (
+        atomic_path(out_path) as tmp,
+        open(tmp, "wb") as fh,
+        GzipStreamWriter(fh, compresslevel=compresslevel) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tf,
+    ):
         dirs_done: set[str] = set()
         for name, data in members:
             parts = PurePosixPath(name).parts
@@ -278,8 +298,13 @@ def write_tar_gz(members: Iterable[tuple[str, bytes]], out_path: str | os.PathLi
     return out_path
 
 
-def pack_folder(folder: str | os.PathLike, out_path: str | os.PathLike, *,
-                arcname: str | None = None, compresslevel: int = GZIP_LEVEL) -> Path:
+def pack_folder(
+    folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    arcname: str | None = None,
+    compresslevel: int = GZIP_LEVEL,
+) -> Path:
     """Pack ``folder`` into ``out_path`` (.tar.gz) with its files inside one top-level folder
     ``arcname`` (default: the folder's name), atomically."""
     folder = Path(folder)

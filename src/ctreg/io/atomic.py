@@ -4,6 +4,7 @@
 old file, no file, or the complete new one — also when the process is killed mid-write (the
 temporary file, named ``.<name>.<random>.part``, is what is left then).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ the total number of bytes, and raises :class:`DownloadError` (a
 on any failure.  ``file://`` URLs are refused unless ``allow_file=True`` (a server must not let
 its users read its own disk).
 """
+
 from __future__ import annotations
 
 import os
@@ -54,9 +55,16 @@ class _Stopped(DownloadError):
     """A download cut short because another URL of the same list failed."""
 
 
-def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s: float = 60,
-                  max_bytes: int = 2 * 1024**3, allow_file: bool = False,
-                  schemes: Sequence[str] = ("http", "https"), max_workers: int = 4) -> list[Path]:
+def download_urls(
+    urls: Sequence[str],
+    dest_dir: str | os.PathLike,
+    *,
+    timeout_s: float = 60,
+    max_bytes: int = 2 * 1024**3,
+    allow_file: bool = False,
+    schemes: Sequence[str] = ("http", "https"),
+    max_workers: int = 4,
+) -> list[Path]:
     """Fetch every URL into ``dest_dir``; return the local paths in the order of ``urls``.
 
     Parameters
@@ -91,7 +99,10 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
         if scheme not in accepted:
             raise DownloadError(
                 f"URL {url!r} has scheme {scheme or '(none)'!r}; accepted: "
-                f"{', '.join(s + '://' for s in accepted)}", url=str(url), code="InvalidFile.URL")
+                f"{', '.join(s + '://' for s in accepted)}",
+                url=str(url),
+                code="InvalidFile.URL",
+            )
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     lock = Lock()
@@ -105,7 +116,10 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
             if state["total"] > max_bytes:
                 raise DownloadError(
                     f"downloading {url!r}: the inputs exceed {max_bytes} bytes in total; accepted: "
-                    f"at most {max_bytes} bytes", url=url, code="InvalidFile.TooLarge")
+                    f"at most {max_bytes} bytes",
+                    url=url,
+                    code="InvalidFile.TooLarge",
+                )
 
     def fetch(item: tuple[int, str]) -> Path:
         index, url = item
@@ -122,13 +136,18 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (scheme checked)
                 final_scheme = urllib.parse.urlparse(resp.geturl()).scheme.lower()
                 if final_scheme not in accepted:
-                    raise DownloadError(f"URL {url!r} redirected to scheme {final_scheme!r}; refused",
-                                        url=url, code="InvalidFile.URL")
+                    raise DownloadError(
+                        f"URL {url!r} redirected to scheme {final_scheme!r}; refused",
+                        url=url,
+                        code="InvalidFile.URL",
+                    )
                 length = resp.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) > max_bytes:
                     raise DownloadError(
                         f"URL {url!r} is {length} bytes; accepted: at most {max_bytes} bytes",
-                        url=url, code="InvalidFile.TooLarge")
+                        url=url,
+                        code="InvalidFile.TooLarge",
+                    )
                 with open(target, "wb") as fh:
                     while chunk := resp.read(_CHUNK):
                         account(len(chunk), url)
@@ -141,14 +160,18 @@ def download_urls(urls: Sequence[str], dest_dir: str | os.PathLike, *, timeout_s
         except urllib.error.HTTPError as exc:
             state["failed"] = True
             target.unlink(missing_ok=True)
-            raise DownloadError(f"downloading {url!r} failed: HTTP {exc.code} {exc.reason}",
-                                url=url) from exc
+            raise DownloadError(
+                f"downloading {url!r} failed: HTTP {exc.code} {exc.reason}", url=url
+            ) from exc
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             state["failed"] = True
             target.unlink(missing_ok=True)
             reason = getattr(exc, "reason", exc)
-            raise DownloadError(f"downloading {url!r} failed: {type(exc).__name__}: {reason} "
-                                f"(timeout {timeout_s} s)", url=url) from exc
+            raise DownloadError(
+                f"downloading {url!r} failed: {type(exc).__name__}: {reason} "
+                f"(timeout {timeout_s} s)",
+                url=url,
+            ) from exc
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(urls)))) as pool:
         futures = [pool.submit(fetch, (i, str(u))) for i, u in enumerate(urls)]

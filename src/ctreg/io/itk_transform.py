@@ -30,6 +30,7 @@ Conventions that matter:
 
 h5py is the one dependency this needs (HDF5 is too intricate to write by hand).
 """
+
 from __future__ import annotations
 
 import os
@@ -66,12 +67,16 @@ def _itk_grid(grid_affine: np.ndarray, shape) -> np.ndarray:
 def _ascii(f, name: str, value: str) -> None:
     import h5py
 
-    f.create_dataset(name, data=np.array([value.encode("ascii", "replace")], dtype=object),
-                     dtype=h5py.string_dtype("ascii"))
+    f.create_dataset(
+        name,
+        data=np.array([value.encode("ascii", "replace")], dtype=object),
+        dtype=h5py.string_dtype("ascii"),
+    )
 
 
-def _write_field(group, name: str, u: np.ndarray, grid_affine, affine_h, *, compress: bool,
-                 threads: int) -> None:
+def _write_field(
+    group, name: str, u: np.ndarray, grid_affine, affine_h, *, compress: bool, threads: int
+) -> None:
     """The field ``w`` as a 1-D float32 dataset, computed chunk by chunk (whole x rows per chunk;
     memory stays at a few chunks); with ``compress``, shuffle + deflate chunks compressed in
     parallel and stored with ``write_direct_chunk`` (HDF5 keeps them as if its own filters had
@@ -120,8 +125,15 @@ def _write_field(group, name: str, u: np.ndarray, grid_affine, affine_h, *, comp
             dset.id.write_direct_chunk((done * nx * 3,), fut.result())
 
 
-def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_affine,
-                        affine, *, compress: bool = True, threads: int | None = None) -> Path:
+def write_itk_transform(
+    path: str | os.PathLike,
+    displacement: np.ndarray,
+    grid_affine,
+    affine,
+    *,
+    compress: bool = True,
+    threads: int | None = None,
+) -> Path:
     """Write the registration as an ITK composite transform file (``.h5``).
 
     Parameters
@@ -158,13 +170,22 @@ def write_itk_transform(path: str | os.PathLike, displacement: np.ndarray, grid_
             _ascii(g0, "TransformType", _COMPOSITE)
             g1 = group.create_group("1")
             _ascii(g1, "TransformType", _AFFINE)
-            g1.create_dataset("TransformParameters", data=np.concatenate([matrix.reshape(-1), translation]))
+            g1.create_dataset(
+                "TransformParameters", data=np.concatenate([matrix.reshape(-1), translation])
+            )
             g1.create_dataset("TransformFixedParameters", data=centre)
             g2 = group.create_group("2")
             _ascii(g2, "TransformType", _FIELD)
             g2.create_dataset("TransformFixedParameters", data=_itk_grid(grid_affine, u.shape[:3]))
-            _write_field(g2, "TransformParameters", u, grid_affine, affine.homogeneous(),
-                         compress=compress, threads=threads)
+            _write_field(
+                g2,
+                "TransformParameters",
+                u,
+                grid_affine,
+                affine.homogeneous(),
+                compress=compress,
+                threads=threads,
+            )
     return path
 
 
@@ -181,8 +202,13 @@ def read_itk_transform(path: str | os.PathLike) -> dict:
     with h5py.File(path, "r") as f:
         group = f["TransformGroup"]
         kinds = [group[str(i)]["TransformType"][0].decode() for i in range(len(group))]
-        if kinds[:1] != [_COMPOSITE] or [k.replace("float", "double") for k in kinds[1:]] != [_AFFINE, _FIELD]:
-            raise ValueError(f"{path}: transforms {kinds}; expected {[_COMPOSITE, _AFFINE, _FIELD]}")
+        if kinds[:1] != [_COMPOSITE] or [k.replace("float", "double") for k in kinds[1:]] != [
+            _AFFINE,
+            _FIELD,
+        ]:
+            raise ValueError(
+                f"{path}: transforms {kinds}; expected {[_COMPOSITE, _AFFINE, _FIELD]}"
+            )
         ap = group["1"]["TransformParameters"][()].astype(float)
         centre = group["1"]["TransformFixedParameters"][()].astype(float)
         fixed = group["2"]["TransformFixedParameters"][()].astype(float)
@@ -203,5 +229,11 @@ def read_itk_transform(path: str | os.PathLike) -> dict:
     off = (matrix - np.eye(3)) @ g[:3, 3] + h[:3, 3]
     q = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
     disp = (q @ lin.T + off + w.astype(float) @ matrix.T).astype(np.float32)
-    return {"matrix": matrix, "translation": ap[9:12], "centre": centre, "field": w,
-            "grid_affine": g, "displacement": disp}
+    return {
+        "matrix": matrix,
+        "translation": ap[9:12],
+        "centre": centre,
+        "field": w,
+        "grid_affine": g,
+        "displacement": disp,
+    }

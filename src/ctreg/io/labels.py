@@ -1,5 +1,6 @@
 """Label maps (segmentations) with their own integer dtype: read and write NIfTI without the
 float32 conversion that :class:`~ctreg.Volume` applies, so label values stay exact."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,11 @@ def _read_nifti_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise CTRegError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
     sform, scode = img.get_sform(coded=True)
     qform, qcode = img.get_qform(coded=True)
-    aff = sform if scode and sform is not None else (qform if qcode and qform is not None else img.affine)
+    aff = (
+        sform
+        if scode and sform is not None
+        else (qform if qcode and qform is not None else img.affine)
+    )
     shape = img.shape
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise GeometryError(f"{path}: image shape {shape}; accepted: a 3-D label image")
@@ -40,12 +45,16 @@ def _read_nifti_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.asanyarray(img.dataobj.get_unscaled())
     if raw.ndim == 4:
         raw = raw[..., 0]
-    scaled = (np.isfinite(slope) and slope not in (0.0, 1.0)) or (np.isfinite(inter) and inter != 0.0)
+    scaled = (np.isfinite(slope) and slope not in (0.0, 1.0)) or (
+        np.isfinite(inter) and inter != 0.0
+    )
     if scaled or raw.dtype.kind == "f":
         data = raw * (slope if scaled else 1.0) + (inter if scaled else 0.0)
         if not np.all(np.isfinite(data)) or not np.all(data == np.round(data)):
-            raise CTRegError(f"{path}: holds non-integer values; a label map holds integers "
-                             "(warp it without --labels)")
+            raise CTRegError(
+                f"{path}: holds non-integer values; a label map holds integers "
+                "(warp it without --labels)"
+            )
         data = data.astype(smallest_integer_dtype(data))
     else:
         data = raw
@@ -70,8 +79,9 @@ def read_labels(path, **kw) -> tuple[np.ndarray, np.ndarray]:
     return arr.astype(smallest_integer_dtype(arr)), vol.affine
 
 
-def write_labels_nifti(array: np.ndarray, affine, path: str | os.PathLike, *,
-                       description: str = "") -> Path:
+def write_labels_nifti(
+    array: np.ndarray, affine, path: str | os.PathLike, *, description: str = ""
+) -> Path:
     """Write an integer (z, y, x) array as NIfTI in its own dtype (no scaling), atomically."""
     arr = np.asarray(array)
     if arr.ndim != 3:

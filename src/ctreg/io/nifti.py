@@ -10,6 +10,7 @@ SimpleITK, nibabel and 3D Slicer put every voxel at the same world position.  ``
 are gzip level 1 written as parallel-compressed gzip members (standard multi-member gzip, read by
 every gzip reader; several times faster to write than single-threaded level 9).
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,13 @@ from ..volume import Volume
 from .archive import GzipStreamWriter
 from .atomic import atomic_path
 
-__all__ = ["read_nifti", "write_nifti", "write_displacement_nifti", "read_displacement_nifti",
-           "NIFTI_SUFFIXES"]
+__all__ = [
+    "read_nifti",
+    "write_nifti",
+    "write_displacement_nifti",
+    "read_displacement_nifti",
+    "NIFTI_SUFFIXES",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -62,8 +68,10 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     try:
         img: Any = nib.load(str(path))  # nibabel types it FileBasedImage: no sform, dataobj
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types
-        raise CTRegError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc}); accepted: "
-                         ".nii or .nii.gz files") from exc
+        raise CTRegError(
+            f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc}); accepted: "
+            ".nii or .nii.gz files"
+        ) from exc
     hdr = img.header
     sform, scode = img.get_sform(coded=True)
     qform, qcode = img.get_qform(coded=True)
@@ -81,8 +89,12 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     else:
         raise GeometryError(f"{path}: image shape {shape}; accepted: a 3-D scalar image")
     array = np.ascontiguousarray(np.asarray(data, dtype=np.float32).T)
-    meta = {"format": "nifti", "source": str(path), "affine_source": which,
-            "series_description": path.name.split(".")[0]}
+    meta = {
+        "format": "nifti",
+        "source": str(path),
+        "affine_source": which,
+        "series_description": path.name.split(".")[0],
+    }
     del hdr
     return Volume(array, affine_from_nifti(aff), None, meta)
 
@@ -154,7 +166,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, dtype: str = "int16"
 
     def slabs():  # NIfTI order (x fastest, then y, z) is the C order of the (z, y, x) array
         for k0 in range(0, arr.shape[0], _SLAB):
-            part = arr[k0:k0 + _SLAB]
+            part = arr[k0 : k0 + _SLAB]
             if dtype == "int16":
                 tmp = np.rint(part)
                 np.clip(tmp, -32768, 32767, out=tmp)
@@ -165,8 +177,9 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, dtype: str = "int16"
     return _save_streamed(img, path, slabs())
 
 
-def write_displacement_nifti(displacement: np.ndarray, affine: np.ndarray,
-                             path: str | os.PathLike) -> Path:
+def write_displacement_nifti(
+    displacement: np.ndarray, affine: np.ndarray, path: str | os.PathLike
+) -> Path:
     """Write a displacement field as a NIfTI vector image with intent DISPVECT (1006).
 
     Parameters
@@ -183,8 +196,9 @@ def write_displacement_nifti(displacement: np.ndarray, affine: np.ndarray,
     """
     u = np.asarray(displacement)
     if u.ndim != 4 or u.shape[3] != 3:
-        raise GeometryError(f"write_displacement_nifti: displacement must have shape (z, y, x, 3), "
-                            f"got {u.shape}")
+        raise GeometryError(
+            f"write_displacement_nifti: displacement must have shape (z, y, x, 3), got {u.shape}"
+        )
     aff = affine_to_nifti(affine)
     nz, ny, nx = u.shape[:3]
     img = nib.Nifti1Image(_placeholder((nx, ny, nz, 1, 3), np.float32), aff)
@@ -196,7 +210,7 @@ def write_displacement_nifti(displacement: np.ndarray, affine: np.ndarray,
         for c in range(3):
             sign = -1.0 if (_ITK_DISPVECT_IN_RAS and c < 2) else 1.0
             for k0 in range(0, nz, _SLAB):
-                part = np.ascontiguousarray(u[k0:k0 + _SLAB, :, :, c], dtype="<f4")
+                part = np.ascontiguousarray(u[k0 : k0 + _SLAB, :, :, c], dtype="<f4")
                 if sign < 0:
                     np.negative(part, out=part)
                 yield part
@@ -226,7 +240,9 @@ def read_displacement_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.nda
     data = np.asanyarray(img.dataobj.get_unscaled())
     if (np.isfinite(slope) and slope not in (0.0, 1.0)) or (np.isfinite(inter) and inter != 0.0):
         data = data * slope + inter
-    comps = np.ascontiguousarray(np.asarray(data[:, :, :, 0, :], dtype=np.float32).transpose(2, 1, 0, 3))
+    comps = np.ascontiguousarray(
+        np.asarray(data[:, :, :, 0, :], dtype=np.float32).transpose(2, 1, 0, 3)
+    )
     if _ITK_DISPVECT_IN_RAS:
         comps[..., 0] *= -1.0
         comps[..., 1] *= -1.0

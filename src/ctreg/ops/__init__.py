@@ -20,26 +20,80 @@ argument checks are shared with the rest of the package (``ctreg._checks``):
 ``fields``          field composition, exponential, Jacobian, inversion, affine maps of fields
 ==================  ===========================================================================
 """
+
 from __future__ import annotations
 
 from .. import _native  # noqa: F401  (ops._native: the raw bindings, for tests)
 from .bspline import bending_energy, bspline_adjoint, bspline_grid_shape, bspline_to_dense
-from .fields import (affine_field, compose_fields, exp_field, invert_field, jacobian_determinant,
-                     jacobian_statistics)
+from .fields import (
+    affine_field,
+    compose_fields,
+    exp_field,
+    invert_field,
+    jacobian_determinant,
+    jacobian_statistics,
+)
 from .metrics import demons_forces, lncc, mattes_mi, ncc, ssd
-from .resample import (AFFINE_MOMENTS, affine_moments, resample_affine, resample_composed,
-                       resample_displacement, resample_field, warp_with_gradient)
-from .runtime import (MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES, gc_paused, get_num_threads,
-                      keep_freed_memory, no_huge_pages, preload_kernels, serial_blas, set_num_threads,
-                      thread_limit)
+from .resample import (
+    AFFINE_MOMENTS,
+    affine_moments,
+    resample_affine,
+    resample_composed,
+    resample_displacement,
+    resample_field,
+    warp_with_gradient,
+)
+from .runtime import (
+    MMAP_THRESHOLD_BYTES,
+    TRIM_THRESHOLD_BYTES,
+    gc_paused,
+    get_num_threads,
+    keep_freed_memory,
+    no_huge_pages,
+    preload_kernels,
+    serial_blas,
+    set_num_threads,
+    thread_limit,
+)
 from .prep import clip_fill, fullres_slab, smooth_subsample
 from .smoothing import gradient, smooth
 
-__all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused", "keep_freed_memory", "no_huge_pages",
-           "preload_kernels", "resample_affine", "resample_displacement", "gradient", "smooth",
-           "resample_composed", "warp_with_gradient", "affine_moments", "bspline_grid_shape",
-           "bspline_to_dense", "bspline_adjoint", "bending_energy", "ssd", "ncc", "lncc",
-           "mattes_mi", "compose_fields", "demons_forces", "exp_field", "invert_field",
-           "jacobian_determinant", "resample_field", "jacobian_statistics", "affine_field",
-           "AFFINE_MOMENTS", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "smooth_subsample", "fullres_slab",
-           "clip_fill"]
+__all__ = [
+    "set_num_threads",
+    "get_num_threads",
+    "thread_limit",
+    "serial_blas",
+    "gc_paused",
+    "keep_freed_memory",
+    "no_huge_pages",
+    "preload_kernels",
+    "resample_affine",
+    "resample_displacement",
+    "gradient",
+    "smooth",
+    "resample_composed",
+    "warp_with_gradient",
+    "affine_moments",
+    "bspline_grid_shape",
+    "bspline_to_dense",
+    "bspline_adjoint",
+    "bending_energy",
+    "ssd",
+    "ncc",
+    "lncc",
+    "mattes_mi",
+    "compose_fields",
+    "demons_forces",
+    "exp_field",
+    "invert_field",
+    "jacobian_determinant",
+    "resample_field",
+    "jacobian_statistics",
+    "affine_field",
+    "AFFINE_MOMENTS",
+    "MMAP_THRESHOLD_BYTES",
+    "TRIM_THRESHOLD_BYTES",
+    "smooth_subsample",
+    "fullres_slab",
+    "clip_fill",
+]

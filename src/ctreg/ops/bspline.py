@@ -1,6 +1,7 @@
 """Cubic B-spline FFD: control grids, evaluation, adjoint, bending energy
 (C++: cpp/include/ctreg/bspline.hpp).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,10 @@ def bspline_to_dense(coeffs, spacing_vox, out_shape) -> np.ndarray:
     shp = ck.ints3("out_shape", out_shape, minimum=1)
     need = bspline_grid_shape(shp, t)
     if any(c < g for c, g in zip(coeffs.shape[:3], need)):
-        raise ValueError(f"coeffs grid {coeffs.shape[:3]} is smaller than "
-                         f"bspline_grid_shape({shp}, {t}) = {need}")
+        raise ValueError(
+            f"coeffs grid {coeffs.shape[:3]} is smaller than "
+            f"bspline_grid_shape({shp}, {t}) = {need}"
+        )
     return _native.bspline_to_dense(coeffs, list(t), list(shp))
 
 
@@ -79,7 +82,9 @@ def bspline_adjoint(dense, spacing_vox, grid_shape) -> np.ndarray:
     grid = ck.ints3("grid_shape", grid_shape, minimum=1)
     need = bspline_grid_shape(dense.shape[:3], t)
     if any(c < g for c, g in zip(grid, need)):
-        raise ValueError(f"grid_shape {grid} is smaller than bspline_grid_shape({dense.shape[:3]}, {t}) = {need}")
+        raise ValueError(
+            f"grid_shape {grid} is smaller than bspline_grid_shape({dense.shape[:3]}, {t}) = {need}"
+        )
     return _native.bspline_adjoint(dense, list(t), list(grid))
 
 
@@ -105,7 +110,9 @@ def bending_energy(coeffs, spacing_vox, voxel_spacing_mm) -> tuple[float, np.nda
     """
     ck.vector_field("coeffs", coeffs)
     if min(coeffs.shape[:3]) < 4:
-        raise ValueError(f"coeffs must have at least 4 control points per axis, got {coeffs.shape[:3]}")
+        raise ValueError(
+            f"coeffs must have at least 4 control points per axis, got {coeffs.shape[:3]}"
+        )
     t = ck.ints3("spacing_vox", spacing_vox, minimum=1)
     sp = ck.spacing3("voxel_spacing_mm", voxel_spacing_mm)
     e, g = _native.bending_energy(coeffs, list(t), list(sp))

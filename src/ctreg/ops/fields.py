@@ -8,6 +8,7 @@ phi(p) = p + u(p).  A field is evaluated between grid points by trilinear interp
 the position clamped to the grid (outside the grid it takes the value of the nearest border
 point), as scipy.ndimage.map_coordinates(order=1, mode='nearest').
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,14 @@ import numpy as np
 from .. import _native
 from .. import _checks as ck
 
-__all__ = ["compose_fields", "exp_field", "invert_field", "jacobian_determinant",
-           "jacobian_statistics", "affine_field"]
+__all__ = [
+    "compose_fields",
+    "exp_field",
+    "invert_field",
+    "jacobian_determinant",
+    "jacobian_statistics",
+    "affine_field",
+]
 
 
 def compose_fields(outer, inner, spacing) -> np.ndarray:
@@ -66,12 +73,12 @@ def exp_field(velocity, spacing, *, max_step_vox: float = 0.5, copy: bool = True
     if not np.isfinite(vmax):
         raise ValueError("velocity contains NaN or infinity")
     n = 0 if vmax <= step else int(np.ceil(np.log2(vmax / step)))
-    while vmax / 2.0 ** n > step:  # guard the rounding of log2
+    while vmax / 2.0**n > step:  # guard the rounding of log2
         n += 1
     if n == 0 and not copy:
         return velocity
     u = np.empty_like(velocity)
-    _native.scale_field(velocity, 1.0 / 2.0 ** n, u)
+    _native.scale_field(velocity, 1.0 / 2.0**n, u)
     if n == 0:
         return u
     for _ in range(n):
@@ -117,15 +124,21 @@ def jacobian_statistics(jacobian, mask=None) -> dict:
     else:
         m = ck.mask_u8("mask", np.asarray(mask), jacobian.shape, copy=True, ref_name="jacobian")
         m, use = m.view(np.bool_), True
-    n, lo, hi, nonpos, pos, s1, s2 = _native.jacobian_stats(jacobian, m.view(np.uint8) if use else None)
+    n, lo, hi, nonpos, pos, s1, s2 = _native.jacobian_stats(
+        jacobian, m.view(np.uint8) if use else None
+    )
     if n == 0:
         return {}
     sd = None
     if pos > 0:
         mean = s1 / pos
         sd = float(np.sqrt(max(0.0, s2 / pos - mean * mean)))
-    return {"min": float(lo), "max": float(hi), "percent_nonpositive": float(100.0 * nonpos / n),
-            "sd_log": sd}
+    return {
+        "min": float(lo),
+        "max": float(hi),
+        "percent_nonpositive": float(100.0 * nonpos / n),
+        "sd_log": sd,
+    }
 
 
 def affine_field(field, vectors, index_affine) -> np.ndarray:
@@ -145,15 +158,23 @@ def affine_field(field, vectors, index_affine) -> np.ndarray:
     ck.vector_field("field", field)
     vec = np.ascontiguousarray(vectors, dtype=np.float64)
     idx = np.ascontiguousarray(np.asarray(index_affine, dtype=np.float64)[:3])
-    if vec.shape != (3, 3) or idx.shape != (3, 4) or not (np.isfinite(vec).all() and np.isfinite(idx).all()):
-        raise ValueError(f"vectors must be a finite 3x3 and index_affine a finite 3x4 or 4x4 matrix, "
-                         f"got {np.shape(vectors)} and {np.shape(index_affine)}")
+    if (
+        vec.shape != (3, 3)
+        or idx.shape != (3, 4)
+        or not (np.isfinite(vec).all() and np.isfinite(idx).all())
+    ):
+        raise ValueError(
+            f"vectors must be a finite 3x3 and index_affine a finite 3x4 or 4x4 matrix, "
+            f"got {np.shape(vectors)} and {np.shape(index_affine)}"
+        )
     out = np.empty_like(field)
     _native.affine_field(field, vec, idx, out)
     return out
 
 
-def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
+def invert_field(
+    displacement, spacing, *, iterations: int = 20, tol_mm: float = 1e-3
+) -> np.ndarray:
     """Inverse displacement ``v`` with ``phi_v ∘ phi_u ≈ id`` (and ``phi_u ∘ phi_v ≈ id``).
 
     Fixed-point iteration ``v(p) <- -u(p + v(p))`` starting from ``v = -u`` (the first of the
@@ -190,5 +211,9 @@ def invert_field(displacement, spacing, *, iterations: int = 20, tol_mm: float =
     else:
         if iterations > 1:
             logging.getLogger("ctreg").debug(
-                "invert_field: %d iterations, last change %.3g mm > tol_mm %.3g", iterations, change, tol)
+                "invert_field: %d iterations, last change %.3g mm > tol_mm %.3g",
+                iterations,
+                change,
+                tol,
+            )
     return v

@@ -1,6 +1,7 @@
 """Similarity metrics with their gradients and demons forces
 (C++: cpp/include/ctreg/metrics.hpp).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,10 @@ def _metric_args(reference, warped, mask, warped_gradient):
     if warped_gradient is not None:
         ck.f32("warped_gradient", warped_gradient, 4)
         if warped_gradient.shape != reference.shape + (3,):
-            raise ValueError(f"warped_gradient must have shape {reference.shape + (3,)}, "
-                             f"got {warped_gradient.shape}")
+            raise ValueError(
+                f"warped_gradient must have shape {reference.shape + (3,)}, "
+                f"got {warped_gradient.shape}"
+            )
     return mask
 
 
@@ -59,22 +62,27 @@ def ncc(reference, warped, *, mask=None, warped_gradient=None) -> tuple[float, n
     return float(v), g
 
 
-ncc.__doc__ = """Global normalised cross-correlation: cost = -cov(R, W) / sqrt(var R var W) over the mask.
+ncc.__doc__ = (
+    """Global normalised cross-correlation: cost = -cov(R, W) / sqrt(var R var W) over the mask.
 
     When either image is flat over the mask (variance <= 1e-12 times its mean square about a
     counted voxel's value) the cost and its gradient are 0.
-""" + _METRIC_DOC
+"""
+    + _METRIC_DOC
+)
 
 
-def lncc(reference, warped, *, radius_vox=(2, 2, 2), mask=None, warped_gradient=None
-         ) -> tuple[float, np.ndarray]:
+def lncc(
+    reference, warped, *, radius_vox=(2, 2, 2), mask=None, warped_gradient=None
+) -> tuple[float, np.ndarray]:
     mask = _metric_args(reference, warped, mask, warped_gradient)
     r = ck.ints3("radius_vox", radius_vox, minimum=0)
     v, g = _native.metric_lncc(reference, warped, list(r), mask, warped_gradient)
     return float(v), g
 
 
-lncc.__doc__ = """Local normalised cross-correlation (ANTs style): cost = -1/N sum_{v in mask} CC_v².
+lncc.__doc__ = (
+    """Local normalised cross-correlation (ANTs style): cost = -1/N sum_{v in mask} CC_v².
 
     CC_v² = cross² / (var_R var_W) with the window sums of centred products over the box
     |dk| <= rz, |dj| <= ry, |di| <= rx around v, clipped at the image border and restricted to
@@ -82,11 +90,21 @@ lncc.__doc__ = """Local normalised cross-correlation (ANTs style): cost = -1/N s
     var_R * var_W <= 1e-5 (intensity⁴; sums of squared deviations, not divided by the count)
     is flat: CC² = 0 there, with no gradient.  ``radius_vox``: integer or (rz, ry, rx) >= 0.
     The kernel keeps a (z, y, x, 4) float32 scratch field and a few MiB per thread.
-""" + _METRIC_DOC
+"""
+    + _METRIC_DOC
+)
 
 
-def mattes_mi(reference, warped, *, bins=32, ref_range=(-1000.0, 400.0), warped_range=(-1000.0, 400.0),
-              mask=None, warped_gradient=None) -> tuple[float, np.ndarray]:
+def mattes_mi(
+    reference,
+    warped,
+    *,
+    bins=32,
+    ref_range=(-1000.0, 400.0),
+    warped_range=(-1000.0, 400.0),
+    mask=None,
+    warped_gradient=None,
+) -> tuple[float, np.ndarray]:
     mask = _metric_args(reference, warped, mask, warped_gradient)
     bins = ck.positive_int("bins", bins, minimum=5)
     ranges = []
@@ -99,7 +117,8 @@ def mattes_mi(reference, warped, *, bins=32, ref_range=(-1000.0, 400.0), warped_
     return float(v), g
 
 
-mattes_mi.__doc__ = """Mattes mutual information: cost = -MI (Mattes et al. 2003, ITK's Parzen scheme).
+mattes_mi.__doc__ = (
+    """Mattes mutual information: cost = -MI (Mattes et al. 2003, ITK's Parzen scheme).
 
     The reference takes a zero-order window: bin ``floor((R - r0) / (r1 - r0) * bins)`` clipped
     to [0, bins - 1].  The warped image takes a cubic B-spline window centred at the continuous
@@ -107,15 +126,25 @@ mattes_mi.__doc__ = """Mattes mutual information: cost = -MI (Mattes et al. 2003
     floor(x) - 1 .. floor(x) + 2, so no mass leaves the histogram.  Values outside the ranges are
     clipped (zero gradient there).  ``p(a, b) = 1/N sum_mask [bin_R = a] beta3(x - b)``,
     ``MI = sum p log(p / (p_R p_W))``.  ``bins`` >= 5.
-""" + _METRIC_DOC
+"""
+    + _METRIC_DOC
+)
 
 
 _DEMONS_KINDS = ("symmetric", "floating")
 
 
-def demons_forces(reference, warped, reference_gradient, warped_gradient=None, *, mask=None,
-                  kind: str = "symmetric", max_step_mm: float = 2.0, spacing=None,
-                  ) -> tuple[np.ndarray, float]:
+def demons_forces(
+    reference,
+    warped,
+    reference_gradient,
+    warped_gradient=None,
+    *,
+    mask=None,
+    kind: str = "symmetric",
+    max_step_mm: float = 2.0,
+    spacing=None,
+) -> tuple[np.ndarray, float]:
     """Demons update field that decreases SSD(reference, warped).
 
     With ``diff = W - R`` (W the floating image warped by the current field: W(p) = F(p + u(p)))
@@ -169,8 +198,18 @@ def demons_forces(reference, warped, reference_gradient, warped_gradient=None, *
         sp = ck.spacing3("spacing", spacing)
         norm = (sp[0] ** 2 + sp[1] ** 2 + sp[2] ** 2) / 3.0
     m = None if mask is None else ck.mask_u8("mask", mask, reference.shape, copy=True)
-    du, total, count = _native.demons_forces(reference, warped, reference_gradient, warped_gradient,
-                                             m, sp, kind == "symmetric", norm, step, 1e-12)
+    du, total, count = _native.demons_forces(
+        reference,
+        warped,
+        reference_gradient,
+        warped_gradient,
+        m,
+        sp,
+        kind == "symmetric",
+        norm,
+        step,
+        1e-12,
+    )
     if count == 0:
         raise ValueError("mask selects no voxel: the demons forces need at least one")
     return du, float(total / count)

@@ -1,6 +1,7 @@
 """Preprocessing kernels of the pyramid: smoothing evaluated only where a level keeps voxels,
 and clipping with the no-data fill in one pass (C++: cpp/include/ctreg/{subsample,fields}.hpp).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,13 +35,17 @@ def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.n
     if sig.size == 1:
         sig = np.repeat(sig, 3)
     if sig.shape != (3,) or not np.all(np.isfinite(sig)) or np.any(sig < 0):
-        raise ValueError(f"sigma_mm must be a number or (z, y, x) numbers >= 0 in mm, got {sigma_mm!r}")
+        raise ValueError(
+            f"sigma_mm must be a number or (z, y, x) numbers >= 0 in mm, got {sigma_mm!r}"
+        )
     f = [int(x) for x in np.asarray(factors).reshape(-1)]
     if len(f) != 3 or min(f) < 1:
         raise ValueError(f"factors must be (z, y, x) integers >= 1, got {factors!r}")
     truncate = float(truncate)
     if not (np.isfinite(truncate) and truncate > 0):
-        raise ValueError(f"truncate must be a positive number of standard deviations, got {truncate!r}")
+        raise ValueError(
+            f"truncate must be a positive number of standard deviations, got {truncate!r}"
+        )
     # sigma in voxels exactly as ops.smooth computes it (the same kernel weights)
     return _native.smooth_subsample(array, [float(v) for v in sig / sp], truncate, f)
 
@@ -64,7 +69,9 @@ def clip_fill(image, valid, lo: float, hi: float, fill: float) -> np.ndarray:
     if valid is not None:
         v = np.asarray(valid)
         if v.shape != image.shape or v.dtype not in (np.bool_, np.uint8):
-            raise ValueError(f"valid must be a bool mask of shape {image.shape}, got {v.dtype} {v.shape}")
+            raise ValueError(
+                f"valid must be a bool mask of shape {image.shape}, got {v.dtype} {v.shape}"
+            )
         if v.dtype == np.bool_:
             v = v.view(np.uint8)
         if v.strides[2] != 1 or min(v.strides) < 0:
@@ -72,21 +79,66 @@ def clip_fill(image, valid, lo: float, hi: float, fill: float) -> np.ndarray:
     return _native.clip_fill_view(image, v, float(lo), float(hi), float(fill))
 
 
-def fullres_slab(u, step, first, rows, spacing, source, out_to_frame, to_index, *, sentinel, invalid_below,
-                 fill_hu, det_a, vec, idx, uh, jh, warped, valid, displacement, jacobian) -> None:
+def fullres_slab(
+    u,
+    step,
+    first,
+    rows,
+    spacing,
+    source,
+    out_to_frame,
+    to_index,
+    *,
+    sentinel,
+    invalid_below,
+    fill_hu,
+    det_a,
+    vec,
+    idx,
+    uh,
+    jh,
+    warped,
+    valid,
+    displacement,
+    jacobian,
+) -> None:
     """One z slab of ``register()``'s full-resolution step, in place (``ctreg.fullres_native``;
     C++: ctreg/fullres.hpp).  ``rows`` = (h0, h1, k0, k1): halo and core slices; ``uh`` /
     ``jh``: work buffers of at least (h1 - h0) slices; ``warped``, ``valid`` (bool),
     ``displacement`` (z, y, x, 3) and ``jacobian`` cover the whole reference grid."""
     ck.vector_field("u", u)
-    for name, a in (("source", source), ("uh", uh), ("jh", jh), ("warped", warped),
-                    ("displacement", displacement), ("jacobian", jacobian)):
+    for name, a in (
+        ("source", source),
+        ("uh", uh),
+        ("jh", jh),
+        ("warped", warped),
+        ("displacement", displacement),
+        ("jacobian", jacobian),
+    ):
         ck.f32(name, a, (3, 4))
     if not (isinstance(valid, np.ndarray) and valid.dtype == np.bool_ and valid.flags.c_contiguous):
         raise TypeError("valid must be a C-contiguous bool array")
     vec = np.ascontiguousarray(vec, dtype=np.float64)
     idx = np.ascontiguousarray(np.asarray(idx, dtype=np.float64)[:3])
-    _native.fullres_slab(u, [float(s) for s in step], [float(f) for f in first], [int(r) for r in rows],
-                         list(ck.spacing3("spacing", spacing)), source, ck.matrix4("out_to_frame", out_to_frame),
-                         ck.matrix4("to_index", to_index), float(sentinel), float(invalid_below), float(fill_hu),
-                         float(det_a), vec, idx, uh, jh, warped, valid.view(np.uint8), displacement, jacobian)
+    _native.fullres_slab(
+        u,
+        [float(s) for s in step],
+        [float(f) for f in first],
+        [int(r) for r in rows],
+        list(ck.spacing3("spacing", spacing)),
+        source,
+        ck.matrix4("out_to_frame", out_to_frame),
+        ck.matrix4("to_index", to_index),
+        float(sentinel),
+        float(invalid_below),
+        float(fill_hu),
+        float(det_a),
+        vec,
+        idx,
+        uh,
+        jh,
+        warped,
+        valid.view(np.uint8),
+        displacement,
+        jacobian,
+    )

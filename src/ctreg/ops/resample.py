@@ -1,6 +1,7 @@
 """Resampling through affine maps and displacement fields, fused resampling + gradient, affine
 moments (C++: cpp/include/ctreg/warp.hpp).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,14 @@ import numpy as np
 from .. import _native
 from .. import _checks as ck
 
-__all__ = ["resample_affine", "resample_displacement", "resample_composed", "warp_with_gradient",
-           "affine_moments", "resample_field"]
+__all__ = [
+    "resample_affine",
+    "resample_displacement",
+    "resample_composed",
+    "warp_with_gradient",
+    "affine_moments",
+    "resample_field",
+]
 
 
 def resample_affine(image, matrix, out_shape, *, order=1, fill=0.0) -> np.ndarray:
@@ -38,8 +45,17 @@ def resample_affine(image, matrix, out_shape, *, order=1, fill=0.0) -> np.ndarra
     return _native.resample_affine(image, m, list(shape), order, fill)
 
 
-def resample_displacement(image, displacement, *, out_to_world, world_to_image,
-                          field_from_out=None, out_shape=None, order=1, fill=0.0) -> np.ndarray:
+def resample_displacement(
+    image,
+    displacement,
+    *,
+    out_to_world,
+    world_to_image,
+    field_from_out=None,
+    out_shape=None,
+    order=1,
+    fill=0.0,
+) -> np.ndarray:
     """Resample ``image`` through a dense displacement field.
 
     For each output voxel q: ``p = out_to_world q``; ``u = displacement(field_from_out q)``;
@@ -67,23 +83,37 @@ def resample_displacement(image, displacement, *, out_to_world, world_to_image,
     ck.nonempty("image", image)
     displacement = ck.f32("displacement", displacement, 4)
     if displacement.shape[3] != 3:
-        raise ValueError(f"displacement must be a (z, y, x, 3) vector field, got shape {displacement.shape}")
+        raise ValueError(
+            f"displacement must be a (z, y, x, 3) vector field, got shape {displacement.shape}"
+        )
     ck.nonempty("displacement", displacement)
     o2w = ck.matrix4("out_to_world", out_to_world)
     w2i = ck.matrix4("world_to_image", world_to_image)
     f2o = None if field_from_out is None else ck.matrix4("field_from_out", field_from_out)
     shape = None if out_shape is None else list(ck.shape3("out_shape", out_shape))
     if f2o is None and shape is not None and tuple(shape) != displacement.shape[:3]:
-        raise ValueError(f"out_shape {tuple(shape)} must equal the displacement grid "
-                         f"{displacement.shape[:3]} when field_from_out is None")
+        raise ValueError(
+            f"out_shape {tuple(shape)} must equal the displacement grid "
+            f"{displacement.shape[:3]} when field_from_out is None"
+        )
     if f2o is not None and shape is None:
         raise ValueError("out_shape is required when field_from_out is given")
     order, fill = ck.order_fill(order, fill)
     return _native.resample_displacement(image, displacement, o2w, w2i, f2o, shape, order, fill)
 
 
-def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_image,
-                      fill=0.0, valid_min=None, invalid_value=0.0):
+def resample_composed(
+    image,
+    inner,
+    outer,
+    spacing,
+    *,
+    out_to_world,
+    world_to_image,
+    fill=0.0,
+    valid_min=None,
+    invalid_value=0.0,
+):
     """``resample_displacement(image, compose_fields(outer, inner, spacing), ...)`` (trilinear,
     the field on the output grid) in one pass, without writing the composed field; the result
     is the same bit for bit.
@@ -116,12 +146,23 @@ def resample_composed(image, inner, outer, spacing, *, out_to_world, world_to_im
     _, fill = ck.order_fill(1, fill)
     if valid_min is None:
         return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill)
-    return _native.resample_composed(image, inner, outer, sp, o2w, w2i, fill, float(valid_min),
-                                     float(invalid_value))
+    return _native.resample_composed(
+        image, inner, outer, sp, o2w, w2i, fill, float(valid_min), float(invalid_value)
+    )
 
 
-def warp_with_gradient(image, gradients, displacement=None, *, out_to_world, world_to_image,
-                       out_shape, fill, valid_min, invalid_value):
+def warp_with_gradient(
+    image,
+    gradients,
+    displacement=None,
+    *,
+    out_to_world,
+    world_to_image,
+    out_shape,
+    fill,
+    valid_min,
+    invalid_value,
+):
     """Trilinear resampling fused with the derivative of the result with respect to the sample
     point (one pass instead of four resamplings and a matrix product).
 
@@ -154,12 +195,23 @@ def warp_with_gradient(image, gradients, displacement=None, *, out_to_world, wor
     if displacement is not None:
         displacement = ck.f32("displacement", displacement, 4)
         if displacement.shape != tuple(shape) + (3,):
-            raise ValueError(f"displacement must have shape {tuple(shape) + (3,)} (the output grid), "
-                             f"got {displacement.shape}")
+            raise ValueError(
+                f"displacement must have shape {tuple(shape) + (3,)} (the output grid), "
+                f"got {displacement.shape}"
+            )
     o2w = ck.matrix4("out_to_world", out_to_world)
     w2i = ck.matrix4("world_to_image", world_to_image)
-    return _native.warp_with_gradient(image, *grads, displacement, o2w, w2i, list(shape),
-                                      float(fill), float(valid_min), float(invalid_value))
+    return _native.warp_with_gradient(
+        image,
+        *grads,
+        displacement,
+        o2w,
+        w2i,
+        list(shape),
+        float(fill),
+        float(valid_min),
+        float(invalid_value),
+    )
 
 
 #: The entries of affine_moments' result (see cpp/include/ctreg/warp.hpp).
@@ -186,7 +238,9 @@ def affine_moments(image, gradients, reference, mask, matrix, *, valid_min: floa
     return _native.affine_moments(image, gz, gy, gx, reference, mask, m, float(valid_min))
 
 
-def resample_field(field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.0, 0.0)) -> np.ndarray:
+def resample_field(
+    field, spacing, out_shape, out_spacing, *, origin_mm=(0.0, 0.0, 0.0)
+) -> np.ndarray:
     """Resample a vector field onto another grid with the same axes.
 
     Output point (k, j, i) sits at mm ``origin_mm + (k*oz, j*oy, i*ox)`` of the input grid

@@ -1,6 +1,7 @@
 """Process runtime of the kernels: thread count, BLAS threads, garbage collector, malloc, Numba
 cache preloading.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,15 @@ from threadpoolctl import ThreadpoolController
 from .. import _checks as ck
 from .. import _native
 
-__all__ = ["set_num_threads", "get_num_threads", "thread_limit", "serial_blas", "gc_paused",
-           "keep_freed_memory", "preload_kernels"]
+__all__ = [
+    "set_num_threads",
+    "get_num_threads",
+    "thread_limit",
+    "serial_blas",
+    "gc_paused",
+    "keep_freed_memory",
+    "preload_kernels",
+]
 
 
 def _env_threads() -> int:
@@ -213,16 +221,20 @@ def keep_freed_memory() -> bool:
     if _malloc_state:
         return _malloc_state[0]
     ok = False
-    if not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                                         "GLIBC_TUNABLES")):
+    if not any(
+        k in os.environ
+        for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    ):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None)
             libc.gnu_get_libc_version  # noqa: B018  (AttributeError off glibc)
             m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-            ok = (libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1
-                  and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES) == 1)
+            ok = (
+                libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES) == 1
+                and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES) == 1
+            )
         except (OSError, AttributeError):
             ok = False
     _malloc_state.append(ok)
@@ -250,7 +262,10 @@ def no_huge_pages(off: bool = True) -> bool:
         import ctypes
 
         pr_set_thp_disable = 41  # <linux/prctl.h>
-        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_thp_disable, 1 if off else 0, 0, 0, 0) == 0
+        return (
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_thp_disable, 1 if off else 0, 0, 0, 0)
+            == 0
+        )
     except (OSError, AttributeError):
         return False
 

@@ -1,5 +1,5 @@
-"""Image gradients and Gaussian smoothing (C++: cpp/include/ctreg/{gradient,smooth}.hpp).
-"""
+"""Image gradients and Gaussian smoothing (C++: cpp/include/ctreg/{gradient,smooth}.hpp)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,17 +48,23 @@ def smooth(array, sigma_mm, spacing, *, truncate=3.0, add=None) -> np.ndarray:
     """
     array = ck.f32("array", array, (3, 4))
     if array.ndim == 4 and array.shape[3] != 3:
-        raise ValueError(f"array must be (z, y, x) or a (z, y, x, 3) vector field, got shape {array.shape}")
+        raise ValueError(
+            f"array must be (z, y, x) or a (z, y, x, 3) vector field, got shape {array.shape}"
+        )
     ck.nonempty("array", array)
     sp = np.asarray(ck.spacing3("spacing", spacing))
     sig = np.asarray(sigma_mm, dtype=np.float64).reshape(-1)
     if sig.size == 1:
         sig = np.repeat(sig, 3)
     if sig.shape != (3,) or not np.all(np.isfinite(sig)) or np.any(sig < 0):
-        raise ValueError(f"sigma_mm must be a number or (z, y, x) numbers >= 0 in mm, got {sigma_mm!r}")
+        raise ValueError(
+            f"sigma_mm must be a number or (z, y, x) numbers >= 0 in mm, got {sigma_mm!r}"
+        )
     truncate = float(truncate)
     if not (np.isfinite(truncate) and truncate > 0):
-        raise ValueError(f"truncate must be a positive number of standard deviations, got {truncate!r}")
+        raise ValueError(
+            f"truncate must be a positive number of standard deviations, got {truncate!r}"
+        )
     if add is not None:
         add = ck.f32("add", add, array.ndim)
         if add.shape != array.shape:

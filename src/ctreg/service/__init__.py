@@ -5,6 +5,7 @@
 processes or on a Dask cluster, and serves their results.  The client side is
 :mod:`ctreg.client`.  Needs only the standard library (plus ``dask[distributed]`` for Dask).
 """
+
 from .codes import ErrorCode, Status
 from .options import ServiceOptions
 from .server import Server

@@ -4,6 +4,7 @@ The codes follow the retired cloud service's style (``Family.Reason``).  A job t
 ``PROCESS_FAILED`` (or ``TIMEOUT_FAILED``) with one of the ``ErrorCode`` values below and a
 message a user can act on (it names the list, the file or URL, the value and what is accepted).
 """
+
 from __future__ import annotations
 
 __all__ = ["Status", "ErrorCode", "classify_error"]
@@ -26,28 +27,33 @@ class ErrorCode:
     """``Code`` of an HTTP error answer, or ``Data.ErrorCode`` of a failed job."""
 
     # answers to a request (HTTP 4xx)
-    INVALID_PARAMETER = "InvalidParameter"        # 400: a parameter is missing or invalid
-    JOB_NOT_FOUND = "InvalidJobId.NotFound"       # 404: no such job on this server
-    JOB_EXPIRED = "InvalidJobId.Expired"          # 410: the job's results were cleaned up
-    NOT_FOUND = "NotFound"                        # 404: no such path / result file
+    INVALID_PARAMETER = "InvalidParameter"  # 400: a parameter is missing or invalid
+    JOB_NOT_FOUND = "InvalidJobId.NotFound"  # 404: no such job on this server
+    JOB_EXPIRED = "InvalidJobId.Expired"  # 410: the job's results were cleaned up
+    NOT_FOUND = "NotFound"  # 404: no such path / result file
     # failed jobs (Data.ErrorCode)
-    DOWNLOAD = "InvalidFile.Download"             # URL could not be fetched (HTTP error, timeout...)
-    URL = "InvalidFile.URL"                       # scheme not accepted (also after a redirect)
-    TOO_LARGE = "InvalidFile.TooLarge"            # the inputs exceed the size cap
-    NOT_DICOM = "InvalidFile.NotDicom"            # a file is not DICOM (or is truncated)
-    FRAME_COUNT = "InvalidFile.FrameCount"        # fewer than 8 or more than 600 frames
-    NOT_AXIAL = "InvalidFile.NotAxial"            # oblique / sagittal / coronal series
-    SERIES = "InvalidFile.Series"                 # other DICOM rule: several series, gaps, tags...
-    GEOMETRY = "InvalidFile.Geometry"             # the scans cannot be registered (e.g. no overlap)
-    TIMEOUT = "Timeout.Process"                   # the job ran past the per-job timeout
-    INTERRUPTED = "InternalError.Interrupted"     # the server stopped during every attempt
-    INTERNAL = "InternalError"                    # anything else (a bug: see the server log)
+    DOWNLOAD = "InvalidFile.Download"  # URL could not be fetched (HTTP error, timeout...)
+    URL = "InvalidFile.URL"  # scheme not accepted (also after a redirect)
+    TOO_LARGE = "InvalidFile.TooLarge"  # the inputs exceed the size cap
+    NOT_DICOM = "InvalidFile.NotDicom"  # a file is not DICOM (or is truncated)
+    FRAME_COUNT = "InvalidFile.FrameCount"  # fewer than 8 or more than 600 frames
+    NOT_AXIAL = "InvalidFile.NotAxial"  # oblique / sagittal / coronal series
+    SERIES = "InvalidFile.Series"  # other DICOM rule: several series, gaps, tags...
+    GEOMETRY = "InvalidFile.Geometry"  # the scans cannot be registered (e.g. no overlap)
+    TIMEOUT = "Timeout.Process"  # the job ran past the per-job timeout
+    INTERRUPTED = "InternalError.Interrupted"  # the server stopped during every attempt
+    INTERNAL = "InternalError"  # anything else (a bug: see the server log)
 
 
 #: codes that the readers/downloader may put on an exception's ``.code``, mapped to ours.
 _KNOWN_CODES = {
-    ErrorCode.DOWNLOAD, ErrorCode.URL, ErrorCode.TOO_LARGE, ErrorCode.NOT_DICOM,
-    ErrorCode.FRAME_COUNT, ErrorCode.NOT_AXIAL, ErrorCode.SERIES,
+    ErrorCode.DOWNLOAD,
+    ErrorCode.URL,
+    ErrorCode.TOO_LARGE,
+    ErrorCode.NOT_DICOM,
+    ErrorCode.FRAME_COUNT,
+    ErrorCode.NOT_AXIAL,
+    ErrorCode.SERIES,
 }
 _CODE_ALIASES = {
     "InvalidFile.Scheme": ErrorCode.URL,

@@ -4,6 +4,7 @@ that reads GET / HEAD / POST requests, answers the API in JSON and streams resul
 Standard library only (``http.server``).  What the API does is in the server
 (:meth:`~ctreg.service.server.Server.handle_api`, :meth:`~ctreg.service.server.Server.result_file`).
 """
+
 from __future__ import annotations
 
 import json
@@ -62,16 +63,23 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         try:
             if ctype not in ("", "application/x-www-form-urlencoded"):
-                raise _invalid(f"Content-Type {ctype!r} is not supported; accepted: "
-                               "application/x-www-form-urlencoded (or parameters in the query)")
+                raise _invalid(
+                    f"Content-Type {ctype!r} is not supported; accepted: "
+                    "application/x-www-form-urlencoded (or parameters in the query)"
+                )
             if length_text is None or not length_text.isdigit():
-                raise ApiError(HTTPStatus.LENGTH_REQUIRED, ErrorCode.INVALID_PARAMETER,
-                               "a POST needs a Content-Length header")
+                raise ApiError(
+                    HTTPStatus.LENGTH_REQUIRED,
+                    ErrorCode.INVALID_PARAMETER,
+                    "a POST needs a Content-Length header",
+                )
             length = int(length_text)
             if length > _MAX_BODY_BYTES:
-                raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, ErrorCode.INVALID_PARAMETER,
-                               f"the request body is {length} bytes; accepted: at most "
-                               f"{_MAX_BODY_BYTES}")
+                raise ApiError(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    ErrorCode.INVALID_PARAMETER,
+                    f"the request body is {length} bytes; accepted: at most {_MAX_BODY_BYTES}",
+                )
             body = self.rfile.read(length)
         except ApiError as exc:
             self.close_connection = True
@@ -87,16 +95,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_result(parts.path, head=head)
                 return
             if parts.path not in ("", "/"):
-                raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND,
-                               f"no such path {parts.path!r}; the API answers at / and results at "
-                               "the URLs that GetAsyncJobResult gives")
+                raise ApiError(
+                    HTTPStatus.NOT_FOUND,
+                    ErrorCode.NOT_FOUND,
+                    f"no such path {parts.path!r}; the API answers at / and results at "
+                    "the URLs that GetAsyncJobResult gives",
+                )
             status, payload = app.handle_api(parse_params(parts.query, body), self._base_url())
         except ApiError as exc:
             status, payload = exc.status, app.error_body(exc)
         except Exception:  # a bug: answer 500, keep serving
             log.exception("request %s failed", self.path)
-            status, payload = 500, app.error_body(ApiError(500, ErrorCode.INTERNAL,
-                                                           "internal error; see the server log"))
+            status, payload = (
+                500,
+                app.error_body(
+                    ApiError(500, ErrorCode.INTERNAL, "internal error; see the server log")
+                ),
+            )
         self._send_json(status, payload, head=head)
 
     def _base_url(self) -> str:
@@ -124,8 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             fh = open(file_path, "rb")
         except OSError:  # e.g. a job function that wrote no report.json, or expiring right now
-            raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND,
-                           f"job result {name} is not available") from None
+            raise ApiError(
+                HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"job result {name} is not available"
+            ) from None
         with fh:
             size = os.fstat(fh.fileno()).st_size
             self.send_response(HTTPStatus.OK)

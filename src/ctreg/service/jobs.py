@@ -7,6 +7,7 @@ DICOM files, and must write at least ``registered.nii.gz`` and ``registered.tar.
 returns).  Any module-level function with that signature can replace it
 (``Server(..., job_fn=...)``, ``ctreg serve --job-fn module:function``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,9 @@ __all__ = ["register_job", "DEFAULT_JOB_FN"]
 DEFAULT_JOB_FN = "ctreg.service.jobs:register_job"
 
 
-def register_job(reference: Volume, floating: Volume, out_dir: Path, *, preset: str = "default") -> None:
+def register_job(
+    reference: Volume, floating: Volume, out_dir: Path, *, preset: str = "default"
+) -> None:
     """``ctreg.register(reference, floating, preset=preset).save(out_dir, name="registered")``:
     writes registered.nii.gz, registered.tar.gz (DICOM series), displacement.nii.gz and
     report.json."""

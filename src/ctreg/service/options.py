@@ -1,4 +1,5 @@
 """Settings of a service instance (``ctreg serve`` flags)."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,12 @@ __all__ = ["ServiceOptions"]
 
 
 def _positive(name: str, value, *, integer: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
         and value > 0
+    )
     if integer:
         ok = ok and float(value).is_integer()
     if not ok:
@@ -73,10 +78,16 @@ class ServiceOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
+        if (
+            not isinstance(self.port, int)
+            or isinstance(self.port, bool)
+            or not 0 <= self.port <= 65535
+        ):
             raise OptionError(f"ServiceOptions.port must be an integer 0..65535, got {self.port!r}")
         if not isinstance(self.host, str) or not self.host:
-            raise OptionError(f"ServiceOptions.host must be a host name or address, got {self.host!r}")
+            raise OptionError(
+                f"ServiceOptions.host must be a host name or address, got {self.host!r}"
+            )
         if self.workers is not None:
             _positive("workers", self.workers, integer=True)
         for name in ("result_ttl_s", "job_timeout_s", "download_timeout_s"):
@@ -84,15 +95,25 @@ class ServiceOptions:
         for name in ("max_attempts", "max_download_bytes", "max_urls", "max_frames"):
             _positive(name, getattr(self, name), integer=True)
         if self.dask_scheduler is not None and not str(self.dask_scheduler).strip():
-            raise OptionError("ServiceOptions.dask_scheduler must be an address such as "
-                             "tcp://host:8786, got an empty string")
+            raise OptionError(
+                "ServiceOptions.dask_scheduler must be an address such as "
+                "tcp://host:8786, got an empty string"
+            )
         if not isinstance(self.preset, str) or not self.preset:
             raise OptionError(f"ServiceOptions.preset must be a preset name, got {self.preset!r}")
-        if self.public_url is not None and not str(self.public_url).startswith(("http://", "https://")):
-            raise OptionError(f"ServiceOptions.public_url must start with http:// or https://, "
-                             f"got {self.public_url!r}")
+        if self.public_url is not None and not str(self.public_url).startswith(
+            ("http://", "https://")
+        ):
+            raise OptionError(
+                f"ServiceOptions.public_url must start with http:// or https://, "
+                f"got {self.public_url!r}"
+            )
         if not isinstance(self.job_fn, str) or ":" not in self.job_fn:
-            raise OptionError(f"ServiceOptions.job_fn must be 'module:function', got {self.job_fn!r}")
+            raise OptionError(
+                f"ServiceOptions.job_fn must be 'module:function', got {self.job_fn!r}"
+            )
         if self.start_method not in (None, "forkserver", "spawn"):
-            raise OptionError(f"ServiceOptions.start_method must be None, 'forkserver' or 'spawn', "
-                             f"got {self.start_method!r}")
+            raise OptionError(
+                f"ServiceOptions.start_method must be None, 'forkserver' or 'spawn', "
+                f"got {self.start_method!r}"
+            )

@@ -1,5 +1,6 @@
 """Parameters of an API request: parsing the query / form body, required values, URL lists,
 and the error answer (ApiError) every check raises."""
+
 from __future__ import annotations
 
 import re
@@ -37,15 +38,24 @@ def parse_params(query: str, body: bytes | None = None) -> dict[str, str]:
         try:
             sources.append(body.decode("utf-8"))
         except UnicodeDecodeError:
-            raise _invalid("the request body is not UTF-8 form data; accepted: "
-                           "application/x-www-form-urlencoded") from None
+            raise _invalid(
+                "the request body is not UTF-8 form data; accepted: "
+                "application/x-www-form-urlencoded"
+            ) from None
     for text in sources:
         try:
-            pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                                           max_num_fields=_MAX_FIELDS, errors="strict")
+            pairs = urllib.parse.parse_qsl(
+                text,
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=_MAX_FIELDS,
+                errors="strict",
+            )
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _invalid(f"the parameters cannot be parsed ({exc}); accepted: a query string "
-                           f"or form body of at most {_MAX_FIELDS} fields") from None
+            raise _invalid(
+                f"the parameters cannot be parsed ({exc}); accepted: a query string "
+                f"or form body of at most {_MAX_FIELDS} fields"
+            ) from None
         for key, value in pairs:
             if key in params:
                 raise _invalid(f"parameter {key} is given more than once; accepted: once")
@@ -62,8 +72,14 @@ def _required(params: dict[str, str], name: str, *, max_chars: int = _MAX_ORG_CH
     return value.strip()
 
 
-def _url_list(params: dict[str, str], list_name: str, item_name: str, *, schemes: tuple[str, ...],
-              max_urls: int) -> list[str]:
+def _url_list(
+    params: dict[str, str],
+    list_name: str,
+    item_name: str,
+    *,
+    schemes: tuple[str, ...],
+    max_urls: int,
+) -> list[str]:
     by_index: dict[int, str] = {}
     for key, value in params.items():
         m = _LIST_KEY.match(key)
@@ -71,27 +87,35 @@ def _url_list(params: dict[str, str], list_name: str, item_name: str, *, schemes
             continue
         index_text, field = m.group(2), m.group(3)
         if field != item_name or not index_text.isdigit() or index_text.startswith("0"):
-            raise _invalid(f"parameter {key} is not recognised; accepted: {list_name}.N.{item_name} "
-                           "with N = 1, 2, 3, ...")
+            raise _invalid(
+                f"parameter {key} is not recognised; accepted: {list_name}.N.{item_name} "
+                "with N = 1, 2, 3, ..."
+            )
         by_index[int(index_text)] = value
     if not by_index:
-        raise _invalid(f"parameter {list_name}.1.{item_name} is missing; at least one URL "
-                       f"(one per DICOM file) is required in {list_name}")
+        raise _invalid(
+            f"parameter {list_name}.1.{item_name} is missing; at least one URL "
+            f"(one per DICOM file) is required in {list_name}"
+        )
     if len(by_index) > max_urls:
         raise _invalid(f"{list_name} has {len(by_index)} URLs; accepted: at most {max_urls}")
     expected = set(range(1, len(by_index) + 1))
     if set(by_index) != expected:
         missing = min(expected - set(by_index))
-        raise _invalid(f"parameter {list_name}.{missing}.{item_name} is missing; N must run "
-                       f"1, 2, ... {len(by_index)} without gaps")
+        raise _invalid(
+            f"parameter {list_name}.{missing}.{item_name} is missing; N must run "
+            f"1, 2, ... {len(by_index)} without gaps"
+        )
     urls = []
     for n in sorted(by_index):
         name, url = f"{list_name}.{n}.{item_name}", by_index[n].strip()
         if not url:
             raise _invalid(f"parameter {name} is empty; accepted: a URL")
         if len(url) > _MAX_URL_CHARS or any(ord(c) <= 32 for c in url):
-            raise _invalid(f"parameter {name} is not a valid URL (at most {_MAX_URL_CHARS} "
-                           "characters, no spaces or control characters)")
+            raise _invalid(
+                f"parameter {name} is not a valid URL (at most {_MAX_URL_CHARS} "
+                "characters, no spaces or control characters)"
+            )
         try:
             parts = urllib.parse.urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -99,8 +123,10 @@ def _url_list(params: dict[str, str], list_name: str, item_name: str, *, schemes
             raise _invalid(f"parameter {name} is not a valid URL ({exc})") from None
         scheme = parts.scheme.lower()
         if scheme not in schemes:
-            raise _invalid(f"parameter {name} has scheme {scheme or '(none)'!r}; accepted: "
-                           f"{', '.join(s + '://' for s in schemes)}")
+            raise _invalid(
+                f"parameter {name} has scheme {scheme or '(none)'!r}; accepted: "
+                f"{', '.join(s + '://' for s in schemes)}"
+            )
         if scheme in ("http", "https") and not parts.hostname:
             raise _invalid(f"parameter {name} has no host name: {url!r}")
         if scheme == "file" and not parts.path:

@@ -12,6 +12,7 @@ because it cannot stop one task: killing a timed-out job's worker breaks the who
 other running job with it.  Here a timed-out attempt's process is killed alone, and a child whose
 server died exits by itself (it watches its pipe to the server).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,10 +31,14 @@ OnDone = Callable[[dict], None]
 
 
 def _timeout_outcome(timeout_s: float, where: str) -> dict:
-    return {"ok": False, "timed_out": True, "error_code": ErrorCode.TIMEOUT,
-            "error_message": f"the job ran longer than the per-job timeout of {timeout_s:g} s "
-                             f"({where}); try smaller inputs or ask the operator for a longer "
-                             "--job-timeout-s"}
+    return {
+        "ok": False,
+        "timed_out": True,
+        "error_code": ErrorCode.TIMEOUT,
+        "error_message": f"the job ran longer than the per-job timeout of {timeout_s:g} s "
+        f"({where}); try smaller inputs or ask the operator for a longer "
+        "--job-timeout-s",
+    }
 
 
 class ProcessRunner:
@@ -49,8 +54,9 @@ class ProcessRunner:
         self._ctx: Any = multiprocessing.get_context(method)
         if method == "forkserver":
             # modules imported once in the fork server, inherited by every job's process
-            self._ctx.set_forkserver_preload(["ctreg.service.worker", "ctreg.io.dicom",
-                                              "ctreg.io.nifti", "ctreg"])
+            self._ctx.set_forkserver_preload(
+                ["ctreg.service.worker", "ctreg.io.dicom", "ctreg.io.nifti", "ctreg"]
+            )
         self.start_method = method
         self.capacity = int(workers)
         self._lock = threading.Lock()
@@ -62,12 +68,20 @@ class ProcessRunner:
 
         key = f"{spec['job_id']}/{spec['attempt']}"
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=child_main, args=(child_conn, spec), daemon=True,
-                                 name=f"ctreg-job-{spec['job_id'][:8]}")
+        proc = self._ctx.Process(
+            target=child_main,
+            args=(child_conn, spec),
+            daemon=True,
+            name=f"ctreg-job-{spec['job_id'][:8]}",
+        )
         proc.start()
         child_conn.close()
-        watcher = threading.Thread(target=self._watch, name=f"ctreg-watch-{spec['job_id'][:8]}",
-                                   args=(key, proc, parent_conn, timeout_s, on_done), daemon=True)
+        watcher = threading.Thread(
+            target=self._watch,
+            name=f"ctreg-watch-{spec['job_id'][:8]}",
+            args=(key, proc, parent_conn, timeout_s, on_done),
+            daemon=True,
+        )
         with self._lock:
             self._active[key] = (proc, watcher)
         watcher.start()
@@ -82,7 +96,9 @@ class ProcessRunner:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.warning("job %s: timed out after %g s; killing pid %s", key, timeout_s, proc.pid)
+                    log.warning(
+                        "job %s: timed out after %g s; killing pid %s", key, timeout_s, proc.pid
+                    )
                     proc.kill()
                     outcome = _timeout_outcome(timeout_s, "its process was stopped")
                     break
@@ -91,10 +107,13 @@ class ProcessRunner:
                         outcome = conn.recv()
                     except (EOFError, OSError):
                         proc.join(5)
-                        outcome = {"ok": False, "error_code": ErrorCode.INTERNAL,
-                                   "error_message": f"the job's process ended unexpectedly (exit "
-                                                    f"code {proc.exitcode}; e.g. out of memory); "
-                                                    "see the server log"}
+                        outcome = {
+                            "ok": False,
+                            "error_code": ErrorCode.INTERNAL,
+                            "error_message": f"the job's process ended unexpectedly (exit "
+                            f"code {proc.exitcode}; e.g. out of memory); "
+                            "see the server log",
+                        }
         finally:
             conn.close()  # the child's watchdog sees EOF and exits if still there
             proc.join(10)
@@ -131,8 +150,10 @@ class DaskRunner:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the installation
             from ..errors import CTRegError
-            raise CTRegError("--dask-scheduler needs dask.distributed: pip install "
-                             "'ctreg[service]'") from exc
+
+            raise CTRegError(
+                "--dask-scheduler needs dask.distributed: pip install 'ctreg[service]'"
+            ) from exc
         self.address = address
         self.client = Client(address, timeout=connect_timeout_s, set_as_default=False)
         if workers is None:
@@ -147,8 +168,12 @@ class DaskRunner:
 
         key = f"ctreg-job-{spec['job_id']}-{spec['attempt']}"
         future = self.client.submit(execute_job, spec, key=key, pure=False, retries=0)
-        watcher = threading.Thread(target=self._watch, args=(key, future, timeout_s, on_done),
-                                   name=f"ctreg-dask-{spec['job_id'][:8]}", daemon=True)
+        watcher = threading.Thread(
+            target=self._watch,
+            args=(key, future, timeout_s, on_done),
+            name=f"ctreg-dask-{spec['job_id'][:8]}",
+            daemon=True,
+        )
         with self._lock:
             self._active[key] = (future, watcher)
         watcher.start()
@@ -173,9 +198,12 @@ class DaskRunner:
                     if self._closing.is_set():
                         break
                     log.error("dask task %s failed: %r", key, exc)
-                    outcome = {"ok": False, "error_code": ErrorCode.INTERNAL,
-                               "error_message": f"the Dask task failed ({type(exc).__name__}: "
-                                                f"{exc}); see the server and worker logs"}
+                    outcome = {
+                        "ok": False,
+                        "error_code": ErrorCode.INTERNAL,
+                        "error_message": f"the Dask task failed ({type(exc).__name__}: "
+                        f"{exc}); see the server and worker logs",
+                    }
         finally:
             with self._lock:
                 self._active.pop(key, None)
@@ -193,8 +221,9 @@ class DaskRunner:
         self.client.close()
 
 
-def make_runner(*, workers: int | None, dask_scheduler: str | None,
-                start_method: str | None = None) -> ProcessRunner | DaskRunner:
+def make_runner(
+    *, workers: int | None, dask_scheduler: str | None, start_method: str | None = None
+) -> ProcessRunner | DaskRunner:
     """The runner the options ask for."""
     if dask_scheduler:
         return DaskRunner(dask_scheduler, workers)

@@ -10,6 +10,7 @@ Standard library only (``http.server.ThreadingHTTPServer``; the request handler 
     work/<job>/attempt-N/ downloads and outputs of a running attempt (removed afterwards)
     results/<job>/        outputs of a finished job, served as /results/<job>/<token>-<name>
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -116,12 +117,17 @@ class Server:
             self.store = JobStore(self.data_dir / "jobs.sqlite3")
             requeued, failed = self.store.recover_interrupted(self.options.max_attempts)
             if requeued or failed:
-                log.warning("recovered after a stop: %d job(s) re-queued, %d failed (attempts "
-                            "exhausted)", len(requeued), len(failed))
+                log.warning(
+                    "recovered after a stop: %d job(s) re-queued, %d failed (attempts exhausted)",
+                    len(requeued),
+                    len(failed),
+                )
             self._clean_folders()
-            self.runner = make_runner(workers=self.options.workers,
-                                      dask_scheduler=self.options.dask_scheduler,
-                                      start_method=self.options.start_method)
+            self.runner = make_runner(
+                workers=self.options.workers,
+                dask_scheduler=self.options.dask_scheduler,
+                start_method=self.options.start_method,
+            )
             self._http = _HTTPServer((self.options.host, self.options.port), _Handler)
             self._http.app = self
         except BaseException:
@@ -130,16 +136,31 @@ class Server:
             self._release_lock()
             raise
         self._started = True
-        for name, target in (("ctreg-http", self._http.serve_forever),
-                             ("ctreg-dispatch", self._dispatch_loop)):
+        for name, target in (
+            ("ctreg-http", self._http.serve_forever),
+            ("ctreg-dispatch", self._dispatch_loop),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
         with atomic_path(self.data_dir / "server.json") as tmp:
-            tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid(),
-                                       "runner": self.runner.kind, "started_s": time.time()}))
-        log.info("serving on %s (data dir %s, %s runner, %d worker(s))", self.url, self.data_dir,
-                 self.runner.kind, self.runner.capacity)
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "url": self.url,
+                        "pid": os.getpid(),
+                        "runner": self.runner.kind,
+                        "started_s": time.time(),
+                    }
+                )
+            )
+        log.info(
+            "serving on %s (data dir %s, %s runner, %d worker(s))",
+            self.url,
+            self.data_dir,
+            self.runner.kind,
+            self.runner.capacity,
+        )
         self._wake.set()
         return self
 
@@ -197,8 +218,10 @@ class Server:
                 fh.seek(0)
                 holder = fh.read().strip() or "?"
                 fh.close()
-                raise CTRegError(f"data dir {self.data_dir} is in use by another ctreg server "
-                                 f"(pid {holder}); stop it or choose another --data-dir") from None
+                raise CTRegError(
+                    f"data dir {self.data_dir} is in use by another ctreg server "
+                    f"(pid {holder}); stop it or choose another --data-dir"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -230,23 +253,29 @@ class Server:
         """Answer one API call: (HTTP status, JSON body).  Raises :class:`ApiError`."""
         action = params.get("Action")
         if action is None or not action.strip():
-            raise _invalid("parameter Action is missing; accepted: RunCTRegistration, "
-                           "GetAsyncJobResult")
+            raise _invalid(
+                "parameter Action is missing; accepted: RunCTRegistration, GetAsyncJobResult"
+            )
         if action == "RunCTRegistration":
             return 200, self._run_ct_registration(params)
         if action == "GetAsyncJobResult":
             return 200, self._get_async_job_result(params, base_url)
-        raise _invalid(f"parameter Action={action[:64]!r} is not supported; accepted: "
-                       "RunCTRegistration, GetAsyncJobResult")
+        raise _invalid(
+            f"parameter Action={action[:64]!r} is not supported; accepted: "
+            "RunCTRegistration, GetAsyncJobResult"
+        )
 
     def _run_ct_registration(self, params: dict[str, str]) -> dict:
         data_format = _required(params, "DataFormat")
         if data_format.upper() != "DICOM":
-            raise _invalid(f"parameter DataFormat={data_format[:64]!r} is not supported; accepted: DICOM")
+            raise _invalid(
+                f"parameter DataFormat={data_format[:64]!r} is not supported; accepted: DICOM"
+            )
         source = _required(params, "DataSourceType")
         if source.upper() != "HTTP_FILES":
-            raise _invalid(f"parameter DataSourceType={source[:64]!r} is not supported; accepted: "
-                           "HTTP_FILES")
+            raise _invalid(
+                f"parameter DataSourceType={source[:64]!r} is not supported; accepted: HTTP_FILES"
+            )
         org_id = _required(params, "OrgId")
         org_name = _required(params, "OrgName")
         schemes = self._schemes()
@@ -256,12 +285,20 @@ class Server:
         for key in params:  # e.g. FloatingList.1.ReferenceURL, a typo that would be dropped
             m = _LIST_KEY.match(key)
             if key.startswith(("ReferenceList.", "FloatingList.")) and not m:
-                raise _invalid(f"parameter {key} is not recognised; accepted: "
-                               "ReferenceList.N.ReferenceURL and FloatingList.N.FloatingURL")
-        job = self._jobs.create(org_id=org_id, org_name=org_name, reference_urls=reference,
-                                floating_urls=floating)
-        log.info("job %s queued (%s: %d reference, %d floating files)", job.job_id, org_id,
-                 len(reference), len(floating))
+                raise _invalid(
+                    f"parameter {key} is not recognised; accepted: "
+                    "ReferenceList.N.ReferenceURL and FloatingList.N.FloatingURL"
+                )
+        job = self._jobs.create(
+            org_id=org_id, org_name=org_name, reference_urls=reference, floating_urls=floating
+        )
+        log.info(
+            "job %s queued (%s: %d reference, %d floating files)",
+            job.job_id,
+            org_id,
+            len(reference),
+            len(floating),
+        )
         self._wake.set()
         return {"RequestId": job.job_id, "Data": {}}
 
@@ -271,41 +308,68 @@ class Server:
     def _get_async_job_result(self, params: dict[str, str], base_url: str) -> dict:
         job_id = _required(params, "JobId", max_chars=64)
         if not _JOB_ID.match(job_id):
-            raise _invalid("parameter JobId is invalid; accepted: the RequestId that "
-                           "RunCTRegistration answered")
+            raise _invalid(
+                "parameter JobId is invalid; accepted: the RequestId that "
+                "RunCTRegistration answered"
+            )
         job = self._jobs.get(job_id.upper())
         if job is None:
-            raise ApiError(HTTPStatus.NOT_FOUND, ErrorCode.JOB_NOT_FOUND,
-                           f"JobId {job_id} is not a job of this server (or its record was "
-                           f"removed after it expired); submit the job again")
+            raise ApiError(
+                HTTPStatus.NOT_FOUND,
+                ErrorCode.JOB_NOT_FOUND,
+                f"JobId {job_id} is not a job of this server (or its record was "
+                f"removed after it expired); submit the job again",
+            )
         if job.expired_s is not None:
-            raise ApiError(HTTPStatus.GONE, ErrorCode.JOB_EXPIRED,
-                           f"job {job.job_id} ended {job.status} and its results expired "
-                           f"(kept {self.options.result_ttl_s:g} s after the job finished); "
-                           "submit the job again")
+            raise ApiError(
+                HTTPStatus.GONE,
+                ErrorCode.JOB_EXPIRED,
+                f"job {job.job_id} ended {job.status} and its results expired "
+                f"(kept {self.options.result_ttl_s:g} s after the job finished); "
+                "submit the job again",
+            )
         result = None
         if job.status == Status.PROCESS_SUCCESS:
             base = f"{base_url}/results/{job.job_id}/{job.token}-"
-            result = json.dumps({"NUrl": base + "registered.nii.gz",
-                                 "DUrl": base + "registered.tar.gz"})
-        return {"RequestId": str(uuid.uuid4()).upper(),
-                "Data": {"JobId": job.job_id, "Status": job.status, "Result": result,
-                         "ErrorCode": job.error_code, "ErrorMessage": job.error_message}}
+            result = json.dumps(
+                {"NUrl": base + "registered.nii.gz", "DUrl": base + "registered.tar.gz"}
+            )
+        return {
+            "RequestId": str(uuid.uuid4()).upper(),
+            "Data": {
+                "JobId": job.job_id,
+                "Status": job.status,
+                "Result": result,
+                "ErrorCode": job.error_code,
+                "ErrorMessage": job.error_message,
+            },
+        }
 
     def result_file(self, url_path: str) -> tuple[Path, str]:
         """The file behind ``/results/<job id>/<token>-<name>``: looked up, never joined from the
         request (a path that is not exactly one of the job's result URLs is a 404)."""
-        not_found = ApiError(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND,
-                             "no such result; use the URLs that GetAsyncJobResult gives")
+        not_found = ApiError(
+            HTTPStatus.NOT_FOUND,
+            ErrorCode.NOT_FOUND,
+            "no such result; use the URLs that GetAsyncJobResult gives",
+        )
         parts = url_path.split("/")
-        if len(parts) != 4 or parts[0] != "" or parts[1] != "results" or not _JOB_ID.match(parts[2]):
+        if (
+            len(parts) != 4
+            or parts[0] != ""
+            or parts[1] != "results"
+            or not _JOB_ID.match(parts[2])
+        ):
             raise not_found
         job = self._jobs.get(parts[2])
         if job is None or job.status != Status.PROCESS_SUCCESS:
             raise not_found
         if job.expired_s is not None:
-            raise ApiError(HTTPStatus.GONE, ErrorCode.JOB_EXPIRED,
-                           f"the results of job {job.job_id} expired; submit the job again")
+            raise ApiError(
+                HTTPStatus.GONE,
+                ErrorCode.JOB_EXPIRED,
+                f"the results of job {job.job_id} expired; submit the job again",
+            )
         names = {f"{job.token}-{name}": name for name in SERVED_FILES}
         name = names.get(urllib.parse.unquote(parts[3]))
         if name is None:
@@ -340,31 +404,46 @@ class Server:
                 self._start_attempt(job)
             except Exception as exc:  # e.g. disk full: fail the job rather than leave it running
                 log.exception("job %s could not be started", job.job_id)
-                self._on_done(job, {"ok": False, "error_code": ErrorCode.INTERNAL,
-                                    "error_message": f"the job could not be started "
-                                                     f"({type(exc).__name__}: {exc})"})
+                self._on_done(
+                    job,
+                    {
+                        "ok": False,
+                        "error_code": ErrorCode.INTERNAL,
+                        "error_message": f"the job could not be started "
+                        f"({type(exc).__name__}: {exc})",
+                    },
+                )
 
     def _start_attempt(self, job: Job) -> None:
         attempt_dir = self.work_dir / job.job_id / f"attempt-{job.attempts}"
         shutil.rmtree(attempt_dir, ignore_errors=True)
         attempt_dir.mkdir(parents=True)
         spec = {
-            "job_id": job.job_id, "attempt": job.attempts,
-            "reference_urls": list(job.reference_urls), "floating_urls": list(job.floating_urls),
-            "work_dir": str(attempt_dir), "job_fn": self.job_fn,
+            "job_id": job.job_id,
+            "attempt": job.attempts,
+            "reference_urls": list(job.reference_urls),
+            "floating_urls": list(job.floating_urls),
+            "work_dir": str(attempt_dir),
+            "job_fn": self.job_fn,
             "job_options": {"preset": self.options.preset, **self.options.extra_job_options},
-            "download": {"timeout_s": self.options.download_timeout_s,
-                         "max_bytes": self.options.max_download_bytes,
-                         "allow_file": self.options.allow_file_urls,
-                         "schemes": ("http", "https")},
+            "download": {
+                "timeout_s": self.options.download_timeout_s,
+                "max_bytes": self.options.max_download_bytes,
+                "allow_file": self.options.allow_file_urls,
+                "schemes": ("http", "https"),
+            },
             "max_frames": self.options.max_frames,
             # local jobs share the machine's cores; Dask workers have their own setting
-            "threads": (max(1, (os.cpu_count() or 1) // self._workers.capacity)
-                        if self._workers.kind == "process" else None),
+            "threads": (
+                max(1, (os.cpu_count() or 1) // self._workers.capacity)
+                if self._workers.kind == "process"
+                else None
+            ),
         }
         log.info("job %s: attempt %d started", job.job_id, job.attempts)
-        self._workers.submit(spec, self.options.job_timeout_s,
-                             functools.partial(self._on_done, job))
+        self._workers.submit(
+            spec, self.options.job_timeout_s, functools.partial(self._on_done, job)
+        )
 
     def _on_done(self, job: Job, outcome: dict) -> None:
         """Record an attempt's outcome (called from a runner's watcher thread)."""
@@ -376,22 +455,40 @@ class Server:
                     shutil.rmtree(final, ignore_errors=True)
                     os.replace(outcome["out_dir"], final)
                 except OSError as exc:
-                    outcome = {"ok": False, "error_code": ErrorCode.INTERNAL,
-                               "error_message": f"the job's outputs could not be moved into place "
-                                                f"({exc}); with Dask, workers must see the data "
-                                                "dir at the same path"}
+                    outcome = {
+                        "ok": False,
+                        "error_code": ErrorCode.INTERNAL,
+                        "error_message": f"the job's outputs could not be moved into place "
+                        f"({exc}); with Dask, workers must see the data "
+                        "dir at the same path",
+                    }
                 else:
                     if self._jobs.finish(job.job_id, attempt, Status.PROCESS_SUCCESS):
-                        log.info("job %s: PROCESS_SUCCESS (%.1f s)", job.job_id,
-                                 outcome.get("seconds", float("nan")))
+                        log.info(
+                            "job %s: PROCESS_SUCCESS (%.1f s)",
+                            job.job_id,
+                            outcome.get("seconds", float("nan")),
+                        )
                     else:  # the job moved on meanwhile (re-queued); drop this attempt's result
                         shutil.rmtree(final, ignore_errors=True)
             if not outcome.get("ok"):
-                status = Status.TIMEOUT_FAILED if outcome.get("timed_out") else Status.PROCESS_FAILED
-                self._jobs.finish(job.job_id, attempt, status, error_code=outcome.get("error_code"),
-                                  error_message=outcome.get("error_message"))
-                log.info("job %s: %s %s: %s", job.job_id, status, outcome.get("error_code"),
-                         outcome.get("error_message"))
+                status = (
+                    Status.TIMEOUT_FAILED if outcome.get("timed_out") else Status.PROCESS_FAILED
+                )
+                self._jobs.finish(
+                    job.job_id,
+                    attempt,
+                    status,
+                    error_code=outcome.get("error_code"),
+                    error_message=outcome.get("error_message"),
+                )
+                log.info(
+                    "job %s: %s %s: %s",
+                    job.job_id,
+                    status,
+                    outcome.get("error_code"),
+                    outcome.get("error_message"),
+                )
         except Exception:
             log.exception("job %s: recording its outcome failed", job.job_id)
         finally:

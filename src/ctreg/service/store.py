@@ -11,6 +11,7 @@ job, and a server killed at any moment restarts from a consistent table:
 A finished job keeps its row until its results expire; it is then marked ``expired`` (its files
 are removed by the server) so that ``GetAsyncJobResult`` can still say what happened to it.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -74,13 +75,22 @@ class Job:
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> "Job":
         request = json.loads(row["request_json"])
-        return cls(job_id=row["job_id"], status=row["status"], org_id=row["org_id"],
-                   org_name=row["org_name"], reference_urls=tuple(request["reference_urls"]),
-                   floating_urls=tuple(request["floating_urls"]), token=row["token"],
-                   attempts=int(row["attempts"]), created_s=row["created_s"],
-                   started_s=row["started_s"], finished_s=row["finished_s"],
-                   expired_s=row["expired_s"], error_code=row["error_code"],
-                   error_message=row["error_message"])
+        return cls(
+            job_id=row["job_id"],
+            status=row["status"],
+            org_id=row["org_id"],
+            org_name=row["org_name"],
+            reference_urls=tuple(request["reference_urls"]),
+            floating_urls=tuple(request["floating_urls"]),
+            token=row["token"],
+            attempts=int(row["attempts"]),
+            created_s=row["created_s"],
+            started_s=row["started_s"],
+            finished_s=row["finished_s"],
+            expired_s=row["expired_s"],
+            error_code=row["error_code"],
+            error_message=row["error_message"],
+        )
 
 
 class JobStore:
@@ -101,8 +111,9 @@ class JobStore:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA synchronous=NORMAL")
         return db
@@ -126,8 +137,15 @@ class JobStore:
             return db.execute(sql, args).fetchall()
 
     # -- jobs -------------------------------------------------------------------------------
-    def create(self, *, org_id: str, org_name: str, reference_urls, floating_urls,
-               now_s: float | None = None) -> Job:
+    def create(
+        self,
+        *,
+        org_id: str,
+        org_name: str,
+        reference_urls,
+        floating_urls,
+        now_s: float | None = None,
+    ) -> Job:
         """Insert a new QUEUING job and return it (its id is a fresh UUID)."""
         job_id = str(uuid.uuid4()).upper()
         request = {"reference_urls": list(reference_urls), "floating_urls": list(floating_urls)}
@@ -136,8 +154,16 @@ class JobStore:
             db.execute(
                 "INSERT INTO jobs (job_id, status, org_id, org_name, request_json, token, "
                 "created_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, Status.QUEUING, org_id, org_name, json.dumps(request),
-                 secrets.token_urlsafe(18), now))
+                (
+                    job_id,
+                    Status.QUEUING,
+                    org_id,
+                    org_name,
+                    json.dumps(request),
+                    secrets.token_urlsafe(18),
+                    now,
+                ),
+            )
         job = self.get(job_id)
         assert job is not None
         return job
@@ -151,8 +177,9 @@ class JobStore:
         if status is None:
             rows = self._read("SELECT * FROM jobs ORDER BY created_s, job_id")
         else:
-            rows = self._read("SELECT * FROM jobs WHERE status = ? ORDER BY created_s, job_id",
-                              (status,))
+            rows = self._read(
+                "SELECT * FROM jobs WHERE status = ? ORDER BY created_s, job_id", (status,)
+            )
         return [Job._from_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
@@ -164,17 +191,30 @@ class JobStore:
         """Move the oldest QUEUING job to PROCESSING (attempts + 1) and return it, or None."""
         now = time.time() if now_s is None else now_s
         with self._transaction() as db:
-            row = db.execute("SELECT job_id FROM jobs WHERE status = ? ORDER BY created_s, job_id "
-                             "LIMIT 1", (Status.QUEUING,)).fetchone()
+            row = db.execute(
+                "SELECT job_id FROM jobs WHERE status = ? ORDER BY created_s, job_id LIMIT 1",
+                (Status.QUEUING,),
+            ).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET status = ?, attempts = attempts + 1, started_s = ? "
-                       "WHERE job_id = ?", (Status.PROCESSING, now, row["job_id"]))
+            db.execute(
+                "UPDATE jobs SET status = ?, attempts = attempts + 1, started_s = ? "
+                "WHERE job_id = ?",
+                (Status.PROCESSING, now, row["job_id"]),
+            )
             claimed = db.execute("SELECT * FROM jobs WHERE job_id = ?", (row["job_id"],)).fetchone()
         return Job._from_row(claimed)
 
-    def finish(self, job_id: str, attempt: int, status: str, *, error_code: str | None = None,
-               error_message: str | None = None, now_s: float | None = None) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        now_s: float | None = None,
+    ) -> bool:
         """End attempt ``attempt`` of a PROCESSING job with a final ``status``.
 
         Returns False (and changes nothing) when the job is no longer in that attempt (it was
@@ -187,7 +227,8 @@ class JobStore:
             cur = db.execute(
                 "UPDATE jobs SET status = ?, finished_s = ?, error_code = ?, error_message = ? "
                 "WHERE job_id = ? AND status = ? AND attempts = ?",
-                (status, now, error_code, error_message, job_id, Status.PROCESSING, attempt))
+                (status, now, error_code, error_message, job_id, Status.PROCESSING, attempt),
+            )
             return cur.rowcount == 1
 
     def requeue(self, job_id: str, attempt: int, *, count_attempt: bool = False) -> bool:
@@ -198,38 +239,48 @@ class JobStore:
             cur = db.execute(
                 "UPDATE jobs SET status = ?, attempts = attempts - ?, started_s = NULL "
                 "WHERE job_id = ? AND status = ? AND attempts = ?",
-                (Status.QUEUING, delta, job_id, Status.PROCESSING, attempt))
+                (Status.QUEUING, delta, job_id, Status.PROCESSING, attempt),
+            )
             return cur.rowcount == 1
 
-    def recover_interrupted(self, max_attempts: int, now_s: float | None = None
-                            ) -> tuple[builtins.list[str], builtins.list[str]]:
+    def recover_interrupted(
+        self, max_attempts: int, now_s: float | None = None
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
         """After a crash: re-queue PROCESSING jobs with attempts left; fail the others.
 
         Returns (re-queued ids, failed ids).
         """
         now = time.time() if now_s is None else now_s
         with self._transaction() as db:
-            rows = db.execute("SELECT job_id, attempts FROM jobs WHERE status = ?",
-                              (Status.PROCESSING,)).fetchall()
+            rows = db.execute(
+                "SELECT job_id, attempts FROM jobs WHERE status = ?", (Status.PROCESSING,)
+            ).fetchall()
             requeued, failed = [], []
             for row in rows:
                 if int(row["attempts"]) < max_attempts:
-                    db.execute("UPDATE jobs SET status = ?, started_s = NULL WHERE job_id = ?",
-                               (Status.QUEUING, row["job_id"]))
+                    db.execute(
+                        "UPDATE jobs SET status = ?, started_s = NULL WHERE job_id = ?",
+                        (Status.QUEUING, row["job_id"]),
+                    )
                     requeued.append(row["job_id"])
                 else:
                     db.execute(
                         "UPDATE jobs SET status = ?, finished_s = ?, error_code = ?, "
                         "error_message = ? WHERE job_id = ?",
-                        (Status.PROCESS_FAILED, now, ErrorCode.INTERRUPTED,
-                         f"the server stopped while this job ran, {row['attempts']} time(s) "
-                         f"(at most {max_attempts} attempts); submit it again, and if it keeps "
-                         "failing check the server's memory and log", row["job_id"]))
+                        (
+                            Status.PROCESS_FAILED,
+                            now,
+                            ErrorCode.INTERRUPTED,
+                            f"the server stopped while this job ran, {row['attempts']} time(s) "
+                            f"(at most {max_attempts} attempts); submit it again, and if it keeps "
+                            "failing check the server's memory and log",
+                            row["job_id"],
+                        ),
+                    )
                     failed.append(row["job_id"])
         return requeued, failed
 
-    def mark_expired(self, older_than_s: float, now_s: float | None = None
-                     ) -> builtins.list[str]:
+    def mark_expired(self, older_than_s: float, now_s: float | None = None) -> builtins.list[str]:
         """Mark finished jobs whose ``finished_s`` is before ``older_than_s`` as expired;
         return their ids (the caller removes their files)."""
         now = time.time() if now_s is None else now_s
@@ -237,14 +288,20 @@ class JobStore:
         with self._transaction() as db:
             rows = db.execute(
                 f"SELECT job_id FROM jobs WHERE status IN ({placeholders}) AND expired_s IS NULL "
-                "AND finished_s < ?", (*Status.FINISHED, older_than_s)).fetchall()
+                "AND finished_s < ?",
+                (*Status.FINISHED, older_than_s),
+            ).fetchall()
             ids = [r["job_id"] for r in rows]
-            db.executemany("UPDATE jobs SET expired_s = ? WHERE job_id = ?", [(now, i) for i in ids])
+            db.executemany(
+                "UPDATE jobs SET expired_s = ? WHERE job_id = ?", [(now, i) for i in ids]
+            )
         return ids
 
     def purge_expired(self, expired_before_s: float) -> int:
         """Delete the rows of jobs that expired before ``expired_before_s``; return how many."""
         with self._transaction() as db:
-            cur = db.execute("DELETE FROM jobs WHERE expired_s IS NOT NULL AND expired_s < ?",
-                             (expired_before_s,))
+            cur = db.execute(
+                "DELETE FROM jobs WHERE expired_s IS NOT NULL AND expired_s < ?",
+                (expired_before_s,),
+            )
             return int(cur.rowcount)

@@ -7,6 +7,7 @@ server records every failure as a job state.  Its only side effects are inside
 ``spec["work_dir"]``: the server moves the outputs into place when it accepts the outcome, so a
 stale attempt (after a crash or a timeout) can never overwrite a newer result.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,7 +37,9 @@ def job_fn_name(fn: Callable | str) -> str:
         return fn
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or "<" in qualname:
-        raise ValueError(f"job_fn must be a module-level function (importable by workers), got {fn!r}")
+        raise ValueError(
+            f"job_fn must be a module-level function (importable by workers), got {fn!r}"
+        )
     return f"{module}:{qualname}"
 
 
@@ -76,8 +79,10 @@ def execute_job(spec: dict) -> dict:
     t0 = time.perf_counter()
     work = Path(spec["work_dir"])
     out_dir = work / "out"
-    lists = (("ReferenceList", "reference", spec["reference_urls"]),
-             ("FloatingList", "floating", spec["floating_urls"]))
+    lists = (
+        ("ReferenceList", "reference", spec["reference_urls"]),
+        ("FloatingList", "floating", spec["floating_urls"]),
+    )
     try:
         from ..io.atomic import atomic_dir
         from ..io.dicom import read_dicom_series
@@ -89,10 +94,12 @@ def execute_job(spec: dict) -> dict:
     volumes = {}
     for label, key, urls in lists:
         if len(urls) > max_frames:
-            return _fail(ErrorCode.FRAME_COUNT,
-                         f"{label}: {len(urls)} files were given, so the series has more than "
-                         f"{max_frames} frames; accepted: 8 to {max_frames} frames (one URL per "
-                         "DICOM file)")
+            return _fail(
+                ErrorCode.FRAME_COUNT,
+                f"{label}: {len(urls)} files were given, so the series has more than "
+                f"{max_frames} frames; accepted: 8 to {max_frames} frames (one URL per "
+                "DICOM file)",
+            )
         try:
             paths = download_urls(urls, work / key, **spec.get("download", {}))
         except Exception as exc:
@@ -109,12 +116,15 @@ def execute_job(spec: dict) -> dict:
             if code == ErrorCode.INTERNAL:
                 log.exception("job %s: reading %s failed", spec["job_id"], label)
             item = "ReferenceURL" if key == "reference" else "FloatingURL"
-            names = {str(p): f"{label}.{n}.{item} ({url})"
-                     for n, (p, url) in enumerate(zip(paths, urls), start=1)}
+            names = {
+                str(p): f"{label}.{n}.{item} ({url})"
+                for n, (p, url) in enumerate(zip(paths, urls), start=1)
+            }
             return _fail(code, f"{label}: {_user_message(str(exc), names, work / key)}")
     try:
         if spec.get("threads"):
             from ..ops import set_num_threads
+
             set_num_threads(int(spec["threads"]))
         job_fn = resolve_job_fn(spec["job_fn"])
         with atomic_dir(out_dir) as tmp:
@@ -124,12 +134,18 @@ def execute_job(spec: dict) -> dict:
                 raise RuntimeError(f"the job function {spec['job_fn']} did not write {missing}")
     except Exception as exc:
         code = classify_error(exc, "process")
-        log.error("job %s failed: %s", spec["job_id"], "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        log.error(
+            "job %s failed: %s",
+            spec["job_id"],
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        )
         text = str(exc).replace(str(work), "(job folder)")
         if code == ErrorCode.INTERNAL:
-            return _fail(code, f"registration failed ({type(exc).__name__}: {text}); the server "
-                               "log has the details")
+            return _fail(
+                code,
+                f"registration failed ({type(exc).__name__}: {text}); the server "
+                "log has the details",
+            )
         return _fail(code, text)
     return {"ok": True, "out_dir": str(out_dir), "seconds": time.perf_counter() - t0}
 
@@ -146,7 +162,9 @@ def _watch_parent(conn) -> None:
 
 def child_main(conn, spec: dict) -> None:
     """Entry point of a job's child process: run the job, send the outcome through ``conn``."""
-    threading.Thread(target=_watch_parent, args=(conn,), daemon=True, name="ctreg-parent-watch").start()
+    threading.Thread(
+        target=_watch_parent, args=(conn,), daemon=True, name="ctreg-parent-watch"
+    ).start()
     try:
         outcome = execute_job(spec)
     except BaseException as exc:  # pragma: no cover - execute_job catches job errors itself

@@ -34,6 +34,7 @@ tag and value and saying what is accepted):
 ``format``          ``"dicom"``
 =================== ==========================================================================
 """
+
 from __future__ import annotations
 
 # One module per topic (each re-exported here, so ``ctreg.io.dicom.read_dicom_series`` etc. keep
@@ -42,9 +43,19 @@ from __future__ import annotations
 # to HU), read (the public readers), write (write_dicom_series).
 from .read import _read_series_files  # noqa: F401 (re-exported; one name a line for ruff format)
 from .read import describe_volume, inspect_dicom, list_series, read_dicom_series
-from .rules import (AIR_HU, AXIAL_TOLERANCE_DEG, CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE,
-                    INPLANE_DRIFT_TOLERANCE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, MAX_FRAMES,
-                    MIN_FRAMES, PADDING_HU, SLICE_POSITION_TOLERANCE, DicomRuleError)
+from .rules import (
+    AIR_HU,
+    AXIAL_TOLERANCE_DEG,
+    CT_IMAGE_STORAGE,
+    ENHANCED_CT_IMAGE_STORAGE,
+    INPLANE_DRIFT_TOLERANCE,
+    LEGACY_ENHANCED_CT_IMAGE_STORAGE,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    PADDING_HU,
+    SLICE_POSITION_TOLERANCE,
+    DicomRuleError,
+)
 from .sources import dicom_source_files
 from .write import _SliceEncoder, write_dicom_series  # noqa: F401
 

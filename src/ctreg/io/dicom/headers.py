@@ -1,4 +1,5 @@
 """Per-file headers: parsing, frames (classic and enhanced multi-frame), series grouping."""
+
 from __future__ import annotations
 
 import math
@@ -22,23 +23,23 @@ class _Frame:
 
     path: Path
     ds: Dataset
-    frame: int | None          # None: single-frame file
-    ipp: np.ndarray            # (x, y, z) mm
-    iop: np.ndarray            # (6,) row cosine (direction of increasing column index), col cosine
+    frame: int | None  # None: single-frame file
+    ipp: np.ndarray  # (x, y, z) mm
+    iop: np.ndarray  # (6,) row cosine (direction of increasing column index), col cosine
     pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
     rows: int
     cols: int
     slope: float
     intercept: float
-    pos: float = 0.0           # position along the normal, filled in later
+    pos: float = 0.0  # position along the normal, filled in later
 
 
 @dataclass
 class _PixelLocation:
     """Where a native (uncompressed) Pixel Data value lies in its file."""
 
-    offset: int      # byte offset of the value
-    length: int      # value length from the element header (0xFFFFFFFF: encapsulated)
+    offset: int  # byte offset of the value
+    length: int  # value length from the element header (0xFFFFFFFF: encapsulated)
 
 
 def _locate_pixel_data(fh, ds: Dataset) -> _PixelLocation | None:
@@ -70,11 +71,15 @@ def _read_file(path: Path) -> Dataset:
         raise DicomRuleError(
             f"{path} is not a DICOM file (no 'DICM' prefix after the 128-byte preamble and no "
             "File Meta Information); accepted: DICOM files only (a folder must hold nothing "
-            "else)", code=_NOT_DICOM) from exc
+            "else)",
+            code=_NOT_DICOM,
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
         raise DicomRuleError(
             f"{path} cannot be parsed as DICOM ({type(exc).__name__}: {exc}); the file may be "
-            "truncated or damaged; accepted: complete DICOM files", code=_NOT_DICOM) from exc
+            "truncated or damaged; accepted: complete DICOM files",
+            code=_NOT_DICOM,
+        ) from exc
     if loc is None and _sop_class(ds) in _ACCEPTED_SOP:
         # a parse that stopped early (truncated header), or pixels we must let pydicom find
         with warnings.catch_warnings():
@@ -86,7 +91,9 @@ def _read_file(path: Path) -> Dataset:
         if "PixelData" not in full:
             raise DicomRuleError(
                 f"{path} has no Pixel Data (7FE0,0010): the file is truncated or damaged; "
-                "accepted: complete CT image files", code=_NOT_DICOM)
+                "accepted: complete CT image files",
+                code=_NOT_DICOM,
+            )
     ds._ctreg_pixels = loc
     return ds
 
@@ -124,7 +131,9 @@ def _fg(ds: Dataset, frame: int | None, seq: str, attr: str):
 
 def _need(value, path: Path, tag: str, accepted: str):
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise DicomRuleError(f"{path}: required tag {tag} is missing or empty; accepted: {accepted}")
+        raise DicomRuleError(
+            f"{path}: required tag {tag} is missing or empty; accepted: {accepted}"
+        )
     return value
 
 
@@ -132,13 +141,25 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
     n = int(ds.get("NumberOfFrames", 1) or 1)
     multi = "PerFrameFunctionalGroupsSequence" in ds or n > 1
     frames = []
-    for f in (range(n) if multi else [None]):
-        ipp = _need(_fg(ds, f, "PlanePositionSequence", "ImagePositionPatient"), path,
-                    "ImagePositionPatient (0020,0032)", "three numbers (x, y, z) mm")
-        iop = _need(_fg(ds, f, "PlaneOrientationSequence", "ImageOrientationPatient"), path,
-                    "ImageOrientationPatient (0020,0037)", "six direction cosines")
-        ps = _need(_fg(ds, f, "PixelMeasuresSequence", "PixelSpacing"), path,
-                   "PixelSpacing (0028,0030)", "two positive numbers (row, column spacing) mm")
+    for f in range(n) if multi else [None]:
+        ipp = _need(
+            _fg(ds, f, "PlanePositionSequence", "ImagePositionPatient"),
+            path,
+            "ImagePositionPatient (0020,0032)",
+            "three numbers (x, y, z) mm",
+        )
+        iop = _need(
+            _fg(ds, f, "PlaneOrientationSequence", "ImageOrientationPatient"),
+            path,
+            "ImageOrientationPatient (0020,0037)",
+            "six direction cosines",
+        )
+        ps = _need(
+            _fg(ds, f, "PixelMeasuresSequence", "PixelSpacing"),
+            path,
+            "PixelSpacing (0028,0030)",
+            "two positive numbers (row, column spacing) mm",
+        )
         slope = _fg(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
         inter = _fg(ds, f, "PixelValueTransformationSequence", "RescaleIntercept")
         try:
@@ -148,21 +169,30 @@ def _frames_of(path: Path, ds: Dataset) -> list[_Frame]:
             slope_f = 1.0 if slope in (None, "") else float(slope)
             inter_f = 0.0 if inter in (None, "") else float(inter)
         except (TypeError, ValueError, IndexError) as exc:
-            raise DicomRuleError(f"{path}: unreadable geometry or rescale tag ({exc}); accepted: "
-                                 "numeric ImagePositionPatient, ImageOrientationPatient, "
-                                 "PixelSpacing, RescaleSlope, RescaleIntercept") from exc
+            raise DicomRuleError(
+                f"{path}: unreadable geometry or rescale tag ({exc}); accepted: "
+                "numeric ImagePositionPatient, ImageOrientationPatient, "
+                "PixelSpacing, RescaleSlope, RescaleIntercept"
+            ) from exc
         if ipp_a.shape != (3,) or not np.all(np.isfinite(ipp_a)):
-            raise DicomRuleError(f"{path}: ImagePositionPatient (0020,0032) = {list(ipp)}; "
-                                 "accepted: three finite numbers")
+            raise DicomRuleError(
+                f"{path}: ImagePositionPatient (0020,0032) = {list(ipp)}; "
+                "accepted: three finite numbers"
+            )
         if iop_a.shape != (6,) or not np.all(np.isfinite(iop_a)):
-            raise DicomRuleError(f"{path}: ImageOrientationPatient (0020,0037) = {list(iop)}; "
-                                 "accepted: six finite direction cosines")
+            raise DicomRuleError(
+                f"{path}: ImageOrientationPatient (0020,0037) = {list(iop)}; "
+                "accepted: six finite direction cosines"
+            )
         if not all(math.isfinite(s) and s > 0 for s in ps_t):
-            raise DicomRuleError(f"{path}: PixelSpacing (0028,0030) = {list(ps)}; accepted: two "
-                                 "positive numbers")
+            raise DicomRuleError(
+                f"{path}: PixelSpacing (0028,0030) = {list(ps)}; accepted: two positive numbers"
+            )
         if not (math.isfinite(slope_f) and slope_f != 0 and math.isfinite(inter_f)):
-            raise DicomRuleError(f"{path}: RescaleSlope/RescaleIntercept = {slope}/{inter}; "
-                                 "accepted: a non-zero finite slope and a finite intercept")
+            raise DicomRuleError(
+                f"{path}: RescaleSlope/RescaleIntercept = {slope}/{inter}; "
+                "accepted: a non-zero finite slope and a finite intercept"
+            )
         rows = int(_need(ds.get("Rows"), path, "Rows (0028,0010)", "a positive integer"))
         cols = int(_need(ds.get("Columns"), path, "Columns (0028,0011)", "a positive integer"))
         frames.append(_Frame(path, ds, f, ipp_a, iop_a, ps_t, rows, cols, slope_f, inter_f))
@@ -202,7 +232,9 @@ def _describe_groups(groups) -> str:
     lines = []
     for uid, members in groups.items():
         s = _series_summary(uid, members)
-        lines.append(f"  {uid or '(empty SeriesInstanceUID)'}: {s['description']!r}, "
-                     f"modality {s['modality'] or '?'}, {s['n_frames']} frame(s) in "
-                     f"{s['n_files']} file(s)")
+        lines.append(
+            f"  {uid or '(empty SeriesInstanceUID)'}: {s['description']!r}, "
+            f"modality {s['modality'] or '?'}, {s['n_frames']} frame(s) in "
+            f"{s['n_files']} file(s)"
+        )
     return "\n".join(lines)

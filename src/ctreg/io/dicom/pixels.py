@@ -1,4 +1,5 @@
 """Pixel decoding: stored values to HU, padding mask, header copy."""
+
 from __future__ import annotations
 
 import copy
@@ -47,13 +48,15 @@ def _decode_file(path: Path, ds: Dataset, n_frames: int, rows: int, cols: int) -
             raise DicomRuleError(
                 f"{path}: Pixel Data (7FE0,0010) holds {got} bytes, {need} expected for "
                 f"{n_frames} x {rows} x {cols} x {dt.itemsize}: the file is truncated; accepted: "
-                "complete files", code=_NOT_DICOM)
+                "complete files",
+                code=_NOT_DICOM,
+            )
         bits_stored = int(ds.get("BitsStored", dt.itemsize * 8) or dt.itemsize * 8)
         if bits_stored < dt.itemsize * 8:
             shift = dt.itemsize * 8 - bits_stored
             arr = arr.astype(dt.newbyteorder("="))
             if dt.kind == "i":
-                arr = (arr << shift) >> shift          # sign-extend from bits_stored
+                arr = (arr << shift) >> shift  # sign-extend from bits_stored
             else:
                 arr = arr & ((1 << bits_stored) - 1)  # drop overlay bits above bits_stored
         return arr.reshape(n_frames, rows, cols)
@@ -70,13 +73,15 @@ def _decode_file(path: Path, ds: Dataset, n_frames: int, rows: int, cols: int) -
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; accepted: "
             "uncompressed, RLE, JPEG lossless, JPEG-LS and JPEG 2000 with pylibjpeg, "
             "pylibjpeg-openjpeg and python-gdcm installed (a damaged file also fails here)",
-            code=_NOT_DICOM) from exc
+            code=_NOT_DICOM,
+        ) from exc
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.shape != (n_frames, rows, cols):
-        raise DicomRuleError(f"{path}: decoded pixel array has shape {arr.shape}, expected "
-                             f"{(n_frames, rows, cols)}")
+        raise DicomRuleError(
+            f"{path}: decoded pixel array has shape {arr.shape}, expected {(n_frames, rows, cols)}"
+        )
     return arr
 
 

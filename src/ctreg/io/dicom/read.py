@@ -1,4 +1,5 @@
 """Public reading: read_dicom_series, list_series, inspect_dicom, describe_volume."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ from pydicom.uid import UID
 from ...errors import DicomSeriesError
 from ...volume import Volume
 from .geometry import _affine, _check_class, _validate_and_sort
-from .headers import (_describe_groups, _Frame, _frames_of, _group_series, _parse_all,
-                      _series_summary, _sop_class)
+from .headers import (
+    _describe_groups,
+    _Frame,
+    _frames_of,
+    _group_series,
+    _parse_all,
+    _series_summary,
+    _sop_class,
+)
 from .pixels import _header_copy, _load_pixels
 from .rules import MAX_FRAMES, MIN_FRAMES, DicomRuleError, log
 from .sources import dicom_source_files
@@ -37,33 +45,50 @@ def _select(groups, series_uid: str | None, desc: str):
         if series_uid not in groups:
             raise DicomRuleError(
                 f"{desc}: no series with SeriesInstanceUID {series_uid!r}; found:\n"
-                + _describe_groups(groups))
+                + _describe_groups(groups)
+            )
         return series_uid, groups[series_uid]
     if len(groups) > 1:
         raise DicomRuleError(
             f"{desc} holds {len(groups)} series; accepted: one series (choose one with "
-            "series_uid / --series-uid):\n" + _describe_groups(groups))
+            "series_uid / --series-uid):\n" + _describe_groups(groups)
+        )
     uid = next(iter(groups))
     return uid, groups[uid]
 
 
-def _read_series_files(files: Sequence[Path], desc: str, *, series_uid: str | None = None,
-                       min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> Volume:
+def _read_series_files(
+    files: Sequence[Path],
+    desc: str,
+    *,
+    series_uid: str | None = None,
+    min_frames: int = MIN_FRAMES,
+    max_frames: int = MAX_FRAMES,
+) -> Volume:
     groups = _group_series(_parse_all(files))
-    return _read_groups(groups, desc, series_uid=series_uid, min_frames=min_frames,
-                        max_frames=max_frames)
+    return _read_groups(
+        groups, desc, series_uid=series_uid, min_frames=min_frames, max_frames=max_frames
+    )
 
 
-def _read_groups(groups, desc: str, *, series_uid: str | None = None,
-                 min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> Volume:
+def _read_groups(
+    groups,
+    desc: str,
+    *,
+    series_uid: str | None = None,
+    min_frames: int = MIN_FRAMES,
+    max_frames: int = MAX_FRAMES,
+) -> Volume:
     with warnings.catch_warnings():  # pydicom warns on every non-conforming value it converts
         warnings.simplefilter("ignore", UserWarning)
-        return _read_groups_quiet(groups, desc, series_uid=series_uid, min_frames=min_frames,
-                                  max_frames=max_frames)
+        return _read_groups_quiet(
+            groups, desc, series_uid=series_uid, min_frames=min_frames, max_frames=max_frames
+        )
 
 
-def _read_groups_quiet(groups, desc: str, *, series_uid: str | None, min_frames: int,
-                       max_frames: int) -> Volume:
+def _read_groups_quiet(
+    groups, desc: str, *, series_uid: str | None, min_frames: int, max_frames: int
+) -> Volume:
     uid, members = _select(groups, series_uid, desc)
     frames: list[_Frame] = []
     for path, ds in members:
@@ -122,8 +147,12 @@ def read_dicom_series(source, *, series_uid: str | None = None) -> Volume:
     if skipped:  # the folder policy's note: what was left out, by name
         names = [p.name for p in skipped]
         volume.meta["skipped_files"] = names
-        log.warning("%s: skipped %d file(s) that are not part of a DICOM series: %s", desc,
-                    len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+        log.warning(
+            "%s: skipped %d file(s) that are not part of a DICOM series: %s",
+            desc,
+            len(names),
+            ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""),
+        )
     return volume
 
 
@@ -152,8 +181,9 @@ def describe_volume(volume: Volume) -> dict[str, Any]:
         "slice_normal_angle_from_z_deg": round(angle, 3),
         "hu_min": float(vals.min()) if vals.size else None,
         "hu_max": float(vals.max()) if vals.size else None,
-        "padding_fraction": float(meta.get("padding_fraction", 0.0 if valid is None
-                                           else 1.0 - valid.mean())),
+        "padding_fraction": float(
+            meta.get("padding_fraction", 0.0 if valid is None else 1.0 - valid.mean())
+        ),
         "format": meta.get("format"),
     }
     if ts:
@@ -171,8 +201,15 @@ def inspect_dicom(source, *, series_uid: str | None = None) -> dict[str, Any]:
     Returns ``{"source", "series": [summary per series], "valid": bool, "error": str | None,
     "error_code": str | None, "volume": describe_volume(...) | None}``.
     """
-    report: dict[str, Any] = {"source": str(source), "format": "dicom", "series": [],
-                              "valid": False, "error": None, "error_code": None, "volume": None}
+    report: dict[str, Any] = {
+        "source": str(source),
+        "format": "dicom",
+        "series": [],
+        "valid": False,
+        "error": None,
+        "error_code": None,
+        "volume": None,
+    }
     with tempfile.TemporaryDirectory(prefix="ctreg-dicom-") as tmp:
         groups = None
         try:
@@ -186,8 +223,9 @@ def inspect_dicom(source, *, series_uid: str | None = None) -> dict[str, Any]:
             report["error_code"] = exc.code
             if report["error_code"] == "InvalidFile.FrameCount" and groups is not None:
                 try:  # still show what the series holds
-                    volume = _read_groups(groups, desc, series_uid=series_uid, min_frames=1,
-                                          max_frames=10**7)
+                    volume = _read_groups(
+                        groups, desc, series_uid=series_uid, min_frames=1, max_frames=10**7
+                    )
                     report["volume"] = describe_volume(volume)
                 except DicomSeriesError:
                     pass

@@ -1,4 +1,5 @@
 """The input rules' constants and their error (DicomRuleError, with the service's code)."""
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,12 @@ class DicomRuleError(DicomSeriesError):
     ``InvalidFile.Series`` (every other rule)."""
 
     code = "InvalidFile.Series"
-    codes = ("InvalidFile.Series", "InvalidFile.NotDicom", "InvalidFile.FrameCount",
-             "InvalidFile.NotAxial")
+    codes = (
+        "InvalidFile.Series",
+        "InvalidFile.NotDicom",
+        "InvalidFile.FrameCount",
+        "InvalidFile.NotAxial",
+    )
 
     def __init__(self, message: str, *, code: str | None = None):
         super().__init__(message, code=code)
@@ -65,13 +70,19 @@ ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
 LEGACY_ENHANCED_CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2.2")
 
 
-_ACCEPTED_SOP = {CT_IMAGE_STORAGE: "CT Image Storage",
-                 ENHANCED_CT_IMAGE_STORAGE: "Enhanced CT Image Storage",
-                 LEGACY_ENHANCED_CT_IMAGE_STORAGE: "Legacy Converted Enhanced CT Image Storage"}
+_ACCEPTED_SOP = {
+    CT_IMAGE_STORAGE: "CT Image Storage",
+    ENHANCED_CT_IMAGE_STORAGE: "Enhanced CT Image Storage",
+    LEGACY_ENHANCED_CT_IMAGE_STORAGE: "Legacy Converted Enhanced CT Image Storage",
+}
 
 
-_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
-                 "1.2.840.10008.1.2.2"}
+_UNCOMPRESSED = {
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+}
 
 
 _SKIP_NAMES = {"DICOMDIR"}

@@ -1,4 +1,5 @@
 """Collecting candidate files: folders, archives, file lists, URLs."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,37 @@ from .rules import _SKIP_NAMES, DicomRuleError
 
 #: Files of these kinds found in a folder or archive are skipped (with a note naming them)
 #: unless they carry the DICOM prefix: notes, pictures, documents, spreadsheets next to a series.
-STRAY_SUFFIXES = frozenset({
-    ".txt", ".md", ".rst", ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff",
-    ".html", ".htm", ".json", ".xml", ".csv", ".doc", ".docx", ".xls", ".xlsx", ".ini", ".log",
-    ".py", ".sh", ".bat", ".exe", ".db"})
+STRAY_SUFFIXES = frozenset(
+    {
+        ".txt",
+        ".md",
+        ".rst",
+        ".pdf",
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".html",
+        ".htm",
+        ".json",
+        ".xml",
+        ".csv",
+        ".doc",
+        ".docx",
+        ".xls",
+        ".xlsx",
+        ".ini",
+        ".log",
+        ".py",
+        ".sh",
+        ".bat",
+        ".exe",
+        ".db",
+    }
+)
 STRAY_NAMES = frozenset({"README", "LICENSE", "NOTICE", "THUMBS.DB", "DESKTOP.INI"})
 
 
@@ -31,8 +59,11 @@ def is_stray_file(path: Path) -> bool:
     """A file a folder may hold next to its DICOM series (README, JPEG, PDF, Thumbs.db ...):
     a stray suffix or name, and no DICOM prefix."""
     stem = path.name.split(".")[0].upper()
-    stray = path.suffix.lower() in STRAY_SUFFIXES or path.name.upper() in STRAY_NAMES or (
-        stem in STRAY_NAMES)
+    stray = (
+        path.suffix.lower() in STRAY_SUFFIXES
+        or path.name.upper() in STRAY_NAMES
+        or (stem in STRAY_NAMES)
+    )
     return stray and not _has_dicom_prefix(path)
 
 
@@ -56,8 +87,9 @@ def _walk(folder: Path, skipped: list[Path] | None = None) -> list[Path]:
     return out
 
 
-def dicom_source_files(source, workdir: str | os.PathLike,
-                       skipped: list[Path] | None = None) -> tuple[list[Path], str]:
+def dicom_source_files(
+    source, workdir: str | os.PathLike, skipped: list[Path] | None = None
+) -> tuple[list[Path], str]:
     """Resolve ``source`` to a list of candidate files; archives and URLs are unpacked or
     downloaded into ``workdir`` (the caller removes it).  Returns (files, description).
 
@@ -76,17 +108,19 @@ def dicom_source_files(source, workdir: str | os.PathLike,
         except TypeError:
             raise DicomRuleError(
                 f"source must be a folder, an archive, a list of files or a list of URLs, got "
-                f"{type(source).__name__}") from None
+                f"{type(source).__name__}"
+            ) from None
         single = False
     if not items:
-        raise DicomRuleError("source is an empty list; accepted: a folder, an archive, a list "
-                             "of DICOM files or a list of http(s)/file URLs")
+        raise DicomRuleError(
+            "source is an empty list; accepted: a folder, an archive, a list "
+            "of DICOM files or a list of http(s)/file URLs"
+        )
     urls = [str(x) for x in items if is_url(x)]
     if urls and len(urls) != len(items):
         raise DicomRuleError("source mixes URLs and local paths; accepted: all URLs or all paths")
     if urls:
-        got = download_urls(urls, workdir / "download", allow_file=True,
-                            schemes=("http", "https"))
+        got = download_urls(urls, workdir / "download", allow_file=True, schemes=("http", "https"))
         files: list[Path] = []
         for i, p in enumerate(got):
             if is_archive(p):
@@ -105,10 +139,14 @@ def dicom_source_files(source, workdir: str | os.PathLike,
         elif p.is_file():
             files.append(p)
         else:
-            raise DicomRuleError(f"{p}: no such file or folder; accepted: a folder, an archive "
-                                 "(.zip, .tar, .tar.gz), DICOM files or URLs")
+            raise DicomRuleError(
+                f"{p}: no such file or folder; accepted: a folder, an archive "
+                "(.zip, .tar, .tar.gz), DICOM files or URLs"
+            )
     if not files:
-        raise DicomRuleError(f"{items[0] if single else 'the file list'}: no files found; "
-                             "accepted: a folder or archive holding one DICOM CT series")
+        raise DicomRuleError(
+            f"{items[0] if single else 'the file list'}: no files found; "
+            "accepted: a folder or archive holding one DICOM CT series"
+        )
     desc = str(items[0]) if single else f"{len(items)} path(s) starting {items[0]}"
     return files, desc

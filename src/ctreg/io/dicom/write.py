@@ -1,4 +1,5 @@
 """Writing a CT series (write_dicom_series)."""
+
 from __future__ import annotations
 
 import copy
@@ -23,13 +24,29 @@ from ..atomic import atomic_dir
 from .rules import _IO_THREADS, CT_IMAGE_STORAGE
 
 
-_PATIENT_TAGS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                 "PatientSex", "PatientAge", "PatientSize", "PatientWeight",
-                 "PatientIdentityRemoved", "DeidentificationMethod")
+_PATIENT_TAGS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+)
 
 
-_STUDY_TAGS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-               "ReferringPhysicianName", "StudyDescription")
+_STUDY_TAGS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
 
 
 def _rescale_for(values: np.ndarray) -> tuple[float, float]:
@@ -49,14 +66,21 @@ def _dicom_now() -> tuple[str, str]:
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
 
-def _series_template(volume: Volume, reference: Volume | None, floating: Volume | None,
-                     series_description: str | None) -> tuple[Dataset, str]:
+def _series_template(
+    volume: Volume,
+    reference: Volume | None,
+    floating: Volume | None,
+    series_description: str | None,
+) -> tuple[Dataset, str]:
     ref = reference.meta.get("dicom") if reference is not None else None
     flo = floating.meta.get("dicom") if floating is not None else None
     ds = Dataset()
     date, time_ = _dicom_now()
-    ds.SpecificCharacterSet = (flo.get("SpecificCharacterSet") if flo is not None
-                               and flo.get("SpecificCharacterSet") else "ISO_IR 192")
+    ds.SpecificCharacterSet = (
+        flo.get("SpecificCharacterSet")
+        if flo is not None and flo.get("SpecificCharacterSet")
+        else "ISO_IR 192"
+    )
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     ds.SOPClassUID = CT_IMAGE_STORAGE
     ds.StudyDate = date
@@ -89,17 +113,20 @@ def _series_template(volume: Volume, reference: Volume | None, floating: Volume 
         ds.SeriesNumber = 1000
     if series_description is None:
         fd = (floating.meta.get("series_description") if floating is not None else "") or "floating"
-        rd = (reference.meta.get("series_description") if reference is not None else "") or "reference"
+        rd = (
+            reference.meta.get("series_description") if reference is not None else ""
+        ) or "reference"
         series_description = f"ctreg: {fd} registered to {rd}"
     ds.SeriesDescription = str(series_description)[:64]
     for_uid = str(ref.get("FrameOfReferenceUID", "") or "") if ref is not None else ""
     ds.FrameOfReferenceUID = for_uid or generate_uid()
-    ds.PositionReferenceIndicator = (ref.get("PositionReferenceIndicator", "") if ref is not None
-                                     else "")
+    ds.PositionReferenceIndicator = (
+        ref.get("PositionReferenceIndicator", "") if ref is not None else ""
+    )
     if ref is not None and ref.get("PatientPosition"):
         ds.PatientPosition = ref.PatientPosition
     ds.DerivationDescription = str(series_description)[:1024]
-    ds.BodyPartExamined = (ref.get("BodyPartExamined", "CHEST") if ref is not None else "CHEST")
+    ds.BodyPartExamined = ref.get("BodyPartExamined", "CHEST") if ref is not None else "CHEST"
     return ds, ds.SeriesDescription
 
 
@@ -124,7 +151,12 @@ def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tup
     values = arr[valid] if has_pad else arr
     slope, intercept = _rescale_for(values)
     pad_stored = -32768
-    if has_pad and slope == 1.0 and intercept == 0.0 and (values.size == 0 or values.min() > -3023.5):
+    if (
+        has_pad
+        and slope == 1.0
+        and intercept == 0.0
+        and (values.size == 0 or values.min() > -3023.5)
+    ):
         pad_stored = -3024  # the usual scanner padding value
     iop = [_ds_fmt(v) for v in (*row_dir, *col_dir)]
     pix = [_ds_fmt(sp[1]), _ds_fmt(sp[2])]
@@ -150,13 +182,21 @@ def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tup
 
     def one(k: int) -> tuple[str, bytes]:
         ipp = aff[:3, 3] + aff[:3, 0] * k
-        plane = np.rint((arr[k] - intercept) / slope) if slope != 1.0 or intercept != 0.0 \
+        plane = (
+            np.rint((arr[k] - intercept) / slope)
+            if slope != 1.0 or intercept != 0.0
             else np.rint(arr[k])
+        )
         plane = np.clip(plane, -32768, 32767).astype("<i2")
         if has_pad and valid is not None:  # has_pad implies a mask
             plane[~valid[k]] = pad_stored
-        data = encoder.encode(generate_uid(), k + 1, [_ds_fmt(v) for v in ipp],
-                              _ds_fmt(float(ipp @ normal)), plane.tobytes())
+        data = encoder.encode(
+            generate_uid(),
+            k + 1,
+            [_ds_fmt(v) for v in ipp],
+            _ds_fmt(float(ipp @ normal)),
+            plane.tobytes(),
+        )
         return f"IM{k + 1:0{width}d}.dcm", data
 
     with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
@@ -194,8 +234,9 @@ class _SliceEncoder:
         write_data_element(fp, elem, self.encodings)
         return fp.getvalue()
 
-    def encode(self, sop_uid: UID, instance: int, ipp: list[str], slice_location: str,
-               pixels: bytes) -> bytes:
+    def encode(
+        self, sop_uid: UID, instance: int, ipp: list[str], slice_location: str, pixels: bytes
+    ) -> bytes:
         per = Dataset()
         per.SOPInstanceUID = sop_uid
         per.InstanceNumber = instance
@@ -220,8 +261,14 @@ class _SliceEncoder:
         return b"".join(parts)
 
 
-def write_dicom_series(volume: Volume, out: str | os.PathLike, *, reference: Volume | None = None,
-                       floating: Volume | None = None, series_description: str | None = None) -> Path:
+def write_dicom_series(
+    volume: Volume,
+    out: str | os.PathLike,
+    *,
+    reference: Volume | None = None,
+    floating: Volume | None = None,
+    series_description: str | None = None,
+) -> Path:
     """Write ``volume`` (HU) as a new CT series: one CT Image Storage file per slice.
 
     Parameters
