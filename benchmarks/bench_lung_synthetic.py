@@ -79,8 +79,8 @@ def identity_rows(ctreg, vol, name: str, presets) -> list:
         }
         r.update({f"out_{k}": float("nan") for k in ("mean", "p95", "max")})
         print(
-            f"  {r['method']}: error mean {r['mean']:.2f} p95 {r['p95']:.2f} max {r['max']:.2f} mm, "
-            f"{secs:.1f} s",
+            f"  {r['method']}: error mean {r['mean']:.2f} p95 {r['p95']:.2f} "
+            f"max {r['max']:.2f} mm, {secs:.1f} s",
             flush=True,
         )
         rows.append(r)
@@ -188,7 +188,8 @@ def main(argv=None) -> int:
             rows.append(row("SimpleITK", field_transform_points(pair.reference, disp), secs))
         for r in rows[first:]:
             print(
-                f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} max {r['max']:.2f} mm; "
+                f"  {r['method']}: TRE mean {r['mean']:.2f} p95 {r['p95']:.2f} "
+                f"max {r['max']:.2f} mm; "
                 f"outside mean {r['out_mean']:.2f} p95 {r['out_p95']:.2f} max {r['out_max']:.2f} mm"
                 + ("" if r["seconds"] is None else f", {r['seconds']:.1f} s")
                 + ("" if r.get("fold") is None else f", Jac<=0 {r['fold']}")
@@ -198,7 +199,8 @@ def main(argv=None) -> int:
             if r.get("seconds_phases"):
                 print(f"    phases {r['seconds_phases']}", flush=True)
     print(
-        "\n| pair | method | TRE mean mm | p95 | max | outside mean | p95 | max | seconds | Jac<=0 |"
+        "\n| pair | method | TRE mean mm | p95 | max | outside mean | p95 | max | seconds "
+        "| Jac<=0 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -7,17 +7,18 @@ Pairs (``--pairs``): ``sample`` (the bundled 64x64x79 pair, ``ctreg sample``), `
 (the same anatomy resampled to 300 and 600 slices), ``empire10`` (EMPIRE10 pair 01, a real
 exhale/inhale pair, ~100 M voxels per scan, when ``../shared/data/get-empire10-01.sh`` has
 fetched it: converted to chest-like HU by ``ctreg.datasets.load_empire10``, v - 1000 inside
-the lungs and 0 HU outside, as bench_empire10.py registers it, and written as DICOM series).  Reported per pair and method: wall time of the whole
-process, its peak RSS, the SimpleITK / ctreg time ratio, TRE on the pair's landmarks (synthetic
-pairs; read back from displacement.nii.gz through SimpleITK) and ctreg's per-phase table
-(``report.json``: seconds and peak RSS per phase).
+the lungs and 0 HU outside, as bench_empire10.py registers it, and written as DICOM series).
+Reported per pair and method: wall time of the whole process, its peak RSS, the SimpleITK / ctreg
+time ratio, TRE on the pair's landmarks (synthetic pairs; read back from displacement.nii.gz through
+SimpleITK) and ctreg's per-phase table (``report.json``: seconds and peak RSS per phase).
 
     python benchmarks/bench_register.py   # sample and popi, ctreg default vs SimpleITK
     python benchmarks/bench_register.py --pairs sample --presets fast default
     python benchmarks/bench_register.py --pairs 512x512x300 600 --no-sitk   # ctreg only
     python benchmarks/bench_register.py --pairs empire10 --sitk-method affine
     python benchmarks/bench_register.py --source path/to/dicom_folder --frames 200
-    python benchmarks/bench_register.py --pairs empire10 --no-sitk --work /tmp/b --reuse  # pairs made once
+    # pairs made once, then reused:
+    python benchmarks/bench_register.py --pairs empire10 --no-sitk --work /tmp/b --reuse
 
 SimpleITK's recipe (benchmarks/methods/sitk_pipeline.py): affine (mean squares, regular-step
 gradient descent, 3 levels) then multi-resolution fast symmetric forces demons (notebook 66),

@@ -1,10 +1,10 @@
 """Profile one ``ctreg.register()`` call on a big pair, in memory (no DICOM reading or writing),
 and fingerprint its outputs so that a speed change can be checked to leave them bit-identical.
 
-    python benchmarks/profile_register.py --case empire10              # EMPIRE10-01, full resolution
-    python benchmarks/profile_register.py --case 512x512x300           # popi-00 resampled to 300 slices
+    python benchmarks/profile_register.py --case empire10        # EMPIRE10-01, full resolution
+    python benchmarks/profile_register.py --case 512x512x300     # popi-00 at 300 slices
     python benchmarks/profile_register.py --case 600 --threads 2 --save /tmp/a.npz
-    python benchmarks/profile_register.py --case empire10 --compare /tmp/a.npz   # max abs differences
+    python benchmarks/profile_register.py --case empire10 --compare /tmp/a.npz  # max abs diff
 
 The pair is built once and cached as .npy files under ``--cache`` (default
 ``~/.cache/ctreg-data/profile``), so that a run costs the registration only: EMPIRE10-01 is
@@ -110,7 +110,8 @@ def time_writers(res, folder: Path) -> None:
         t = time.perf_counter()
         fn(folder / name)
         print(
-            f"  write {name}: {time.perf_counter() - t:.2f} s, {(folder / name).stat().st_size / 2**20:.0f} MiB"
+            f"  write {name}: {time.perf_counter() - t:.2f} s, "
+            f"{(folder / name).stat().st_size / 2**20:.0f} MiB"
         )
     t = time.perf_counter()
     res.save(folder / "save")

@@ -31,7 +31,8 @@ __all__ = [
 
 
 class EvaluationError(CTRegError, ValueError):
-    """Masks that cannot be compared; ``code``: ``Evaluation.EmptyMask`` or ``Evaluation.MaskShape``."""
+    """Masks that cannot be compared; ``code``: ``Evaluation.EmptyMask`` or
+    ``Evaluation.MaskShape``."""
 
     code = "Evaluation.EmptyMask"
     codes = ("Evaluation.EmptyMask", "Evaluation.MaskShape")

@@ -57,10 +57,11 @@ MIN_OVERLAP = 0.15
 MIN_BODY_ML = 50.0
 
 #: ``ctreg register`` (the CLI, which owns its process) lets glibc keep freed memory
-#: (ops.keep_freed_memory, a process-wide malloc setting that register() itself never makes)
-#: when the two scans hold at most this many voxels together.  A registration of that size takes ~0.1-1 s, of which page
-#: faults on fresh arrays were ~10-30 %; on larger scans they are a negligible share, while the
-#: heap's retained holes cost memory (600 x 512 x 512: 9.23 instead of 9.01 GiB peak RSS).
+#: (ops.keep_freed_memory, a process-wide malloc setting that register() itself never makes) when
+#: the two scans hold at most this many voxels together.  A registration of that size takes ~0.1-1
+#: s, of which page faults on fresh arrays were ~10-30 %; on larger scans they are a negligible
+#: share, while the heap's retained holes cost memory (600 x 512 x 512: 9.23 instead of 9.01 GiB
+#: peak RSS).
 KEEP_FREED_MEMORY_MAX_VOXELS = 32 * 1024 * 1024
 
 #: Resolution of the floating scan's automatic body mask, whose only uses are its centre (the
@@ -109,7 +110,8 @@ def _check_body(volume: Volume, mask: np.ndarray, name: str) -> None:
     if ml < MIN_BODY_ML:
         raise GeometryError(
             f"{name}: found only {ml:.1f} mL of tissue above -500 HU; expected a chest CT in HU "
-            f"(at least {MIN_BODY_ML:.0f} mL of body). Check the rescale slope/intercept of the input."
+            f"(at least {MIN_BODY_ML:.0f} mL of body). "
+            "Check the rescale slope/intercept of the input."
         )
 
 
@@ -326,8 +328,9 @@ def _register(
     )
     if overlap < MIN_OVERLAP:
         raise GeometryError(
-            f"the scans barely overlap: after alignment only {100 * overlap:.1f} % of the reference "
-            f"body lies inside the floating scan's data (at least {100 * MIN_OVERLAP:.0f} % needed); "
+            f"the scans barely overlap: after alignment only {100 * overlap:.1f} % of the "
+            "reference body lies inside the floating scan's data "
+            f"(at least {100 * MIN_OVERLAP:.0f} % needed); "
             "check that both series show the same region of the same patient"
         )
 

@@ -13,15 +13,15 @@ With ``RegistrationOptions.sliding`` on (``register(..., sliding=True)``):
    eroded by ``erode_mm`` (the lung border stays in, so the wall's edge is seen);
    ``outside_level``;
 2. **join** on the grid of the inside field, with a weight ``w`` (``outside_weight``) 0 inside
-   the reference lungs and on their boundary, rising smoothly to 1 across the ``band_mm``
-   outside them (centred on the boundary, the outside field dragged the lung surface of
-   EMPIRE10-01, whose lung-only images give it nothing to match there: Dice 0.956 -> 0.890).  Blending the two displacements folds wherever they
-   disagree in the direction normal to the pleura by more than about the band (measured on
-   the popi pair: 5347 folded voxels with a 3 mm band, none only from 12 mm), so the join is
-   made in the log domain instead: ``r`` solves ``(id + u_in) ∘ (id + r) = id + u_out``
-   (fixed point), ``v = w s`` with ``exp(s) = r`` (fixed point), and the map is
-   ``(id + u_in) ∘ exp(v)``: ``u_in`` where ``w = 0``, ``u_out`` where ``w = 1`` (to ~0.01 mm),
-   and in the band a tangential jump becomes a shear flow, a normal mismatch a compression
+   the reference lungs and on their boundary, rising smoothly to 1 across the ``band_mm`` outside
+   them (centred on the boundary, the outside field dragged the lung surface of EMPIRE10-01, whose
+   lung-only images give it nothing to match there: Dice 0.956 -> 0.890). Blending the two
+   displacements folds wherever they disagree in the direction normal to the pleura by more than
+   about the band (measured on the popi pair: 5347 folded voxels with a 3 mm band, none only from 12
+   mm), so the join is made in the log domain instead: ``r`` solves ``(id + u_in) ∘ (id + r) = id +
+   u_out`` (fixed point), ``v = w s`` with ``exp(s) = r`` (fixed point), and the map is ``(id +
+   u_in) ∘ exp(v)``: ``u_in`` where ``w = 0``, ``u_out`` where ``w = 1`` (to ~0.01 mm), and in the
+   band a tangential jump becomes a shear flow, a normal mismatch a compression
    or expansion, never a fold in the continuum;
    Skipped (``sliding_no_outside_contrast``) where the reference shows no contrast outside
    the lungs (``MIN_OUTSIDE_STD_HU``: lung-only images such as EMPIRE10's);

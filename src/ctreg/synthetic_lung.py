@@ -47,7 +47,8 @@ _CHUNK = 1 << 21
 
 
 class SyntheticLungError(CTRegError, ValueError):
-    """A realistic lung pair cannot be made; ``code``: ``SyntheticLung.NoLungs``, ``SyntheticLung.NoLandmarks`` or
+    """A realistic lung pair cannot be made; ``code``: ``SyntheticLung.NoLungs``,
+    ``SyntheticLung.NoLandmarks`` or
     ``SyntheticLung.InverseFailed``."""
 
     code = "SyntheticLung.NoLungs"
