@@ -22,15 +22,12 @@ in axial and coronal views the patient's right is on the image's left, anterior 
 views, superior is up in coronal and sagittal views, anterior on the left in sagittal views.
 Pixels are drawn with their true aspect ratio (mm).
 
-The pictures need matplotlib, an optional extra (``pip install "ctreg[report]"``).  Without it
-the report is written all the same, with the tables and a note saying how to get the pictures.
+The pictures are drawn with NumPy and zlib (:mod:`ctreg.report_pictures`): no plotting library.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import io
 import logging
 import math
 from pathlib import Path
@@ -41,6 +38,19 @@ import scipy.ndimage as ndi
 
 from .report_blocks import _CSS, _e, _geometry_row, _num, _Raw, _table
 from .report_planes import PLANES, ReportError, _planes, canonical_axes, plane_indices
+from .report_pictures import (
+    GRAY,
+    PICTURE_CSS,
+    RDBU,
+    RDBU_ANCHORS,
+    Figure,
+    Panel,
+    colorize,
+    enlarge,
+    linear_ticks,
+    log_ticks,
+    png_rgb,
+)
 from .report_planes import _plane_spacing, _take  # noqa: F401 (tests use them from here)
 from .volume import Volume
 
@@ -52,19 +62,9 @@ __all__ = [
     "canonical_axes",
     "plane_indices",
     "ReportError",
-    "INSTALL_HINT",
-    "MISSING_MATPLOTLIB_NOTE",
 ]
 
 log = logging.getLogger("ctreg")
-
-INSTALL_HINT = 'pip install "ctreg[report]"'
-MISSING_MATPLOTLIB_NOTE = (
-    "Pictures are not included: matplotlib is not installed. "
-    f"Install it with {INSTALL_HINT} (or pip install matplotlib) and "
-    "run the registration again to get the checkerboard, difference and "
-    "Jacobian pictures."
-)
 
 #: display window of the CT pictures (HU): lungs and soft tissue both readable
 WINDOW_HU = (-1000.0, 400.0)
@@ -87,168 +87,101 @@ def _checker(shape, spacing, tile_mm: float) -> np.ndarray:
     return ((r[:, None] + c[None, :]) % 2).astype(bool)
 
 
-def _import_matplotlib():
-    """matplotlib's Figure (object API: no pyplot, no global backend), or None when absent."""
-    try:
-        from matplotlib.colors import TwoSlopeNorm  # noqa: F401
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    return Figure
+def _picture(image, spacing, rgb_of) -> bytes:
+    return png_rgb(enlarge(rgb_of(image), spacing))
 
 
-def _show(ax, image, spacing, sides, title, **kw):
-    h, w = image.shape
-    extent = (0, w * spacing[1], h * spacing[0], 0)
-    im = ax.imshow(image, extent=extent, interpolation="nearest", **kw)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    top, bottom, left, right = sides
-    style = dict(
-        transform=ax.transAxes,
-        fontsize=8,
-        color="yellow",
-        fontweight="bold",
-        ha="center",
-        va="center",
-        bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5),
-    )
-    ax.text(0.5, 0.97, top, **style)
-    ax.text(0.5, 0.03, bottom, **style)
-    ax.text(0.03, 0.5, left, **style)
-    ax.text(0.97, 0.5, right, **style)
-    return im
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
-
-
-def report_figures(result) -> dict[str, bytes]:
-    """The report's pictures as PNG bytes: ``{"checkerboard", "difference", "jacobian"}``.
-
-    Raises ``ReportError`` (code ``Report.NoMatplotlib``) when matplotlib is not installed.
-    """
-    Figure = _import_matplotlib()
-    if Figure is None:
-        raise ReportError(MISSING_MATPLOTLIB_NOTE, code="Report.NoMatplotlib")
-    from matplotlib.colors import TwoSlopeNorm
-
+def report_figures(result) -> dict[str, Figure]:
+    """The report's pictures: ``{"checkerboard", "difference", "jacobian"}``, each a
+    :class:`~ctreg.report_pictures.Figure` of PNG panels (``.html()`` for the page)."""
     planes = _planes(result)
     has_before = all(p["before"] is not None for p in planes.values())
     rows = [("after", "warped")] if not has_before else [("before", "before"), ("after", "warped")]
     lo, hi = WINDOW_HU
-    figs: dict[str, bytes] = {}
+    figs: dict[str, Figure] = {}
+
+    def gray(img):
+        return colorize(img, lo, hi, GRAY)
 
     # 1. checkerboard
-    fig = Figure(figsize=(12, 4.2 * len(rows)))
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for r, (label, key) in enumerate(rows):
-        for c, plane in enumerate(PLANES):
-            p = planes[plane]
-            ext = max(
-                p["reference"].shape[0] * p["spacing"][0], p["reference"].shape[1] * p["spacing"][1]
-            )
-            board = _checker(p["reference"].shape, p["spacing"], ext / CHECKER_TILES)
-            img = np.where(board, p["reference"], p[key])
-            _show(
-                axes[r, c],
-                img,
-                p["spacing"],
-                p["sides"],
-                f"{plane}, {label} registration: reference / "
-                f"{'floating' if key == 'before' else 'warped'}",
-                cmap="gray",
-                vmin=lo,
-                vmax=hi,
-            )
-    fig.suptitle(
-        "Checkerboard of the reference and the floating scan (edges should continue "
-        "across tiles after registration)",
-        fontsize=10,
+    fig = Figure(
+        "Checkerboard of the reference and the floating scan (edges should continue across "
+        f"tiles after registration); window {lo:.0f} to {hi:.0f} HU"
     )
-    fig.tight_layout()
-    figs["checkerboard"] = _png(fig)
+    for label, key in rows:
+        row = []
+        for plane in PLANES:
+            p = planes[plane]
+            ref = p["reference"]
+            ext = max(ref.shape[0] * p["spacing"][0], ref.shape[1] * p["spacing"][1])
+            board = _checker(ref.shape, p["spacing"], ext / CHECKER_TILES)
+            other = "floating" if key == "before" else "warped"
+            row.append(
+                Panel(
+                    f"{plane}, {label} registration: reference / {other}",
+                    p["sides"],
+                    _picture(np.where(board, ref, p[key]), p["spacing"], gray),
+                )
+            )
+        fig.rows.append(row)
+    figs["checkerboard"] = fig
 
     # 2. difference
-    fig = Figure(figsize=(12, 4.2 * len(rows)))
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    cmap = _cmap_with_bad("RdBu_r", "0.6")
-    im = None
-    for r, (label, key) in enumerate(rows):
-        for c, plane in enumerate(PLANES):
+    fig = Figure(
+        f"Difference image, HU (clipped to +-{DIFF_HU:.0f}; should fade after registration)",
+        anchors=RDBU_ANCHORS,
+        ticks=linear_ticks(-DIFF_HU, DIFF_HU, np.linspace(-DIFF_HU, DIFF_HU, 5)),
+        label="HU (grey: no data)",
+    )
+    for label, key in rows:
+        row = []
+        for plane in PLANES:
             p = planes[plane]
             diff = p[key].astype(np.float32) - p["reference"].astype(np.float32)
-            if key == "warped" and p["valid"] is not None:
-                diff = np.ma.masked_array(diff, mask=~p["valid"])
-            im = _show(
-                axes[r, c],
-                diff,
-                p["spacing"],
-                p["sides"],
-                f"{plane}, {label}: {'floating' if key == 'before' else 'warped'} - reference",
-                cmap=cmap,
-                vmin=-DIFF_HU,
-                vmax=DIFF_HU,
+            bad = ~p["valid"] if key == "warped" and p["valid"] is not None else None
+            other = "floating" if key == "before" else "warped"
+            row.append(
+                Panel(
+                    f"{plane}, {label}: {other} - reference",
+                    p["sides"],
+                    _picture(
+                        diff, p["spacing"], lambda d, b=bad: colorize(d, -DIFF_HU, DIFF_HU, RDBU, b)
+                    ),
+                )
             )
-    fig.tight_layout(rect=(0, 0, 0.93, 0.95))
-    cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
-    fig.colorbar(im, cax=cax, label="HU (grey: no data)")
-    fig.suptitle(
-        f"Difference image, HU (clipped to +-{DIFF_HU:.0f}; should fade after registration)",
-        fontsize=10,
-    )
-    figs["difference"] = _png(fig)
+        fig.rows.append(row)
+    figs["difference"] = fig
 
-    # 3. Jacobian determinant
-    fig = Figure(figsize=(12, 4.4))
-    axes = fig.subplots(1, 3, squeeze=False)
-    base = _cmap_with_bad("RdBu_r", "black")
-    norm = TwoSlopeNorm(vmin=-math.log(JAC_SPAN), vcenter=0.0, vmax=math.log(JAC_SPAN))
-    im = None
-    n_fold = 0
-    for c, plane in enumerate(PLANES):
+    # 3. Jacobian determinant (log scale centred at 1; black: folding)
+    span = math.log(JAC_SPAN)
+    fig = Figure("", anchors=RDBU_ANCHORS, ticks=log_ticks(JAC_SPAN), label="J (log scale)")
+    row, n_fold = [], 0
+    for plane in PLANES:
         p = planes[plane]
-        jac = p["jacobian"]
-        if jac is None:
-            axes[0, c].set_axis_off()
+        if p["jacobian"] is None:
             continue
-        jac = np.asarray(jac, np.float64)
+        jac = np.asarray(p["jacobian"], np.float64)
         fold = ~(jac > 0)
         n_fold += int(np.count_nonzero(fold))
-        logj = np.ma.masked_array(np.log(np.where(fold, 1.0, jac)), mask=fold)
-        im = _show(
-            axes[0, c],
-            logj,
-            p["spacing"],
-            p["sides"],
-            f"{plane}: Jacobian determinant",
-            cmap=base,
-            norm=norm,
+        logj = np.log(np.where(fold, 1.0, jac))
+        row.append(
+            Panel(
+                f"{plane}: Jacobian determinant",
+                p["sides"],
+                _picture(
+                    logj,
+                    p["spacing"],
+                    lambda v, f=fold: colorize(v, -span, span, RDBU, f, (0, 0, 0)),
+                ),
+            )
         )
-    if im is not None:
-        fig.tight_layout(rect=(0, 0, 0.93, 0.92))
-        cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
-        cb = fig.colorbar(im, cax=cax, label="J (log scale)")
-        ticks = [1 / JAC_SPAN, 1 / math.sqrt(JAC_SPAN), 1.0, math.sqrt(JAC_SPAN), JAC_SPAN]
-        cb.set_ticks([math.log(t) for t in ticks])
-        cb.set_ticklabels([f"{t:.2f}" for t in ticks])
-    fig.suptitle(
+    fig.rows.append(row)
+    fig.title = (
         "Jacobian determinant of the map (1: volume kept, < 1 compression, > 1 expansion, "
-        f"black: J <= 0, folding; {n_fold} folded pixels in these planes)",
-        fontsize=10,
+        f"black: J <= 0, folding; {n_fold} folded pixels in these planes)"
     )
-    figs["jacobian"] = _png(fig)
+    figs["jacobian"] = fig
     return figs
-
-
-def _cmap_with_bad(name: str, bad: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name].with_extremes(bad=bad)
 
 
 # -- similarity figures -----------------------------------------------------------------------
@@ -314,12 +247,11 @@ def render_report_html(
     result,
     *,
     title: str | None = None,
-    figures: dict[str, bytes] | None = None,
-    note: str | None = None,
+    figures: dict[str, Figure] | None = None,
     similarity: dict | None = None,
 ) -> str:
-    """The report as an HTML string.  ``figures``: PNG bytes by name (None: none, ``note``
-    explains why); ``similarity``: :func:`similarity_figures` (None: computed here)."""
+    """The report as an HTML string.  ``figures``: :func:`report_figures` (None: no pictures);
+    ``similarity``: :func:`similarity_figures` (None: computed here)."""
     rep = result.report or {}
     if similarity is None:
         similarity = similarity_figures(result)
@@ -327,7 +259,7 @@ def render_report_html(
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_CSS}{PICTURE_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>Written {now} by ctreg {_e(rep.get('ctreg_version', '?'))}; preset "
         f"<code>{_e(rep.get('preset'))}</code>; {_num(rep.get('seconds_total'), 2)} s on "
@@ -362,22 +294,13 @@ def render_report_html(
     )
 
     # pictures
-    parts.append("<h2>Pictures</h2>")
     if figures:
-        captions = {
-            "checkerboard": "Checkerboard of the reference and the floating scan, three "
-            "planes through the centre of the reference grid, before and after registration.",
-            "difference": "Difference image (floating or warped minus reference, HU).",
-            "jacobian": "Jacobian determinant of the map (log colour scale).",
-        }
-        for name, png in figures.items():
-            b64 = base64.b64encode(png).decode("ascii")
-            parts.append(
-                f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{b64}'>"
-                f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>"
-            )
-    else:
-        parts.append(f"<p class='note'>{_e(note or MISSING_MATPLOTLIB_NOTE)}</p>")
+        parts.append("<h2>Pictures</h2>")
+        parts.append(
+            "<p>Three planes through the centre of the reference grid, in radiological "
+            "convention (letters: the patient's sides), pixels in true proportion.</p>"
+        )
+        parts.extend(fig.html() for fig in figures.values())
 
     # Jacobian
     parts.append("<h2>Jacobian determinant</h2>")
@@ -495,19 +418,11 @@ def render_report_html(
 
 def write_report_html(result, path, *, title: str | None = None) -> Path:
     """Write ``report.html`` for ``result`` (a :class:`ctreg.RegistrationResult`) atomically
-    (temporary name, then rename).  Pictures when matplotlib is installed, else a note saying
-    how to install it (the tables are always there).  Returns the path."""
+    (temporary name, then rename).  Returns the path."""
     from .io.atomic import atomic_path
 
     path = Path(path)
-    note = None
-    figures = None
-    if _import_matplotlib() is None:
-        note = MISSING_MATPLOTLIB_NOTE
-        log.warning("report.html without pictures: matplotlib is not installed (%s)", INSTALL_HINT)
-    else:
-        figures = report_figures(result)
-    text = render_report_html(result, title=title, figures=figures, note=note)
+    text = render_report_html(result, title=title, figures=report_figures(result))
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

@@ -1,7 +1,7 @@
 """The pictures' planes for ``report.html`` (:mod:`ctreg.report_html`): which array axis runs
 along which patient axis, the (k, j, i) indices of the axial, coronal and sagittal planes in
 radiological convention, and the pictures sampled from a result on them (numpy and scipy only;
-the drawing, with matplotlib, and the HTML stay in :mod:`ctreg.report_html`)."""
+the drawing is :mod:`ctreg.report_pictures`, the HTML :mod:`ctreg.report_html`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class ReportError(CTRegError):
     """The quality report could not be made from what it was given."""
 
     code = "Report.Input"
-    codes = ("Report.Input", "Report.NoMatplotlib", "Report.Grid", "Report.Plane")
+    codes = ("Report.Input", "Report.Grid", "Report.Plane")
 
 
 # -- orientation ----------------------------------------------------------------------------
