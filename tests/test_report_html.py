@@ -294,3 +294,19 @@ def test_report_refuses_a_warped_scan_off_the_reference_grid(tmp_path):
         report_html.write_report_html(res, tmp_path / "report.html")
     assert info.value.code == "Report.Grid"
     assert not list(tmp_path.iterdir())
+
+
+def test_before_picture_reads_the_floating_data_only_where_it_has_some():
+    from ctreg.report_planes import AIR_HU, _sample_floating
+
+    ref = _lps_volume()
+    flo = Volume(ref.array.copy(), ref.affine.copy())
+    valid = np.ones(ref.shape, bool)
+    valid[:, :, :20] = False  # no data in the first 20 columns (x)
+    flo.valid = valid
+    idx = report_html.plane_indices(ref, "axial", centre_xyz=(0, 0, 0))
+    got = _sample_floating(flo, ref, idx)
+    want = report_html._take(ref.array, idx)  # same grid: the values themselves
+    cols = np.rint(idx[2]).astype(int)
+    np.testing.assert_allclose(got[cols >= 20], want[cols >= 20], atol=1e-3)
+    assert np.all(got[cols < 20] == AIR_HU)

@@ -121,14 +121,19 @@ def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _sample_floating(floating: Volume, reference: Volume, idx_ref: np.ndarray) -> np.ndarray:
     """The floating scan at the world points of reference indices ``idx_ref`` (3, ...), linear,
-    air outside its grid or data: the scans as they are, before registration."""
+    air outside its grid or data (a point whose nearest voxel has no data): the scans as they
+    are, before registration.  Only the plane's points are read, never a copy of the scan."""
     shape = idx_ref.shape[1:]
     world = reference.index_to_world(idx_ref.reshape(3, -1).T)
     fidx = floating.world_to_index(world).T
-    source = floating.array
+    vals = ndi.map_coordinates(floating.array, fidx, order=1, mode="constant", cval=AIR_HU)
     if floating.valid is not None:
-        source = np.where(floating.valid, floating.array, np.float32(AIR_HU))
-    vals = ndi.map_coordinates(source, fidx, order=1, mode="constant", cval=AIR_HU)
+        near = np.rint(fidx).astype(np.intp)
+        upper = np.asarray(floating.shape)[:, None] - 1
+        inside = np.all((near >= 0) & (near <= upper), axis=0)
+        ok = np.zeros(vals.shape, bool)
+        ok[inside] = floating.valid[tuple(near[:, inside])]
+        vals = np.where(ok, vals, AIR_HU)
     return vals.reshape(shape).astype(np.float32)
 
 
