@@ -14,10 +14,8 @@ import time
 from typing import cast
 
 import numpy as np
-from scipy.optimize import minimize
-
 from . import ops
-from .ffd import stop_when_slow
+from .ffd import minimize_lbfgsb, stop_when_slow
 from .level import Level, interior_level
 from .options import AffineOptions
 from .result import LevelReport
@@ -225,11 +223,9 @@ def run_affine_level(
         t0 = time.perf_counter()
         phase_level = interior_level(level, AffineTransform.from_params(params, centre))
         obj = _Objective(phase_level, centre, options.metric, params)
-        res = minimize(
+        x_best, after, nit = minimize_lbfgsb(
             obj,
             params[:n],
-            jac=True,
-            method="L-BFGS-B",
             options={
                 "maxiter": iterations,
                 "maxfun": 2 * iterations + 10,
@@ -241,8 +237,8 @@ def run_affine_level(
             callback=stop_when_slow(TOLERANCE),
         )
         # L-BFGS-B evaluates the start first and returns the cost of the point it returns
-        before, after = obj.costs[0], float(res.fun)
-        new = obj.full(res.x)
+        before = obj.costs[0]
+        new = obj.full(x_best)
         if after <= before:
             params = new
         else:  # never return something worse than the start
@@ -252,7 +248,7 @@ def run_affine_level(
                 stage=name,
                 level=level_number,
                 spacing_mm=[float(s) for s in level.spacing],
-                iterations=int(res.nit),
+                iterations=nit,
                 evaluations=obj.evaluations,
                 metric=options.metric,
                 metric_before=float(before),
@@ -267,6 +263,6 @@ def run_affine_level(
             options.metric,
             before,
             after,
-            res.nit,
+            nit,
         )
     return params, reports
