@@ -15,7 +15,8 @@ grid of one pyramid level, all arrays (z, y, x) C-contiguous:
   alternated with Gaussian smoothing, coupling weight increasing.  :func:`coupled_argmin` is
   its C++ step, exposed for testing and reuse.
 
-The kernels are C++ (cpp/src/mind.cpp), OpenMP-parallel, and deterministic: the same output,
+The kernels are C++ (cpp/src/mind_descriptors.cpp: MIND-SSC; cpp/src/mind_match.cpp: block
+matching and the coupled-convex argmin), OpenMP-parallel, and deterministic: the same output,
 bit for bit, on any thread count (``ctreg.ops.set_num_threads``).  See docs/mind.md.
 """
 

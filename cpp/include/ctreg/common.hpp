@@ -23,6 +23,9 @@ struct Shape3 {
     index_t at(index_t k, index_t j, index_t i) const { return (k * ny + j) * nx + i; }
 };
 
+// v clamped to [0, n - 1]: the index of replicated-edge reads.
+inline index_t clampi(index_t v, index_t n) { return v < 0 ? 0 : (v >= n ? n - 1 : v); }
+
 struct Spacing3 {
     double z = 1.0, y = 1.0, x = 1.0;
 };
