@@ -3,6 +3,7 @@ import glob
 import os
 import sys
 
+import numpy
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
 
@@ -26,7 +27,8 @@ optimise = ["-O3", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"]
 ext = Pybind11Extension(
     "ctreg._native",
     sources,
-    include_dirs=[os.path.join("cpp", "include")],
+    # numpy: the array cache (cpp/bindings/bind_memory.cpp) is a NumPy memory handler
+    include_dirs=[os.path.join("cpp", "include"), numpy.get_include()],
     cxx_std=17,
     extra_compile_args=optimise + openmp_compile,
     extra_link_args=openmp_link,

@@ -56,6 +56,7 @@ inline Spacing3 spacing3(const py::sequence& s, const char* name) {
 }
 
 void bind_threads(py::module_& m);
+void bind_memory(py::module_& m);
 void bind_warp(py::module_& m);
 void bind_gradient(py::module_& m);
 void bind_smooth(py::module_& m);

@@ -3,6 +3,7 @@
 PYBIND11_MODULE(_native, m) {
     m.doc() = "ctreg native kernels (C++17, OpenMP). Import through ctreg.ops, not directly.";
     ctreg::bind::bind_threads(m);
+    ctreg::bind::bind_memory(m);
     ctreg::bind::bind_warp(m);
     ctreg::bind::bind_gradient(m);
     ctreg::bind::bind_smooth(m);

@@ -162,7 +162,7 @@ def register(
     ((z, y, x, 3) world LPS mm; reference p -> p + u(p) in the floating scan),
     ``transform_points``, ``jacobian_determinant()``, ``report`` and ``save()``.
     """
-    with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads):
+    with ops.serial_blas(), ops.gc_paused(), ops.thread_limit(threads), ops.reuse_freed_arrays():
         return _register(
             reference,
             floating,

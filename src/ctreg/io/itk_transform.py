@@ -109,7 +109,7 @@ def _write_field(
         if not compress:
             return part.tobytes()
         shuffled = np.ascontiguousarray(part.view(np.uint8).reshape(-1, 4).T)  # byte shuffle
-        return isal_zlib.compress(shuffled.tobytes(), _LEVEL)
+        return isal_zlib.compress(shuffled, _LEVEL)  # any contiguous buffer: no copy
 
     if compress:
         from isal import isal_zlib
