@@ -118,3 +118,38 @@ def test_scale_and_affine_write_into_out():
     np.testing.assert_array_equal(out, expect)
     _native.affine_field(f, vec, idx, f)
     np.testing.assert_array_equal(f, expect)
+
+
+@pytest.mark.parametrize("knots", [2, 9, 130])
+def test_map_piecewise_linear_equals_numpy_interp(threads, knots):
+    """The demons histogram matching's map (demons.match_floating_intensities) against the
+    NumPy expression it replaced, bit for bit: values between, on, below and above the knots,
+    the no-data sentinel, NaN and infinities."""
+    from ctreg import ops
+
+    rng = np.random.default_rng(8 + knots)
+    img = (rng.standard_normal((11, 13, 17)) * 500 - 300).astype(np.float32)
+    xp = np.sort(rng.uniform(-1200, 900, knots))
+    xp = np.concatenate([[xp[0] - 1e4], xp[1:-1], [xp[-1] + 1e4]]) if knots > 2 else xp
+    fp = np.sort(rng.uniform(-1100, 800, knots))
+    flat = img.reshape(-1)
+    flat[:knots] = xp.astype(np.float32)  # on (or next to) the knots
+    flat[knots : knots + 6] = [np.nan, np.inf, -np.inf, -4096.0, -2048.0, xp[0] - 1]
+    flat[knots + 6] = np.float32(xp[-1])
+    above = -4096.0 / 2
+    expect = np.where(img > above, np.interp(img, xp, fp), img).astype(np.float32)
+    got = ops.map_piecewise_linear(img, xp, fp, above=above)
+    np.testing.assert_array_equal(got.view(np.uint32), expect.view(np.uint32))
+    assert got.shape == img.shape and got.dtype == np.float32
+
+
+def test_map_piecewise_linear_rejects_bad_knots():
+    from ctreg import ops
+
+    img = np.zeros((2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ops.map_piecewise_linear(img, [0.0, 0.0, 1.0], [1.0, 2.0, 3.0], above=-1.0)
+    with pytest.raises(ValueError, match="same length"):
+        ops.map_piecewise_linear(img, [0.0, 1.0], [1.0], above=-1.0)
+    with pytest.raises(TypeError):
+        ops.map_piecewise_linear(img.astype(np.float64), [0.0, 1.0], [0.0, 1.0], above=-1.0)

@@ -114,6 +114,26 @@ void bind_smooth(py::module_& m) {
         py::arg("fill"),
         "valid ? clip(image, lo, hi) : fill into a new contiguous float32 array, from a 3-D view "
         "with contiguous rows (a crop).");
+    m.def(
+        "map_piecewise_linear",
+        [](const py::array_t<float, py::array::c_style>& image, const darray& xp, const darray& fp, float above) {
+            if (xp.ndim() != 1 || fp.ndim() != 1 || xp.size() != fp.size() || xp.size() < 2)
+                throw py::value_error("xp and fp must be 1-D of the same length >= 2");
+            const double* x = xp.data();
+            for (py::ssize_t j = 0; j + 1 < xp.size(); ++j)
+                if (!(x[j] < x[j + 1])) throw py::value_error("xp must be strictly increasing");
+            py::array_t<float> out(std::vector<py::ssize_t>(image.shape(), image.shape() + image.ndim()));
+            const float* p = image.data();
+            float* o = out.mutable_data();
+            const index_t n = image.size();
+            {
+                py::gil_scoped_release release;
+                map_piecewise_linear(p, n, x, fp.data(), xp.size(), above, o);
+            }
+            return out;
+        },
+        py::arg("image").noconvert(), py::arg("xp").noconvert(), py::arg("fp").noconvert(), py::arg("above"),
+        "where(image > above, interp(image, xp, fp), image) as float32, bit for bit as NumPy.");
 }
 
 }  // namespace ctreg::bind

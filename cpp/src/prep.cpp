@@ -99,4 +99,36 @@ void clip_fill_view(const float* image, index_t isz, index_t isy, const std::uin
     }
 }
 
+void map_piecewise_linear(const float* image, index_t n, const double* xp, const double* fp, index_t m,
+                          float above, float* out) {
+    std::vector<double> slope(static_cast<std::size_t>(m - 1));
+    for (index_t j = 0; j + 1 < m; ++j) slope[j] = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
+    const double* xe = xp + m;
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t i = 0; i < n; ++i) {
+        const float v = image[i];
+        if (!(v > above)) {  // also NaN
+            out[i] = v;
+            continue;
+        }
+        const double x = v;
+        double r;
+        if (x < xp[0]) {
+            r = fp[0];
+        } else if (x >= xp[m - 1]) {
+            r = fp[m - 1];
+        } else {
+            // j: the last knot <= x (j < m - 1 here)
+            const index_t j = static_cast<index_t>(std::upper_bound(xp, xe, x) - xp) - 1;
+            if (xp[j] == x) {
+                r = fp[j];
+            } else {
+                r = slope[j] * (x - xp[j]) + fp[j];
+                if (r != r) r = slope[j] * (x - xp[j + 1]) + fp[j + 1];
+            }
+        }
+        out[i] = static_cast<float>(r);
+    }
+}
+
 }  // namespace ctreg

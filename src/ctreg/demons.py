@@ -65,9 +65,8 @@ def match_floating_intensities(
         return level
     flt_q = np.concatenate([[flt_q[0] - 1e4], flt_q, [flt_q[-1] + 1e4]])
     ref_q = np.concatenate([[ref_q[0] - 1e4], ref_q, [ref_q[-1] + 1e4]])
-    arr = level.floating.array
-    data = arr > SENTINEL / 2
-    mapped = np.where(data, np.interp(arr, flt_q, ref_q), arr).astype(np.float32)
+    # np.where(arr > SENTINEL / 2, np.interp(arr, flt_q, ref_q), arr) in one native pass
+    mapped = ops.map_piecewise_linear(level.floating.array, flt_q, ref_q, above=SENTINEL / 2)
     return dataclasses.replace(
         level, floating=level.floating.with_array(mapped), _floating_gradient=None
     )

@@ -22,4 +22,12 @@ void smooth_subsample(const float* array, const Shape3& s, const double sigma_vo
 void clip_fill_view(const float* image, index_t isz, index_t isy, const std::uint8_t* valid, index_t vsz,
                     index_t vsy, const Shape3& s, float lo, float hi, float fill, float* out);
 
+// out[i] = image[i] > above ? (float) interp(image[i]) : image[i] for n values, where interp is
+// NumPy's np.interp(x, xp, fp) in double (xp strictly increasing, m >= 2 points; below xp[0]
+// fp[0], above xp[m-1] fp[m-1], at a knot its fp, else slope_j (x - xp_j) + fp_j with
+// slope_j = (fp_{j+1} - fp_j) / (xp_{j+1} - xp_j)): bit for bit
+// np.where(image > above, np.interp(image, xp, fp), image).astype(float32); NaN stays NaN.
+void map_piecewise_linear(const float* image, index_t n, const double* xp, const double* fp, index_t m,
+                          float above, float* out);
+
 }  // namespace ctreg

@@ -56,7 +56,7 @@ from .runtime import (
     set_num_threads,
     thread_limit,
 )
-from .prep import clip_fill, fullres_slab, smooth_subsample
+from .prep import clip_fill, fullres_slab, map_piecewise_linear, smooth_subsample
 from .smoothing import gradient, smooth
 
 __all__ = [
@@ -98,4 +98,5 @@ __all__ = [
     "smooth_subsample",
     "fullres_slab",
     "clip_fill",
+    "map_piecewise_linear",
 ]

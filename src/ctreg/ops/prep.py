@@ -9,7 +9,7 @@ import numpy as np
 from .. import _native
 from .. import _checks as ck
 
-__all__ = ["smooth_subsample", "clip_fill", "fullres_slab"]
+__all__ = ["smooth_subsample", "clip_fill", "map_piecewise_linear", "fullres_slab"]
 
 
 def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.ndarray:
@@ -77,6 +77,26 @@ def clip_fill(image, valid, lo: float, hi: float, fill: float) -> np.ndarray:
         if v.strides[2] != 1 or min(v.strides) < 0:
             v = np.ascontiguousarray(v)
     return _native.clip_fill_view(image, v, float(lo), float(hi), float(fill))
+
+
+def map_piecewise_linear(image, xp, fp, *, above: float) -> np.ndarray:
+    """``np.where(image > above, np.interp(image, xp, fp), image).astype(np.float32)``, bit for
+    bit, in one parallel pass (NaN stays NaN).
+
+    Parameters
+    ----------
+    image : float32 array (any shape; copied to C order if it is not).
+    xp, fp : the knots, 1-D of the same length >= 2, ``xp`` strictly increasing.
+    above : only values above it are mapped (the others, e.g. the no-data sentinel, are kept).
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.float32:
+        raise TypeError("image must be a float32 numpy array")
+    image = np.ascontiguousarray(image)
+    xp = np.ascontiguousarray(xp, dtype=np.float64)
+    fp = np.ascontiguousarray(fp, dtype=np.float64)
+    if not (np.all(np.isfinite(xp)) and np.all(np.isfinite(fp))):
+        raise ValueError("xp and fp must be finite")
+    return _native.map_piecewise_linear(image, xp, fp, float(above))
 
 
 def fullres_slab(
