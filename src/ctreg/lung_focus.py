@@ -35,23 +35,43 @@ log = logging.getLogger("ctreg")
 FOCUS_GRID_MM = 2.0
 
 
+def _max_pool(mask: np.ndarray, factors) -> np.ndarray:
+    """A coarse voxel is set when any fine voxel of its ``factors`` cell is (cells past the
+    edge are padded with False): an OR of strided slices, one axis at a time."""
+    out = mask
+    for ax, f in enumerate(factors):
+        if f == 1:
+            continue
+        n = -(-out.shape[ax] // f)
+        idx = [slice(None)] * 3
+        idx[ax] = slice(0, None, f)
+        pooled = np.array(out[tuple(idx)])  # offset 0 of every cell: all n cells exist
+        for off in range(1, f):
+            idx[ax] = slice(off, None, f)
+            part = out[tuple(idx)]  # the last cell may lack this offset
+            sl = [slice(None)] * 3
+            sl[ax] = slice(0, part.shape[ax])
+            pooled[tuple(sl)] |= part
+        assert pooled.shape[ax] == n
+        out = pooled
+    return out
+
+
 def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     """``mask`` grown by about ``grow_mm`` (Euclidean, on a ~2 mm grid), on the mask's grid."""
     f = level_factors(spacing, FOCUS_GRID_MM)
-    # a coarse voxel is set when any fine voxel of its cell is (max-pooling by reshaping)
-    pads = [(-n) % x for n, x in zip(mask.shape, f)]
-    m = np.pad(mask, [(0, p) for p in pads])
-    small = m.reshape(
-        m.shape[0] // f[0], f[0], m.shape[1] // f[1], f[1], m.shape[2] // f[2], f[2]
-    ).any(axis=(1, 3, 5))
+    small = _max_pool(mask, f)
     coarse_sp = np.asarray(spacing, float) * np.asarray(f)
     dist = ndi.distance_transform_edt(~small, sampling=coarse_sp)
     grown = dist <= grow_mm
-    out = grown
-    for ax, x in enumerate(f):
-        if x > 1:
-            out = np.repeat(out, x, axis=ax)
-    return np.ascontiguousarray(out[: mask.shape[0], : mask.shape[1], : mask.shape[2]]) | mask
+    # back to the fine grid: each coarse voxel repeated over its cell (one broadcast copy)
+    cz, cy, cx = grown.shape
+    fz, fy, fx = f
+    fine = np.broadcast_to(grown[:, None, :, None, :, None], (cz, fz, cy, fy, cx, fx)).reshape(
+        cz * fz, cy * fy, cx * fx
+    )
+    nz, ny, nx = mask.shape
+    return np.logical_or(fine[:nz, :ny, :nx], mask)
 
 
 def focus_mask(
