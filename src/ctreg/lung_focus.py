@@ -64,14 +64,9 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     coarse_sp = np.asarray(spacing, float) * np.asarray(f)
     dist = ndi.distance_transform_edt(~small, sampling=coarse_sp)
     grown = dist <= grow_mm
-    # back to the fine grid: each coarse voxel repeated over its cell (one broadcast copy)
-    cz, cy, cx = grown.shape
-    fz, fy, fx = f
-    fine = np.broadcast_to(grown[:, None, :, None, :, None], (cz, fz, cy, fy, cx, fx)).reshape(
-        cz * fz, cy * fy, cx * fx
-    )
-    nz, ny, nx = mask.shape
-    return np.logical_or(fine[:nz, :ny, :nx], mask)
+    from .lungs import _expand  # nearest-neighbour upsampling back to the fine grid
+
+    return np.logical_or(_expand(grown, f, mask.shape), mask)
 
 
 def focus_mask(
