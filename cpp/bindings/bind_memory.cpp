@@ -159,13 +159,12 @@ void destroy_handler(PyObject* capsule) {
     delete h;
 }
 
-bool numpy_api_ready() {
+void numpy_api_ready() {
     static bool ready = false;
     if (!ready) {
         if (_import_array() < 0) throw py::error_already_set();
         ready = true;
     }
-    return ready;
 }
 
 PyDataMem_Handler* handler_of(const py::capsule& capsule) {
@@ -203,8 +202,8 @@ void bind_memory(py::module_& m) {
         "array_cache_install",
         [](const py::capsule& handler) {
             numpy_api_ready();
-            if (!handler.is_none()) handler_of(handler);
-            PyObject* old = PyDataMem_SetHandler(handler.is_none() ? nullptr : handler.ptr());
+            handler_of(handler);  // only a ctreg array cache
+            PyObject* old = PyDataMem_SetHandler(handler.ptr());
             if (old == nullptr) throw py::error_already_set();
             return py::reinterpret_steal<py::object>(old);
         },
