@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import DicomSeriesError
-from .atomic import atomic_path
+from .atomic import atomic_path, open_streamed
 
 _deflate: types.ModuleType
 try:  # ISA-L deflate: the same gzip format, about five times faster than zlib at level 1
@@ -278,7 +278,7 @@ def write_tar_gz(
     now = time.time()
     with (
         atomic_path(out_path) as tmp,
-        open(tmp, "wb") as fh,
+        open_streamed(tmp) as fh,
         GzipStreamWriter(fh, compresslevel=compresslevel) as gz,
         tarfile.open(fileobj=gz, mode="w") as tf,
     ):

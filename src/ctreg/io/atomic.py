@@ -3,18 +3,95 @@
 ``os.replace`` within one folder is atomic on POSIX and Windows, so a reader sees either the
 old file, no file, or the complete new one — also when the process is killed mid-write (the
 temporary file, named ``.<name>.<random>.part``, is what is left then).
+
+Big outputs (fields of a gigabyte) are also handed to the disk as they are written
+(:class:`Writeback`): each file is ``fsync``-ed before its rename anyway, and writing back
+early keeps the page cache that the file occupies to a few windows, whose pages the kernel
+hands out again for the next window instead of fresh ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_dir"]
+__all__ = ["atomic_path", "atomic_dir", "Writeback", "open_streamed"]
+
+#: bytes written back and dropped from the page cache at a time (:class:`Writeback`)
+WRITEBACK_WINDOW = 16 * 1024**2
+_SYNC_WRITE = 2  # SYNC_FILE_RANGE_WRITE
+_SYNC_WAIT = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
+_sync_file_range: Any = None
+if sys.platform.startswith("linux") and hasattr(os, "posix_fadvise"):
+    try:
+        _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
+        _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        _sync_file_range.restype = ctypes.c_int
+    except (OSError, AttributeError):  # pragma: no cover - a libc without it
+        _sync_file_range = None
+
+
+class Writeback:
+    """Write a file's data to disk as it grows, and drop what is on disk from the page cache.
+
+    Call :meth:`advance` with the file's size after writes.  Once a window of
+    :data:`WRITEBACK_WINDOW` bytes has been written, its writeback is started; at the next
+    window the previous one is waited for and dropped from the page cache
+    (``sync_file_range`` + ``posix_fadvise(DONTNEED)``, Linux; elsewhere nothing).  The data
+    the file holds is never affected: only clean pages are dropped, and a range written again
+    later is simply dirty again.  Measured on this project's 2-core VM, 800 MiB written in
+    4 MiB pieces: 2.7 s (2.6 s of it kernel time, fresh page-cache pages) without, 0.5 s with.
+    ``CTREG_WRITEBACK=0`` in the environment turns it off.
+    """
+
+    def __init__(self, fd: int, *, window: int = WRITEBACK_WINDOW):
+        self.fd = fd
+        self.window = int(window)
+        self.enabled = _sync_file_range is not None and os.environ.get("CTREG_WRITEBACK") != "0"
+        self.started = 0  # [dropped, started) is under writeback; [started, end) only written
+        self.dropped = 0
+
+    def advance(self, end: int) -> None:
+        """``end``: the file's size now (every byte below it has been written)."""
+        if not self.enabled or end - self.started < self.window:
+            return
+        if _sync_file_range(self.fd, self.started, end - self.started, _SYNC_WRITE) != 0:
+            self.enabled = False  # not a regular file on a block device (pipe, some FUSE)
+            return
+        older, self.started = self.started, end
+        if older > self.dropped:
+            _sync_file_range(self.fd, self.dropped, older - self.dropped, _SYNC_WAIT)
+            os.posix_fadvise(self.fd, self.dropped, older - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped = older
+
+
+class _StreamedFile(io.FileIO):
+    """A binary file opened for writing whose data goes to disk as it is written."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, "wb")
+        self._writeback = Writeback(self.fileno())
+        self._size = 0
+
+    def write(self, data) -> int:
+        n = super().write(data)
+        if n:
+            self._size += n
+            self._writeback.advance(self._size)
+        return n or 0
+
+
+def open_streamed(path: str | os.PathLike) -> io.BufferedWriter:
+    """``open(path, "wb")`` for a big output: its data is written back to disk and dropped
+    from the page cache as it is written (:class:`Writeback`)."""
+    return io.BufferedWriter(_StreamedFile(path), buffer_size=1024**2)
 
 
 def _umask() -> int:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryError
-from .atomic import atomic_path
+from .atomic import Writeback, atomic_path
 
 __all__ = ["write_itk_transform", "read_itk_transform"]
 
@@ -113,16 +113,27 @@ def _write_field(
 
     if compress:
         from isal import isal_zlib
+    try:  # the chunks go to disk as they come (the sec2 driver's file descriptor)
+        fd = group.file.id.get_vfd_handle()
+        writeback = Writeback(fd) if isinstance(fd, int) else None
+    except Exception:  # pragma: no cover - a driver without a descriptor
+        writeback = None
+
+    def store(r0: int, data) -> None:
+        dset.id.write_direct_chunk((r0 * nx * 3,), data)
+        if writeback is not None:
+            writeback.advance(os.fstat(writeback.fd).st_size)
+
     pending: deque = deque()  # a bounded window of chunks in flight keeps memory flat
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for r0 in range(0, n_rows, per_chunk):
             pending.append((r0, pool.submit(chunk, r0)))
             if len(pending) > 2 * threads:
                 done, fut = pending.popleft()
-                dset.id.write_direct_chunk((done * nx * 3,), fut.result())
+                store(done, fut.result())
         while pending:
             done, fut = pending.popleft()
-            dset.id.write_direct_chunk((done * nx * 3,), fut.result())
+            store(done, fut.result())
 
 
 def write_itk_transform(

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import CTRegError, GeometryError
 from ..volume import Volume
 from .archive import GzipStreamWriter
-from .atomic import atomic_path
+from .atomic import atomic_path, open_streamed
 
 __all__ = [
     "read_nifti",
@@ -125,7 +125,7 @@ def _save_streamed(img: nib.Nifti1Image, path: Path, pieces) -> Path:
     if len(prefix) > offset:  # pragma: no cover - nibabel keeps extensions before vox_offset
         raise CTRegError(f"{path}: NIfTI header of {len(prefix)} bytes exceeds vox_offset {offset}")
     prefix += b"\0" * (offset - len(prefix))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open_streamed(tmp) as fh:
         if path.name.lower().endswith(".gz"):
             with GzipStreamWriter(fh, compresslevel=_GZIP_LEVEL) as gz:
                 gz.write(prefix)
