@@ -129,7 +129,7 @@ def test_register_no_report_and_a_failing_report_keep_the_outputs(
 
     from ctreg import report_html
 
-    def broken(result, path):
+    def broken(result, path, **kw):
         raise report_html.ReportError("broken on purpose", code="Report.Grid")
 
     monkeypatch.setattr(report_html, "write_report_html", broken)

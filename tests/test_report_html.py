@@ -310,3 +310,24 @@ def test_before_picture_reads_the_floating_data_only_where_it_has_some():
     cols = np.rint(idx[2]).astype(int)
     np.testing.assert_allclose(got[cols >= 20], want[cols >= 20], atol=1e-3)
     assert np.all(got[cols < 20] == AIR_HU)
+
+
+def test_report_for_run_takes_figures_made_beforehand(tmp_path, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    res = _result()
+    with ThreadPoolExecutor(1) as pool:
+        made = report_html.report_for_run(
+            res, tmp_path / "a.html", pool.submit(report_html.report_figures, res)
+        )
+        assert made == {"report_html": tmp_path / "a.html"}
+        report_html.write_report_html(res, tmp_path / "b.html")
+        # the same pictures as a report that makes its own
+        assert _pngs((tmp_path / "a.html").read_text()) == _pngs((tmp_path / "b.html").read_text())
+
+        def fails():
+            raise report_html.ReportError("no pictures", "Report.Grid")
+
+        with caplog.at_level("WARNING", logger="ctreg"):
+            assert report_html.report_for_run(res, tmp_path / "c.html", pool.submit(fails)) == {}
+    assert "Report.Grid" in caplog.text and not (tmp_path / "c.html").exists()

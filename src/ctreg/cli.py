@@ -110,6 +110,7 @@ def _cmd_register(args) -> int:
 def _run_register(args) -> int:
     import json
     import time
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from . import _timing
@@ -151,12 +152,15 @@ def _run_register(args) -> int:
     log.info("writing outputs")
     paths = {}
     if out is not None:
-        with atomic_dir(out) as tmp:
-            written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
-            if not args.no_report:  # report.html; a failed report is a warning, not a failed run
-                from .report_html import report_for_run
+        with atomic_dir(out) as tmp, ThreadPoolExecutor(1, "ctreg-report") as pool:
+            # report.html's pictures are made while the other outputs are written (they only
+            # read the result); a failed report is a warning, not a failed run
+            from .report_html import report_figures, report_for_run
 
-                written.update(report_for_run(result, tmp / "report.html"))
+            figures = None if args.no_report else pool.submit(report_figures, result)
+            written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
+            if figures is not None:
+                written.update(report_for_run(result, tmp / "report.html", figures))
         paths = {k: str(out / Path(v).name) for k, v in written.items()}
     if args.save_result is not None:
         paths["result"] = str(save_result_folder(result, args.save_result))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -416,24 +417,31 @@ def render_report_html(
     return "\n".join(parts)
 
 
-def write_report_html(result, path, *, title: str | None = None) -> Path:
+def write_report_html(
+    result, path, *, title: str | None = None, figures: dict[str, Figure] | None = None
+) -> Path:
     """Write ``report.html`` for ``result`` (a :class:`ctreg.RegistrationResult`) atomically
-    (temporary name, then rename).  Returns the path."""
+    (temporary name, then rename).  ``figures``: :func:`report_figures` of ``result`` when
+    already made (default: made here).  Returns the path."""
     from .io.atomic import atomic_path
 
     path = Path(path)
-    text = render_report_html(result, title=title, figures=report_figures(result))
+    if figures is None:
+        figures = report_figures(result)
+    text = render_report_html(result, title=title, figures=figures)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 
 
-def report_for_run(result, path) -> dict[str, Path]:
+def report_for_run(result, path, figures: Future | None = None) -> dict[str, Path]:
     """What ``ctreg register`` calls: :func:`write_report_html`, but a report that cannot be made
-    is logged as a warning and the run's other outputs are kept.  Returns ``{"report_html":
-    path}``, or ``{}`` when nothing was written."""
+    is logged as a warning and the run's other outputs are kept.  ``figures``: a future of
+    :func:`report_figures` started earlier (the CLI makes the pictures while the other outputs
+    are written).  Returns ``{"report_html": path}``, or ``{}`` when nothing was written."""
     try:
-        return {"report_html": write_report_html(result, path)}
+        made = None if figures is None else figures.result()
+        return {"report_html": write_report_html(result, path, figures=made)}
     except Exception as exc:  # noqa: BLE001 - the registration's outputs matter more
         code = getattr(exc, "code", type(exc).__name__)
         log.warning("report.html not written (%s): %s", code, exc)
