@@ -1,4 +1,5 @@
-// Bindings of the full-resolution slab kernel (ctreg/fullres.hpp).
+// Bindings of the full-resolution slab kernel (ctreg/fullres.hpp) and of the row-wise ball
+// dilation (ctreg/morph.hpp).
 #include <pybind11/stl.h>
 
 #include <cstring>
@@ -6,6 +7,7 @@
 
 #include "common.hpp"
 #include "ctreg/fullres.hpp"
+#include "ctreg/morph.hpp"
 
 namespace ctreg::bind {
 
@@ -73,6 +75,28 @@ void bind_prep(py::module_& m) {
         py::arg("jh").noconvert(), py::arg("warped").noconvert(), py::arg("valid").noconvert(),
         py::arg("displacement").noconvert(), py::arg("jacobian").noconvert(),
         "One z slab of register()'s full-resolution step into the outputs (see ctreg/fullres.hpp).");
+    m.def(
+        "dilate_rows",
+        [](const u8array& mask, const py::array_t<int, py::array::c_style>& reach) {
+            const Shape3 s = shape3(mask, "mask");
+            if (reach.ndim() != 2 || reach.shape(0) % 2 != 1 || reach.shape(1) % 2 != 1)
+                throw py::value_error("reach must be 2-D of odd sizes (2 rz + 1, 2 ry + 1)");
+            const int* w = reach.data();
+            for (py::ssize_t q = 0; q < reach.size(); ++q)
+                if (w[q] >= 255) throw py::value_error("every reach must be < 255");
+            u8array out({s.nz, s.ny, s.nx});
+            const std::uint8_t* p = mask.data();
+            std::uint8_t* o = out.mutable_data();
+            const index_t rz = reach.shape(0) / 2, ry = reach.shape(1) / 2;
+            {
+                py::gil_scoped_release release;
+                dilate_rows(p, s, w, rz, ry, o);
+            }
+            return out;
+        },
+        py::arg("mask").noconvert(), py::arg("reach").noconvert(),
+        "Dilation of a uint8 (z, y, x) mask by the offsets |dx| <= reach[dz + rz, dy + ry] (see "
+        "ctreg/morph.hpp); a new uint8 array of 0 / 1.");
 }
 
 }  // namespace ctreg::bind

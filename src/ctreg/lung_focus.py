@@ -21,8 +21,8 @@ import dataclasses
 import logging
 
 import numpy as np
-import scipy.ndimage as ndi
 
+from . import ops
 from .level import Level
 from .pyramid import level_factors
 from .volume import Volume
@@ -60,8 +60,7 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     f = level_factors(spacing, FOCUS_GRID_MM)
     small = _max_pool(mask, f)
     coarse_sp = np.asarray(spacing, float) * np.asarray(f)
-    dist = ndi.distance_transform_edt(~small, sampling=coarse_sp)
-    grown = dist <= grow_mm
+    grown = ops.dilate_ball(small, coarse_sp, grow_mm)  # distance_transform_edt(~small) <= r
     from .lungs import _expand  # nearest-neighbour upsampling back to the fine grid
 
     return np.logical_or(_expand(grown, f, mask.shape), mask)

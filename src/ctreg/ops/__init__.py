@@ -56,7 +56,14 @@ from .runtime import (
     set_num_threads,
     thread_limit,
 )
-from .prep import clip_fill, fullres_slab, map_piecewise_linear, smooth_subsample
+from .prep import (
+    ball_reach,
+    clip_fill,
+    dilate_ball,
+    fullres_slab,
+    map_piecewise_linear,
+    smooth_subsample,
+)
 from .smoothing import gradient, smooth
 
 __all__ = [
@@ -99,4 +106,6 @@ __all__ = [
     "fullres_slab",
     "clip_fill",
     "map_piecewise_linear",
+    "ball_reach",
+    "dilate_ball",
 ]

@@ -9,7 +9,14 @@ import numpy as np
 from .. import _native
 from .. import _checks as ck
 
-__all__ = ["smooth_subsample", "clip_fill", "map_piecewise_linear", "fullres_slab"]
+__all__ = [
+    "smooth_subsample",
+    "clip_fill",
+    "map_piecewise_linear",
+    "fullres_slab",
+    "ball_reach",
+    "dilate_ball",
+]
 
 
 def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.ndarray:
@@ -162,3 +169,52 @@ def fullres_slab(
         displacement,
         jacobian,
     )
+
+
+def ball_reach(spacing, radius_mm: float) -> np.ndarray:
+    """(2 rz + 1, 2 ry + 1) int32: for each offset (dz, dy) in voxels, the largest |dx| whose
+    offset is at most ``radius_mm`` long (-1: none), the length computed as
+    ``scipy.ndimage.distance_transform_edt`` computes it, in float64:
+    ``sqrt(((dz sz)^2 + (dy sy)^2) + (dx sx)^2)``."""
+    sp = np.asarray(ck.spacing3("spacing", spacing), np.float64)
+    r = float(radius_mm)
+    if not (np.isfinite(r) and r >= 0):
+        raise ValueError(f"radius_mm must be a number >= 0, got {radius_mm!r}")
+    n = [int(r // s) + 1 for s in sp]  # offsets beyond are longer than r along that axis alone
+    d = np.indices([m + 1 for m in n]).astype(np.float64)  # (3, nz+1, ny+1, nx+1): dz, dy, dx >= 0
+    for ax in range(3):
+        d[ax] *= sp[ax]
+    np.multiply(d, d, d)
+    inside = np.sqrt(np.add.reduce(d, axis=0)) <= r
+    count = inside.sum(axis=2)  # the length grows with |dx|: the offsets inside are 0 .. count-1
+    half = np.where(count > 0, count - 1, -1).astype(np.int32)  # (dz >= 0, dy >= 0)
+    used = np.nonzero(half >= 0)  # (0, 0) always is: trim the offsets with none
+    half = half[: used[0].max() + 1, : used[1].max() + 1]
+    rows = np.concatenate([half[:0:-1], half])  # dz = -nz .. nz
+    return np.ascontiguousarray(np.concatenate([rows[:, :0:-1], rows], axis=1))
+
+
+def dilate_ball(mask, spacing, radius_mm: float) -> np.ndarray:
+    """``scipy.ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm`` (the mask
+    grown by ``radius_mm``), bool, without the distance map: each voxel checks the rows of the
+    ball's (dz, dy) offsets for a mask voxel within the ball's x-extent
+    (``cpp/src/morph.cpp``).  Equal to the scipy expression: lengths are compared as scipy
+    computes them (:func:`ball_reach`); tested against it in tests/test_lung_focus_grow.py.
+    A mask with no voxel set, or a ball of 255 voxels or more along x, takes the scipy path.
+
+    Parameters
+    ----------
+    mask : (z, y, x) bool.
+    spacing : (z, y, x) voxel size in mm.
+    radius_mm : the growth, >= 0.
+    """
+    m = np.asarray(mask)
+    if m.dtype != np.bool_ or m.ndim != 3:
+        raise ValueError(f"mask must be a 3-D bool array, got {m.dtype} {m.shape}")
+    reach = ball_reach(spacing, radius_mm)
+    if reach.max() >= 255 or not m.any():
+        import scipy.ndimage as ndi
+
+        return ndi.distance_transform_edt(~m, sampling=spacing) <= float(radius_mm)
+    grown = _native.dilate_rows(np.ascontiguousarray(m).view(np.uint8), reach)
+    return grown.view(np.bool_)
