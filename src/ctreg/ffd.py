@@ -18,9 +18,10 @@ import logging
 import time
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
+from scipy.optimize import Bounds
 
 from . import ops
+from .lbfgsb import minimize_lbfgsb_scipy
 from .level import Level, interior_level
 from .options import FFDOptions
 from .result import LevelReport
@@ -80,8 +81,9 @@ class _Stalled(Exception):
 
 
 def minimize_lbfgsb(fun, x0: np.ndarray, *, options: dict, callback, bounds=None):
-    """``scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", ...)`` that also stops on
-    a stall (see STALL_EVALUATIONS).  Returns ``(x, cost, iterations)``: L-BFGS-B's result, or
+    """``scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", ...)`` (computed by
+    ``ctreg.lbfgsb`` without minimize's per-variable Python loops) that also stops on a stall
+    (see STALL_EVALUATIONS).  Returns ``(x, cost, iterations)``: L-BFGS-B's result, or
     on a stall the best point evaluated and its cost."""
     best: list = [np.inf, None]
     since = [0]  # evaluations since the best cost last dropped by more than the tolerance
@@ -104,12 +106,12 @@ def minimize_lbfgsb(fun, x0: np.ndarray, *, options: dict, callback, bounds=None
         callback(intermediate_result)
 
     try:
-        res = minimize(
-            f, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options, callback=cb
+        x, cost, iterations = minimize_lbfgsb_scipy(
+            f, x0, bounds=bounds, options=options, callback=cb
         )
     except _Stalled:
         return best[1], float(best[0]), nit[0]
-    return res.x, float(res.fun), int(res.nit)
+    return x, float(cost), int(iterations)
 
 
 def options_metric(options: FFDOptions, level_number: int) -> str:
