@@ -103,3 +103,18 @@ def test_registration_results_identical_with_and_without_the_cache(monkeypatch):
     without = ctreg.register(pair.reference, pair.floating)
     assert np.array_equal(with_cache.displacement, without.displacement)
     assert np.array_equal(with_cache.warped.array, without.warped.array)
+
+
+def test_release_spare_arrays_empties_the_cache_of_this_block_only():
+    assert ops.release_spare_arrays() == 0  # outside a block: nothing to release
+    with ops.reuse_freed_arrays() as stats:
+        a = np.ones(6 * MIB, np.uint8)
+        b = np.ones(3 * MIB, np.uint8)
+        del a, b  # two spare blocks
+        assert ops.release_spare_arrays() == 9 * MIB
+        assert ops.release_spare_arrays() == 0
+        c = np.ones(6 * MIB, np.uint8)  # a miss: nothing is spare
+        assert c.sum() == 6 * MIB
+        del c
+        assert ops.release_spare_arrays() == 6 * MIB  # the cache stays open after a release
+    assert stats["hits"] == 0 and stats["spare_bytes"] == 0

@@ -103,6 +103,14 @@ struct Cache {
         open = false;
         release(static_cast<std::size_t>(-1));
     }
+
+    // Release every spare block; returns the bytes released.
+    std::size_t trim() {
+        std::lock_guard<std::mutex> lock(mu);
+        const std::size_t before = spare_bytes;
+        release(static_cast<std::size_t>(-1));
+        return before;
+    }
 };
 
 Cache* cache_of(void* ctx) { return static_cast<Cache*>(ctx); }
@@ -223,6 +231,11 @@ void bind_memory(py::module_& m) {
         [](const py::capsule& handler) { cache_of(handler_of(handler)->allocator.ctx)->close(); },
         py::arg("handler"),
         "Release the spare blocks; from now on freed blocks go straight back to the system.");
+    m.def(
+        "array_cache_trim",
+        [](const py::capsule& handler) { return cache_of(handler_of(handler)->allocator.ctx)->trim(); },
+        py::arg("handler"),
+        "Release the spare blocks now (the cache stays open); returns the bytes released.");
     m.def(
         "array_cache_stats",
         [](const py::capsule& handler) {

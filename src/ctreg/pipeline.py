@@ -255,8 +255,10 @@ def _register(
     # spacings give the same grid, which is built once and visited once per stage.
     cache: dict[tuple, Level] = {}
 
+    crop_spacing = ref_c.spacing  # (ref_c itself is dropped before the last stages)
+
     def level(mm: float) -> Level:
-        key = level_factors(ref_c.spacing, mm)
+        key = level_factors(crop_spacing, mm)
         if key not in cache:
             cache[key] = build_level(len(cache), mm, ref_p, body_c, flt_p, frame, clip)
         return cache[key]
@@ -419,10 +421,22 @@ def _register(
 
     # -- demons ------------------------------------------------------------------------------
     t0 = time.perf_counter()
+    # Only pyramid levels are used from here on: the demons and sliding levels are built now
+    # (on the default presets the sliding ones exist already), and the full-size working copies
+    # of both scans (cropped, preprocessed, lung-only) and the masks on their grids leave memory.
+    demons_levels = stage_levels(opts.demons.levels_mm, dlevel) if opts.demons.enabled else []
+    if opts.sliding.enabled and lungs_c is not None:
+        for mm in opts.sliding.levels_mm:
+            level(mm)
+    focused.clear()  # (demons_levels and u_level keep the ones still used)
+    lung_pair.clear()
+    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
+    flt_lungs = None
+    ops.release_spare_arrays()
     if opts.demons.enabled:
         v: np.ndarray | None = None
         v_level: Level | None = None
-        for li, mm, lv in stage_levels(opts.demons.levels_mm, dlevel):
+        for li, mm, lv in demons_levels:
             log.info("demons: level %d/%d (%.1f mm)", li + 1, len(opts.demons.levels_mm), mm)
             outer = (
                 None
@@ -447,7 +461,7 @@ def _register(
     u_inside = u
     if opts.sliding.enabled:
         u, sliding_report, reps = sliding_stage(
-            level, transform, u, u_level, lungs_c, ref_c.spacing, opts
+            level, transform, u, u_level, lungs_c, crop_spacing, opts
         )
         levels_report += reps
     timer.add("sliding", time.perf_counter() - t0)
@@ -455,12 +469,15 @@ def _register(
     # -- full resolution ---------------------------------------------------------------------
     t0 = time.perf_counter()
     log.info("resampling the floating scan on the reference grid")
-    # the pyramid levels and preprocessed copies of both scans are no longer needed
+    # the pyramid levels and the stages' working fields are no longer needed: only the field
+    # on its grid (u, and u_inside for the fallback below) and that grid's spacing
+    u_spacing = None if u_level is None else tuple(u_level.spacing)
     cache.clear()
-    focused.clear()
-    lung_pair.clear()
-    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
-    lungs_c = flt_lungs = None  # (level() and the lung stages are not called again)
+    demons_levels = []
+    lungs_c = None  # (level() and the lung stages are not called again)
+    lv = u_level = v_level = None  # type: ignore[assignment]
+    v = v0 = outer = u_demons = u0 = None  # type: ignore[assignment]  # noqa: F841
+    ops.release_spare_arrays()
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
     # working box the clamped interpolation continues the field's border values
     warped, displacement, jac = full_resolution(
@@ -469,7 +486,7 @@ def _register(
         frame,
         transform,
         u,
-        None if u is None or u_level is None else tuple(u_level.spacing),
+        None if u is None else u_spacing,
         box,
         sentinel=SENTINEL,
         invalid_below=INVALID_BELOW_HU,
@@ -488,7 +505,7 @@ def _register(
             frame,
             transform,
             u_inside,
-            None if u_inside is None or u_level is None else tuple(u_level.spacing),
+            None if u_inside is None else u_spacing,
             box,
             sentinel=SENTINEL,
             invalid_below=INVALID_BELOW_HU,

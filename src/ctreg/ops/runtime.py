@@ -5,6 +5,7 @@ cache preloading.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import threading
@@ -188,6 +189,20 @@ def _gc_restore(was: bool) -> None:
 _gc_paused = _Shared(_gc_apply, _gc_restore)
 
 
+#: The cache of the enclosing ``reuse_freed_arrays`` block, per context (as NumPy's handler).
+_array_cache: contextvars.ContextVar = contextvars.ContextVar("ctreg_array_cache", default=None)
+
+
+def release_spare_arrays() -> int:
+    """Give the spare blocks of the enclosing :func:`reuse_freed_arrays` block back to the
+    system now; returns the bytes released (0 outside such a block).  ``register()`` calls it
+    where it has just dropped large arrays that later requests would not fit (the full-size
+    working copies of the scans), so that they leave the resident memory at once rather than
+    one cache miss at a time."""
+    handler = _array_cache.get()
+    return 0 if handler is None else int(_native.array_cache_trim(handler))
+
+
 #: Smallest array buffer ``reuse_freed_arrays`` keeps for reuse (smaller ones come from
 #: malloc's heap, which reuses them by itself).
 REUSE_MIN_BYTES = 1024 * 1024
@@ -214,10 +229,12 @@ def reuse_freed_arrays(min_bytes: int = REUSE_MIN_BYTES) -> Iterator[dict | None
         return
     handler = _native.array_cache_new(int(min_bytes))
     previous = _native.array_cache_install(handler)
+    token = _array_cache.set(handler)
     stats: dict = {}
     try:
         yield stats
     finally:
+        _array_cache.reset(token)
         _native.array_cache_restore(previous)
         stats.update(_native.array_cache_stats(handler))
         _native.array_cache_close(handler)
