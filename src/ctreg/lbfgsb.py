@@ -66,7 +66,7 @@ def _run_driver(
         nbd[has_lo & has_hi] = 2
         nbd[~has_lo & has_hi] = 3
     evals = [0]
-    cur: list = [x0.astype(np.float64), None, None]  # the evaluated point, its f and g
+    cur = [x0.astype(np.float64), None, None]  # the evaluated point, its f and g
 
     def evaluate(x):
         value, grad = fun(np.copy(x))

@@ -289,7 +289,7 @@ def _register(
         (and its images the lung-only ones with ``lung_images``)."""
         if focus is None:
             return level(mm)
-        key = level_factors(ref_c.spacing, mm)
+        key = level_factors(crop_spacing, mm)
         if key not in focused:
             if lung_pair:
                 base = build_level(
@@ -357,19 +357,25 @@ def _register(
                 )
                 info.update(used=False, reason="LungMask.Disagree")
                 flt_lungs = None
-    if opts.lung_images and flt_lungs is not None and lungs_c is not None:  # lung-only images
-        t0 = time.perf_counter()
-        lung_pair[:] = [
-            lung_only(ref_p, lungs_c, opts.lung_outside_hu),
-            lung_only(flt_p, flt_lungs, opts.lung_outside_hu),
-        ]
-        timer.add("masks", time.perf_counter() - t0)
+
+    def make_lung_pair() -> None:
+        """The lung-only images of both scans, which dlevel() builds its levels from; made
+        just before the first stage that needs them, so they never coexist with the lung-shape
+        stage's images."""
+        if opts.lung_images and flt_lungs is not None and lungs_c is not None and not lung_pair:
+            t0 = time.perf_counter()
+            lung_pair[:] = [
+                lung_only(ref_p, lungs_c, opts.lung_outside_hu),
+                lung_only(flt_p, flt_lungs, opts.lung_outside_hu),
+            ]
+            timer.add("masks", time.perf_counter() - t0)
 
     # -- discrete large-motion search (MIND-SSC block matching) --------------------------------
     t0 = time.perf_counter()
     u: np.ndarray | None = None
     u_level: Level | None = None
     if opts.discrete.enabled:
+        make_lung_pair()
         lv = dlevel(opts.discrete.level_mm)
         log.info(
             "discrete search: level %.1f mm, radius %.0f mm",
@@ -402,12 +408,28 @@ def _register(
         shaped.clear()
     timer.add("lung_shape", time.perf_counter() - t0)
 
+    make_lung_pair()  # (its time counts as "masks")
+
     # -- B-spline ----------------------------------------------------------------------------
     t0 = time.perf_counter()
+    # Only pyramid levels are used from here on: the levels of the B-spline, demons and
+    # sliding stages are built now (some exist already; their time counts as "bspline"), and
+    # the full-size working copies of both scans (cropped, preprocessed, lung-only) and the
+    # masks on their grids leave memory.
+    ffd_levels = [dlevel(mm) for mm in opts.ffd.levels_mm] if opts.ffd.enabled else []
+    demons_levels = stage_levels(opts.demons.levels_mm, dlevel) if opts.demons.enabled else []
+    if opts.sliding.enabled and lungs_c is not None:
+        for mm in opts.sliding.levels_mm:
+            level(mm)
+    focused.clear()  # (ffd_levels, demons_levels and u_level keep the ones still used)
+    lung_pair.clear()
+    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
+    flt_lungs = None
+    ops.release_spare_arrays()
+
     if opts.ffd.enabled:
         # every B-spline level runs, even on a repeated grid: its control spacing differs
-        for li, mm in enumerate(opts.ffd.levels_mm):
-            lv = dlevel(mm)
+        for li, (mm, lv) in enumerate(zip(opts.ffd.levels_mm, ffd_levels)):
             log.info("b-spline: level %d/%d (%.1f mm)", li + 1, len(opts.ffd.levels_mm), mm)
             u0 = (
                 None
@@ -421,18 +443,6 @@ def _register(
 
     # -- demons ------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    # Only pyramid levels are used from here on: the demons and sliding levels are built now
-    # (on the default presets the sliding ones exist already), and the full-size working copies
-    # of both scans (cropped, preprocessed, lung-only) and the masks on their grids leave memory.
-    demons_levels = stage_levels(opts.demons.levels_mm, dlevel) if opts.demons.enabled else []
-    if opts.sliding.enabled and lungs_c is not None:
-        for mm in opts.sliding.levels_mm:
-            level(mm)
-    focused.clear()  # (demons_levels and u_level keep the ones still used)
-    lung_pair.clear()
-    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
-    flt_lungs = None
-    ops.release_spare_arrays()
     if opts.demons.enabled:
         v: np.ndarray | None = None
         v_level: Level | None = None
@@ -473,7 +483,7 @@ def _register(
     # on its grid (u, and u_inside for the fallback below) and that grid's spacing
     u_spacing = None if u_level is None else tuple(u_level.spacing)
     cache.clear()
-    demons_levels = []
+    ffd_levels, demons_levels = [], []
     lungs_c = None  # (level() and the lung stages are not called again)
     lv = u_level = v_level = None  # type: ignore[assignment]
     v = v0 = outer = u_demons = u0 = None  # type: ignore[assignment]  # noqa: F841
