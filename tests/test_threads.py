@@ -447,3 +447,35 @@ def test_cli_keeps_freed_memory_only_for_small_scans(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "KEEP_FREED_MEMORY_MAX_VOXELS", 2 * ct64.array.size - 1)
     assert main(["register", *args, "-o", str(tmp_path / "b")]) == 0
     assert calls == [1]
+
+
+def test_run_concurrently_keeps_order_context_and_thread_count():
+    import contextvars
+    import threading
+
+    var = contextvars.ContextVar("probe", default="unset")
+    var.set("caller")
+    seen = []
+
+    def probe(tag):
+        def call():
+            seen.append(tag)
+            return (tag, var.get(), ops.get_num_threads(), threading.get_ident())
+
+        return call
+
+    with ops.thread_limit(1):
+        out = ops.run_concurrently(probe("a"), probe("b"), probe("c"))
+    assert [o[0] for o in out] == ["a", "b", "c"] and sorted(seen) == ["a", "b", "c"]
+    assert all(o[1] == "caller" and o[2] == 1 for o in out)  # the caller's context and limit
+    assert out[0][3] == threading.get_ident() and out[1][3] != out[0][3]
+
+    def fails(msg):
+        def call():
+            raise ValueError(msg)
+
+        return call
+
+    with pytest.raises(ValueError, match="first"):  # the first failure in order, after all end
+        ops.run_concurrently(probe("d"), fails("first"), fails("second"))
+    assert "d" in seen

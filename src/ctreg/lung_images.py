@@ -34,22 +34,35 @@ MIN_AFFINE_LUNG_DICE = 0.75
 log = logging.getLogger("ctreg")
 
 
+def segment_floating(floating: Volume):
+    """The floating scan's automatic lung segmentation (``ctreg.lungs.segment_lungs``), or the
+    LungMaskError it raised: the slow part of :func:`floating_lungs`, which register() runs
+    while the reference lungs are found."""
+    from .lungs import LungMaskError, segment_lungs
+
+    try:
+        return segment_lungs(floating, min_ml=100.0)
+    except LungMaskError as exc:
+        return exc
+
+
 def floating_lungs(
-    floating: Volume, user_mask: np.ndarray | None
+    floating: Volume, user_mask: np.ndarray | None, segmented=None
 ) -> tuple[np.ndarray | None, dict]:
     """(floating lung mask or None; report entry).  ``user_mask`` must be on the floating grid
-    (checked by the caller)."""
+    (checked by the caller).  ``segmented``: :func:`segment_floating`'s result when made
+    already."""
     if user_mask is not None:
         if not user_mask.any():
             from .lungs import LungMaskError
 
             raise LungMaskError("floating_lungs holds no voxel", "LungMask.Empty")
         return user_mask, {"floating_source": "user"}
-    from .lungs import LungMaskError, segment_lungs
+    from .lungs import LungMaskError
 
-    try:
-        seg = segment_lungs(floating, min_ml=100.0)
-    except LungMaskError as exc:
+    seg = segment_floating(floating) if segmented is None else segmented
+    if isinstance(seg, LungMaskError):
+        exc = seg
         log.warning(
             "lung images off: floating scan: %s [%s]; the deformable stages use the plain images",
             exc,

@@ -30,6 +30,7 @@ from .lung_images import (
     MIN_AFFINE_LUNG_DICE,
     affine_lung_dice,
     floating_lungs as find_floating_lungs,
+    segment_floating,
     lung_only,
     mask_image,
 )
@@ -208,15 +209,18 @@ def _register(
 
     # -- masks, crop, preprocessing ----------------------------------------------------------
     t0 = time.perf_counter()
-    ref_body = (
-        body_mask(ref, resolution_mm=opts.mask_resolution_mm)
-        if reference_mask is None
-        else _check_mask(reference_mask, ref, "reference_mask")
-    )
-    flt_body = (
-        body_mask(flt, resolution_mm=FLOATING_MASK_MM)
-        if floating_mask is None
-        else _check_mask(floating_mask, flt, "floating_mask")
+    # the two scans' masks are found at once (ops.run_concurrently)
+    ref_body, flt_body = ops.run_concurrently(
+        lambda: (
+            body_mask(ref, resolution_mm=opts.mask_resolution_mm)
+            if reference_mask is None
+            else _check_mask(reference_mask, ref, "reference_mask")
+        ),
+        lambda: (
+            body_mask(flt, resolution_mm=FLOATING_MASK_MM)
+            if floating_mask is None
+            else _check_mask(floating_mask, flt, "floating_mask")
+        ),
     )
     _check_body(ref, ref_body, "reference")
     _check_body(flt, flt_body, "floating")
@@ -232,22 +236,32 @@ def _register(
     focus = None
     lung_report: dict = {"used": False, "reason": "lung_focus off"}
     lungs_c = None
-    if reference_lungs is not None or opts.lung_focus or opts.sliding.enabled:
+    want_lungs = reference_lungs is not None or opts.lung_focus or opts.sliding.enabled
+    want_flt_lungs = opts.lung_images or opts.lung_shape.enabled
+    segmented = None  # the floating scan's automatic lungs, found with the reference's
+    if want_lungs:
         if reference_lungs is not None:
             lungs_c = np.ascontiguousarray(
                 check_mask_grid(reference_lungs, ref, "reference_lungs")[box]
             )
-        focus, lung_report, lungs_c = focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)
+        calls = [lambda: focus_and_lungs(ref_c, body_c, lungs_c, opts.lung_focus_mm)]
+        if want_flt_lungs and floating_lungs is None:
+            calls.append(lambda: segment_floating(flt))
+        found = ops.run_concurrently(*calls)
+        focus, lung_report, lungs_c = found[0]
+        segmented = found[1] if len(found) > 1 else None
+        del found, calls  # (these would keep the arrays alive that are dropped later)
     flt_lungs = None
-    if opts.lung_images or opts.lung_shape.enabled:
+    if want_flt_lungs:
         if floating_lungs is not None:
             floating_lungs = check_mask_grid(floating_lungs, flt, "floating_lungs")
         if lungs_c is None:
             lung_report["images"] = {"used": False, "reason": "no reference lungs"}
         else:
-            flt_lungs, images_info = find_floating_lungs(flt, floating_lungs)
+            flt_lungs, images_info = find_floating_lungs(flt, floating_lungs, segmented)
             images_info["used"] = flt_lungs is not None
             lung_report["images"] = images_info
+    segmented = None
     timer.add("masks", time.perf_counter() - t0)
     log.info("reference %s, floating %s; working box %s voxels", ref.shape, flt.shape, ref_c.shape)
 

@@ -9,7 +9,8 @@ import contextvars
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
@@ -83,6 +84,38 @@ def thread_limit(n: int | None) -> Iterator[None]:
         _native.set_thread_num_threads(prev_native)
         if numba is not None:
             numba.set_num_threads(prev_numba)
+
+
+def run_concurrently(*calls: Callable[[], Any]) -> list:
+    """Run the callables (no arguments) at once: the first in the calling thread, each other in
+    a thread of its own, with the caller's context (NumPy's memory handler of
+    :func:`reuse_freed_arrays`, ...) and its native thread count.  Returns their results in
+    order; when some raise, the first of them (in order) is raised once all have ended.
+    ``register()`` finds the two scans' masks this way: SciPy's morphology releases the GIL
+    for most of its work."""
+    if len(calls) <= 1:
+        return [c() for c in calls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = get_num_threads()
+
+    def in_context(ctx, fn):
+        with thread_limit(n):
+            return ctx.run(fn)
+
+    with ThreadPoolExecutor(len(calls) - 1, thread_name_prefix="ctreg-masks") as pool:
+        futures = [pool.submit(in_context, contextvars.copy_context(), fn) for fn in calls[1:]]
+        results: list = []
+        errors: list = []
+        for get in [calls[0]] + [f.result for f in futures]:
+            try:
+                results.append(get())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, in order
+                results.append(None)
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    return results
 
 
 class _Shared:
@@ -198,9 +231,24 @@ def release_spare_arrays() -> int:
     system now; returns the bytes released (0 outside such a block).  ``register()`` calls it
     where it has just dropped large arrays that later requests would not fit (the full-size
     working copies of the scans), so that they leave the resident memory at once rather than
-    one cache miss at a time."""
+    one cache miss at a time; glibc's arenas are trimmed too (``malloc_trim``)."""
     handler = _array_cache.get()
-    return 0 if handler is None else int(_native.array_cache_trim(handler))
+    released = 0 if handler is None else int(_native.array_cache_trim(handler))
+    _malloc_trim()
+    return released
+
+
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: free memory inside every malloc arena (the heaps of the
+    threads that ran ``run_concurrently``'s calls too) goes back to the system."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 #: Smallest array buffer ``reuse_freed_arrays`` keeps for reuse (smaller ones come from
