@@ -213,3 +213,17 @@ def test_existing_output_folder_refused(tmp_path, ct64):
     with pytest.raises(FileExistsError):
         write_dicom_series(ct64, tmp_path / "s")
     assert (tmp_path / "s" / "keep.txt").read_text() == "x"
+
+
+def test_value_range_equals_the_selected_values_range():
+    rng = np.random.default_rng(5)
+    arr = rng.normal(0, 500, (6, 7, 8)).astype(np.float32)
+    valid = rng.random(arr.shape) > 0.3
+    n, lo, hi = dicom_mod.write._value_range(arr, valid)
+    assert (n, lo, hi) == (int(valid.sum()), float(arr[valid].min()), float(arr[valid].max()))
+    assert dicom_mod.write._value_range(arr, None) == (arr.size, float(arr.min()), float(arr.max()))
+    n, lo, hi = dicom_mod.write._value_range(arr, np.zeros(arr.shape, bool))
+    assert n == 0 and np.isnan(lo) and np.isnan(hi)
+    arr[valid.nonzero()[0][0], valid.nonzero()[1][0], valid.nonzero()[2][0]] = np.nan
+    _, lo, hi = dicom_mod.write._value_range(arr, valid)  # NaN propagates, as arr[valid].min()
+    assert np.isnan(lo) and np.isnan(hi) and np.isnan(arr[valid].min())

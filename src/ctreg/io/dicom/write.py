@@ -6,6 +6,8 @@ import copy
 import datetime
 import os
 import struct
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,11 +51,26 @@ _STUDY_TAGS = (
 )
 
 
-def _rescale_for(values: np.ndarray) -> tuple[float, float]:
-    """(slope, intercept) so that round((v - intercept) / slope) fits int16."""
-    if values.size == 0:
+def _value_range(arr: np.ndarray, valid: np.ndarray | None) -> tuple[int, float, float]:
+    """(count, min, max) of ``arr`` where ``valid`` (everywhere when None), without a copy of
+    the selected values (NaN propagates as in ``arr[valid].min()``)."""
+    n = arr.size if valid is None else int(np.count_nonzero(valid))
+    if n == 0:
+        return 0, float("nan"), float("nan")
+    if valid is None:
+        return n, float(arr.min()), float(arr.max())
+    return (
+        n,
+        float(np.min(arr, where=valid, initial=np.inf)),
+        float(np.max(arr, where=valid, initial=-np.inf)),
+    )
+
+
+def _rescale_for(n: int, vmin: float, vmax: float) -> tuple[float, float]:
+    """(slope, intercept) so that round((v - intercept) / slope) fits int16 for ``n`` values
+    in [vmin, vmax]."""
+    if n == 0:
         return 1.0, 0.0
-    vmin, vmax = float(values.min()), float(values.max())
     if vmin >= -32767.5 and vmax <= 32766.5:
         return 1.0, 0.0
     slope = (vmax - vmin) / 65530.0
@@ -138,7 +155,7 @@ def _ds_fmt(x: float) -> str:
     return s
 
 
-def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tuple[str, bytes]]:
+def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> Iterator[tuple[str, bytes]]:
     aff = volume.affine
     sp = volume.spacing
     direction = volume.direction
@@ -148,15 +165,10 @@ def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tup
     arr = volume.array
     valid = volume.valid
     has_pad = valid is not None and not bool(valid.all())
-    values = arr[valid] if has_pad else arr
-    slope, intercept = _rescale_for(values)
+    n_values, vmin, vmax = _value_range(arr, valid if has_pad else None)
+    slope, intercept = _rescale_for(n_values, vmin, vmax)
     pad_stored = -32768
-    if (
-        has_pad
-        and slope == 1.0
-        and intercept == 0.0
-        and (values.size == 0 or values.min() > -3023.5)
-    ):
+    if has_pad and slope == 1.0 and intercept == 0.0 and (n_values == 0 or vmin > -3023.5):
         pad_stored = -3024  # the usual scanner padding value
     iop = [_ds_fmt(v) for v in (*row_dir, *col_dir)]
     pix = [_ds_fmt(sp[1]), _ds_fmt(sp[2])]
@@ -199,8 +211,16 @@ def _encode_slices(volume: Volume, template: Dataset, ref_thickness) -> list[tup
         )
         return f"IM{k + 1:0{width}d}.dcm", data
 
+    # encoded in order, a bounded window at a time: the writer consumes the files as they come,
+    # so the series is never held in memory as a whole
     with ThreadPoolExecutor(max_workers=_IO_THREADS) as pool:
-        return list(pool.map(one, range(nz)))
+        pending: deque = deque()
+        for k in range(nz):
+            pending.append(pool.submit(one, k))
+            if len(pending) > 2 * _IO_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 _PER_SLICE_TAGS = (0x00080018, 0x00200013, 0x00200032, 0x00201041)
