@@ -153,3 +153,18 @@ def test_map_piecewise_linear_rejects_bad_knots():
         ops.map_piecewise_linear(img, [0.0, 1.0], [1.0], above=-1.0)
     with pytest.raises(TypeError):
         ops.map_piecewise_linear(img.astype(np.float64), [0.0, 1.0], [0.0, 1.0], above=-1.0)
+
+
+def test_jacobian_statistics_pair_equals_the_two_calls():
+    from ctreg import ops
+
+    rng = np.random.default_rng(11)
+    jac = rng.normal(1.0, 0.4, (9, 17, 23)).astype(np.float32)
+    jac[0, 0, :5] = [0.0, -0.5, np.nan, np.inf, 1e-30]
+    for mask in (rng.random(jac.shape) > 0.4, np.zeros(jac.shape, bool), np.ones(jac.shape, bool)):
+        expect = (ops.jacobian_statistics(jac), ops.jacobian_statistics(jac, mask))
+        for threads in (1, 2, 4):
+            with ops.thread_limit(threads):
+                got = ops.jacobian_statistics_pair(jac, mask)
+            assert got == expect  # equal floats, bit for bit
+    assert ops.jacobian_statistics_pair(jac, np.zeros(jac.shape, bool))[1] == {}

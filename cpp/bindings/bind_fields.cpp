@@ -88,6 +88,24 @@ void bind_fields(py::module_& m) {
         py::arg("jacobian").noconvert(), py::arg("mask").noconvert() = py::none(),
         "(count, min, max, count<=0, count>0, sum log J, sum log^2 J); see ctreg/fields.hpp.");
     m.def(
+        "jacobian_stats_pair",
+        [](const farray& jac, const u8array& mask) {
+            const Shape3 s = shape3(jac, "jacobian");
+            same_shape(s, shape3(mask, "mask"), "jacobian_stats_pair: jacobian and mask");
+            std::array<double, 14> r{};
+            const float* p = jac.data();
+            const std::uint8_t* mk = mask.data();
+            {
+                py::gil_scoped_release release;
+                jacobian_stats_pair(p, s, mk, r.data());
+            }
+            py::tuple t(14);
+            for (int c = 0; c < 14; ++c) t[c] = r[c];
+            return t;
+        },
+        py::arg("jacobian").noconvert(), py::arg("mask").noconvert(),
+        "jacobian_stats without and with the mask, one pass: a tuple of 14.");
+    m.def(
         "clip_fill",
         [](const farray& image, const std::optional<u8array>& valid, float lo, float hi, float fill) {
             const Shape3 s = shape3(image, "image");

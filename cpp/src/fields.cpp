@@ -145,6 +145,64 @@ void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask,
     }
 }
 
+void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14) {
+    // jacobian_stats(jac, s, nullptr) and jacobian_stats(jac, s, mask) in one pass: each log J
+    // is taken once, and each set of sums is accumulated in the same order as alone.
+    const index_t nz = s.nz, plane = s.ny * s.nx;
+    std::vector<double> part(static_cast<std::size_t>(14 * nz));
+    const double inf = std::numeric_limits<double>::infinity();
+#pragma omp parallel for schedule(static) num_threads(ctreg::num_threads())
+    for (index_t k = 0; k < nz; ++k) {
+        double a[7] = {0.0, inf, -inf, 0.0, 0.0, 0.0, 0.0};
+        double b[7] = {0.0, inf, -inf, 0.0, 0.0, 0.0, 0.0};
+        const float* p = jac + k * plane;
+        const std::uint8_t* mk = mask + k * plane;
+        for (index_t i = 0; i < plane; ++i) {
+            const double v = p[i];
+            const bool in = mk[i] != 0;
+            a[0] += 1.0;
+            if (v < a[1]) a[1] = v;
+            if (v > a[2]) a[2] = v;
+            if (in) {
+                b[0] += 1.0;
+                if (v < b[1]) b[1] = v;
+                if (v > b[2]) b[2] = v;
+            }
+            if (v > 0.0) {
+                const double lv = std::log(v);
+                a[4] += 1.0;
+                a[5] += lv;
+                a[6] += lv * lv;
+                if (in) {
+                    b[4] += 1.0;
+                    b[5] += lv;
+                    b[6] += lv * lv;
+                }
+            } else if (v <= 0.0) {
+                a[3] += 1.0;
+                if (in) b[3] += 1.0;
+            }
+        }
+        double* o = part.data() + 14 * k;
+        for (int c = 0; c < 7; ++c) {
+            o[c] = a[c];
+            o[7 + c] = b[c];
+        }
+    }
+    for (int h = 0; h < 2; ++h) {
+        double* r = out14 + 7 * h;
+        r[0] = 0.0; r[1] = inf; r[2] = -inf;
+        for (int c = 3; c < 7; ++c) r[c] = 0.0;
+        for (index_t k = 0; k < nz; ++k) {
+            const double* o = part.data() + 14 * k + 7 * h;
+            r[0] += o[0];
+            r[1] = std::min(r[1], o[1]);
+            r[2] = std::max(r[2], o[2]);
+            for (int c = 3; c < 7; ++c) r[c] += o[c];
+        }
+    }
+}
+
 void clip_fill(const float* image, const Shape3& s, const std::uint8_t* valid, float lo, float hi,
                float fill, float* out) {
     const index_t nz = s.nz, plane = s.ny * s.nx;

@@ -541,14 +541,15 @@ def _register(
     # -- report ------------------------------------------------------------------------------
     import scipy
 
+    jac_all, jac_body = ops.jacobian_statistics_pair(jac, ref_body)
     report: dict[str, Any] = {
         "ctreg_version": __version__,
         "preset": preset if options is None else None,
         "options": opts.to_dict(),
         "levels": [r.to_dict() for r in levels_report],
         "affine": transform.to_dict(),
-        "jacobian": ops.jacobian_statistics(jac),
-        "jacobian_in_body": ops.jacobian_statistics(jac, ref_body),
+        "jacobian": jac_all,
+        "jacobian_in_body": jac_body,
         "seconds": timings,
         "lungs": lung_report,
         "sliding": sliding_report

@@ -28,6 +28,9 @@ double invert_step(const float* u, const float* v, const Shape3& s, const Spacin
 // out7 = (count, min, max, count <= 0, count > 0, sum log J, sum (log J)^2 over J > 0).
 // NaN counts in neither class and min/max ignore it.
 void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out7);
+// jacobian_stats without a mask (out14[0..6]) and with mask (out14[7..13]), in one pass: the
+// same values as the two calls.
+void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14);
 
 // out = clip(image, lo, hi) where valid != 0 (everywhere when valid is nullptr), fill elsewhere;
 // NaN stays NaN (as numpy.clip).  One parallel pass (ctreg.level.preprocess).

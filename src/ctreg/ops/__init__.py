@@ -32,6 +32,7 @@ from .fields import (
     invert_field,
     jacobian_determinant,
     jacobian_statistics,
+    jacobian_statistics_pair,
 )
 from .metrics import demons_forces, lncc, mattes_mi, ncc, ssd
 from .resample import (
@@ -102,6 +103,7 @@ __all__ = [
     "jacobian_determinant",
     "resample_field",
     "jacobian_statistics",
+    "jacobian_statistics_pair",
     "affine_field",
     "AFFINE_MOMENTS",
     "MMAP_THRESHOLD_BYTES",
