@@ -97,6 +97,29 @@ void bind_prep(py::module_& m) {
         py::arg("mask").noconvert(), py::arg("reach").noconvert(),
         "Dilation of a uint8 (z, y, x) mask by the offsets |dx| <= reach[dz + rz, dy + ry] (see "
         "ctreg/morph.hpp); a new uint8 array of 0 / 1.");
+    m.def(
+        "upsample_nearest",
+        [](const u8array& small, const std::vector<index_t>& factors, const std::vector<index_t>& shape) {
+            const Shape3 ss = shape3(small, "small");
+            if (factors.size() != 3 || shape.size() != 3) throw py::value_error("factors, shape: (z, y, x)");
+            const index_t f[3] = {factors[0], factors[1], factors[2]};
+            const index_t sn[3] = {ss.nz, ss.ny, ss.nx};
+            for (int a = 0; a < 3; ++a)
+                if (f[a] < 1 || shape[a] < 0 || sn[a] * f[a] < shape[a])
+                    throw py::value_error("need factors >= 1 and small.shape * factors >= shape");
+            const Shape3 os{shape[0], shape[1], shape[2]};
+            u8array out({os.nz, os.ny, os.nx});
+            const std::uint8_t* p = small.data();
+            std::uint8_t* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                upsample_nearest(p, ss, f, os, o);
+            }
+            return out;
+        },
+        py::arg("small").noconvert(), py::arg("factors"), py::arg("shape"),
+        "Nearest-neighbour upsampling of a uint8 (z, y, x) array by integer factors, cropped to "
+        "shape (see ctreg/morph.hpp).");
 }
 
 }  // namespace ctreg::bind

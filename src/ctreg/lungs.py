@@ -137,7 +137,13 @@ def _factors(spacing, target_mm: float) -> tuple[int, int, int]:
 
 def _expand(small: np.ndarray, f, shape) -> np.ndarray:
     """Nearest-neighbour upsampling by integer factors ``f``, cropped to ``shape``
-    (``np.repeat`` per axis, innermost first: ~8x faster than one 6-D broadcast)."""
+    (``ops.upsample_nearest``: ``np.repeat`` per axis and a crop, in one native pass)."""
+    if small.dtype in (np.bool_, np.uint8) and all(
+        n * int(x) >= m for n, x, m in zip(small.shape, f, shape)
+    ):
+        from . import ops
+
+        return ops.upsample_nearest(small, f, shape)
     out = small
     for ax in (2, 1, 0):
         if f[ax] > 1:

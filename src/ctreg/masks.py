@@ -33,6 +33,10 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _expand(mask: np.ndarray, factors, shape) -> np.ndarray:
     """Nearest-neighbour upsampling of a mask subsampled by ``factors`` back to ``shape``."""
+    from .lungs import _expand as expand_rows  # the same upsampling, one native pass
+
+    if all(n * int(f) >= m for n, f, m in zip(mask.shape, factors, shape)):
+        return expand_rows(mask, factors, shape)
     out = mask
     for ax, f in enumerate(factors):
         if f > 1:

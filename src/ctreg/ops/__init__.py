@@ -66,6 +66,7 @@ from .prep import (
     fullres_slab,
     map_piecewise_linear,
     smooth_subsample,
+    upsample_nearest,
 )
 from .smoothing import gradient, smooth
 
@@ -114,4 +115,5 @@ __all__ = [
     "map_piecewise_linear",
     "ball_reach",
     "dilate_ball",
+    "upsample_nearest",
 ]
