@@ -1,5 +1,5 @@
-// Bindings of the full-resolution slab kernel (ctreg/fullres.hpp) and of the row-wise ball
-// dilation (ctreg/morph.hpp).
+// Bindings of the full-resolution slab kernel (ctreg/fullres.hpp), the mask kernels
+// (ctreg/morph.hpp) and transform.h5's field chunks (ctreg/itk_field.hpp).
 #include <pybind11/stl.h>
 
 #include <cstring>
@@ -7,6 +7,7 @@
 
 #include "common.hpp"
 #include "ctreg/fullres.hpp"
+#include "ctreg/itk_field.hpp"
 #include "ctreg/morph.hpp"
 
 namespace ctreg::bind {
@@ -97,6 +98,28 @@ void bind_prep(py::module_& m) {
         py::arg("mask").noconvert(), py::arg("reach").noconvert(),
         "Dilation of a uint8 (z, y, x) mask by the offsets |dx| <= reach[dz + rz, dy + ry] (see "
         "ctreg/morph.hpp); a new uint8 array of 0 / 1.");
+    m.def(
+        "itk_field_chunk",
+        [](const farray& u, const farray& b, const farray& start, const farray& along, index_t size) {
+            if (u.ndim() != 3 || u.shape(2) != 3) throw py::value_error("u must be (rows, nx, 3)");
+            const index_t nrows = u.shape(0), nx = u.shape(1);
+            if (b.size() != 9 || start.size() != 3 * nrows || along.size() != 3 * nx || size < 3 * nrows * nx)
+                throw py::value_error("b (3, 3), start (rows, 3), along (nx, 3), size >= rows * nx * 3");
+            u8array out({static_cast<py::ssize_t>(4 * size)});
+            const float* pu = u.data();
+            const float* pb = b.data();
+            const float* ps = start.data();
+            const float* pa = along.data();
+            std::uint8_t* o = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                itk_field_chunk(pu, nrows, nx, pb, ps, pa, size, o);
+            }
+            return out;
+        },
+        py::arg("u").noconvert(), py::arg("b").noconvert(), py::arg("start").noconvert(),
+        py::arg("along").noconvert(), py::arg("size"),
+        "One byte-shuffled chunk of transform.h5's field (see ctreg/itk_field.hpp).");
     m.def(
         "upsample_nearest",
         [](const u8array& small, const std::vector<index_t>& factors, const std::vector<index_t>& shape) {

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _native
 from ..errors import GeometryError
 from .atomic import Writeback, atomic_path
 
@@ -75,12 +76,22 @@ def _ascii(f, name: str, value: str) -> None:
 
 
 def _write_field(
-    group, name: str, u: np.ndarray, grid_affine, affine_h, *, compress: bool, threads: int
+    group,
+    name: str,
+    u: np.ndarray,
+    grid_affine,
+    affine_h,
+    *,
+    compress: bool,
+    threads: int,
+    native: bool = True,
 ) -> None:
     """The field ``w`` as a 1-D float32 dataset, computed chunk by chunk (whole x rows per chunk;
     memory stays at a few chunks); with ``compress``, shuffle + deflate chunks compressed in
     parallel and stored with ``write_direct_chunk`` (HDF5 keeps them as if its own filters had
-    run)."""
+    run).  ``native``: each compressed chunk's floats and byte shuffle in one native pass
+    (``ops``' itk_field_chunk: ``u @ A^-T`` as NumPy's float32 matmul computes it with FMA, the
+    same bytes on every CPU; tests/test_result_io.py compares it with the NumPy path)."""
     g = np.asarray(grid_affine, float)
     h_inv = np.linalg.inv(np.asarray(affine_h, float))
     a_inv_t = np.ascontiguousarray(h_inv[:3, :3].T, dtype=np.float32)
@@ -100,6 +111,10 @@ def _write_field(
         r1 = min(n_rows, r0 + per_chunk)
         k, j = np.divmod(np.arange(r0, r1), ny)
         start = (k[:, None] * lin[:, 0] + j[:, None] * lin[:, 1] + off).astype(np.float32)
+        if compress and native:  # the same floats as below, shuffled, in one native pass
+            return isal_zlib.compress(
+                _native.itk_field_chunk(rows[r0:r1], a_inv_t, start, along_x, size), _LEVEL
+            )
         w = rows[r0:r1] @ a_inv_t  # (rows, nx, 3) float32
         w += start[:, None, :]
         w += along_x[None]
