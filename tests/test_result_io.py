@@ -233,7 +233,7 @@ def test_transform_h5_native_chunks_equal_the_numpy_path(tmp_path, monkeypatch, 
     included, under a general affine."""
     import h5py
 
-    from ctreg import _native
+    from ctreg import _native, ops
     from ctreg.io import itk_transform
     from ctreg.transforms import AffineTransform
 
@@ -260,7 +260,7 @@ def test_transform_h5_native_chunks_equal_the_numpy_path(tmp_path, monkeypatch, 
                     affine.homogeneous(),
                     compress=True,
                     threads=2,
-                    native=native,
+                    chunk_kernel=ops.itk_field_chunk if native else None,
                 )
             with h5py.File(tmp_path / f"{native}.h5") as f:
                 d = f["g/w"]

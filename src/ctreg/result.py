@@ -272,6 +272,7 @@ class RegistrationResult:
             )
         )
         if itk_transform:
+            from . import ops
             from .io.itk_transform import write_itk_transform
 
             paths["itk_transform"] = out / "transform.h5"
@@ -279,7 +280,7 @@ class RegistrationResult:
                 (
                     write_itk_transform,
                     (paths["itk_transform"], self.displacement, self.grid_affine, self.affine),
-                    {},
+                    {"chunk_kernel": ops.itk_field_chunk},
                 )
             )
         # The outputs are written at once: their compression (ISA-L / zlib) and file I/O

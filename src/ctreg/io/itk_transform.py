@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _native
 from ..errors import GeometryError
 from .atomic import Writeback, atomic_path
 
@@ -84,14 +83,14 @@ def _write_field(
     *,
     compress: bool,
     threads: int,
-    native: bool = True,
+    chunk_kernel=None,
 ) -> None:
     """The field ``w`` as a 1-D float32 dataset, computed chunk by chunk (whole x rows per chunk;
     memory stays at a few chunks); with ``compress``, shuffle + deflate chunks compressed in
     parallel and stored with ``write_direct_chunk`` (HDF5 keeps them as if its own filters had
-    run).  ``native``: each compressed chunk's floats and byte shuffle in one native pass
-    (``ops``' itk_field_chunk: ``u @ A^-T`` as NumPy's float32 matmul computes it with FMA, the
-    same bytes on every CPU; tests/test_result_io.py compares it with the NumPy path)."""
+    run).  ``chunk_kernel``: ``ops.itk_field_chunk``, which computes a compressed chunk's floats
+    and byte shuffle in one native pass (``RegistrationResult.save`` passes it; io imports no
+    native code): the same bytes as the NumPy path here, compared in tests/test_result_io.py."""
     g = np.asarray(grid_affine, float)
     h_inv = np.linalg.inv(np.asarray(affine_h, float))
     a_inv_t = np.ascontiguousarray(h_inv[:3, :3].T, dtype=np.float32)
@@ -111,9 +110,9 @@ def _write_field(
         r1 = min(n_rows, r0 + per_chunk)
         k, j = np.divmod(np.arange(r0, r1), ny)
         start = (k[:, None] * lin[:, 0] + j[:, None] * lin[:, 1] + off).astype(np.float32)
-        if compress and native:  # the same floats as below, shuffled, in one native pass
+        if compress and chunk_kernel is not None:  # the floats below, shuffled, one pass
             return isal_zlib.compress(
-                _native.itk_field_chunk(rows[r0:r1], a_inv_t, start, along_x, size), _LEVEL
+                chunk_kernel(rows[r0:r1], a_inv_t, start, along_x, size), _LEVEL
             )
         w = rows[r0:r1] @ a_inv_t  # (rows, nx, 3) float32
         w += start[:, None, :]
@@ -159,6 +158,7 @@ def write_itk_transform(
     *,
     compress: bool = True,
     threads: int | None = None,
+    chunk_kernel=None,
 ) -> Path:
     """Write the registration as an ITK composite transform file (``.h5``).
 
@@ -172,6 +172,8 @@ def write_itk_transform(
         of ``U``.
     compress : deflate-compress the field (level 1, shuffled); readers decompress transparently.
     threads : compression threads (default: all cores).
+    chunk_kernel : ``ctreg.ops.itk_field_chunk`` to compute the compressed chunks natively (the
+        same file, faster); None: NumPy.
     """
     import h5py
 
@@ -211,6 +213,7 @@ def write_itk_transform(
                 affine.homogeneous(),
                 compress=compress,
                 threads=threads,
+                chunk_kernel=chunk_kernel,
             )
     return path
 

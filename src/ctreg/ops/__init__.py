@@ -64,6 +64,7 @@ from .prep import (
     clip_fill,
     dilate_ball,
     fullres_slab,
+    itk_field_chunk,
     map_piecewise_linear,
     smooth_subsample,
     upsample_nearest,
@@ -116,4 +117,5 @@ __all__ = [
     "ball_reach",
     "dilate_ball",
     "upsample_nearest",
+    "itk_field_chunk",
 ]

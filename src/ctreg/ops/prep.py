@@ -17,6 +17,7 @@ __all__ = [
     "ball_reach",
     "dilate_ball",
     "upsample_nearest",
+    "itk_field_chunk",
 ]
 
 
@@ -235,3 +236,20 @@ def upsample_nearest(small, factors, shape) -> np.ndarray:
         np.ascontiguousarray(a).view(np.uint8), f, [int(n) for n in shape]
     )
     return out.view(a.dtype)
+
+
+def itk_field_chunk(u_rows, a_inv_t, start, along, size: int) -> np.ndarray:
+    """One byte-shuffled chunk of transform.h5's field (``ctreg.io.itk_transform``): the 4 byte
+    planes of ``size`` float32 values ``(u_rows @ a_inv_t + start[:, None]) + along[None]``
+    (zero past the rows), the matmul as NumPy/OpenBLAS computes it in float32 (an FMA chain;
+    ``cpp/src/itk_field.cpp``), the same bytes on every CPU.
+
+    u_rows : (rows, nx, 3) float32 C-contiguous; a_inv_t : (3, 3) float32; start : (rows, 3)
+    float32; along : (nx, 3) float32; size >= rows * nx * 3."""
+    return _native.itk_field_chunk(
+        np.ascontiguousarray(u_rows, np.float32),
+        np.ascontiguousarray(a_inv_t, np.float32),
+        np.ascontiguousarray(start, np.float32),
+        np.ascontiguousarray(along, np.float32),
+        int(size),
+    )
