@@ -168,3 +168,20 @@ def test_jacobian_statistics_pair_equals_the_two_calls():
                 got = ops.jacobian_statistics_pair(jac, mask)
             assert got == expect  # equal floats, bit for bit
     assert ops.jacobian_statistics_pair(jac, np.zeros(jac.shape, bool))[1] == {}
+
+
+def test_clip_fill_without_bounds_is_np_where_bit_for_bit():
+    """fullres's resampling source: np.where(valid, array, sentinel) by ops.clip_fill."""
+    from ctreg import ops
+
+    rng = np.random.default_rng(12)
+    a = rng.normal(0, 500, (7, 9, 11)).astype(np.float32)
+    a[0, 0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    valid = rng.random(a.shape) > 0.3
+    valid[0, 0, :4] = True
+    sentinel = float(np.float32(-4096.5))
+    expect = np.where(valid, a, np.float32(sentinel))
+    for threads in (1, 2, 4):
+        with ops.thread_limit(threads):
+            got = ops.clip_fill(a, valid, -np.inf, np.inf, sentinel)
+        assert got.dtype == np.float32 and got.tobytes() == expect.tobytes()

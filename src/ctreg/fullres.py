@@ -79,10 +79,15 @@ def full_resolution(
     det_a = np.float32(np.linalg.det(transform.matrix))
     # One resampling for values and validity: where the floating scan has no data it holds the
     # sentinel, and a sample that draws more than ~30 % of its weight from there is invalid.
-    source = (
-        flt.array if flt.valid is None else np.where(flt.valid, flt.array, np.float32(sentinel))
-    )
-    source = np.ascontiguousarray(source, dtype=np.float32)
+    if flt.valid is None:
+        source = np.ascontiguousarray(flt.array, dtype=np.float32)
+    elif flt.array.dtype == np.float32 and flt.array.ndim == 3:
+        # np.where(valid, array, sentinel) in one parallel native pass (the bounds clip nothing)
+        source = ops.clip_fill(flt.array, flt.valid, -np.inf, np.inf, float(np.float32(sentinel)))
+    else:
+        source = np.ascontiguousarray(
+            np.where(flt.valid, flt.array, np.float32(sentinel)), dtype=np.float32
+        )
     warped = np.empty(ref.shape, np.float32)
     displacement = np.empty(ref.shape + (3,), np.float32)
     jac = np.empty(ref.shape, np.float32)
