@@ -288,7 +288,7 @@ def _register(
         images = [mask_image(ref_p, lungs_c, clip), mask_image(flt_p, flt_lungs, clip)]
         out = []
         for mm in levels_mm:
-            key = level_factors(ref_c.spacing, mm)
+            key = level_factors(crop_spacing, mm)
             if key not in shaped:
                 base = build_level(
                     len(cache) + len(shaped), mm, images[0], body_c, images[1], frame, clip
@@ -371,6 +371,9 @@ def _register(
                 )
                 info.update(used=False, reason="LungMask.Disagree")
                 flt_lungs = None
+    # the cropped reference (its preprocessed copy ref_p is what the levels are built from) and
+    # the floating body mask are not used again: their memory serves the lung-only images
+    ref_c = flt_body = None  # type: ignore[assignment]
 
     def make_lung_pair() -> None:
         """The lung-only images of both scans, which dlevel() builds its levels from; made
