@@ -318,7 +318,7 @@ def test_report_for_run_takes_figures_made_beforehand(tmp_path, caplog):
     res = _result()
     with ThreadPoolExecutor(1) as pool:
         made = report_html.report_for_run(
-            res, tmp_path / "a.html", pool.submit(report_html.report_figures, res)
+            res, tmp_path / "a.html", pool.submit(report_html.report_parts, res)
         )
         assert made == {"report_html": tmp_path / "a.html"}
         report_html.write_report_html(res, tmp_path / "b.html")
@@ -331,3 +331,11 @@ def test_report_for_run_takes_figures_made_beforehand(tmp_path, caplog):
         with caplog.at_level("WARNING", logger="ctreg"):
             assert report_html.report_for_run(res, tmp_path / "c.html", pool.submit(fails)) == {}
     assert "Report.Grid" in caplog.text and not (tmp_path / "c.html").exists()
+
+
+def test_similarity_figures_do_not_depend_on_the_piece_size(monkeypatch):
+    res = _result()
+    whole = report_html.similarity_figures(res)
+    monkeypatch.setattr(report_html, "_SIMILARITY_PIECE", 37)  # many pieces, a ragged last one
+    assert report_html.similarity_figures(res) == whole
+    assert whole["before"]["overlap_percent"] > 0

@@ -153,14 +153,14 @@ def _run_register(args) -> int:
     paths = {}
     if out is not None:
         with atomic_dir(out) as tmp, ThreadPoolExecutor(1, "ctreg-report") as pool:
-            # report.html's pictures are made while the other outputs are written (they only
-            # read the result); a failed report is a warning, not a failed run
-            from .report_html import report_figures, report_for_run
+            # report.html's pictures and similarity figures are made while the other outputs are
+            # written (they only read the result); a failed report is a warning, not a failed run
+            from .report_html import report_for_run, report_parts
 
-            figures = None if args.no_report else pool.submit(report_figures, result)
+            parts = None if args.no_report else pool.submit(report_parts, result)
             written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
-            if figures is not None:
-                written.update(report_for_run(result, tmp / "report.html", figures))
+            if parts is not None:
+                written.update(report_for_run(result, tmp / "report.html", parts))
         paths = {k: str(out / Path(v).name) for k, v in written.items()}
     if args.save_result is not None:
         paths["result"] = str(save_result_folder(result, args.save_result))

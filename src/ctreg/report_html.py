@@ -77,6 +77,8 @@ JAC_SPAN = 2.0
 CHECKER_TILES = 8
 #: at most this many voxels are sampled for the similarity figures
 SAMPLE_VOXELS = 2_000_000
+#: points per piece of similarity_figures' "before" sampling
+_SIMILARITY_PIECE = 1 << 18
 
 
 # -- pictures ---------------------------------------------------------------------------------
@@ -213,14 +215,21 @@ def similarity_figures(result) -> dict[str, Any]:
     floating = getattr(result, "floating", None)
     if floating is not None:
         k, j, i = np.nonzero(body)
-        idx = np.stack([k, j, i]).astype(np.float64) * stride
-        world = ref.index_to_world(idx.T)
-        fidx = floating.world_to_index(world).T
+        # the points go through the geometry in pieces (each point on its own: the same values
+        # as all at once), so the float64 temporaries stay at a few tens of MB
+        inside_parts, val_parts = [], []
         upper = np.asarray(floating.shape, float)[:, None] - 1
-        inside = np.all((fidx >= 0) & (fidx <= upper), axis=0)
-        if floating.valid is not None and inside.any():
-            inside[inside] &= ndi.map_coordinates(floating.valid, fidx[:, inside], order=0)
-        vals = ndi.map_coordinates(floating.array, fidx[:, inside], order=1)
+        for a in range(0, k.size, _SIMILARITY_PIECE):
+            b = a + _SIMILARITY_PIECE
+            idx = np.stack([k[a:b], j[a:b], i[a:b]]).astype(np.float64) * stride
+            fidx = floating.world_to_index(ref.index_to_world(idx.T)).T
+            ins = np.all((fidx >= 0) & (fidx <= upper), axis=0)
+            if floating.valid is not None and ins.any():
+                ins[ins] &= ndi.map_coordinates(floating.valid, fidx[:, ins], order=0)
+            inside_parts.append(ins)
+            val_parts.append(ndi.map_coordinates(floating.array, fidx[:, ins], order=1))
+        inside = np.concatenate(inside_parts) if inside_parts else np.zeros(0, bool)
+        vals = np.concatenate(val_parts) if val_parts else np.zeros(0)
         out["before"] = _pair_stats(r[k, j, i][inside], vals)
         out["before"]["overlap_percent"] = float(100.0 * inside.mean()) if inside.size else 0.0
     return out
@@ -418,30 +427,45 @@ def render_report_html(
 
 
 def write_report_html(
-    result, path, *, title: str | None = None, figures: dict[str, Figure] | None = None
+    result,
+    path,
+    *,
+    title: str | None = None,
+    figures: dict[str, Figure] | None = None,
+    similarity: dict | None = None,
 ) -> Path:
     """Write ``report.html`` for ``result`` (a :class:`ctreg.RegistrationResult`) atomically
-    (temporary name, then rename).  ``figures``: :func:`report_figures` of ``result`` when
-    already made (default: made here).  Returns the path."""
+    (temporary name, then rename).  ``figures`` / ``similarity``: :func:`report_figures` /
+    :func:`similarity_figures` of ``result`` when already made (default: made here).
+    Returns the path."""
     from .io.atomic import atomic_path
 
     path = Path(path)
     if figures is None:
         figures = report_figures(result)
-    text = render_report_html(result, title=title, figures=figures)
+    text = render_report_html(result, title=title, figures=figures, similarity=similarity)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 
 
-def report_for_run(result, path, figures: Future | None = None) -> dict[str, Path]:
+def report_parts(result) -> tuple[dict[str, Figure], dict]:
+    """(:func:`report_figures`, :func:`similarity_figures`) of ``result``: the slow part of a
+    report, which reads the result only (``ctreg register`` makes it while the other outputs
+    are written)."""
+    return report_figures(result), similarity_figures(result)
+
+
+def report_for_run(result, path, parts: Future | None = None) -> dict[str, Path]:
     """What ``ctreg register`` calls: :func:`write_report_html`, but a report that cannot be made
-    is logged as a warning and the run's other outputs are kept.  ``figures``: a future of
-    :func:`report_figures` started earlier (the CLI makes the pictures while the other outputs
-    are written).  Returns ``{"report_html": path}``, or ``{}`` when nothing was written."""
+    is logged as a warning and the run's other outputs are kept.  ``parts``: a future of
+    :func:`report_parts` started earlier.  Returns ``{"report_html": path}``, or ``{}`` when
+    nothing was written."""
     try:
-        made = None if figures is None else figures.result()
-        return {"report_html": write_report_html(result, path, figures=made)}
+        figures, similarity = (None, None) if parts is None else parts.result()
+        return {
+            "report_html": write_report_html(result, path, figures=figures, similarity=similarity)
+        }
     except Exception as exc:  # noqa: BLE001 - the registration's outputs matter more
         code = getattr(exc, "code", type(exc).__name__)
         log.warning("report.html not written (%s): %s", code, exc)
