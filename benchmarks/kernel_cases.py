@@ -463,3 +463,21 @@ CASES += [
     Case("resample_field (x2 up)", _ct_resample_field, _sp_resample_field, None),
     Case("demons_forces (symmetric, masked)", _ct_demons, _np_demons, None),
 ]
+
+
+# --- masks (the lung focus of register()) ---------------------------------------------------
+def _lung_like(d):
+    return d.get("lung_like", lambda d: np.ascontiguousarray(d.image < -500.0))
+
+
+def _ct_dilate(d):
+    return ops.dilate_ball(_lung_like(d), d.spacing, 10.0)
+
+
+def _sp_dilate(d):
+    return ndi.distance_transform_edt(~_lung_like(d), sampling=d.spacing) <= 10.0
+
+
+CASES += [
+    Case("dilate_ball (10 mm; scipy: EDT <= r)", _ct_dilate, _sp_dilate, None),
+]

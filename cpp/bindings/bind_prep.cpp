@@ -120,29 +120,6 @@ void bind_prep(py::module_& m) {
         py::arg("u").noconvert(), py::arg("b").noconvert(), py::arg("start").noconvert(),
         py::arg("along").noconvert(), py::arg("size"),
         "One byte-shuffled chunk of transform.h5's field (see ctreg/itk_field.hpp).");
-    m.def(
-        "upsample_nearest",
-        [](const u8array& small, const std::vector<index_t>& factors, const std::vector<index_t>& shape) {
-            const Shape3 ss = shape3(small, "small");
-            if (factors.size() != 3 || shape.size() != 3) throw py::value_error("factors, shape: (z, y, x)");
-            const index_t f[3] = {factors[0], factors[1], factors[2]};
-            const index_t sn[3] = {ss.nz, ss.ny, ss.nx};
-            for (int a = 0; a < 3; ++a)
-                if (f[a] < 1 || shape[a] < 0 || sn[a] * f[a] < shape[a])
-                    throw py::value_error("need factors >= 1 and small.shape * factors >= shape");
-            const Shape3 os{shape[0], shape[1], shape[2]};
-            u8array out({os.nz, os.ny, os.nx});
-            const std::uint8_t* p = small.data();
-            std::uint8_t* o = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                upsample_nearest(p, ss, f, os, o);
-            }
-            return out;
-        },
-        py::arg("small").noconvert(), py::arg("factors"), py::arg("shape"),
-        "Nearest-neighbour upsampling of a uint8 (z, y, x) array by integer factors, cropped to "
-        "shape (see ctreg/morph.hpp).");
 }
 
 }  // namespace ctreg::bind

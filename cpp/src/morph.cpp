@@ -53,25 +53,4 @@ void dilate_rows(const std::uint8_t* mask, const Shape3& s, const int* reach, in
     }
 }
 
-void upsample_nearest(const std::uint8_t* small, const Shape3& ss, const index_t f[3], const Shape3& os,
-                      std::uint8_t* out) {
-    const index_t nx = os.nx;
-#pragma omp parallel num_threads(ctreg::num_threads())
-    {
-        std::vector<std::uint8_t> row(static_cast<std::size_t>(nx));
-#pragma omp for schedule(static)
-        for (index_t k = 0; k < os.nz; ++k) {
-            for (index_t j = 0; j < os.ny; ++j) {
-                std::uint8_t* o = out + (k * os.ny + j) * nx;
-                if (j % f[1] != 0) {  // the same small row as the row above
-                    std::copy(o - nx, o, o);
-                    continue;
-                }
-                const std::uint8_t* src = small + ((k / f[0]) * ss.ny + j / f[1]) * ss.nx;
-                for (index_t i = 0; i < nx; ++i) o[i] = src[i / f[2]];
-            }
-        }
-    }
-}
-
 }  // namespace ctreg

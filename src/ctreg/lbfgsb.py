@@ -117,14 +117,11 @@ def _run_driver(
             f, g = cur[1], cur[2]
         elif task[0] == 1:  # a new iterate
             nit += 1
-            stop = False
             if callback is not None:
                 try:
                     callback(OptimizeResult(x=x, fun=f))
                 except StopIteration:
-                    stop = True
-            if stop:
-                task[0], task[1] = 5, 505
+                    task[0], task[1] = 5, 505
             if nit >= maxiter:
                 task[0], task[1] = 5, 504
             elif evals[0] > maxfun:

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import ops
 from .level import Level
+from .masks import _expand  # nearest-neighbour upsampling back to the fine grid
 from .pyramid import level_factors
 from .volume import Volume
 
@@ -61,8 +62,6 @@ def _grow(mask: np.ndarray, spacing, grow_mm: float) -> np.ndarray:
     small = _max_pool(mask, f)
     coarse_sp = np.asarray(spacing, float) * np.asarray(f)
     grown = ops.dilate_ball(small, coarse_sp, grow_mm)  # distance_transform_edt(~small) <= r
-    from .lungs import _expand  # nearest-neighbour upsampling back to the fine grid
-
     return np.logical_or(_expand(grown, f, mask.shape), mask)
 
 

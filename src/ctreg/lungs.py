@@ -41,6 +41,7 @@ from .errors import CTRegError
 from .masks import (
     BODY_THRESHOLD_HU,
     _IN_PLANE,
+    _expand,
     _fill_holes_in_plane,
     _largest_component,
     _open_in_plane,
@@ -133,24 +134,6 @@ def _erode_cube(m: np.ndarray) -> np.ndarray:
 
 def _factors(spacing, target_mm: float) -> tuple[int, int, int]:
     return tuple(max(1, int(round(target_mm / s))) for s in np.asarray(spacing, float))  # type: ignore[return-value]
-
-
-def _expand(small: np.ndarray, f, shape) -> np.ndarray:
-    """Nearest-neighbour upsampling by integer factors ``f``, cropped to ``shape``
-    (``ops.upsample_nearest``: ``np.repeat`` per axis and a crop, in one native pass)."""
-    if small.dtype in (np.bool_, np.uint8) and all(
-        n * int(x) >= m for n, x, m in zip(small.shape, f, shape)
-    ):
-        from . import ops
-
-        return ops.upsample_nearest(small, f, shape)
-    out = small
-    for ax in (2, 1, 0):
-        if f[ax] > 1:
-            out = np.repeat(out, f[ax], axis=ax)
-        if out.shape[ax] != shape[ax]:
-            out = out[tuple(slice(0, shape[ax]) if a == ax else slice(None) for a in range(3))]
-    return np.ascontiguousarray(out)
 
 
 def _refine_band(

@@ -31,17 +31,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def _expand(mask: np.ndarray, factors, shape) -> np.ndarray:
-    """Nearest-neighbour upsampling of a mask subsampled by ``factors`` back to ``shape``."""
-    from .lungs import _expand as expand_rows  # the same upsampling, one native pass
-
-    if all(n * int(f) >= m for n, f, m in zip(mask.shape, factors, shape)):
-        return expand_rows(mask, factors, shape)
-    out = mask
-    for ax, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=ax)
-    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+def _expand(small: np.ndarray, f, shape) -> np.ndarray:
+    """Nearest-neighbour upsampling by integer factors ``f``, cropped to ``shape``
+    (``np.repeat`` per axis, innermost first: ~8x faster than one 6-D broadcast)."""
+    out = small
+    for ax in (2, 1, 0):
+        if f[ax] > 1:
+            out = np.repeat(out, f[ax], axis=ax)
+        if out.shape[ax] != shape[ax]:
+            out = out[tuple(slice(0, shape[ax]) if a == ax else slice(None) for a in range(3))]
+    return np.ascontiguousarray(out)
 
 
 def body_mask(

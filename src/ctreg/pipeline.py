@@ -440,7 +440,7 @@ def _register(
             level(mm)
     focused.clear()  # (ffd_levels, demons_levels and u_level keep the ones still used)
     lung_pair.clear()
-    ref_p = flt_p = ref_c = flt_body = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
+    ref_p = flt_p = body_c = focus = None  # type: ignore[assignment]  # noqa: F841
     flt_lungs = None
     ops.release_spare_arrays()
 

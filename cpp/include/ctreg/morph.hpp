@@ -16,9 +16,4 @@ namespace ctreg {
 void dilate_rows(const std::uint8_t* mask, const Shape3& s, const int* reach, index_t rz, index_t ry,
                  std::uint8_t* out);
 
-// out[k, j, i] = small[k / fz, j / fy, i / fx] for (k, j, i) in out's shape (nearest-neighbour
-// upsampling by integer factors, cropped): small (sz, sy, sx) with sz * fz >= out.nz etc.
-void upsample_nearest(const std::uint8_t* small, const Shape3& ss, const index_t f[3], const Shape3& out_shape,
-                      std::uint8_t* out);
-
 }  // namespace ctreg

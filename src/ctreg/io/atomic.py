@@ -46,9 +46,9 @@ class Writeback:
     window the previous one is waited for and dropped from the page cache
     (``sync_file_range`` + ``posix_fadvise(DONTNEED)``, Linux; elsewhere nothing).  The data
     the file holds is never affected: only clean pages are dropped, and a range written again
-    later is simply dirty again.  Measured on this project's 2-core VM, 800 MiB written in
-    4 MiB pieces: 2.7 s (2.6 s of it kernel time, fresh page-cache pages) without, 0.5 s with.
-    ``CTREG_WRITEBACK=0`` in the environment turns it off.
+    later is simply dirty again.  ``benchmarks/bench_writeback.py`` times it against plain
+    writes (on this project's 2-core VM: 800 MiB in 2.77 s plain, mostly kernel time on fresh
+    page-cache pages, and 0.63 s streamed).  ``CTREG_WRITEBACK=0`` turns it off.
     """
 
     def __init__(self, fd: int, *, window: int = WRITEBACK_WINDOW):

@@ -67,7 +67,6 @@ from .prep import (
     itk_field_chunk,
     map_piecewise_linear,
     smooth_subsample,
-    upsample_nearest,
 )
 from .smoothing import gradient, smooth
 
@@ -116,6 +115,5 @@ __all__ = [
     "map_piecewise_linear",
     "ball_reach",
     "dilate_ball",
-    "upsample_nearest",
     "itk_field_chunk",
 ]

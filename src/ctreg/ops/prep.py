@@ -16,7 +16,6 @@ __all__ = [
     "fullres_slab",
     "ball_reach",
     "dilate_ball",
-    "upsample_nearest",
     "itk_field_chunk",
 ]
 
@@ -220,22 +219,6 @@ def dilate_ball(mask, spacing, radius_mm: float) -> np.ndarray:
         return ndi.distance_transform_edt(~m, sampling=spacing) <= float(radius_mm)
     grown = _native.dilate_rows(np.ascontiguousarray(m).view(np.uint8), reach)
     return grown.view(np.bool_)
-
-
-def upsample_nearest(small, factors, shape) -> np.ndarray:
-    """``small`` repeated ``factors`` times along each axis and cropped to ``shape``
-    (``np.repeat`` per axis, then a crop), for bool or uint8 (z, y, x) arrays, in one native
-    pass.  ``small.shape * factors`` must cover ``shape``.
-
-    Returns a new C-contiguous array of ``small``'s dtype."""
-    a = np.asarray(small)
-    if a.dtype not in (np.bool_, np.uint8) or a.ndim != 3:
-        raise ValueError(f"small must be a 3-D bool or uint8 array, got {a.dtype} {a.shape}")
-    f = [int(x) for x in factors]
-    out = _native.upsample_nearest(
-        np.ascontiguousarray(a).view(np.uint8), f, [int(n) for n in shape]
-    )
-    return out.view(a.dtype)
 
 
 def itk_field_chunk(u_rows, a_inv_t, start, along, size: int) -> np.ndarray:
