@@ -9,6 +9,31 @@
 
 namespace ctreg::bind {
 
+namespace {
+// Element strides (z, y) of a 3-D view with contiguous rows (a crop of a C-contiguous array).
+void view_strides(const py::array& a, std::size_t item, const char* name, index_t& sz, index_t& sy) {
+    if (a.ndim() != 3 || a.strides(2) != py::ssize_t(item) || a.strides(0) % py::ssize_t(item) ||
+        a.strides(1) % py::ssize_t(item) || a.strides(0) < 0 || a.strides(1) < 0)
+        throw py::type_error(std::string(name) + " must be a 3-D view with contiguous rows");
+    sz = a.strides(0) / py::ssize_t(item);
+    sy = a.strides(1) / py::ssize_t(item);
+}
+
+// smooth_subsample's lattice arguments, checked.
+void lattice_args(const py::sequence& sigma_vox, double truncate, const py::sequence& factors, double sig[3],
+                  index_t f[3]) {
+    if (py::len(sigma_vox) != 3 || py::len(factors) != 3)
+        throw py::value_error("sigma_vox and factors must be (z, y, x)");
+    for (int a = 0; a < 3; ++a) {
+        sig[a] = sigma_vox[a].cast<double>();
+        f[a] = factors[a].cast<index_t>();
+        if (!(sig[a] >= 0.0) || !std::isfinite(sig[a])) throw py::value_error("sigma_vox must be finite and >= 0");
+        if (f[a] < 1) throw py::value_error("factors must be >= 1");
+    }
+    if (!(truncate > 0.0) || !std::isfinite(truncate)) throw py::value_error("truncate must be finite and > 0");
+}
+}  // namespace
+
 void bind_smooth(py::module_& m) {
     m.def(
         "smooth",
@@ -56,19 +81,9 @@ void bind_smooth(py::module_& m) {
         "smooth_subsample",
         [](const farray& array, const py::sequence& sigma_vox, double truncate, const py::sequence& factors) {
             const Shape3 s = shape3(array, "array");
-            if (py::len(sigma_vox) != 3 || py::len(factors) != 3)
-                throw py::value_error("sigma_vox and factors must be (z, y, x)");
             double sig[3];
             index_t f[3];
-            for (int a = 0; a < 3; ++a) {
-                sig[a] = sigma_vox[a].cast<double>();
-                f[a] = factors[a].cast<index_t>();
-                if (!(sig[a] >= 0.0) || !std::isfinite(sig[a]))
-                    throw py::value_error("sigma_vox must be finite and >= 0");
-                if (f[a] < 1) throw py::value_error("factors must be >= 1");
-            }
-            if (!(truncate > 0.0) || !std::isfinite(truncate))
-                throw py::value_error("truncate must be finite and > 0");
+            lattice_args(sigma_vox, truncate, factors, sig, f);
             farray out({(s.nz + f[0] - 1) / f[0], (s.ny + f[1] - 1) / f[1], (s.nx + f[2] - 1) / f[2]});
             const float* src = array.data();
             float* dst = out.mutable_data();
@@ -86,19 +101,12 @@ void bind_smooth(py::module_& m) {
         [](const py::array_t<float>& image, const std::optional<py::array_t<std::uint8_t>>& valid, float lo,
            float hi, float fill) {
             const Shape3 s = shape3(image, "image");
-            auto strides = [](const py::array& a, std::size_t item, const char* name, index_t& sz, index_t& sy) {
-                if (a.ndim() != 3 || a.strides(2) != py::ssize_t(item) || a.strides(0) % py::ssize_t(item) ||
-                    a.strides(1) % py::ssize_t(item) || a.strides(0) < 0 || a.strides(1) < 0)
-                    throw py::type_error(std::string(name) + " must be a 3-D view with contiguous rows");
-                sz = a.strides(0) / py::ssize_t(item);
-                sy = a.strides(1) / py::ssize_t(item);
-            };
             index_t isz, isy, vsz = 0, vsy = 0;
-            strides(image, sizeof(float), "image", isz, isy);
+            view_strides(image, sizeof(float), "image", isz, isy);
             const std::uint8_t* v = nullptr;
             if (valid) {
                 same_shape(s, shape3(*valid, "valid"), "clip_fill_view: image and valid");
-                strides(*valid, 1, "valid", vsz, vsy);
+                view_strides(*valid, 1, "valid", vsz, vsy);
                 v = valid->data();
             }
             farray out({s.nz, s.ny, s.nx});
@@ -114,6 +122,53 @@ void bind_smooth(py::module_& m) {
         py::arg("fill"),
         "valid ? clip(image, lo, hi) : fill into a new contiguous float32 array, from a 3-D view "
         "with contiguous rows (a crop).");
+    m.def(
+        "smooth_subsample_source",
+        [](const std::optional<py::array_t<float>>& image, const std::optional<py::array_t<std::uint8_t>>& valid,
+           const std::optional<py::array_t<std::uint8_t>>& mask, const py::sequence& shape, float lo, float hi,
+           float fill, float inside, float outside, const py::sequence& sigma_vox, double truncate,
+           const py::sequence& factors) {
+            if (py::len(shape) != 3) throw py::value_error("shape must be (z, y, x)");
+            const Shape3 s{shape[0].cast<index_t>(), shape[1].cast<index_t>(), shape[2].cast<index_t>()};
+            if (s.nz < 1 || s.ny < 1 || s.nx < 1) throw py::value_error("shape must not be empty");
+            double sig[3];
+            index_t f[3];
+            lattice_args(sigma_vox, truncate, factors, sig, f);
+            SourceOp op;
+            op.lo = lo;
+            op.hi = hi;
+            op.fill = fill;
+            op.inside = inside;
+            op.outside = outside;
+            if (image) {
+                same_shape(s, shape3(*image, "image"), "smooth_subsample_source: shape and image");
+                view_strides(*image, sizeof(float), "image", op.isz, op.isy);
+                op.image = image->data();
+            }
+            if (valid) {
+                same_shape(s, shape3(*valid, "valid"), "smooth_subsample_source: shape and valid");
+                view_strides(*valid, 1, "valid", op.vsz, op.vsy);
+                op.valid = valid->data();
+            }
+            if (mask) {
+                same_shape(s, shape3(*mask, "mask"), "smooth_subsample_source: shape and mask");
+                view_strides(*mask, 1, "mask", op.msz, op.msy);
+                op.mask = mask->data();
+            }
+            farray out({(s.nz + f[0] - 1) / f[0], (s.ny + f[1] - 1) / f[1], (s.nx + f[2] - 1) / f[2]});
+            float* dst = out.mutable_data();
+            {
+                py::gil_scoped_release release;
+                smooth_subsample_source(op, s, sig, truncate, f, dst);
+            }
+            return out;
+        },
+        py::arg("image").noconvert(), py::arg("valid").noconvert(), py::arg("mask").noconvert(), py::arg("shape"),
+        py::arg("lo"), py::arg("hi"), py::arg("fill"), py::arg("inside"), py::arg("outside"), py::arg("sigma_vox"),
+        py::arg("truncate"), py::arg("factors"),
+        "smooth_subsample of mask && !mask ? outside : (image ? (valid && !valid ? fill : clip(image, lo, hi)) : "
+        "inside), computed row by row from 3-D views with contiguous rows; bit-identical to storing that image "
+        "and calling smooth_subsample.");
     m.def(
         "map_piecewise_linear",
         [](const py::array_t<float, py::array::c_style>& image, const darray& xp, const darray& fp, float above) {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics, ops
+from .prep import SourceImage
 from .prep import clip_fill as _clip_fill
 from .pyramid import downsample
 from .transforms import AffineTransform, ReferenceFrame
@@ -175,28 +176,35 @@ def preprocess(
     return volume.with_array(arr)
 
 
+def _downsample(image: Volume | SourceImage, target_mm: float) -> Volume:
+    if isinstance(image, SourceImage):
+        return image.downsample(target_mm)
+    return downsample(image, target_mm)
+
+
 def build_level(
     index: int,
     target_mm: float,
-    reference: Volume,
+    reference: Volume | SourceImage,
     reference_mask: np.ndarray,
-    floating: Volume,
+    floating: Volume | SourceImage,
     frame: ReferenceFrame,
     clip_hu: tuple[float, float],
 ) -> Level:
     """A level at about ``target_mm`` spacing from the (cropped, preprocessed) volumes.
 
-    ``reference`` and ``floating`` must already be clipped; ``floating`` must carry its validity
-    mask.  The floating scan is smoothed and subsampled with air where it has no data, and the
-    SENTINEL is written afterwards on the subsampled invalid voxels.
+    ``reference`` and ``floating`` must already be clipped (stored, or as a ``prep.SourceImage``
+    that is never stored whole); ``floating`` must carry its validity mask.  The floating scan
+    is smoothed and subsampled with air where it has no data, and the SENTINEL is written
+    afterwards on the subsampled invalid voxels.
     """
-    ref_l = downsample(reference, target_mm)
+    ref_l = _downsample(reference, target_mm)
     f = np.rint(np.linalg.norm(ref_l.affine[:3, :3], axis=0) / reference.spacing).astype(int)
     sl = tuple(slice(None, None, int(x)) for x in f)
     mask = np.ascontiguousarray(reference_mask[sl]).astype(np.uint8)
     if ref_l.valid is not None:
         mask &= ref_l.valid.view(np.uint8)
-    flt_l = downsample(floating, target_mm)
+    flt_l = _downsample(floating, target_mm)
     if flt_l.valid is not None and not flt_l.valid.all():
         arr = np.where(flt_l.valid, flt_l.array, np.float32(SENTINEL)).astype(np.float32)
         flt_l = flt_l.with_array(arr)

@@ -22,6 +22,7 @@ import logging
 
 import numpy as np
 
+from .prep import SourceImage
 from .volume import Volume
 
 __all__ = ["floating_lungs", "lung_only", "mask_image", "affine_lung_dice", "MIN_AFFINE_LUNG_DICE"]
@@ -76,28 +77,23 @@ def floating_lungs(
     }
 
 
-def lung_only(volume: Volume, lungs: np.ndarray, outside_hu: float) -> Volume:
-    """The preprocessed ``volume`` with ``outside_hu`` outside ``lungs`` (same grid, same
-    validity: where the scanner wrote no data stays invalid)."""
-    if lungs.shape != volume.shape:
-        raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
-    from . import ops
-
-    arr = volume.array
-    if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-    # np.where(lungs, arr, outside_hu) in one native pass (the bounds clip nothing)
-    return volume.with_array(ops.clip_fill(arr, lungs, -np.inf, np.inf, outside_hu))
+def lung_only(image: Volume | SourceImage, lungs: np.ndarray, outside_hu: float):
+    """The preprocessed ``image`` with ``outside_hu`` outside ``lungs`` (same grid, same
+    validity: where the scanner wrote no data stays invalid); a ``prep.SourceImage`` gives a
+    SourceImage (never stored whole), a Volume a Volume."""
+    return _on(image, lambda src: src.with_mask(lungs, outside_hu))
 
 
-def mask_image(volume: Volume, lungs: np.ndarray, clip_hu: tuple[float, float]) -> Volume:
-    """The lung mask as an image on ``volume``'s grid: the lower clip value (air) in the lungs,
-    0 HU (tissue) elsewhere; ``volume``'s validity is kept."""
-    if lungs.shape != volume.shape:
-        raise AssertionError(f"lung mask {lungs.shape} and image {volume.shape} grids differ")
-    arr = np.zeros(volume.shape, np.float32)
-    np.copyto(arr, np.float32(clip_hu[0]), where=lungs)
-    return volume.with_array(arr)
+def mask_image(image: Volume | SourceImage, lungs: np.ndarray, clip_hu: tuple[float, float]):
+    """The lung mask as an image on ``image``'s grid: the lower clip value (air) in the lungs,
+    0 HU (tissue) elsewhere; ``image``'s validity is kept.  SourceImage in, SourceImage out."""
+    return _on(image, lambda src: src.mask_values(lungs, clip_hu[0], 0.0))
+
+
+def _on(image, make):
+    if isinstance(image, SourceImage):
+        return make(image)
+    return make(SourceImage.of(image)).volume()
 
 
 def affine_lung_dice(

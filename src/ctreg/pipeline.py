@@ -35,9 +35,10 @@ from .lung_images import (
     mask_image,
 )
 from .lungs import check_mask_grid
-from .level import SENTINEL, Level, build_level, preprocess
+from .level import SENTINEL, Level, build_level
 from .masks import body_mask
 from .options import RegistrationOptions, options_for
+from .prep import SourceImage
 from .pyramid import bounding_box, crop, level_factors
 from .result import RegistrationResult
 from .sliding import sliding_stage
@@ -230,8 +231,9 @@ def _register(
     ref_c = crop(ref, box)
     body_c = np.ascontiguousarray(ref_body[box])
     clip = opts.clip_hu
-    ref_p = preprocess(ref_c, clip, invalid_value=clip[0])
-    flt_p = preprocess(flt, clip, invalid_value=clip[0])
+    # the clipped scans as pyramid sources: levels are made from them, they are never stored
+    ref_p = SourceImage.preprocessed(ref, box, clip, clip[0])
+    flt_p = SourceImage.preprocessed(flt, None, clip, clip[0])
     centre = _centroid_world(ref, ref_body)
     focus = None
     lung_report: dict = {"used": False, "reason": "lung_focus off"}
@@ -371,14 +373,13 @@ def _register(
                 )
                 info.update(used=False, reason="LungMask.Disagree")
                 flt_lungs = None
-    # the cropped reference (its preprocessed copy ref_p is what the levels are built from) and
-    # the floating body mask are not used again: their memory serves the lung-only images
+    # the cropped reference (the levels are built from the source ref_p, which reads ``ref``)
+    # and the floating body mask are not used again
     ref_c = flt_body = None  # type: ignore[assignment]
 
     def make_lung_pair() -> None:
-        """The lung-only images of both scans, which dlevel() builds its levels from; made
-        just before the first stage that needs them, so they never coexist with the lung-shape
-        stage's images."""
+        """The lung-only images of both scans (sources, never stored whole), which dlevel()
+        builds its levels from; made before the first stage that needs them."""
         if opts.lung_images and flt_lungs is not None and lungs_c is not None and not lung_pair:
             t0 = time.perf_counter()
             lung_pair[:] = [
@@ -431,8 +432,8 @@ def _register(
     t0 = time.perf_counter()
     # Only pyramid levels are used from here on: the levels of the B-spline, demons and
     # sliding stages are built now (some exist already; their time counts as "bspline"), and
-    # the full-size working copies of both scans (cropped, preprocessed, lung-only) and the
-    # masks on their grids leave memory.
+    # the masks on their grids leave memory (the sources ref_p, flt_p and the lung-only ones
+    # are never stored at full size).
     ffd_levels = [dlevel(mm) for mm in opts.ffd.levels_mm] if opts.ffd.enabled else []
     demons_levels = stage_levels(opts.demons.levels_mm, dlevel) if opts.demons.enabled else []
     if opts.sliding.enabled and lungs_c is not None:

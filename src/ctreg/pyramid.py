@@ -12,7 +12,7 @@ import numpy as np
 from . import ops
 from .volume import Volume
 
-__all__ = ["level_factors", "downsample", "crop", "bounding_box"]
+__all__ = ["level_factors", "lattice", "downsample", "crop", "crop_affine", "bounding_box"]
 
 #: Gaussian sigma before subsampling, as a fraction of the level spacing (anti-aliasing).
 ANTIALIAS_SIGMA = 0.4
@@ -23,17 +23,23 @@ def level_factors(spacing_mm, target_mm: float) -> tuple[int, int, int]:
     return tuple(max(1, int(round(target_mm / s))) for s in np.asarray(spacing_mm, float))  # type: ignore[return-value]
 
 
+def lattice(spacing_mm, target_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """A level's (z, y, x) subsampling factors and its smoothing sigmas in mm (0 on the axes
+    kept whole)."""
+    f = np.array(level_factors(spacing_mm, target_mm))
+    level_spacing = np.asarray(spacing_mm, float) * f
+    return f, np.where(f > 1, ANTIALIAS_SIGMA * level_spacing, 0.0)
+
+
 def downsample(volume: Volume, target_mm: float, *, smooth: bool = True) -> Volume:
     """Smooth (sigma = ANTIALIAS_SIGMA x level spacing on each subsampled axis) and subsample.
 
     Returns the volume itself when no axis is subsampled and ``smooth`` has nothing to do.
     The validity mask follows by plain subsampling.
     """
-    f = np.array(level_factors(volume.spacing, target_mm))
+    f, sigma = lattice(volume.spacing, target_mm)
     if np.all(f == 1):
         return volume
-    level_spacing = volume.spacing * f
-    sigma = np.where(f > 1, ANTIALIAS_SIGMA * level_spacing, 0.0)
     sl = tuple(slice(None, None, int(x)) for x in f)
     if smooth and volume.array.ndim == 3:  # smoothed only where kept: the same values
         sub = ops.smooth_subsample(volume.array, tuple(sigma), tuple(volume.spacing), tuple(f))
@@ -65,8 +71,12 @@ def bounding_box(mask: np.ndarray, margin_vox=(0, 0, 0)) -> tuple[slice, slice, 
 
 def crop(volume: Volume, box: tuple[slice, slice, slice]) -> Volume:
     """The sub-volume ``volume.array[box]`` with its affine shifted accordingly."""
-    starts = [s.start or 0 for s in box]
-    shift = np.eye(4)
-    shift[:3, 3] = starts
     valid = None if volume.valid is None else volume.valid[box]
-    return Volume(volume.array[box], volume.affine @ shift, valid, dict(volume.meta))
+    return Volume(volume.array[box], crop_affine(volume.affine, box), valid, dict(volume.meta))
+
+
+def crop_affine(affine: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """The affine of the sub-volume ``array[box]`` (its voxel (0, 0, 0) is the box's first)."""
+    shift = np.eye(4)
+    shift[:3, 3] = [s.start or 0 for s in box]
+    return np.asarray(affine, float) @ shift

@@ -15,6 +15,29 @@ namespace ctreg {
 void smooth_subsample(const float* array, const Shape3& s, const double sigma_vox[3], double truncate,
                       const index_t factors[3], float* out);
 
+// An image defined voxel by voxel from others, never stored whole (the pyramid's sources):
+//   mask && !mask[v] ? outside : (image ? (valid && !valid[v] ? fill : clip(image[v], lo, hi))
+//                                       : inside)
+// reading image[k * isz + j * isy + i] (and valid, mask with their own element strides: crops
+// of C-contiguous volumes); the comparisons of clip_fill_view (NaN stays NaN).
+struct SourceOp {
+    const float* image = nullptr;
+    index_t isz = 0, isy = 0;
+    const std::uint8_t* valid = nullptr;
+    index_t vsz = 0, vsy = 0;
+    const std::uint8_t* mask = nullptr;
+    index_t msz = 0, msy = 0;
+    float lo = 0, hi = 0, fill = 0, inside = 0, outside = 0;
+};
+
+// Row (k, j) of a SourceOp image: nx values into out.
+void source_row(const SourceOp& op, index_t k, index_t j, index_t nx, float* out);
+
+// smooth_subsample of the SourceOp image of shape s, bit for bit as smooth_subsample of that
+// image stored whole.
+void smooth_subsample_source(const SourceOp& op, const Shape3& s, const double sigma_vox[3], double truncate,
+                             const index_t factors[3], float* out);
+
 // out (contiguous, shape s) = valid ? clip(image, lo, hi) : fill (NaN stays NaN), reading
 // image[k * isz + j * isy + i] and valid[k * vsz + j * vsy + i] (element strides: a crop of a
 // C-contiguous volume); valid may be nullptr (every voxel valid).  The same comparisons as

@@ -67,6 +67,7 @@ from .prep import (
     itk_field_chunk,
     map_piecewise_linear,
     smooth_subsample,
+    smooth_subsample_source,
 )
 from .smoothing import gradient, smooth
 
@@ -110,6 +111,7 @@ __all__ = [
     "MMAP_THRESHOLD_BYTES",
     "TRIM_THRESHOLD_BYTES",
     "smooth_subsample",
+    "smooth_subsample_source",
     "fullres_slab",
     "clip_fill",
     "map_piecewise_linear",

@@ -11,6 +11,7 @@ from .. import _checks as ck
 
 __all__ = [
     "smooth_subsample",
+    "smooth_subsample_source",
     "clip_fill",
     "map_piecewise_linear",
     "fullres_slab",
@@ -38,6 +39,13 @@ def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.n
     """
     array = ck.f32("array", array, 3)
     ck.nonempty("array", array)
+    sig, truncate, f = _lattice(sigma_mm, spacing, factors, truncate)
+    return _native.smooth_subsample(array, sig, truncate, f)
+
+
+def _lattice(sigma_mm, spacing, factors, truncate):
+    """smooth_subsample's arguments checked: sigma in voxels (exactly as ops.smooth computes
+    it: the same kernel weights), truncate, factors."""
     sp = np.asarray(ck.spacing3("spacing", spacing))
     sig = np.asarray(sigma_mm, dtype=np.float64).reshape(-1)
     if sig.size == 1:
@@ -54,8 +62,71 @@ def smooth_subsample(array, sigma_mm, spacing, factors, *, truncate=3.0) -> np.n
         raise ValueError(
             f"truncate must be a positive number of standard deviations, got {truncate!r}"
         )
-    # sigma in voxels exactly as ops.smooth computes it (the same kernel weights)
-    return _native.smooth_subsample(array, [float(v) for v in sig / sp], truncate, f)
+    return [float(v) for v in sig / sp], truncate, f
+
+
+def _row_view(name: str, a, dtype, shape) -> np.ndarray:
+    """``a`` as a (z, y, x) view with contiguous rows (copied only if it is not one)."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_ and dtype == np.uint8:
+        a = a.view(np.uint8)
+    if a.dtype != dtype or a.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be {np.dtype(dtype).name} of shape {tuple(shape)}, got "
+            f"{a.dtype} {a.shape}"
+        )
+    if a.strides[2] != a.itemsize or min(a.strides) < 0:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def smooth_subsample_source(
+    shape,
+    sigma_mm,
+    spacing,
+    factors,
+    *,
+    image=None,
+    valid=None,
+    lo: float = -np.inf,
+    hi: float = np.inf,
+    fill: float = 0.0,
+    mask=None,
+    inside: float = 0.0,
+    outside: float = 0.0,
+    truncate: float = 3.0,
+) -> np.ndarray:
+    """:func:`smooth_subsample` of the image
+    ``where(mask, where(valid, clip(image, lo, hi), fill), outside)`` (``image`` None: ``inside``
+    in the mask; ``mask`` / ``valid`` None: everywhere), bit for bit, without that image ever
+    existing whole: each row is computed where the z pass reads it.  The pyramid's sources
+    (the clipped scans, their lung-only versions, the lung masks as images) are such images of
+    the scans and masks, which are read in place (a crop view is not copied).
+
+    image : (z, y, x) float32 array or view with contiguous rows; valid, mask : bool or uint8
+    of ``shape`` (views too).  Values are compared and written as float32 (NaN stays NaN).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be a non-empty (z, y, x), got {shape}")
+    sig, truncate, f = _lattice(sigma_mm, spacing, factors, truncate)
+    img = None if image is None else _row_view("image", image, np.float32, shape)
+    v = None if valid is None or image is None else _row_view("valid", valid, np.uint8, shape)
+    m = None if mask is None else _row_view("mask", mask, np.uint8, shape)
+    return _native.smooth_subsample_source(
+        img,
+        v,
+        m,
+        shape,
+        float(lo),
+        float(hi),
+        float(fill),
+        float(inside),
+        float(outside),
+        sig,
+        truncate,
+        f,
+    )
 
 
 def clip_fill(image, valid, lo: float, hi: float, fill: float) -> np.ndarray:
