@@ -68,12 +68,13 @@ def test_streamed_float32_nifti_and_displacement_read_back(tmp_path):
     np.testing.assert_allclose(np.array(tx.TransformPoint(tuple(pt))) - pt, u[k, j, i], atol=1e-5)
 
 
-def test_gzip_stream_is_independent_of_write_sizes_and_threads():
+@pytest.mark.parametrize("level", [1, 0])
+def test_gzip_stream_is_independent_of_write_sizes_and_threads(level):
     data = os.urandom(1 << 20) + bytes(9 * (1 << 20) + 12345)
     one = io.BytesIO()
-    archive.write_gzip(data, one, threads=1)
+    archive.write_gzip(data, one, threads=1, compresslevel=level)
     many = io.BytesIO()
-    with archive.GzipStreamWriter(many, threads=4) as gz:
+    with archive.GzipStreamWriter(many, threads=4, compresslevel=level) as gz:
         for i in range(0, len(data), 999_999):
             gz.write(data[i : i + 999_999])
     assert one.getvalue() == many.getvalue()
@@ -82,6 +83,37 @@ def test_gzip_stream_is_independent_of_write_sizes_and_threads():
 
     d = zlib.decompressobj(wbits=31)  # several members: as pigz writes
     assert d.decompress(one.getvalue()) == data[: archive.GZIP_BLOCK]
+    if level == 0:  # stored: the data and 5 bytes per 64 KiB block, plus 18 per member
+        members = -(-len(data) // archive.GZIP_BLOCK)
+        blocks = sum(
+            -(-min(archive.GZIP_BLOCK, len(data) - m * archive.GZIP_BLOCK) // 65535)
+            for m in range(members)
+        )
+        assert len(one.getvalue()) == len(data) + 5 * blocks + 18 * members
+
+
+@pytest.mark.parametrize("n", [0, 1, 65534, 65535, 65536, 3 * 65535, 3 * 65535 + 1])
+def test_stored_gzip_member_is_standard_gzip(n):
+    import zlib
+
+    data = os.urandom(n)
+    member = archive._stored_member(data)
+    assert gzip.decompress(member) == data
+    d = zlib.decompressobj(wbits=31)
+    assert d.decompress(member) == data and d.eof and not d.unused_data
+    assert member[-8:-4] == (zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "little")
+    assert archive._stored_member(memoryview(data)) == member
+
+
+def test_displacement_nifti_is_stored_and_int16_images_compressed(tmp_path):
+    vol = _volume(shape=(24, 40, 40))
+    u = np.random.default_rng(2).standard_normal(vol.shape + (3,)).astype(np.float32)
+    d = nifti.write_displacement_nifti(u, vol.affine, tmp_path / "d.nii.gz")
+    raw = gzip.decompress(d.read_bytes())
+    assert len(raw) > u.nbytes and d.stat().st_size - len(raw) < 200  # stored: no deflate pass
+    zeros = Volume(np.zeros(vol.shape, np.float32), vol.affine, None, {})
+    w = nifti.write_nifti(zeros, tmp_path / "w.nii.gz")
+    assert w.stat().st_size < vol.array.size * 2 // 20  # int16 images are deflated
 
 
 def test_streamed_tar_gz_reads_back(tmp_path):

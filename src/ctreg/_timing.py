@@ -5,7 +5,9 @@ Imports nothing heavy (standard library only; psutil is not needed).  Memory fig
 process's resident set size (RSS) in MiB:
 
 * ``peak_rss_mib``: the high-water mark of the whole process so far (``getrusage`` ``ru_maxrss``),
-  read when each phase ends; the first phase whose value jumps is the one that set the peak;
+  read when each phase ends; the first phase whose value jumps is the one that set the peak
+  (a phase counted again later, as the lung-only images count as ``masks``, keeps the
+  readings of its first end, so the values follow the phases' order);
 * ``rss_mib``: the RSS right when the phase ended (``/proc/self/statm`` on Linux, else psutil
   when installed, else the peak).
 
@@ -106,12 +108,16 @@ class PhaseTimer:
             self.add(name, time.perf_counter() - t0)
 
     def add(self, name: str, seconds: float) -> None:
-        """Count ``seconds`` for ``name`` and read the memory now (the phase has just ended)."""
+        """Count ``seconds`` for ``name`` and, the first time, read the memory now (the phase
+        has just ended)."""
         self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
-        self.phases[name] = {
-            "peak_rss_mib": round(peak_rss_mib(), 1),
-            "rss_mib": round(rss_mib(), 1),
-        }
+        self.phases.setdefault(
+            name,
+            {
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+                "rss_mib": round(rss_mib(), 1),
+            },
+        )
 
     def memory_report(self) -> dict:
         return {"peak_rss_mib": round(peak_rss_mib(), 1), "phases": self.phases}

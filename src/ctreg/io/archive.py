@@ -3,7 +3,8 @@
 Extraction refuses absolute paths, ``..`` components, links and device files, and stops at a
 size and member-count cap, so that an uploaded archive cannot write outside its folder or fill
 the disk.  Packing uses a low gzip level (1 by default): the file stays standard gzip but is
-written several times faster than at the default level 9.
+written several times faster than at the default level 9.  Level 0 writes stored deflate
+blocks (still standard gzip), for data that hardly compresses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import struct
 import tarfile
 import time
 import types
@@ -153,8 +155,38 @@ def extract_archive(
 GZIP_BLOCK = 4 * 1024**2
 
 
+#: deflate's largest stored block (RFC 1951, 3.2.4)
+_STORED_MAX = 0xFFFF
+#: gzip member header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown (RFC 1952)
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def _stored_member(block) -> bytes:
+    """One gzip member holding ``block`` in stored (uncompressed) deflate blocks: level 0.
+
+    Standard gzip that every reader decompresses; for data that hardly compresses (float
+    fields) it costs a CRC and a copy instead of a deflate pass.  The CRC is ISA-L's when it
+    is installed (several GB/s), else zlib's, with the same value."""
+    view = memoryview(block).cast("B")
+    n = len(view)
+    parts = [_GZIP_HEADER]
+    pos = 0
+    while True:  # an empty block is one final stored block of length 0
+        size = min(_STORED_MAX, n - pos)
+        final = pos + size >= n
+        parts.append(bytes((1 if final else 0,)) + struct.pack("<HH", size, size ^ 0xFFFF))
+        parts.append(view[pos : pos + size])
+        pos += size
+        if final:
+            break
+    parts.append(struct.pack("<II", _deflate.crc32(view) & 0xFFFFFFFF, n & 0xFFFFFFFF))
+    return b"".join(parts)
+
+
 def _compress_member(block, compresslevel: int) -> bytes:
-    """One complete gzip member of ``block``."""
+    """One complete gzip member of ``block``; level 0 stores it (:func:`_stored_member`)."""
+    if compresslevel == 0:
+        return _stored_member(block)
     if _deflate is not zlib:  # ISA-L levels are 0-3
         return _deflate.compress(block, min(compresslevel, 3), wbits=31)
     return zlib.compress(block, compresslevel, wbits=31)

@@ -40,6 +40,10 @@ _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SWAP = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 _NIFTI_INTENT_DISPVECT = 1006
 _GZIP_LEVEL = 1
+#: gzip level of displacement fields: 0, stored.  Their float32 mantissas barely compress (ISA-L
+#: level 1 took 1.07 GB of EMPIRE10-01's 1.15 GB field, at 0.6-0.8 GB/s); storing costs a CRC
+#: (about 6 GB/s).  The write phase went from 4.7-5.2 to 4.1-4.3 s (docs/performance.md).
+_FIELD_GZIP_LEVEL = 0
 
 
 def _check_suffix(path: Path) -> None:
@@ -109,7 +113,7 @@ def _placeholder(shape, dtype) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype), shape)
 
 
-def _save_streamed(img: nib.Nifti1Image, path: Path, pieces) -> Path:
+def _save_streamed(img: nib.Nifti1Image, path: Path, pieces, level: int = _GZIP_LEVEL) -> Path:
     """Write ``img``'s header, then the voxel bytes of ``pieces`` (arrays, in file order),
     gzipped in parallel when ``path`` ends in .gz, atomically.  The bytes are those of
     ``img.to_bytes()`` for an image holding the same voxels (tests/test_performance_io.py),
@@ -127,7 +131,7 @@ def _save_streamed(img: nib.Nifti1Image, path: Path, pieces) -> Path:
     prefix += b"\0" * (offset - len(prefix))
     with atomic_path(path) as tmp, open_streamed(tmp) as fh:
         if path.name.lower().endswith(".gz"):
-            with GzipStreamWriter(fh, compresslevel=_GZIP_LEVEL) as gz:
+            with GzipStreamWriter(fh, compresslevel=level) as gz:
                 gz.write(prefix)
                 for piece in pieces:
                     gz.write(piece.data)
@@ -192,7 +196,7 @@ def write_displacement_nifti(
     The file is 5-D (x, y, z, 1, 3) float32, as ITK writes displacement fields, with the
     components stored in ITK's convention so that
     ``sitk.DisplacementFieldTransform(sitk.ReadImage(path, sitk.sitkVectorFloat64))`` maps a
-    point p (LPS) to p + u(p).
+    point p (LPS) to p + u(p).  A .nii.gz is gzip level 0 (stored blocks; standard gzip).
     """
     u = np.asarray(displacement)
     if u.ndim != 4 or u.shape[3] != 3:
@@ -221,7 +225,7 @@ def write_displacement_nifti(
                     np.copyto(part, src, casting="same_kind")
                 yield part
 
-    return _save_streamed(img, Path(path), slabs())
+    return _save_streamed(img, Path(path), slabs(), _FIELD_GZIP_LEVEL)
 
 
 # ITK (since 5.x) negates the first two components of NIfTI DISPVECT fields on read and write,
