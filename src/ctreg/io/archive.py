@@ -169,7 +169,7 @@ def _stored_member(block) -> bytes:
     is installed (several GB/s), else zlib's, with the same value."""
     view = memoryview(block).cast("B")
     n = len(view)
-    parts = [_GZIP_HEADER]
+    parts: list[bytes | memoryview] = [_GZIP_HEADER]
     pos = 0
     while True:  # an empty block is one final stored block of length 0
         size = min(_STORED_MAX, n - pos)
