@@ -111,13 +111,11 @@ class PhaseTimer:
         """Count ``seconds`` for ``name`` and, the first time, read the memory now (the phase
         has just ended)."""
         self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
-        self.phases.setdefault(
-            name,
-            {
+        if name not in self.phases:
+            self.phases[name] = {
                 "peak_rss_mib": round(peak_rss_mib(), 1),
                 "rss_mib": round(rss_mib(), 1),
-            },
-        )
+            }
 
     def memory_report(self) -> dict:
         return {"peak_rss_mib": round(peak_rss_mib(), 1), "phases": self.phases}

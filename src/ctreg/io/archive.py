@@ -166,7 +166,8 @@ def _stored_member(block) -> bytes:
 
     Standard gzip that every reader decompresses; for data that hardly compresses (float
     fields) it costs a CRC and a copy instead of a deflate pass.  The CRC is ISA-L's when it
-    is installed (several GB/s), else zlib's, with the same value."""
+    is installed (several GB/s), else zlib's, with the same value; zlib's own level 0 ran at
+    0.8 GB/s (scratch timing)."""
     view = memoryview(block).cast("B")
     n = len(view)
     parts: list[bytes | memoryview] = [_GZIP_HEADER]

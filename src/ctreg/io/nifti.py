@@ -42,7 +42,7 @@ _NIFTI_INTENT_DISPVECT = 1006
 _GZIP_LEVEL = 1
 #: gzip level of displacement fields: 0, stored.  Their float32 mantissas barely compress (ISA-L
 #: level 1 took 1.07 GB of EMPIRE10-01's 1.15 GB field, at 0.6-0.8 GB/s); storing costs a CRC
-#: (about 6 GB/s).  The write phase went from 4.7-5.2 to 4.1-4.3 s (docs/performance.md).
+#: (about 6 GB/s, scratch timing).  Write phase 4.7-5.2 -> 4.1-4.3 s (docs/performance.md).
 _FIELD_GZIP_LEVEL = 0
 
 
