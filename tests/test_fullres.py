@@ -86,13 +86,50 @@ def test_slabs_match_the_whole_grid(with_field, slab):
         invalid_below=-2000.0,
         fill_hu=-1024.0,
         slab=slab,
+        keep_jacobian=True,
     )
     np.testing.assert_allclose(warped.array, w0, atol=2e-3)  # HU: float rounding of the positions
     assert np.mean(warped.valid != v0) < 1e-3
     np.testing.assert_allclose(disp, d0, atol=2e-5)
-    np.testing.assert_allclose(jac, j0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jac.map, j0, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(warped.affine, ref.affine)
-    assert warped.array.dtype == disp.dtype == jac.dtype == np.float32
+    assert warped.array.dtype == disp.dtype == jac.map.dtype == np.float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("slab", [1, 5, 16, 100])
+def test_kept_jacobian_parts_equal_the_whole_map(native, slab):
+    """Without the map: the statistics (over the grid and inside the body) and the values on
+    the report's planes equal those of the whole map, bit for bit."""
+    from ctreg.report_planes import PLANES, plane_indices
+
+    ref, flt, frame, transform, u, u_spacing, box = _case(seed=2)
+    body = np.random.default_rng(3).random(ref.shape) > 0.3
+    planes = {p: plane_indices(ref, p) for p in PLANES}
+    kw = dict(sentinel=SENTINEL, invalid_below=-2000.0, fill_hu=-1024.0, slab=slab, native=native)
+    kw.update(body=body, points=planes)
+    args = (ref, flt, frame, transform, u, u_spacing, box)
+    w_map, d_map, whole = fullres.full_resolution(*args, keep_jacobian=True, **kw)
+    w, d, kept = fullres.full_resolution(*args, **kw)
+    assert kept.map is None and whole.map is not None
+    np.testing.assert_array_equal(w.array, w_map.array)
+    np.testing.assert_array_equal(d, d_map)
+    assert kept.statistics() == ops.jacobian_statistics_pair(whole.map, body)
+    assert kept.statistics() == whole.statistics()
+    assert kept.statistics()[0] == ops.jacobian_statistics(whole.map)
+    values = kept.values()
+    assert set(values) == set(PLANES)
+    for p, idx in planes.items():
+        k, j, i = (np.rint(idx[a]).astype(np.intp) for a in range(3))
+        np.testing.assert_array_equal(values[p], whole.map[k, j, i])
+        assert values[p].shape == idx.shape[1:] and values[p].dtype == np.float32
+
+
+def test_jacobian_parts_reject_bad_points_and_body():
+    with pytest.raises(ValueError, match="outside the grid"):
+        fullres.JacobianParts((4, 5, 6), points={"p": np.array([[0, 4], [0, 0], [0, 0]])})
+    with pytest.raises(ValueError, match="body has shape"):
+        fullres.JacobianParts((4, 5, 6), body=np.ones((4, 5, 7), bool))
 
 
 def test_slabs_are_the_same_on_1_2_and_4_threads():
@@ -113,8 +150,9 @@ def test_slabs_are_the_same_on_1_2_and_4_threads():
                 sentinel=SENTINEL,
                 invalid_below=-2000.0,
                 fill_hu=-1024.0,
+                keep_jacobian=True,
             )
-            outs.append((w.array, w.valid, d, j))
+            outs.append((w.array, w.valid, d, j.map))
     finally:
         ctreg.set_num_threads(n)
     for other in outs[1:]:

@@ -227,3 +227,14 @@ def test_value_range_equals_the_selected_values_range():
     arr[valid.nonzero()[0][0], valid.nonzero()[1][0], valid.nonzero()[2][0]] = np.nan
     _, lo, hi = dicom_mod.write._value_range(arr, valid)  # NaN propagates, as arr[valid].min()
     assert np.isnan(lo) and np.isnan(hi) and np.isnan(arr[valid].min())
+
+
+def test_floating_tags_from_a_meta_mapping_equal_those_from_the_volume(tmp_path, ct64):
+    """RegistrationResult.release_floating() keeps the floating scan's meta only: the series
+    written from that mapping carries the same patient and study tags."""
+    a = write_dicom_series(ct64, tmp_path / "a", reference=ct64, floating=ct64)
+    b = write_dicom_series(ct64, tmp_path / "b", reference=ct64.meta, floating=dict(ct64.meta))
+    ha, hb = _headers(a)[0], _headers(b)[0]
+    for tag in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID"):
+        assert ha.get(tag) == hb.get(tag) == ct64.meta["dicom"].get(tag)
+    assert ha.SeriesDescription == hb.SeriesDescription

@@ -339,3 +339,53 @@ def test_similarity_figures_do_not_depend_on_the_piece_size(monkeypatch):
     monkeypatch.setattr(report_html, "_SIMILARITY_PIECE", 37)  # many pieces, a ragged last one
     assert report_html.similarity_figures(res) == whole
     assert whole["before"]["overlap_percent"] > 0
+
+
+def test_report_made_after_release_floating_equals_the_full_report(tmp_path):
+    """ctreg register takes the "before" parts, lets the floating scan go, then makes the
+    report: the same pictures and similarity figures as a report made with the scan held."""
+    res = _result()
+    full_figs, full_sim = report_html.report_parts(res)
+    before = report_html.before_parts(res)
+    flo = res.floating
+    res.release_floating()
+    assert res.floating is None
+    assert res.floating_shape == flo.shape and np.array_equal(res.floating_affine, flo.affine)
+    figs, sim = report_html.report_parts(res, before)
+    assert sim == full_sim and "before" in sim
+    report_html.write_report_html(res, tmp_path / "a.html", figures=full_figs, similarity=full_sim)
+    report_html.write_report_html(res, tmp_path / "b.html", figures=figs, similarity=sim)
+    assert _pngs((tmp_path / "a.html").read_text()) == _pngs((tmp_path / "b.html").read_text())
+    # without the parts taken first, the report has no "before" row and no "before" figures
+    figs2, sim2 = report_html.report_parts(res)
+    assert "before" not in sim2 and report_html.before_parts(res) == {}
+    report_html.write_report_html(res, tmp_path / "c.html", figures=figs2, similarity=sim2)
+    assert len(_pngs((tmp_path / "c.html").read_text())) < len(
+        _pngs((tmp_path / "a.html").read_text())
+    )
+
+
+def test_report_uses_the_kept_jacobian_planes_not_the_map(tmp_path, monkeypatch):
+    from ctreg.report_planes import PLANES
+
+    res = _result()
+    with_map = report_html.report_figures(res)
+    jac = res.jacobian_determinant()
+    kept = {p: report_html._take(jac, report_html.plane_indices(res.reference, p)) for p in PLANES}
+    planes_only = RegistrationResult(
+        reference=res.reference,
+        floating=res.floating,
+        warped=res.warped,
+        displacement=res.displacement,
+        affine=res.affine,
+        jacobian=None,
+        jacobian_planes=kept,
+        report=res.report,
+    )
+
+    def no_map(self):
+        raise AssertionError("the whole Jacobian map was computed")
+
+    monkeypatch.setattr(RegistrationResult, "jacobian_determinant", no_map)
+    figs = report_html.report_figures(planes_only)
+    assert figs["jacobian"].html() == with_map["jacobian"].html()

@@ -1,4 +1,5 @@
 // Pointwise field kernels (ctreg/fields.hpp): scale, affine map, inverse step, Jacobian stats.
+#include <algorithm>
 #include <array>
 #include <optional>
 
@@ -89,22 +90,30 @@ void bind_fields(py::module_& m) {
         "(count, min, max, count<=0, count>0, sum log J, sum log^2 J); see ctreg/fields.hpp.");
     m.def(
         "jacobian_stats_pair",
-        [](const farray& jac, const u8array& mask) {
+        [](const farray& jac, const u8array& mask, std::optional<darray> acc) {
             const Shape3 s = shape3(jac, "jacobian");
             same_shape(s, shape3(mask, "mask"), "jacobian_stats_pair: jacobian and mask");
             std::array<double, 14> r{};
+            double* out = r.data();
+            if (acc) {
+                if (acc->size() != 14) throw py::value_error("acc must hold 14 float64 values");
+                out = acc->mutable_data();
+            }
             const float* p = jac.data();
             const std::uint8_t* mk = mask.data();
             {
                 py::gil_scoped_release release;
-                jacobian_stats_pair(p, s, mk, r.data());
+                jacobian_stats_pair(p, s, mk, out, acc.has_value());
             }
+            if (acc) std::copy(out, out + 14, r.begin());
             py::tuple t(14);
             for (int c = 0; c < 14; ++c) t[c] = r[c];
             return t;
         },
         py::arg("jacobian").noconvert(), py::arg("mask").noconvert(),
-        "jacobian_stats without and with the mask, one pass: a tuple of 14.");
+        py::arg("acc").noconvert() = py::none(),
+        "jacobian_stats without and with the mask, one pass: a tuple of 14.  acc: a float64 "
+        "array of 14 holding the sums so far, added onto in place (slabs of one map in z order).");
     m.def(
         "clip_fill",
         [](const farray& image, const std::optional<u8array>& valid, float lo, float hi, float fill) {

@@ -26,7 +26,8 @@ void bind_prep(py::module_& m) {
            const std::vector<index_t>& rows, const py::sequence& spacing, const farray& source,
            const darray& out_to_frame, const darray& to_index, float sentinel, float invalid_below,
            float fill_hu, float det_a, const darray& vec, const darray& idx, farray& uh, farray& jh,
-           farray& warped, u8array& valid, farray& displacement, farray& jacobian) {
+           farray& warped, u8array& valid, farray& displacement, farray& jacobian,
+           index_t jacobian_first) {
             FullresSlab a;
             a.u = u.data();
             a.fs = field_shape(u, "u");
@@ -38,13 +39,17 @@ void bind_prep(py::module_& m) {
             }
             const Shape3 out = shape3(warped, "warped");
             same_shape(out, shape3(valid, "valid"), "warped and valid");
-            same_shape(out, shape3(jacobian, "jacobian"), "warped and jacobian");
             same_shape(out, field_shape(displacement, "displacement"), "warped and displacement");
             a.h0 = rows[0]; a.h1 = rows[1]; a.k0 = rows[2]; a.k1 = rows[3];
             if (!(0 <= a.h0 && a.h0 <= a.k0 && a.k0 < a.k1 && a.k1 <= a.h1 && a.h1 <= out.nz))
                 throw py::value_error("rows must satisfy 0 <= h0 <= k0 < k1 <= h1 <= nz");
             a.ny = out.ny;
             a.nx = out.nx;
+            const Shape3 js = shape3(jacobian, "jacobian");
+            if (js.ny != out.ny || js.nx != out.nx || !(0 <= jacobian_first && jacobian_first <= a.k0) ||
+                js.nz < a.k1 - jacobian_first)
+                throw py::value_error("jacobian must hold grid slices [jacobian_first, k1) of (ny, nx)");
+            a.jacobian_first = jacobian_first;
             a.spacing = spacing3(spacing, "spacing");
             a.source = source.data();
             a.source_shape = shape3(source, "source");
@@ -75,6 +80,7 @@ void bind_prep(py::module_& m) {
         py::arg("vec").noconvert(), py::arg("idx").noconvert(), py::arg("uh").noconvert(),
         py::arg("jh").noconvert(), py::arg("warped").noconvert(), py::arg("valid").noconvert(),
         py::arg("displacement").noconvert(), py::arg("jacobian").noconvert(),
+        py::arg("jacobian_first") = 0,
         "One z slab of register()'s full-resolution step into the outputs (see ctreg/fullres.hpp).");
     m.def(
         "dilate_rows",

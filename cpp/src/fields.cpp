@@ -145,9 +145,12 @@ void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask,
     }
 }
 
-void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14) {
+void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14,
+                         bool accumulate) {
     // jacobian_stats(jac, s, nullptr) and jacobian_stats(jac, s, mask) in one pass: each log J
-    // is taken once, and each set of sums is accumulated in the same order as alone.
+    // is taken once, and each set of sums is accumulated in the same order as alone.  With
+    // accumulate, the slices' sums are added onto out14 in the same order: a map given slab by
+    // slab in z order gets the whole map's values bit for bit.
     const index_t nz = s.nz, plane = s.ny * s.nx;
     std::vector<double> part(static_cast<std::size_t>(14 * nz));
     const double inf = std::numeric_limits<double>::infinity();
@@ -191,8 +194,10 @@ void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* 
     }
     for (int h = 0; h < 2; ++h) {
         double* r = out14 + 7 * h;
-        r[0] = 0.0; r[1] = inf; r[2] = -inf;
-        for (int c = 3; c < 7; ++c) r[c] = 0.0;
+        if (!accumulate) {
+            r[0] = 0.0; r[1] = inf; r[2] = -inf;
+            for (int c = 3; c < 7; ++c) r[c] = 0.0;
+        }
         for (index_t k = 0; k < nz; ++k) {
             const double* o = part.data() + 14 * k + 7 * h;
             r[0] += o[0];

@@ -24,7 +24,7 @@ void fullres_slab(const FullresSlab& a) {
     jacobian_determinant(a.uh, halo, a.spacing, a.jh);
     affine_field(uc, core, a.vec, a.idx, a.displacement + a.k0 * plane * 3);
     const float* jc = a.jh + (a.k0 - a.h0) * plane;
-    float* jo = a.jacobian + a.k0 * plane;
+    float* jo = a.jacobian + (a.k0 - a.jacobian_first) * plane;
     std::uint8_t* v = a.valid + a.k0 * plane;
     const index_t n = core.size();
     const float det_a = a.det_a, lo = a.invalid_below, fill = a.fill_hu;

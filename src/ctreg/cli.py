@@ -110,7 +110,7 @@ def _cmd_register(args) -> int:
 def _run_register(args) -> int:
     import json
     import time
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
     from pathlib import Path
 
     from . import _timing
@@ -154,10 +154,18 @@ def _run_register(args) -> int:
     if out is not None:
         with atomic_dir(out) as tmp, ThreadPoolExecutor(1, "ctreg-report") as pool:
             # report.html's pictures and similarity figures are made while the other outputs are
-            # written (they only read the result); a failed report is a warning, not a failed run
-            from .report_html import report_for_run, report_parts
+            # written (they only read the result); a failed report is a warning, not a failed run.
+            # What they need of the floating scan is taken first, and the scan is let go: its
+            # voxels are freed before the outputs are written (the run's memory peak).
+            from .report_html import before_parts, report_for_run, report_parts
 
-            parts = None if args.no_report else pool.submit(report_parts, result)
+            parts = None
+            if not args.no_report:
+                before = pool.submit(before_parts, result)
+                wait([before])
+                parts = pool.submit(lambda: report_parts(result, before.result()))
+            result.release_floating()
+            del floating, masks
             written = result.save(tmp, name=args.name, dicom=not args.no_dicom)
             if parts is not None:
                 written.update(report_for_run(result, tmp / "report.html", parts))

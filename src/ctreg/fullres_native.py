@@ -38,8 +38,9 @@ def slabs_native(
     invalid_below: float,
     fill_hu: float,
 ) -> np.ndarray:
-    """Fill ``warped``, ``displacement`` and ``jac`` (whole reference grid) slab by slab;
-    returns the validity mask (bool, reference grid)."""
+    """Fill ``warped`` and ``displacement`` (whole reference grid) and give each slab's
+    Jacobian to ``jac`` (``fullres.JacobianParts``), slab by slab; returns the validity mask
+    (bool, reference grid)."""
     nz, ny, nx = shape
     valid = np.empty(shape, bool)
     rows = min(nz, slab + 2)
@@ -57,6 +58,7 @@ def slabs_native(
         out_to_frame[0, 3] = k0 * sp[0]
         idx_k = idx.copy()
         idx_k[:, 3] += idx[:, 0] * k0
+        jb, jfirst = jac.buffer(k0, k1)
         ops.fullres_slab(
             u,
             step,
@@ -77,8 +79,10 @@ def slabs_native(
             warped=warped,
             valid=valid,
             displacement=displacement,
-            jacobian=jac,
+            jacobian=jb,
+            jacobian_first=jfirst,
         )
+        jac.add(k0, k1)
     return valid
 
 

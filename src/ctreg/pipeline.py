@@ -40,6 +40,7 @@ from .masks import body_mask
 from .options import RegistrationOptions, options_for
 from .prep import SourceImage
 from .pyramid import bounding_box, crop, level_factors
+from .report_planes import PLANES, plane_indices
 from .result import RegistrationResult
 from .sliding import sliding_stage
 from .transforms import N_AFFINE, AffineTransform, ReferenceFrame
@@ -507,45 +508,37 @@ def _register(
     v = v0 = outer = u_demons = u0 = None  # type: ignore[assignment]  # noqa: F841
     ops.release_spare_arrays()
     # in z slabs (ctreg.fullres): the frame field never exists on the whole grid; beyond the
-    # working box the clamped interpolation continues the field's border values
-    warped, displacement, jac = full_resolution(
-        ref,
-        flt,
-        frame,
-        transform,
-        u,
-        None if u is None else u_spacing,
-        box,
-        sentinel=SENTINEL,
-        invalid_below=INVALID_BELOW_HU,
-        fill_hu=opts.fill_hu,
-    )
-    if sliding_report is not None and sliding_report.get("used") and not float(jac.min()) > 0:
+    # working box the clamped interpolation continues the field's border values.  Of the
+    # Jacobian only its statistics and the report's planes are kept (not the map).
+    planes = {p: plane_indices(ref, p) for p in PLANES}
+
+    def finish(field):
+        return full_resolution(
+            ref, flt, frame, transform, field, None if field is None else u_spacing, box,
+            sentinel=SENTINEL, invalid_below=INVALID_BELOW_HU, fill_hu=opts.fill_hu,
+            body=ref_body, points=planes,
+        )  # fmt: skip
+
+    warped, displacement, jac = finish(u)
+    if (
+        sliding_report is not None
+        and sliding_report.get("used")
+        and not jac.statistics()[0].get("min", 1.0) > 0
+    ):
         # the join folds at full resolution: redo this step with the lung-focused field
         log.warning(
             "sliding: Jacobian <= 0 at full resolution; keeping the lung-focused field "
             "[sliding_folded_full_resolution]"
         )
         sliding_report.update(used=False, reason="sliding_folded_full_resolution")
-        warped, displacement, jac = full_resolution(
-            ref,
-            flt,
-            frame,
-            transform,
-            u_inside,
-            None if u_inside is None else u_spacing,
-            box,
-            sentinel=SENTINEL,
-            invalid_below=INVALID_BELOW_HU,
-            fill_hu=opts.fill_hu,
-        )
+        warped, displacement, jac = finish(u_inside)
     u_inside = None
     timer.add("resample", time.perf_counter() - t0)
 
     # -- report ------------------------------------------------------------------------------
     import scipy
 
-    jac_all, jac_body = ops.jacobian_statistics_pair(jac, ref_body)
+    jac_all, jac_body = jac.statistics()
     report: dict[str, Any] = {
         "ctreg_version": __version__,
         "preset": preset if options is None else None,
@@ -586,7 +579,8 @@ def _register(
         warped=warped,
         displacement=displacement,
         affine=transform,
-        jacobian=jac,
+        jacobian=None,  # computed from the displacement when asked
+        jacobian_planes=jac.values(),
         report=report,
     )
     log.info(

@@ -38,7 +38,14 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .report_blocks import _CSS, _e, _geometry_row, _num, _Raw, _table
-from .report_planes import PLANES, ReportError, _planes, canonical_axes, plane_indices
+from .report_planes import (
+    PLANES,
+    ReportError,
+    _planes,
+    before_pictures,
+    canonical_axes,
+    plane_indices,
+)
 from .report_pictures import (
     GRAY,
     PICTURE_CSS,
@@ -57,6 +64,7 @@ from .volume import Volume
 
 __all__ = [
     "write_report_html",
+    "before_parts",
     "report_for_run",
     "render_report_html",
     "report_figures",
@@ -94,10 +102,11 @@ def _picture(image, spacing, rgb_of) -> bytes:
     return png_rgb(enlarge(rgb_of(image), spacing))
 
 
-def report_figures(result) -> dict[str, Figure]:
+def report_figures(result, before: dict | None = None) -> dict[str, Figure]:
     """The report's pictures: ``{"checkerboard", "difference", "jacobian"}``, each a
-    :class:`~ctreg.report_pictures.Figure` of PNG panels (``.html()`` for the page)."""
-    planes = _planes(result)
+    :class:`~ctreg.report_pictures.Figure` of PNG panels (``.html()`` for the page).
+    ``before``: :func:`before_parts` made while the result still held the floating scan."""
+    planes = _planes(result, None if before is None else before.get("pictures"))
     has_before = all(p["before"] is not None for p in planes.values())
     rows = [("after", "warped")] if not has_before else [("before", "before"), ("after", "warped")]
     lo, hi = WINDOW_HU
@@ -190,15 +199,11 @@ def report_figures(result) -> dict[str, Figure]:
 # -- similarity figures -----------------------------------------------------------------------
 
 
-def similarity_figures(result) -> dict[str, Any]:
-    """NCC and mean absolute difference (HU) between the reference and the floating scan inside
-    the reference body, before registration (floating at the same world points) and after
-    (warped), over a regular subsample of at most ``SAMPLE_VOXELS`` reference voxels where the
-    floating scan has data."""
+def _similarity_sample(ref: Volume) -> tuple[int, tuple[slice, ...], np.ndarray, np.ndarray]:
+    """(stride, slices, the subsampled reference array, its body mask) of the similarity
+    figures: a regular subsample of at most ``SAMPLE_VOXELS`` reference voxels."""
     from .masks import body_mask
 
-    ref: Volume = result.reference
-    warped: Volume = result.warped
     stride = max(1, int(math.ceil((ref.array.size / SAMPLE_VOXELS) ** (1 / 3))))
     sl = (slice(None, None, stride),) * 3
     small = Volume(
@@ -206,32 +211,52 @@ def similarity_figures(result) -> dict[str, Any]:
         ref.affine @ np.diag([stride, stride, stride, 1.0]),
         None if ref.valid is None else ref.valid[sl],
     )
-    body = body_mask(small, resolution_mm=None)
+    return stride, sl, small.array, body_mask(small, resolution_mm=None)
+
+
+def similarity_before(reference: Volume, floating: Volume) -> dict[str, Any]:
+    """The "before" half of :func:`similarity_figures`: the floating scan at the reference's
+    sampled world points where it has data (needs the scans only, not the registration)."""
+    stride, _, r, body = _similarity_sample(reference)
+    k, j, i = np.nonzero(body)
+    # the points go through the geometry in pieces (each point on its own: the same values
+    # as all at once), so the float64 temporaries stay at a few tens of MB
+    inside_parts, val_parts = [], []
+    upper = np.asarray(floating.shape, float)[:, None] - 1
+    for a in range(0, k.size, _SIMILARITY_PIECE):
+        b = a + _SIMILARITY_PIECE
+        idx = np.stack([k[a:b], j[a:b], i[a:b]]).astype(np.float64) * stride
+        fidx = floating.world_to_index(reference.index_to_world(idx.T)).T
+        ins = np.all((fidx >= 0) & (fidx <= upper), axis=0)
+        if floating.valid is not None and ins.any():
+            ins[ins] &= ndi.map_coordinates(floating.valid, fidx[:, ins], order=0)
+        inside_parts.append(ins)
+        val_parts.append(ndi.map_coordinates(floating.array, fidx[:, ins], order=1))
+    inside = np.concatenate(inside_parts) if inside_parts else np.zeros(0, bool)
+    vals = np.concatenate(val_parts) if val_parts else np.zeros(0)
+    out = _pair_stats(r[k, j, i][inside], vals)
+    out["overlap_percent"] = float(100.0 * inside.mean()) if inside.size else 0.0
+    return out
+
+
+def similarity_figures(result, before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """NCC and mean absolute difference (HU) between the reference and the floating scan inside
+    the reference body, before registration (floating at the same world points) and after
+    (warped), over a regular subsample of at most ``SAMPLE_VOXELS`` reference voxels where the
+    floating scan has data.  ``before``: :func:`similarity_before` made earlier (when the result
+    no longer holds the floating scan)."""
+    ref: Volume = result.reference
+    warped: Volume = result.warped
+    stride, sl, r, body = _similarity_sample(ref)
     out: dict[str, Any] = {"voxels_sampled": int(np.count_nonzero(body)), "stride": stride}
-    r = small.array
     w = warped.array[sl]
     ok = body if warped.valid is None else body & warped.valid[sl]
     out["after"] = _pair_stats(r[ok], w[ok])
     floating = getattr(result, "floating", None)
-    if floating is not None:
-        k, j, i = np.nonzero(body)
-        # the points go through the geometry in pieces (each point on its own: the same values
-        # as all at once), so the float64 temporaries stay at a few tens of MB
-        inside_parts, val_parts = [], []
-        upper = np.asarray(floating.shape, float)[:, None] - 1
-        for a in range(0, k.size, _SIMILARITY_PIECE):
-            b = a + _SIMILARITY_PIECE
-            idx = np.stack([k[a:b], j[a:b], i[a:b]]).astype(np.float64) * stride
-            fidx = floating.world_to_index(ref.index_to_world(idx.T)).T
-            ins = np.all((fidx >= 0) & (fidx <= upper), axis=0)
-            if floating.valid is not None and ins.any():
-                ins[ins] &= ndi.map_coordinates(floating.valid, fidx[:, ins], order=0)
-            inside_parts.append(ins)
-            val_parts.append(ndi.map_coordinates(floating.array, fidx[:, ins], order=1))
-        inside = np.concatenate(inside_parts) if inside_parts else np.zeros(0, bool)
-        vals = np.concatenate(val_parts) if val_parts else np.zeros(0)
-        out["before"] = _pair_stats(r[k, j, i][inside], vals)
-        out["before"]["overlap_percent"] = float(100.0 * inside.mean()) if inside.size else 0.0
+    if before is None and floating is not None:
+        before = similarity_before(ref, floating)
+    if before is not None:
+        out["before"] = before
     return out
 
 
@@ -449,11 +474,26 @@ def write_report_html(
     return path
 
 
-def report_parts(result) -> tuple[dict[str, Figure], dict]:
+def before_parts(result) -> dict[str, Any]:
+    """What the report needs of the floating scan itself ("before" pictures and similarity):
+    made before ``result.release_floating()``, then given to :func:`report_parts`.  ``{}`` when
+    the result holds no floating scan."""
+    ref, floating = result.reference, getattr(result, "floating", None)
+    if floating is None:
+        return {}
+    return {
+        "pictures": before_pictures(ref, floating),
+        "similarity": similarity_before(ref, floating),
+    }
+
+
+def report_parts(result, before: dict | None = None) -> tuple[dict[str, Figure], dict]:
     """(:func:`report_figures`, :func:`similarity_figures`) of ``result``: the slow part of a
     report, which reads the result only (``ctreg register`` makes it while the other outputs
-    are written)."""
-    return report_figures(result), similarity_figures(result)
+    are written).  ``before``: :func:`before_parts`, made while the result held the floating
+    scan."""
+    b = before or {}
+    return report_figures(result, b or None), similarity_figures(result, b.get("similarity"))
 
 
 def report_for_run(result, path, parts: Future | None = None) -> dict[str, Path]:

@@ -13,7 +13,7 @@ import scipy.ndimage as ndi
 from .errors import CTRegError
 from .volume import Volume
 
-__all__ = ["PLANES", "ReportError", "canonical_axes", "plane_indices"]
+__all__ = ["PLANES", "ReportError", "before_pictures", "canonical_axes", "plane_indices"]
 
 AIR_HU = -1000.0
 
@@ -137,9 +137,16 @@ def _sample_floating(floating: Volume, reference: Volume, idx_ref: np.ndarray) -
     return vals.reshape(shape).astype(np.float32)
 
 
-def _planes(result) -> dict[str, dict[str, Any]]:
-    """Per plane: the reference, warped, before (floating at the same world points) pictures and
-    the Jacobian, the warped scan's validity, pixel size and side letters."""
+def before_pictures(reference: Volume, floating: Volume) -> dict[str, np.ndarray]:
+    """Per plane, the floating scan at the reference picture's world points: the report's
+    "before" pictures, which need the scans only (not the registration)."""
+    return {p: _sample_floating(floating, reference, plane_indices(reference, p)) for p in PLANES}
+
+
+def _planes(result, before: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+    """Per plane: the reference, warped, before (floating at the same world points; ``before``:
+    :func:`before_pictures` made earlier) pictures and the Jacobian, the warped scan's validity,
+    pixel size and side letters."""
     ref: Volume = result.reference
     warped: Volume = result.warped
     if warped.shape != ref.shape:
@@ -147,8 +154,16 @@ def _planes(result) -> dict[str, dict[str, Any]]:
             f"the warped scan's grid {warped.shape} is not the reference grid {ref.shape}",
             code="Report.Grid",
         )
-    jac = result.jacobian_determinant()
+    kept = getattr(result, "jacobian_planes", None)  # register() keeps these, not the map
+    if kept is None:
+        jac = result.jacobian_determinant()
+        kept = {
+            p: None if jac is None else _take(np.asarray(jac), plane_indices(ref, p))
+            for p in PLANES
+        }
     floating = getattr(result, "floating", None)
+    if before is None and floating is not None:
+        before = before_pictures(ref, floating)
     out = {}
     for plane in PLANES:
         idx = plane_indices(ref, plane)
@@ -156,10 +171,10 @@ def _planes(result) -> dict[str, dict[str, Any]]:
             "reference": _take(ref.array, idx),
             "warped": _take(warped.array, idx),
             "valid": None if warped.valid is None else _take(warped.valid, idx),
-            "jacobian": None if jac is None else _take(np.asarray(jac), idx),
+            "jacobian": kept[plane],
             "spacing": _plane_spacing(ref, plane),
             "sides": _SIDES[plane],
+            "before": None if before is None else before[plane],
         }
-        p["before"] = None if floating is None else _sample_floating(floating, ref, idx)
         out[plane] = p
     return out

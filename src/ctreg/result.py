@@ -87,6 +87,7 @@ class RegistrationResult:
         grid_affine: np.ndarray | None = None,
         floating_affine: np.ndarray | None = None,
         floating_shape=None,
+        jacobian_planes: dict[str, np.ndarray] | None = None,
     ):
         self.reference = reference
         self.floating = floating
@@ -106,6 +107,21 @@ class RegistrationResult:
         self.floating_shape = (
             floating.shape if floating is not None and floating_shape is None else floating_shape
         )
+        #: the Jacobian determinant on report.html's planes (plane name -> 2-D float32), kept by
+        #: ``register()`` in place of the whole map; None for a loaded result.
+        self.jacobian_planes = jacobian_planes
+        # the floating scan's metadata (DICOM tags for save()), kept by release_floating()
+        self._floating_meta: dict[str, Any] | None = None
+
+    def release_floating(self) -> None:
+        """Let go of the floating scan (``self.floating`` becomes None), so that its voxels are
+        freed once nothing else holds them; its grid (``floating_affine``, ``floating_shape``)
+        and its DICOM tags, which :meth:`save` copies, are kept.  ``ctreg register`` calls it
+        before writing; :func:`ctreg.report_html.before_parts` must be made first for the
+        report's "before" pictures."""
+        if self.floating is not None:
+            self._floating_meta = self.floating.meta
+            self.floating = None
 
     # -- points and images: ctreg.apply -------------------------------------------------------
     def transform_points(self, points) -> np.ndarray:
@@ -206,8 +222,11 @@ class RegistrationResult:
 
     def jacobian_determinant(self) -> np.ndarray:
         """(z, y, x) float32 determinant of the map's Jacobian on the reference grid
-        (1 = volume kept, < 1 compression, <= 0 folding)."""
-        if self._jacobian is None:  # a loaded result: from the field
+        (1 = volume kept, < 1 compression, <= 0 folding).  Computed from the displacement on
+        the first call and then kept (``register()`` keeps only its statistics, in ``report``,
+        and its values on the report's planes; they come from the engine's own field and can
+        differ from this map in the last float digits)."""
+        if self._jacobian is None:  # from the field
             from .apply import world_jacobian
 
             self._jacobian = world_jacobian(self.displacement, self.grid_affine)
@@ -252,11 +271,8 @@ class RegistrationResult:
                 if self.reference is not None and "dicom" in self.reference.meta
                 else None
             )
-            flt_meta = (
-                self.floating
-                if self.floating is not None and "dicom" in self.floating.meta
-                else None
-            )
+            meta = self.floating.meta if self.floating is not None else self._floating_meta
+            flt_meta = meta if meta is not None and "dicom" in meta else None
             jobs.append(
                 (
                     write_dicom_series,

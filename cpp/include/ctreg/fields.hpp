@@ -29,8 +29,10 @@ double invert_step(const float* u, const float* v, const Shape3& s, const Spacin
 // NaN counts in neither class and min/max ignore it.
 void jacobian_stats(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out7);
 // jacobian_stats without a mask (out14[0..6]) and with mask (out14[7..13]), in one pass: the
-// same values as the two calls.
-void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14);
+// same values as the two calls.  accumulate: add onto out14 (which holds the sums so far)
+// instead of starting from zero; slabs of a map given in z order give the whole map's values.
+void jacobian_stats_pair(const float* jac, const Shape3& s, const std::uint8_t* mask, double* out14,
+                         bool accumulate = false);
 
 // out = clip(image, lo, hi) where valid != 0 (everywhere when valid is nullptr), fill elsewhere;
 // NaN stays NaN (as numpy.clip).  One parallel pass (ctreg.level.preprocess).

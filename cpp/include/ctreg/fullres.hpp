@@ -28,11 +28,13 @@ struct FullresSlab {
     float* uh;
     float* jh;
     // outputs, whole reference grid: warped, valid (warped > invalid_below; fill_hu elsewhere),
-    // displacement (3 per voxel), jacobian (det(I + grad u) * det_a)
+    // displacement (3 per voxel); jacobian (det(I + grad u) * det_a) from grid slice
+    // jacobian_first on (0: the whole grid; k0: a buffer for this slab's core)
     float* warped;
     std::uint8_t* valid;
     float* displacement;
     float* jacobian;
+    index_t jacobian_first;
 };
 
 void fullres_slab(const FullresSlab& a);

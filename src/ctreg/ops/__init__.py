@@ -33,6 +33,7 @@ from .fields import (
     jacobian_determinant,
     jacobian_statistics,
     jacobian_statistics_pair,
+    JacobianStatistics,
 )
 from .metrics import demons_forces, lncc, mattes_mi, ncc, ssd
 from .resample import (
@@ -106,6 +107,7 @@ __all__ = [
     "resample_field",
     "jacobian_statistics",
     "jacobian_statistics_pair",
+    "JacobianStatistics",
     "affine_field",
     "AFFINE_MOMENTS",
     "MMAP_THRESHOLD_BYTES",

@@ -23,6 +23,7 @@ __all__ = [
     "jacobian_determinant",
     "jacobian_statistics",
     "jacobian_statistics_pair",
+    "JacobianStatistics",
     "affine_field",
 ]
 
@@ -135,6 +136,28 @@ def jacobian_statistics_pair(jacobian, mask) -> tuple[dict, dict]:
     m = ck.mask_u8("mask", np.asarray(mask), jacobian.shape, copy=True, ref_name="jacobian")
     r = _native.jacobian_stats_pair(jacobian, m)
     return _stats_dict(*r[:7]), _stats_dict(*r[7:])
+
+
+class JacobianStatistics:
+    """:func:`jacobian_statistics_pair` of a map given slab by slab: :meth:`add` each slab of z
+    slices and its mask in z order, then :meth:`result` equals the whole map's statistics bit for
+    bit (the slices' sums are added in the same order).  The map itself is never held whole."""
+
+    def __init__(self) -> None:
+        inf = np.inf
+        self._acc = np.array([0.0, inf, -inf, 0.0, 0.0, 0.0, 0.0] * 2, np.float64)
+
+    def add(self, jacobian, mask) -> None:
+        """Add the next slab: ``jacobian`` (z, y, x) float32, ``mask`` (bool or uint8) like it."""
+        jacobian = ck.f32("jacobian", jacobian, 3)
+        m = ck.mask_u8("mask", np.asarray(mask), jacobian.shape, copy=True, ref_name="jacobian")
+        _native.jacobian_stats_pair(jacobian, m, self._acc)
+
+    def result(self) -> tuple[dict, dict]:
+        """``(statistics over every voxel, statistics inside the mask)``, as
+        :func:`jacobian_statistics_pair`."""
+        r = self._acc.tolist()
+        return _stats_dict(*r[:7]), _stats_dict(*r[7:])
 
 
 def _stats_dict(n, lo, hi, nonpos, pos, s1, s2) -> dict:

@@ -200,11 +200,13 @@ def fullres_slab(
     valid,
     displacement,
     jacobian,
+    jacobian_first: int = 0,
 ) -> None:
     """One z slab of ``register()``'s full-resolution step, in place (``ctreg.fullres_native``;
     C++: ctreg/fullres.hpp).  ``rows`` = (h0, h1, k0, k1): halo and core slices; ``uh`` /
-    ``jh``: work buffers of at least (h1 - h0) slices; ``warped``, ``valid`` (bool),
-    ``displacement`` (z, y, x, 3) and ``jacobian`` cover the whole reference grid."""
+    ``jh``: work buffers of at least (h1 - h0) slices; ``warped``, ``valid`` (bool) and
+    ``displacement`` (z, y, x, 3) cover the whole reference grid; ``jacobian`` holds the grid's
+    slices from ``jacobian_first`` on (0: the whole grid; k0: a buffer for the slab's core)."""
     ck.vector_field("u", u)
     for name, a in (
         ("source", source),
@@ -240,6 +242,7 @@ def fullres_slab(
         valid.view(np.uint8),
         displacement,
         jacobian,
+        int(jacobian_first),
     )
 
 

@@ -7,9 +7,10 @@ import datetime
 import os
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -83,14 +84,21 @@ def _dicom_now() -> tuple[str, str]:
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
 
 
+def _meta(scan: Volume | Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A scan's ``meta`` (a Volume's, or the mapping itself); empty for None."""
+    if scan is None:
+        return {}
+    return scan.meta if isinstance(scan, Volume) else scan
+
+
 def _series_template(
     volume: Volume,
-    reference: Volume | None,
-    floating: Volume | None,
+    reference: Volume | Mapping[str, Any] | None,
+    floating: Volume | Mapping[str, Any] | None,
     series_description: str | None,
 ) -> tuple[Dataset, str]:
-    ref = reference.meta.get("dicom") if reference is not None else None
-    flo = floating.meta.get("dicom") if floating is not None else None
+    ref = _meta(reference).get("dicom")
+    flo = _meta(floating).get("dicom")
     ds = Dataset()
     date, time_ = _dicom_now()
     ds.SpecificCharacterSet = (
@@ -129,10 +137,8 @@ def _series_template(
     except (TypeError, ValueError):
         ds.SeriesNumber = 1000
     if series_description is None:
-        fd = (floating.meta.get("series_description") if floating is not None else "") or "floating"
-        rd = (
-            reference.meta.get("series_description") if reference is not None else ""
-        ) or "reference"
+        fd = _meta(floating).get("series_description") or "floating"
+        rd = _meta(reference).get("series_description") or "reference"
         series_description = f"ctreg: {fd} registered to {rd}"
     ds.SeriesDescription = str(series_description)[:64]
     for_uid = str(ref.get("FrameOfReferenceUID", "") or "") if ref is not None else ""
@@ -285,8 +291,8 @@ def write_dicom_series(
     volume: Volume,
     out: str | os.PathLike,
     *,
-    reference: Volume | None = None,
-    floating: Volume | None = None,
+    reference: Volume | Mapping[str, Any] | None = None,
+    floating: Volume | Mapping[str, Any] | None = None,
     series_description: str | None = None,
 ) -> Path:
     """Write ``volume`` (HU) as a new CT series: one CT Image Storage file per slice.
@@ -297,10 +303,12 @@ def write_dicom_series(
         reference grid).
     out : a folder (created; must not exist or be empty) or a path ending in ``.tar.gz`` / ``.tgz``
         (the files inside one top-level folder named after the archive).
-    reference : Volume read from the reference DICOM series or None: FrameOfReferenceUID,
-        PositionReferenceIndicator, PatientPosition and SliceThickness come from it.
-    floating : Volume read from the floating DICOM series or None: patient and study tags
-        come from it (None: a fresh StudyInstanceUID and an anonymous patient).
+    reference : Volume read from the reference DICOM series (or its ``meta``) or None:
+        FrameOfReferenceUID, PositionReferenceIndicator, PatientPosition and SliceThickness come
+        from it.
+    floating : Volume read from the floating DICOM series (or its ``meta`` mapping) or None:
+        patient and study tags come from it (None: a fresh StudyInstanceUID and an anonymous
+        patient).
     series_description : default ``"ctreg: <floating desc> registered to <reference desc>"``.
 
     Files: explicit VR little endian, int16 with RescaleSlope/RescaleIntercept fitted to the
@@ -315,7 +323,7 @@ def write_dicom_series(
         raise TypeError(f"volume must be a ctreg.Volume, got {type(volume).__name__}")
     out = Path(out)
     template, _ = _series_template(volume, reference, floating, series_description)
-    ref_ds = reference.meta.get("dicom") if reference is not None else None
+    ref_ds = _meta(reference).get("dicom")
     ref_thick = None
     if ref_ds is not None and ref_ds.get("SliceThickness") not in (None, ""):
         ref_thick = str(ref_ds.SliceThickness)
