@@ -37,6 +37,7 @@ from .sitk_recipe import SEED, SHRINK, SIGMAS_MM
 from .sitk_recipe import affine as _affine
 from .sitk_recipe import sampling_percentage as _sampling_percentage
 from .sitk_recipe import smooth_and_shrink as _smooth_and_shrink
+from .sitk_recipe import same_grid as _same_grid
 
 
 def _setup(pair: Pair, threads: int):
@@ -83,23 +84,6 @@ def affine_only(pair: Pair, threads: int) -> MethodOutput:
 
 
 # -- demons (notebook 66) -------------------------------------------------------------------------
-
-
-def _same_grid(sitk, fixed, moving):
-    """``moving`` on ``fixed``'s grid when the grids differ (ITK's demons filters need one grid):
-    resampled at the same world points (identity, linear, air outside), so nothing moves; parts of
-    the floating scan outside the reference's field of view are lost to the demons stage."""
-    same = (
-        fixed.GetSize() == moving.GetSize()
-        and np.allclose(fixed.GetSpacing(), moving.GetSpacing(), atol=1e-6)
-        and np.allclose(fixed.GetOrigin(), moving.GetOrigin(), atol=1e-4)
-        and np.allclose(fixed.GetDirection(), moving.GetDirection(), atol=1e-6)
-    )
-    if same:
-        return moving
-    return sitk.Resample(
-        moving, fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, moving.GetPixelID()
-    )
 
 
 def _multiscale_demons(

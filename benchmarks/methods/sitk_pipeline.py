@@ -27,6 +27,7 @@ import SimpleITK as sitk
 # or SciPy.
 from sitk_recipe import SEED, SHRINK, SIGMAS_MM
 from sitk_recipe import affine as _affine
+from sitk_recipe import same_grid as _same_grid
 from sitk_recipe import sampling_percentage as _sampling_percentage
 from sitk_recipe import smooth_and_shrink as _smooth_and_shrink
 
@@ -34,6 +35,7 @@ from sitk_recipe import smooth_and_shrink as _smooth_and_shrink
 def _multiscale_demons(
     sitk, demons, fixed, moving, initial_transform, shrink=(4, 2), sigmas_mm=(8.0, 4.0)
 ):
+    moving = _same_grid(sitk, fixed, moving)  # the demons filters need one grid
     fixed_levels = [fixed] + [
         _smooth_and_shrink(sitk, fixed, s, g) for s, g in zip(shrink, sigmas_mm)
     ]

@@ -56,3 +56,20 @@ def smooth_and_shrink(sitk, image, shrink: int, sigma_mm: float):
         0.0,
         image.GetPixelID(),
     )
+
+
+def same_grid(sitk, fixed, moving):
+    """``moving`` on ``fixed``'s grid when the grids differ (ITK's demons filters need one grid):
+    resampled at the same world points (identity, linear, air outside), so nothing moves; parts of
+    the floating scan outside the reference's field of view are lost to the demons stage."""
+    same = (
+        fixed.GetSize() == moving.GetSize()
+        and np.allclose(fixed.GetSpacing(), moving.GetSpacing(), atol=1e-6)
+        and np.allclose(fixed.GetOrigin(), moving.GetOrigin(), atol=1e-4)
+        and np.allclose(fixed.GetDirection(), moving.GetDirection(), atol=1e-6)
+    )
+    if same:
+        return moving
+    return sitk.Resample(
+        moving, fixed, sitk.Transform(), sitk.sitkLinear, -1000.0, moving.GetPixelID()
+    )
