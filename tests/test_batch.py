@@ -194,7 +194,9 @@ def test_batch_with_report_and_a_pair_that_fails_inside_register(pair_files, tmp
     assert rc == 1
     rows = _summary(out)
     assert rows["pair001"]["status"] == "ok"
-    assert (out / "pair001" / "report.html").exists()
+    html = (out / "pair001" / "report.html").read_text(encoding="utf-8")
+    # the "before" row and figures, made before the floating scan was let go
+    assert html.count("<img ") == 15 and "before" in html
     assert rows["pair002"]["status"] == "failed" and rows["pair002"]["error_code"].startswith(
         "InvalidFile"
     )
