@@ -36,7 +36,6 @@ import os
 import shutil
 import time
 import traceback
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -169,21 +168,17 @@ def run_pair(
             register_fn = register
         result = register_fn(reference, floating, preset=preset, threads=threads)
         jac = result.report.get("jacobian", {})
-        parts: Future | None = None
-        if report:  # made while the result holds the floating scan, which then goes (memory)
-            from .report_html import before_parts, report_for_run, report_parts
+        before = None
+        if report:  # taken while the result holds the floating scan, which then goes (memory)
+            from .report_html import before_parts_kept, report_for_run
 
-            parts = Future()
-            try:
-                parts.set_result(report_parts(result, before_parts(result)))
-            except Exception as exc:  # noqa: BLE001 - report_for_run logs it; the pair goes on
-                parts.set_exception(exc)
+            before = before_parts_kept(result)
         result.release_floating()
         del floating
         with atomic_dir(folder) as tmp:
             result.save(tmp, dicom=dicom)
-            if parts is not None:
-                report_for_run(result, tmp / "report.html", parts)
+            if before is not None:
+                report_for_run(result, tmp / "report.html", before=before)
             seconds = time.perf_counter() - t0
             record = {
                 "status": "ok",

@@ -110,7 +110,7 @@ def _cmd_register(args) -> int:
 def _run_register(args) -> int:
     import json
     import time
-    from concurrent.futures import ThreadPoolExecutor, wait
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from . import _timing
@@ -157,12 +157,11 @@ def _run_register(args) -> int:
             # written (they only read the result); a failed report is a warning, not a failed run.
             # What they need of the floating scan is taken first, and the scan is let go: its
             # voxels are freed before the outputs are written (the run's memory peak).
-            from .report_html import before_parts, report_for_run, report_parts
+            from .report_html import before_parts_kept, report_for_run, report_parts
 
             parts = None
             if not args.no_report:
-                before = pool.submit(before_parts, result)
-                wait([before])
+                before = before_parts_kept(result)
                 parts = pool.submit(lambda: report_parts(result, before.result()))
             result.release_floating()
             del floating, masks

@@ -496,13 +496,32 @@ def report_parts(result, before: dict | None = None) -> tuple[dict[str, Figure],
     return report_figures(result, b or None), similarity_figures(result, b.get("similarity"))
 
 
-def report_for_run(result, path, parts: Future | None = None) -> dict[str, Path]:
+def before_parts_kept(result) -> Future:
+    """:func:`before_parts` of ``result``, made now, as a finished future: an error is kept for
+    :func:`report_for_run` to log (a report that cannot be made never fails the run)."""
+    fut: Future = Future()
+    try:
+        fut.set_result(before_parts(result))
+    except Exception as exc:  # noqa: BLE001 - report_for_run logs it
+        fut.set_exception(exc)
+    return fut
+
+
+def report_for_run(
+    result, path, parts: Future | None = None, before: Future | None = None
+) -> dict[str, Path]:
     """What ``ctreg register`` calls: :func:`write_report_html`, but a report that cannot be made
     is logged as a warning and the run's other outputs are kept.  ``parts``: a future of
-    :func:`report_parts` started earlier.  Returns ``{"report_html": path}``, or ``{}`` when
+    :func:`report_parts` started earlier; else ``before``: :func:`before_parts_kept`, made while
+    the result held the floating scan.  Returns ``{"report_html": path}``, or ``{}`` when
     nothing was written."""
     try:
-        figures, similarity = (None, None) if parts is None else parts.result()
+        if parts is not None:
+            figures, similarity = parts.result()
+        elif before is not None:
+            figures, similarity = report_parts(result, before.result())
+        else:
+            figures, similarity = None, None
         return {
             "report_html": write_report_html(result, path, figures=figures, similarity=similarity)
         }
